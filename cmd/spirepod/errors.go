@@ -1,0 +1,81 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Exit codes, documented in `spirepod --help`.
+const (
+	exitOK          = 0
+	exitFailure     = 1
+	exitUsage       = 2
+	exitTimeout     = 124
+	exitInterrupted = 130
+)
+
+const exitCodesHelp = `Exit codes:
+  0    success
+  1    failure (a check failed, an API refused, a file could not be written)
+  2    usage (a bad flag, argument or input file; nothing was changed)
+  124  timed out (verify, apply --wait)
+  130  interrupted`
+
+// cliError is an error with an exit code and an optional hint, printed once
+// at the top by run.
+type cliError struct {
+	code int
+	err  error
+	hint string
+}
+
+func (e *cliError) Error() string { return e.err.Error() }
+func (e *cliError) Unwrap() error { return e.err }
+
+// usageError names the flag or file at fault; exit 2.
+func usageError(hint, format string, args ...any) error {
+	return &cliError{code: exitUsage, err: fmt.Errorf(format, args...), hint: hint}
+}
+
+// failure is a non-usage failure with a hint; exit 1.
+func failure(err error, hint string) error {
+	return &cliError{code: exitFailure, err: err, hint: hint}
+}
+
+// timeoutError is for waits that ran out; exit 124.
+func timeoutError(err error, hint string) error {
+	return &cliError{code: exitTimeout, err: err, hint: hint}
+}
+
+// silentError carries an exit code when the output already said everything
+// (a checklist with a failing line).
+type silentError struct{ code int }
+
+func (e *silentError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+// exitCodeFor maps an error to an exit code and prints it with its hint.
+func reportError(ctx context.Context, w io.Writer, err error) int {
+	var se *silentError
+	if errors.As(err, &se) {
+		return se.code
+	}
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		fmt.Fprintln(w, "interrupted")
+		return exitInterrupted
+	}
+	code := exitFailure
+	hint := ""
+	var ce *cliError
+	if errors.As(err, &ce) {
+		code, hint = ce.code, ce.hint
+	}
+	msg := strings.TrimSpace(err.Error())
+	fmt.Fprintf(w, "error: %s\n", msg)
+	if hint != "" {
+		fmt.Fprintf(w, "hint: %s\n", hint)
+	}
+	return code
+}

@@ -1,0 +1,84 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spirepod/spirepod/internal/check"
+)
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printChecks renders a checklist like `linkerd check`: grouped, marked
+// √ ‼ × (or - for skipped), one hint under each failure or warning.
+func printChecks(s *IOStreams, w io.Writer, rs []check.Result) {
+	group := "\x00"
+	for _, r := range rs {
+		if r.Group != group {
+			if group != "\x00" {
+				fmt.Fprintln(w)
+			}
+			group = r.Group
+			if group != "" {
+				fmt.Fprintln(w, s.bold(group))
+				fmt.Fprintln(w, s.bold(dashes(len(group))))
+			}
+		}
+		var mark string
+		switch r.Status {
+		case check.OK:
+			mark = s.green("√")
+		case check.Warn:
+			mark = s.yellow("‼")
+		case check.Fail:
+			mark = s.red("×")
+		default:
+			mark = "-"
+		}
+		line := mark + " " + r.Name
+		if r.Message != "" && r.Status != check.OK {
+			line += "\n    " + r.Message
+		} else if r.Message != "" {
+			line += " (" + r.Message + ")"
+		}
+		fmt.Fprintln(w, line)
+		if r.Hint != "" && (r.Status == check.Fail || r.Status == check.Warn) {
+			fmt.Fprintf(w, "    hint: %s\n", r.Hint)
+		}
+	}
+}
+
+func dashes(n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = '-'
+	}
+	return string(b)
+}
+
+// checkStatusLine is the closing line of a checklist.
+func checkStatusLine(s *IOStreams, rs []check.Result) string {
+	var ok, warn, fail, skip int
+	for _, r := range rs {
+		switch r.Status {
+		case check.OK:
+			ok++
+		case check.Warn:
+			warn++
+		case check.Fail:
+			fail++
+		default:
+			skip++
+		}
+	}
+	status := s.green("Status check results are √")
+	if fail > 0 {
+		status = s.red("Status check results are ×")
+	}
+	return fmt.Sprintf("%s (%d ok, %d warnings, %d failed, %d skipped)", status, ok, warn, fail, skip)
+}

@@ -1,0 +1,44 @@
+// Package check holds the result of one check in a checklist, the shape
+// shared by `pki inspect`, `verify` diagnosis and `status`. The CLI renders
+// it in the style of `linkerd check`.
+package check
+
+// Status of a check.
+type Status string
+
+const (
+	OK      Status = "ok"      // √
+	Warn    Status = "warn"    // ‼
+	Fail    Status = "fail"    // ×
+	Skipped Status = "skipped" // -, with the reason in Message
+)
+
+// Result is one line of a checklist.
+type Result struct {
+	Group   string `json:"group,omitempty"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Status  Status `json:"status"`
+	Message string `json:"message,omitempty"`
+	Hint    string `json:"hint,omitempty"`
+}
+
+// Failed reports whether any result is a hard failure.
+func Failed(rs []Result) bool {
+	for _, r := range rs {
+		if r.Status == Fail {
+			return true
+		}
+	}
+	return false
+}
+
+// Find returns the result with the given ID.
+func Find(rs []Result, id string) (Result, bool) {
+	for _, r := range rs {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return Result{}, false
+}

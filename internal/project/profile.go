@@ -1,0 +1,144 @@
+package project
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Profile is an environment's shared values: the Agora SPIRE deployment a
+// team joins and the city repository that configures it.
+type Profile struct {
+	TrustDomain string `yaml:"trustDomain" json:"trustDomain"`
+	SpireServer string `yaml:"spireServer" json:"spireServer"`
+	CityRepo    string `yaml:"cityRepo" json:"cityRepo"`
+	BaseBranch  string `yaml:"baseBranch" json:"baseBranch"`
+	GitHubHost  string `yaml:"githubHost,omitempty" json:"githubHost,omitempty"`
+	// TeamPath is the team folder in the city repo; "{namespace}" and "{team}" are replaced.
+	TeamPath           string    `yaml:"teamPath" json:"teamPath"`
+	TrustList          TrustList `yaml:"trustList" json:"trustList"`
+	RegistrationFormat string    `yaml:"registrationFormat" json:"registrationFormat"`
+	ClassName          string    `yaml:"className,omitempty" json:"className,omitempty"`
+}
+
+// DefaultEnvironment is used when --env is not given.
+const DefaultEnvironment = "dev"
+
+// builtinProfiles are the Agora environments from the public docs. The trust
+// list location is not public: mode bundle at the path below is spirepod's
+// documented default, overridable per profile or in spirepod.yaml.
+func builtinProfiles() map[string]Profile {
+	return map[string]Profile{
+		"dev": {
+			TrustDomain:        "spire.cityos-dev.woven-planet.tech",
+			SpireServer:        "spire-server.cityos-dev.woven-planet.tech:8081",
+			CityRepo:           "wp-wcm/city",
+			BaseBranch:         "main",
+			GitHubHost:         "github.com",
+			TeamPath:           "ns/{namespace}/spire-envoy-integration",
+			TrustList:          TrustList{Mode: TrustListBundle, Path: "ns/spire/server/dev/x509pop/agent-ca-bundle.pem"},
+			RegistrationFormat: FormatSpiffeID,
+		},
+		"lab": {
+			TrustDomain:        "spire.agora-lab.woven-planet.tech",
+			SpireServer:        "spire-server.agora-lab.woven-planet.tech:8081",
+			CityRepo:           "wp-wcm/city",
+			BaseBranch:         "main",
+			GitHubHost:         "github.com",
+			TeamPath:           "ns/{namespace}/spire-envoy-integration",
+			TrustList:          TrustList{Mode: TrustListBundle, Path: "ns/spire/server/lab/x509pop/agent-ca-bundle.pem"},
+			RegistrationFormat: FormatSpiffeID,
+		},
+	}
+}
+
+// UserConfig is the part of $XDG_CONFIG_HOME/spirepod/config.yaml this
+// package reads; its other top-level keys are flag defaults read by the CLI.
+type UserConfig struct {
+	Profiles map[string]Profile `yaml:"profiles"`
+}
+
+// Profiles holds the built-in profiles merged with the user's.
+type Profiles map[string]Profile
+
+// LoadProfiles returns the built-in profiles plus those defined in the user
+// config file at path (which may not exist). A user profile with a built-in
+// name overrides the fields it sets.
+func LoadProfiles(path string) (Profiles, error) {
+	ps := Profiles(builtinProfiles())
+	if path == "" {
+		return ps, nil
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return ps, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var uc UserConfig
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&uc); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	for name, up := range uc.Profiles {
+		base, ok := ps[name]
+		if !ok {
+			base = Profile{BaseBranch: "main", GitHubHost: "github.com", TeamPath: "ns/{namespace}/spire-envoy-integration",
+				RegistrationFormat: FormatSpiffeID, TrustList: TrustList{Mode: TrustListBundle}}
+		}
+		ps[name] = mergeProfile(base, up)
+	}
+	return ps, nil
+}
+
+func mergeProfile(base, over Profile) Profile {
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&base.TrustDomain, over.TrustDomain)
+	set(&base.SpireServer, over.SpireServer)
+	set(&base.CityRepo, over.CityRepo)
+	set(&base.BaseBranch, over.BaseBranch)
+	set(&base.GitHubHost, over.GitHubHost)
+	set(&base.TeamPath, over.TeamPath)
+	set(&base.TrustList.Mode, over.TrustList.Mode)
+	set(&base.TrustList.Path, over.TrustList.Path)
+	set(&base.RegistrationFormat, over.RegistrationFormat)
+	set(&base.ClassName, over.ClassName)
+	return base
+}
+
+// Names lists the profile names, sorted.
+func (ps Profiles) Names() []string {
+	names := make([]string, 0, len(ps))
+	for n := range ps {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Get returns the named profile or an error listing the known ones.
+func (ps Profiles) Get(name string) (Profile, error) {
+	p, ok := ps[name]
+	if !ok {
+		return Profile{}, fmt.Errorf("unknown environment %q (known: %s; define more under profiles: in the user config)",
+			name, strings.Join(ps.Names(), ", "))
+	}
+	return p, nil
+}
+
+// TeamPathFor expands the profile's team path.
+func (pr Profile) TeamPathFor(team, namespace string) string {
+	r := strings.NewReplacer("{namespace}", namespace, "{team}", team)
+	return r.Replace(pr.TeamPath)
+}
