@@ -1,14 +1,289 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
 
-// placeholder, replaced by the scaffold work
-type initOptions struct{}
+	"github.com/spf13/cobra"
 
-func newCmdInit(f *Factory, runF func(*initOptions) error) *cobra.Command {
-	return &cobra.Command{Use: "init [DIR]", Short: "Scaffold the same-pod SPIRE manifests"}
+	spembed "github.com/spirepod/spirepod/embed"
+	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/scaffold"
+)
+
+type initOptions struct {
+	f *Factory
+
+	Dir            string
+	Team           string
+	Namespace      string
+	Env            string
+	Name           string
+	Replicas       int
+	ServiceAccount string
+	ServerCA       string
+	From           string
+	Force          bool
+	DryRun         bool
 }
 
-func newCmdBundle(f *Factory) *cobra.Command {
-	return &cobra.Command{Use: "bundle", Short: "Manage the SPIRE server CA bundle"}
+func newCmdInit(f *Factory, runF func(*initOptions) error) *cobra.Command {
+	opts := &initOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "init [DIR]",
+		Short: "Scaffold the same-pod SPIRE agent + Envoy manifests for your namespace (guide step 1)",
+		Long: `Scaffold a complete spire-envoy-integration directory for your team: the StatefulSet
+(gen-cert init container, spire-agent, envoy and curl in one Pod), its RBAC, the agent and
+Envoy configuration, the bundle ConfigMap, certs/ (the team CA Secret in cert-manager and the
+ClusterIssuer), a .gitignore that keeps the CA key out of git, and spirepod.yaml.
+
+The namespace is rewritten structurally everywhere it occurs, inside SPIFFE IDs, scripts and
+configuration too; the cert-manager namespace of certs/secret is kept.
+
+Everything is rendered in memory first. Running again with the same inputs writes nothing;
+changed inputs show a diff and need --force; files you added are left alone.`,
+		Example: `  spirepod init --team payments --namespace payments
+  spirepod init --team payments --namespace payments --env lab --replicas 3 --server-ca server-ca.pem
+  spirepod init --team payments --namespace payments --from ~/src/city --dry-run`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Dir = "spire-envoy-integration"
+			if len(args) == 1 {
+				opts.Dir = args[0]
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			return initRun(cmd, opts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&opts.Team, "team", "", "your team's name (a DNS-1123 label; names branches and files)")
+	fl.StringVar(&opts.Namespace, "namespace", "", "your team's Kubernetes namespace (replaces spire-envoy-integration-ns)")
+	fl.StringVar(&opts.Env, "env", project.DefaultEnvironment, "environment profile: dev, lab, or one from the config file")
+	fl.StringVar(&opts.Name, "name", scaffold.TemplateName, "StatefulSet name; pods are <name>-0, <name>-1, …")
+	fl.IntVar(&opts.Replicas, "replicas", 1, "number of pods (each gets its own agent identity)")
+	fl.StringVar(&opts.ServiceAccount, "service-account", scaffold.TemplateServiceAccount, "service account of the pods; names the workload's SPIFFE ID")
+	fl.StringVar(&opts.ServerCA, "server-ca", "", "PEM file with the SPIRE server's CA, put into the bundle ConfigMap")
+	fl.StringVar(&opts.From, "from", "", "local city checkout to take "+scaffold.CityTemplatePath+" from (at HEAD) instead of the embedded copy")
+	fl.BoolVar(&opts.Force, "force", false, "overwrite files that differ from what would be written")
+	fl.BoolVar(&opts.DryRun, "dry-run", false, "print the plan and the diff; write nothing")
+	return cmd
+}
+
+// askMissing prompts for required values on a terminal.
+func (o *initOptions) askMissing() error {
+	io := o.f.IO
+	ask := []struct {
+		flag string
+		dst  *string
+	}{{"team", &o.Team}, {"namespace", &o.Namespace}}
+	var r *bufio.Reader
+	for _, a := range ask {
+		if *a.dst != "" {
+			continue
+		}
+		if !io.InTTY || !io.ErrTTY {
+			return usageError(fmt.Sprintf("pass --%s (no terminal to ask on)", a.flag), "--%s is required", a.flag)
+		}
+		if r == nil {
+			r = bufio.NewReader(io.In)
+		}
+		fmt.Fprintf(io.ErrOut, "? %s: ", a.flag)
+		line, err := r.ReadString('\n')
+		if err != nil && line == "" {
+			return usageError(fmt.Sprintf("pass --%s", a.flag), "--%s is required", a.flag)
+		}
+		*a.dst = strings.TrimSpace(line)
+	}
+	return nil
+}
+
+// validate is pure: it checks flag values and names the flag at fault.
+func (o *initOptions) validate() error {
+	if err := project.CheckNamespace(o.Namespace); err != nil {
+		return usageError("a namespace is a DNS-1123 label: lower-case letters, digits and '-', at most 63 characters",
+			"--namespace: %v", err)
+	}
+	if o.Team == "" {
+		return usageError("pass --team", "--team is required")
+	}
+	if err := project.CheckNamespace(o.Team); err != nil {
+		return usageError("use lower-case letters, digits and '-'", "--team: %s", strings.Replace(err.Error(), "namespace", "team name", 1))
+	}
+	if o.Replicas < 1 || o.Replicas > 1000 {
+		return usageError("one pod is the usual start", "--replicas must be between 1 and 1000, got %d", o.Replicas)
+	}
+	if err := project.CheckStatefulSet(o.Name, o.Replicas); err != nil {
+		return usageError("choose a shorter --name or fewer --replicas", "--name/--replicas: %v", err)
+	}
+	if o.ServiceAccount == "" {
+		return usageError("pass --service-account", "--service-account must not be empty")
+	}
+	if err := project.CheckNamespace(o.ServiceAccount); err != nil {
+		return usageError("a service account name is a DNS-1123 name", "--service-account: %s", strings.Replace(err.Error(), "namespace", "service account name", 1))
+	}
+	return nil
+}
+
+// buildProject turns options and the environment profile into the project file.
+func (o *initOptions) buildProject(prof project.Profile, dir string) *project.Project {
+	return &project.Project{
+		APIVersion:     project.APIVersion,
+		Kind:           project.Kind,
+		Team:           o.Team,
+		Namespace:      o.Namespace,
+		Environment:    o.Env,
+		StatefulSet:    o.Name,
+		Replicas:       o.Replicas,
+		ServiceAccount: o.ServiceAccount,
+		TrustDomain:    prof.TrustDomain,
+		SpireServer:    prof.SpireServer,
+		City: project.City{
+			Repo:       prof.CityRepo,
+			BaseBranch: prof.BaseBranch,
+			Host:       prof.GitHubHost,
+			TeamPath:   prof.TeamPathFor(o.Team, o.Namespace),
+			TrustList:  prof.TrustList,
+		},
+		Registration: project.Registration{
+			Format:    prof.RegistrationFormat,
+			EnvoyUID:  101,
+			ClassName: prof.ClassName,
+		},
+		Paths: project.DefaultPaths,
+		Dir:   dir,
+	}
+}
+
+// initResult is what -o json prints.
+type initResult struct {
+	Dir     string                `json:"dir"`
+	Source  string                `json:"source"`
+	DryRun  bool                  `json:"dryRun"`
+	Changed bool                  `json:"changed"`
+	Files   []scaffold.FileChange `json:"files"`
+	Project *project.Project      `json:"project"`
+	Next    []string              `json:"next,omitempty"`
+}
+
+func initRun(cmd *cobra.Command, o *initOptions) error {
+	ctx := cmd.Context()
+	if err := o.askMissing(); err != nil {
+		return err
+	}
+	if err := o.validate(); err != nil {
+		return err
+	}
+	profiles, err := o.f.Profiles()
+	if err != nil {
+		return err
+	}
+	prof, err := profiles.Get(o.Env)
+	if err != nil {
+		return usageError("run with --env dev or --env lab, or define the profile in the config file", "--env: %v", err)
+	}
+	var serverCA []byte
+	if o.ServerCA != "" {
+		serverCA, err = os.ReadFile(o.ServerCA)
+		if err != nil {
+			return usageError("pass the PEM file holding the SPIRE server's CA", "--server-ca %s: %v", o.ServerCA, unwrapPathErr(err))
+		}
+		if _, err := scaffold.ParseServerCA(serverCA); err != nil {
+			return usageError("ask the Agora team for the SPIRE server's CA certificate (PEM)", "--server-ca %s: %v", o.ServerCA, err)
+		}
+	}
+	src := &scaffold.Source{FS: spembed.Scaffold(), Origin: "embedded"}
+	if o.From != "" {
+		src, err = scaffold.FromCity(o.From)
+		if err != nil {
+			return usageError("point --from at a city checkout that has "+scaffold.CityTemplatePath+" committed", "--from: %v", err)
+		}
+	}
+	dir, err := filepath.Abs(o.Dir)
+	if err != nil {
+		return err
+	}
+	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
+		return usageError("choose a directory", "%s exists and is not a directory", o.Dir)
+	}
+	p := o.buildProject(prof, dir)
+	if err := p.Validate(); err != nil {
+		return usageError("check --env's profile in the config file", "%v", err)
+	}
+	files, err := scaffold.Render(scaffold.Options{Source: src.FS, Project: p, ServerCA: serverCA})
+	if err != nil {
+		return failure(fmt.Errorf("render scaffold from %s: %w", src.Origin, err), "")
+	}
+	plan, err := scaffold.PlanWrite(dir, files)
+	if err != nil {
+		return failure(err, "")
+	}
+	res := initResult{Dir: dir, Source: src.Origin, DryRun: o.DryRun, Changed: plan.Changed(), Files: plan.Files, Project: p}
+	out, errOut := o.f.IO.Out, o.f.IO.ErrOut
+
+	if o.DryRun {
+		if o.f.JSON() {
+			return writeJSON(out, res)
+		}
+		printPlan(out, plan, "would ")
+		fmt.Fprint(out, plan.Diff())
+		return nil
+	}
+	if err := plan.Write(ctx, o.Force); err != nil {
+		var ce *scaffold.ConflictError
+		if errors.As(err, &ce) {
+			fmt.Fprint(errOut, plan.Diff())
+			return failure(err, "re-run with --force to overwrite them, or --dry-run to review")
+		}
+		return failure(err, "")
+	}
+	res.Next = nextSteps(o.Dir, serverCA != nil)
+	if o.f.JSON() {
+		return writeJSON(out, res)
+	}
+	if !plan.Changed() {
+		fmt.Fprintf(errOut, "No changes: %s is up to date.\n", o.Dir)
+		return nil
+	}
+	printPlan(errOut, plan, "")
+	fmt.Fprintf(errOut, "\nScaffolded %s for team %s in namespace %s (%s, trust domain %s).\nNext:\n", o.Dir, o.Team, o.Namespace, o.Env, p.TrustDomain)
+	for _, s := range res.Next {
+		fmt.Fprintf(errOut, "  %s\n", s)
+	}
+	fmt.Fprintln(out, dir)
+	return nil
+}
+
+func nextSteps(dir string, haveServerCA bool) []string {
+	steps := []string{"cd " + dir, "spirepod pki gen"}
+	if !haveServerCA {
+		steps = append(steps, "spirepod bundle set <spire-server-ca.pem>")
+	}
+	return append(steps, "spirepod pr trust-ca", "spirepod pr spiffe-id", "spirepod apply", "spirepod verify")
+}
+
+func printPlan(w interface{ Write([]byte) (int, error) }, plan *scaffold.Plan, would string) {
+	for _, f := range plan.Files {
+		if f.Action == scaffold.Unchanged {
+			continue
+		}
+		fmt.Fprintf(w, "%s%-9s %s\n", would, f.Action, f.Path)
+	}
+	fmt.Fprintf(w, "%s%d to create, %d to update, %d unchanged\n", would, plan.Count(scaffold.Create), plan.Count(scaffold.Update), plan.Count(scaffold.Unchanged))
+}
+
+// unwrapPathErr drops the path from an *fs.PathError, since the message
+// already names the file.
+func unwrapPathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
 }

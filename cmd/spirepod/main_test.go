@@ -1,0 +1,52 @@
+package main
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+// TestMain lets testscript run this binary as `spirepod` (and the test
+// helpers below) in real subprocesses.
+func TestMain(m *testing.M) {
+	testscript.Main(m, scriptCommands())
+}
+
+// scriptCommands are the programs testscript scripts can exec as
+// subprocesses. Add test helper programs (e.g. a fake GitHub) here; define
+// their functions in their own _test.go files.
+func scriptCommands() map[string]func() {
+	return map[string]func(){
+		"spirepod": func() {
+			os.Exit(run(context.Background(), os.Args[1:], systemStreams(), os.Getenv))
+		},
+	}
+}
+
+func TestScript(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir:                 "testdata/script",
+		UpdateScripts:       os.Getenv("SPIREPOD_UPDATE_SCRIPTS") == "1",
+		RequireExplicitExec: false,
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("HOME", env.WorkDir)
+			env.Setenv("XDG_CONFIG_HOME", env.WorkDir+"/.config")
+			env.Setenv("NO_COLOR", "1")
+			return nil
+		},
+		Cmds: scriptCustomCommands(),
+	})
+}
+
+// scriptCustomCommands are in-process testscript commands (e.g. making a CA
+// at test time, so no key is ever committed). Add entries here; define the
+// functions in their own _test.go files.
+func scriptCustomCommands() map[string]func(ts *testscript.TestScript, neg bool, args []string) {
+	return map[string]func(ts *testscript.TestScript, neg bool, args []string){
+		"mtimes":      cmdMtimes,
+		"gen-test-ca": cmdGenTestCA,
+		"git-city":    cmdGitCity,
+	}
+}

@@ -1,0 +1,446 @@
+// Package scaffold renders the same-pod SPIRE manifests for one team and
+// writes them safely: everything is rendered in memory first, compared with
+// what is on disk, and only then written, one file atomically at a time.
+//
+// The source tree is a concrete copy of the city repository's
+// spire-envoy-integration folder (embedded, or read from a city checkout),
+// written for the namespace spire-envoy-integration-ns. Rendering rewrites it
+// structurally through the YAML node model: object fields are set by kind and
+// name, and the template's namespace, trust domain, server and SPIFFE ID are
+// replaced inside every string value (scripts, agent and Envoy config). The
+// cert-manager namespace of certs/secret is never touched.
+package scaffold
+
+import (
+	"bytes"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/project"
+)
+
+// The values the template is written with.
+const (
+	TemplateNamespace      = "spire-envoy-integration-ns"
+	TemplateName           = "spire-envoy-integration"
+	TemplateServiceAccount = "httpbin-client"
+	TemplateTrustDomain    = "spire.cityos-dev.woven-planet.tech"
+	TemplateServerHost     = "spire-server.cityos-dev.woven-planet.tech"
+	TemplateServerPort     = "8081"
+	TemplateEnvironment    = "dev"
+
+	// CertManagerNamespace is where a ClusterIssuer reads its CA Secret.
+	CertManagerNamespace = "cert-manager"
+	// BundleConfigMap and BundleKey hold the SPIRE server CA.
+	BundleConfigMap = "spire-bundle"
+	BundleKey       = "bundle.crt"
+	// CASecretName is the Secret the ClusterIssuer names literally.
+	CASecretName = "agent-x509pop-root"
+	// ClusterIssuerName signs every agent certificate.
+	ClusterIssuerName = "spire-agent-x509pop-issuer"
+)
+
+// BundleFile is the bundle ConfigMap's file name for an environment.
+func BundleFile(env string) string { return "spire-bundle-configmap-" + env + ".yaml" }
+
+// Options describe one rendering.
+type Options struct {
+	// Source is the template tree.
+	Source fs.FS
+	// Project holds the team's values; its Marshal output becomes spirepod.yaml.
+	Project *project.Project
+	// ServerCA is the SPIRE server CA bundle (PEM) for the bundle ConfigMap; nil keeps the source's.
+	ServerCA []byte
+}
+
+// Render returns every file of the scaffold, keyed by slash path.
+func Render(opts Options) (map[string][]byte, error) {
+	p := opts.Project
+	if p == nil {
+		return nil, errors.New("scaffold: no project values")
+	}
+	rw, err := newRewriter(p)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]byte{}
+	err = fs.WalkDir(opts.Source, ".", func(name string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		if name == project.FileName {
+			return nil // the team's own project file is written from values
+		}
+		data, err := fs.ReadFile(opts.Source, name)
+		if err != nil {
+			return err
+		}
+		target := rw.fileName(name)
+		switch {
+		case isYAML(name):
+			data, err = rw.rewriteYAML(name, data, opts.ServerCA)
+			if err != nil {
+				return fmt.Errorf("render %s: %w", name, err)
+			}
+		case utf8.Valid(data) && !bytes.ContainsRune(data, 0):
+			// Scripts and config files used by generators: same string rewrite.
+			data = []byte(rw.text(string(data)))
+		}
+		out[target] = data
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := out["kustomization.yaml"]; !ok {
+		return nil, errors.New("scaffold: source has no kustomization.yaml at its root")
+	}
+	pf, err := p.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	out[project.FileName] = pf
+	return out, nil
+}
+
+func isYAML(name string) bool {
+	return strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")
+}
+
+// rewriter holds the replacements for one project.
+type rewriter struct {
+	p        *project.Project
+	strings  *strings.Replacer
+	portExpr *regexp.Regexp
+	port     string
+}
+
+func newRewriter(p *project.Project) (*rewriter, error) {
+	host, port, err := splitServer(p.SpireServer)
+	if err != nil {
+		return nil, err
+	}
+	oldID := fmt.Sprintf("/ns/%s/sa/%s", TemplateNamespace, TemplateServiceAccount)
+	newID := fmt.Sprintf("/ns/%s/sa/%s", p.Namespace, p.ServiceAccount)
+	oldSpiffe := "spiffe://" + TemplateTrustDomain + oldID
+	pairs := []string{}
+	if p.Registration.SpiffeID != "" {
+		pairs = append(pairs, oldSpiffe, p.Registration.SpiffeID)
+	}
+	pairs = append(pairs,
+		oldID, newID,
+		TemplateNamespace, p.Namespace,
+		TemplateServerHost, host,
+		TemplateTrustDomain, p.TrustDomain,
+	)
+	return &rewriter{
+		p:        p,
+		strings:  strings.NewReplacer(pairs...),
+		portExpr: regexp.MustCompile(`(server_port\s*=\s*")` + regexp.QuoteMeta(TemplateServerPort) + `(")`),
+		port:     port,
+	}, nil
+}
+
+func splitServer(addr string) (host, port string, err error) {
+	i := strings.LastIndex(addr, ":")
+	if i <= 0 || i == len(addr)-1 {
+		return "", "", fmt.Errorf("SPIRE server %q must be host:port", addr)
+	}
+	host, port = addr[:i], addr[i+1:]
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return "", "", fmt.Errorf("SPIRE server %q: port must be 1-65535", addr)
+	}
+	return host, port, nil
+}
+
+// fileName renames the environment's bundle ConfigMap file.
+func (rw *rewriter) fileName(name string) string {
+	if path.Base(name) == BundleFile(TemplateEnvironment) && rw.p.Environment != TemplateEnvironment {
+		return path.Join(path.Dir(name), BundleFile(rw.p.Environment))
+	}
+	return name
+}
+
+func (rw *rewriter) text(s string) string {
+	s = rw.strings.Replace(s)
+	return rw.portExpr.ReplaceAllString(s, "${1}"+rw.port+"${2}")
+}
+
+// rewriteYAML decodes every document as nodes, rewrites it and encodes it again.
+func (rw *rewriter) rewriteYAML(name string, data []byte, serverCA []byte) ([]byte, error) {
+	docs, err := decodeDocs(data)
+	if err != nil {
+		return nil, err
+	}
+	for _, doc := range docs {
+		root := doc
+		if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+			root = root.Content[0]
+		}
+		rw.rewriteStrings(doc)
+		if root.Kind != yaml.MappingNode {
+			continue
+		}
+		kind := scalar(root, "kind")
+		switch {
+		case kind == "Kustomization":
+			rw.kustomization(root)
+		case kind == "StatefulSet":
+			rw.statefulSet(root)
+		case kind == "ServiceAccount" && scalar(lookup(root, "metadata"), "name") == TemplateServiceAccount:
+			setScalar(lookup(root, "metadata"), "name", rw.p.ServiceAccount)
+		case kind == "RoleBinding":
+			if subs := lookup(root, "subjects"); subs != nil {
+				for _, s := range subs.Content {
+					if scalar(s, "kind") == "ServiceAccount" && scalar(s, "name") == TemplateServiceAccount {
+						setScalar(s, "name", rw.p.ServiceAccount)
+					}
+				}
+			}
+		case kind == "ConfigMap" && scalar(lookup(root, "metadata"), "name") == BundleConfigMap && serverCA != nil:
+			if err := SetBundle(root, serverCA); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return encodeDocs(docs)
+}
+
+// rewriteStrings replaces the template's values inside every string value
+// and comment. Mapping keys are left alone.
+func (rw *rewriter) rewriteStrings(n *yaml.Node) {
+	n.HeadComment = rw.text(n.HeadComment)
+	n.LineComment = rw.text(n.LineComment)
+	n.FootComment = rw.text(n.FootComment)
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Tag == "" || n.Tag == "!!str" {
+			n.Value = rw.text(n.Value)
+		}
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			k.HeadComment = rw.text(k.HeadComment)
+			k.LineComment = rw.text(k.LineComment)
+			rw.rewriteStrings(n.Content[i+1])
+		}
+	default:
+		for _, c := range n.Content {
+			rw.rewriteStrings(c)
+		}
+	}
+}
+
+func (rw *rewriter) kustomization(root *yaml.Node) {
+	res := lookup(root, "resources")
+	if res == nil || rw.p.Environment == TemplateEnvironment {
+		return
+	}
+	for _, r := range res.Content {
+		if r.Kind == yaml.ScalarNode && path.Base(r.Value) == BundleFile(TemplateEnvironment) {
+			r.Value = path.Join(path.Dir(r.Value), BundleFile(rw.p.Environment))
+		}
+	}
+}
+
+func (rw *rewriter) statefulSet(root *yaml.Node) {
+	md := lookup(root, "metadata")
+	if scalar(md, "name") != TemplateName {
+		return
+	}
+	// The StatefulSet's name also names its labels and governing service.
+	replaceExact(root, TemplateName, rw.p.StatefulSet)
+	spec := lookup(root, "spec")
+	if spec == nil {
+		return
+	}
+	setScalar(spec, "replicas", strconv.Itoa(rw.p.Replicas))
+	if pod := lookup(lookup(lookup(spec, "template"), "spec"), "serviceAccountName"); pod != nil && pod.Value == TemplateServiceAccount {
+		pod.Value = rw.p.ServiceAccount
+	}
+}
+
+// replaceExact replaces scalar values equal to old.
+func replaceExact(n *yaml.Node, old, repl string) {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		if n.Value == old {
+			n.Value = repl
+		}
+	case yaml.MappingNode:
+		for i := 1; i < len(n.Content); i += 2 {
+			replaceExact(n.Content[i], old, repl)
+		}
+	default:
+		for _, c := range n.Content {
+			replaceExact(c, old, repl)
+		}
+	}
+}
+
+// SetBundle puts a validated CA bundle into a spire-bundle ConfigMap node.
+func SetBundle(cm *yaml.Node, pemData []byte) error {
+	if _, err := ParseServerCA(pemData); err != nil {
+		return err
+	}
+	data := lookup(cm, "data")
+	if data == nil {
+		data = &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+		cm.Content = append(cm.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: "data"}, data)
+	}
+	val := string(bytes.TrimSpace(pemData)) + "\n"
+	if v := lookup(data, BundleKey); v != nil {
+		v.Value, v.Style, v.Tag = val, yaml.LiteralStyle, "!!str"
+		return nil
+	}
+	data.Content = append(data.Content,
+		&yaml.Node{Kind: yaml.ScalarNode, Value: BundleKey},
+		&yaml.Node{Kind: yaml.ScalarNode, Value: val, Style: yaml.LiteralStyle, Tag: "!!str"})
+	return nil
+}
+
+// ParseServerCA parses a SPIRE server CA bundle: one or more PEM
+// certificates, each a CA.
+func ParseServerCA(pemData []byte) ([]*x509.Certificate, error) {
+	if pki.ContainsPrivateKey(pemData) {
+		return nil, errors.New("holds a private key; the bundle takes only the server's CA certificate")
+	}
+	certs, err := pki.ParseCertificates(pemData)
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range certs {
+		if !c.IsCA || !c.BasicConstraintsValid {
+			return nil, fmt.Errorf("certificate %d (%s) is not a CA (basicConstraints CA:TRUE missing)", i+1, c.Subject)
+		}
+	}
+	return certs, nil
+}
+
+// BundleCerts returns the CA certificates in a rendered bundle ConfigMap file.
+func BundleCerts(fileData []byte) ([]*x509.Certificate, error) {
+	docs, err := decodeDocs(fileData)
+	if err != nil {
+		return nil, err
+	}
+	for _, doc := range docs {
+		root := doc.Content[0]
+		if scalar(root, "kind") == "ConfigMap" && scalar(lookup(root, "metadata"), "name") == BundleConfigMap {
+			v := scalar(lookup(root, "data"), BundleKey)
+			if strings.TrimSpace(v) == "" {
+				return nil, nil
+			}
+			return ParseServerCA([]byte(v))
+		}
+	}
+	return nil, fmt.Errorf("no ConfigMap %q found", BundleConfigMap)
+}
+
+// UpdateBundleFile returns fileData with bundle.crt of the spire-bundle ConfigMap set to pemData.
+func UpdateBundleFile(fileData, pemData []byte) ([]byte, error) {
+	docs, err := decodeDocs(fileData)
+	if err != nil {
+		return nil, err
+	}
+	found := false
+	for _, doc := range docs {
+		root := doc.Content[0]
+		if scalar(root, "kind") == "ConfigMap" && scalar(lookup(root, "metadata"), "name") == BundleConfigMap {
+			if err := SetBundle(root, pemData); err != nil {
+				return nil, err
+			}
+			found = true
+		}
+	}
+	if !found {
+		return nil, fmt.Errorf("no ConfigMap %q found", BundleConfigMap)
+	}
+	return encodeDocs(docs)
+}
+
+func decodeDocs(data []byte) ([]*yaml.Node, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var docs []*yaml.Node
+	for {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, &n)
+	}
+	return docs, nil
+}
+
+func encodeDocs(docs []*yaml.Node) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	for _, d := range docs {
+		if err := enc.Encode(d); err != nil {
+			return nil, err
+		}
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// lookup returns the value node of key in a mapping node (nil-safe).
+func lookup(m *yaml.Node, key string) *yaml.Node {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func scalar(m *yaml.Node, key string) string {
+	if v := lookup(m, key); v != nil && v.Kind == yaml.ScalarNode {
+		return v.Value
+	}
+	return ""
+}
+
+func setScalar(m *yaml.Node, key, val string) {
+	if v := lookup(m, key); v != nil {
+		v.Value = val
+		return
+	}
+	if m != nil && m.Kind == yaml.MappingNode {
+		m.Content = append(m.Content, &yaml.Node{Kind: yaml.ScalarNode, Value: key}, &yaml.Node{Kind: yaml.ScalarNode, Value: val})
+	}
+}
+
+// SortedPaths returns the keys of a rendered tree in order.
+func SortedPaths(files map[string][]byte) []string {
+	out := make([]string, 0, len(files))
+	for k := range files {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,235 @@
+package scaffold_test
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"flag"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/resmap"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
+
+	spembed "github.com/spirepod/spirepod/embed"
+	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/scaffold"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden scaffold under testdata/golden")
+
+func testProject(dir string) *project.Project {
+	return &project.Project{
+		APIVersion: project.APIVersion, Kind: project.Kind,
+		Team: "payments", Namespace: "team-a", Environment: "dev",
+		StatefulSet: "spire-envoy-integration", Replicas: 2, ServiceAccount: "httpbin-client",
+		TrustDomain: "spire.cityos-dev.woven-planet.tech", SpireServer: "spire-server.cityos-dev.woven-planet.tech:8081",
+		City: project.City{Repo: "wp-wcm/city", BaseBranch: "main", TeamPath: "ns/team-a/spire-envoy-integration",
+			TrustList: project.TrustList{Mode: project.TrustListBundle, Path: "ns/spire/x509pop/bundle.pem"}},
+		Registration: project.Registration{Format: project.FormatSpiffeID, EnvoyUID: 101},
+		Paths:        project.DefaultPaths,
+		Dir:          dir,
+	}
+}
+
+func render(t *testing.T, p *project.Project) map[string][]byte {
+	t.Helper()
+	files, err := scaffold.Render(scaffold.Options{Source: spembed.Scaffold(), Project: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
+}
+
+// TestGolden pins the rendered tree; refresh with `go test ./internal/scaffold -update`.
+func TestGolden(t *testing.T) {
+	files := render(t, testProject("/x"))
+	golden := filepath.Join("testdata", "golden")
+	if *update {
+		if err := os.RemoveAll(golden); err != nil {
+			t.Fatal(err)
+		}
+		for p, b := range files {
+			full := filepath.Join(golden, filepath.FromSlash(p))
+			if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(full, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	seen := map[string]bool{}
+	err := filepath.WalkDir(golden, func(path string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(golden, path)
+		rel = filepath.ToSlash(rel)
+		seen[rel] = true
+		want, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		got, ok := files[rel]
+		if !ok {
+			t.Errorf("golden file %s is no longer rendered (run with -update if intended)", rel)
+		} else if string(got) != string(want) {
+			t.Errorf("%s differs from golden (run `go test ./internal/scaffold -update` if intended)", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for p := range files {
+		if !seen[p] {
+			t.Errorf("%s is rendered but not in the golden tree (run with -update)", p)
+		}
+	}
+}
+
+// writeScaffoldWithCA renders into a temp dir and adds a CA made now.
+func writeScaffoldWithCA(t *testing.T, p *project.Project) string {
+	t.Helper()
+	dir := t.TempDir()
+	p.Dir = dir
+	for rel, b := range render(t, p) {
+		full := filepath.Join(dir, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "ca"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kd, _ := x509.MarshalPKCS8PrivateKey(key)
+	_ = os.WriteFile(p.Path(p.Paths.CACert), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
+	_ = os.WriteFile(p.Path(p.Paths.CAKey), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}), 0o600)
+	return dir
+}
+
+func build(t *testing.T, dir string) resmap.ResMap {
+	t.Helper()
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
+	}
+	return m
+}
+
+// TestKustomizeBuild builds certs/ and the root with kustomize/api and checks
+// the invariants the guide's traps break.
+func TestKustomizeBuild(t *testing.T) {
+	for _, tc := range []struct{ name, ns, env string }{
+		{"dev", "team-a", "dev"},
+		{"lab", "payments-lab", "lab"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := testProject("")
+			p.Namespace, p.Environment = tc.ns, tc.env
+			dir := writeScaffoldWithCA(t, p)
+			certs := build(t, filepath.Join(dir, "certs"))
+			root := build(t, dir)
+
+			var secretName, issuerSecret string
+			for _, r := range certs.Resources() {
+				switch r.GetKind() {
+				case "Secret":
+					secretName = r.GetName()
+					if r.GetNamespace() != scaffold.CertManagerNamespace {
+						t.Errorf("CA Secret in namespace %q, want cert-manager", r.GetNamespace())
+					}
+					if typ, _ := r.GetString("type"); typ != "kubernetes.io/tls" {
+						t.Errorf("CA Secret type %q, want kubernetes.io/tls", typ)
+					}
+				case "ClusterIssuer":
+					issuerSecret, _ = r.GetString("spec.ca.secretName")
+				}
+			}
+			if secretName == "" || secretName != issuerSecret {
+				t.Errorf("ClusterIssuer secretName %q != generated Secret %q", issuerSecret, secretName)
+			}
+
+			yamlOut, err := root.AsYaml()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(yamlOut), scaffold.TemplateNamespace) {
+				t.Errorf("root build still contains %s", scaffold.TemplateNamespace)
+			}
+			have := map[string]bool{}
+			for _, r := range root.Resources() {
+				have[r.GetKind()+"/"+r.GetName()] = true
+				if r.GetKind() == "ClusterIssuer" {
+					continue
+				}
+				if r.GetNamespace() != tc.ns {
+					t.Errorf("%s/%s in namespace %q, want %q", r.GetKind(), r.GetName(), r.GetNamespace(), tc.ns)
+				}
+			}
+			// Every ConfigMap, Secret and ServiceAccount the pod references exists.
+			var spec any
+			for _, r := range root.Resources() {
+				if r.GetKind() == "StatefulSet" {
+					spec, err = r.GetFieldValue("spec.template.spec")
+				}
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			podSpec, ok := spec.(map[string]any)
+			if !ok {
+				t.Fatal("no StatefulSet pod spec in the build")
+			}
+			if sa := podSpec["serviceAccountName"].(string); !have["ServiceAccount/"+sa] {
+				t.Errorf("pod uses ServiceAccount %q, not in the build", sa)
+			}
+			if podSpec["shareProcessNamespace"] != true {
+				t.Error("shareProcessNamespace must be true for the unix workload attestor")
+			}
+			refs := 0
+			for _, v := range podSpec["volumes"].([]any) {
+				vol := v.(map[string]any)
+				if cm, ok := vol["configMap"].(map[string]any); ok {
+					refs++
+					if !have["ConfigMap/"+cm["name"].(string)] {
+						t.Errorf("volume %v references missing ConfigMap %v", vol["name"], cm["name"])
+					}
+				}
+				if s, ok := vol["secret"].(map[string]any); ok {
+					refs++
+					if !have["Secret/"+s["secretName"].(string)] {
+						t.Errorf("volume %v references missing Secret %v", vol["name"], s["secretName"])
+					}
+				}
+			}
+			if refs < 4 {
+				t.Errorf("pod references %d ConfigMaps/Secrets, want at least 4", refs)
+			}
+			if !have["ConfigMap/spire-bundle"] || !have["ConfigMap/init-gen-cert"] {
+				t.Errorf("bundle or init-gen-cert ConfigMap missing: %v", have)
+			}
+		})
+	}
+}
