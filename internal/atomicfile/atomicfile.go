@@ -24,6 +24,9 @@ type Options struct {
 	// beforeCommit, when set, runs after the temp file is written and before
 	// it is moved into place; tests use it to inject failures.
 	beforeCommit func(tmp string) error
+	// TestHookBeforeCommit is the same hook for tests in other packages
+	// (pki injects write failures with it). Never set it in production code.
+	TestHookBeforeCommit func(tmp string) error
 }
 
 // WriteFile writes data to path atomically with opts.
@@ -57,9 +60,11 @@ func WriteFile(path string, data []byte, opts Options) (err error) {
 	if err = tmp.Close(); err != nil {
 		return err
 	}
-	if opts.beforeCommit != nil {
-		if err = opts.beforeCommit(tmpName); err != nil {
-			return err
+	for _, hook := range []func(string) error{opts.beforeCommit, opts.TestHookBeforeCommit} {
+		if hook != nil {
+			if err = hook(tmpName); err != nil {
+				return err
+			}
 		}
 	}
 	if opts.NoClobber {
