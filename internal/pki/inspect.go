@@ -1,0 +1,224 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/project"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Rule IDs, stable: they appear in `pki inspect -o json` and in tests.
+const (
+	RuleCABasicConstraints   = "ca-basic-constraints"
+	RuleCAKeyCertSign        = "ca-keycertsign"
+	RuleCADigitalSignature   = "ca-digitalsignature"
+	RuleKeyAlgorithm         = "key-algorithm"
+	RuleRSASize              = "rsa-size"
+	RuleKeyMatches           = "key-matches"
+	RuleValidity             = "validity"
+	RuleLifetime90d          = "lifetime-90d"
+	RuleLeafDigitalSignature = "leaf-digitalsignature"
+	RuleCNLength             = "cn-length"
+	RuleCNForm               = "cn-form"
+	RuleChainsToCA           = "chains-to-ca"
+)
+
+// SPIRE's own words for the rejections inspect predicts (spire-server
+// v1.13, x509pop), so a user can match them to a server log.
+const (
+	SPIREMsgNotCA              = `x509: certificate signed by unknown authority (possibly because of "x509: invalid signature: parent certificate cannot sign this kind of certificate" ...)`
+	SPIREMsgNoDigitalSignature = "unable to generate challenge: certificate not intended for digital signature use"
+	SPIREMsgExpired            = "x509: certificate has expired or is not yet valid"
+)
+
+func result(group, id, name string, st check.Status, msg, hint string) check.Result {
+	return check.Result{Group: group, ID: id, Name: name, Status: st, Message: msg, Hint: hint}
+}
+
+// InspectCA checks a team CA certificate as the SPIRE server and
+// cert-manager will use it. key may be nil (key-matches is then skipped).
+func InspectCA(group string, ca *x509.Certificate, key crypto.Signer, now time.Time) []check.Result {
+	var rs []check.Result
+	add := func(r check.Result) { rs = append(rs, r) }
+
+	// basicConstraints CA:TRUE
+	if ca.BasicConstraintsValid && ca.IsCA {
+		add(result(group, RuleCABasicConstraints, "basicConstraints CA:TRUE", check.OK, "", ""))
+	} else {
+		add(result(group, RuleCABasicConstraints, "basicConstraints CA:TRUE", check.Fail,
+			"this certificate is not a CA; the SPIRE server rejects every agent it issued: "+SPIREMsgNotCA,
+			"make a proper CA with `spirepod pki gen`"))
+	}
+
+	// keyCertSign: only checked by Go when key usage is present.
+	switch {
+	case ca.KeyUsage == 0:
+		add(result(group, RuleCAKeyCertSign, "keyUsage allows certificate signing", check.OK,
+			"no keyUsage extension: Go accepts the CA for signing", ""))
+	case ca.KeyUsage&x509.KeyUsageCertSign != 0:
+		add(result(group, RuleCAKeyCertSign, "keyUsage allows certificate signing", check.OK, "", ""))
+	default:
+		add(result(group, RuleCAKeyCertSign, "keyUsage allows certificate signing", check.Fail,
+			"keyUsage lacks keyCertSign; the SPIRE server rejects every agent it issued: "+SPIREMsgNotCA,
+			"re-create the CA with `spirepod pki gen --force` (keyUsage digitalSignature, keyCertSign, cRLSign)"))
+	}
+
+	// The guide asks for digital signature on the CA; SPIRE does not check it.
+	if ca.KeyUsage&x509.KeyUsageDigitalSignature != 0 {
+		add(result(group, RuleCADigitalSignature, "keyUsage has digital signature (the guide asks for it)", check.OK, "", ""))
+	} else {
+		add(result(group, RuleCADigitalSignature, "keyUsage has digital signature (the guide asks for it)", check.Warn,
+			"the guide asks for a CA with digital signature; SPIRE itself does not check it on the CA",
+			"`spirepod pki gen` includes digitalSignature, keyCertSign and cRLSign"))
+	}
+
+	rs = append(rs, inspectKeyAlgorithm(group, ca)...)
+	rs = append(rs, inspectKeyMatch(group, ca, key))
+	rs = append(rs, inspectValidity(group, ca, now, "the SPIRE server rejects agents issued by it: "+SPIREMsgExpired,
+		"make a new CA with `spirepod pki gen --force` and put it on the trust list"))
+
+	// Remaining lifetime.
+	left := ca.NotAfter.Sub(now)
+	switch {
+	case now.Before(ca.NotBefore) || left <= 0:
+		add(result(group, RuleLifetime90d, "more than 90 days left", check.Skipped, "the certificate is not valid now (see validity)", ""))
+	case left < LifetimeWarning:
+		add(result(group, RuleLifetime90d, "more than 90 days left", check.Warn,
+			fmt.Sprintf("the CA expires in %d days (%s); every agent stops attesting then", int(left.Hours()/24), ca.NotAfter.UTC().Format(time.RFC3339)),
+			"make a successor with `spirepod pki gen --force` and get it on the trust list before then"))
+	default:
+		add(result(group, RuleLifetime90d, "more than 90 days left", check.OK,
+			fmt.Sprintf("%d days left", int(left.Hours()/24)), ""))
+	}
+	return rs
+}
+
+// InspectLeaf checks an agent certificate as SPIRE's x509pop server plugin
+// will. intermediates follow the leaf in its file; ca may be nil (chaining
+// is then skipped); key may be nil.
+func InspectLeaf(group string, leaf *x509.Certificate, intermediates []*x509.Certificate, ca *x509.Certificate, key crypto.Signer, now time.Time) []check.Result {
+	var rs []check.Result
+	add := func(r check.Result) { rs = append(rs, r) }
+
+	if leaf.KeyUsage&x509.KeyUsageDigitalSignature != 0 {
+		add(result(group, RuleLeafDigitalSignature, "keyUsage has digital signature", check.OK, "", ""))
+	} else {
+		add(result(group, RuleLeafDigitalSignature, "keyUsage has digital signature", check.Fail,
+			"the SPIRE server will refuse this agent: "+SPIREMsgNoDigitalSignature,
+			`list "digital signature" in the Certificate's usages (only "client auth" drops it)`))
+	}
+	rs = append(rs, inspectKeyAlgorithm(group, leaf)...)
+
+	cn := leaf.Subject.CommonName
+	if len(cn) <= project.MaxCNBytes {
+		add(result(group, RuleCNLength, "common name within 64 bytes", check.OK, fmt.Sprintf("%d bytes", len(cn)), ""))
+	} else {
+		add(result(group, RuleCNLength, "common name within 64 bytes", check.Fail,
+			fmt.Sprintf("common name %q is %d bytes; cert-manager refuses more than %d", cn, len(cn), project.MaxCNBytes),
+			fmt.Sprintf("pod names must be at most %d bytes", project.MaxCNBytes-len(project.AgentCNPrefix))))
+	}
+	pod, hasPrefix := strings.CutPrefix(cn, project.AgentCNPrefix)
+	switch {
+	case !hasPrefix || pod == "":
+		add(result(group, RuleCNForm, "common name is spire-agent-x509pop-<pod>", check.Fail,
+			fmt.Sprintf("common name %q is not %s<pod>; the node alias selector x509pop:subject:cn:%s<pod> will not match it", cn, project.AgentCNPrefix, project.AgentCNPrefix),
+			"issue agent certificates with `spirepod pki issue --pod NAME` or the scaffold's gen-cert"))
+	case len(validation.IsDNS1123Subdomain(pod)) > 0:
+		add(result(group, RuleCNForm, "common name is spire-agent-x509pop-<pod>", check.Fail,
+			fmt.Sprintf("%q is not a valid pod name: %s", pod, strings.Join(validation.IsDNS1123Subdomain(pod), "; ")),
+			"the part after spire-agent-x509pop- must be the pod's name"))
+	default:
+		add(result(group, RuleCNForm, "common name is spire-agent-x509pop-<pod>", check.OK, "pod "+pod, ""))
+	}
+
+	if ca == nil {
+		add(result(group, RuleChainsToCA, "chains to the team CA", check.Skipped,
+			"no team CA to check against", "pass --ca FILE or run inside a scaffold"))
+	} else {
+		pool := x509.NewCertPool()
+		for _, c := range intermediates {
+			pool.AddCert(c)
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(ca)
+		// The same options SPIRE's x509pop server uses.
+		_, err := leaf.Verify(x509.VerifyOptions{Intermediates: pool, Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		if err == nil {
+			add(result(group, RuleChainsToCA, "chains to the team CA", check.OK, ca.Subject.String(), ""))
+		} else {
+			add(result(group, RuleChainsToCA, "chains to the team CA", check.Fail,
+				"the SPIRE server will say: x509pop: certificate verification failed: "+err.Error(),
+				"issue the certificate from the team CA whose certificate is on the server's trust list"))
+		}
+	}
+	rs = append(rs, inspectValidity(group, leaf, now, "the SPIRE server will say: "+SPIREMsgExpired,
+		"issue a fresh certificate (restart the pod, or `spirepod pki issue`)"))
+	if key != nil {
+		rs = append(rs, inspectKeyMatch(group, leaf, key))
+	}
+	return rs
+}
+
+func inspectKeyAlgorithm(group string, c *x509.Certificate) []check.Result {
+	var rs []check.Result
+	switch k := c.PublicKey.(type) {
+	case *ecdsa.PublicKey:
+		rs = append(rs,
+			result(group, RuleKeyAlgorithm, "key is RSA or ECDSA", check.OK, describeKey(k), ""),
+			result(group, RuleRSASize, "RSA key size", check.Skipped, "not an RSA key", ""))
+	case *rsa.PublicKey:
+		rs = append(rs, result(group, RuleKeyAlgorithm, "key is RSA or ECDSA", check.OK, describeKey(k), ""))
+		bits := k.N.BitLen()
+		switch {
+		case bits > MaxRSABits:
+			rs = append(rs, result(group, RuleRSASize, "RSA key size", check.Fail,
+				fmt.Sprintf("RSA key of %d bits; Go (SPIRE, cert-manager) refuses keys over %d bits", bits, MaxRSABits),
+				"use rsa-4096 or ec-p256"))
+		case bits < MinRSABits:
+			rs = append(rs, result(group, RuleRSASize, "RSA key size", check.Fail,
+				fmt.Sprintf("RSA key of %d bits is below %d", bits, MinRSABits), "use rsa-2048 or larger, or ec-p256"))
+		default:
+			rs = append(rs, result(group, RuleRSASize, "RSA key size", check.OK, fmt.Sprintf("%d bits", bits), ""))
+		}
+	default:
+		rs = append(rs,
+			result(group, RuleKeyAlgorithm, "key is RSA or ECDSA", check.Fail,
+				fmt.Sprintf("%s key; SPIRE x509pop only supports RSA and ECDSA", c.PublicKeyAlgorithm),
+				"use an ECDSA P-256 or RSA key"),
+			result(group, RuleRSASize, "RSA key size", check.Skipped, "not an RSA key", ""))
+	}
+	return rs
+}
+
+func inspectKeyMatch(group string, c *x509.Certificate, key crypto.Signer) check.Result {
+	if key == nil {
+		return result(group, RuleKeyMatches, "private key matches the certificate", check.Skipped, "no private key given", "")
+	}
+	if KeyMatches(c, key) {
+		return result(group, RuleKeyMatches, "private key matches the certificate", check.OK, "", "")
+	}
+	return result(group, RuleKeyMatches, "private key matches the certificate", check.Fail,
+		"the private key is not the certificate's; cert-manager would sign certificates nothing verifies",
+		"pair the certificate with its own key")
+}
+
+func inspectValidity(group string, c *x509.Certificate, now time.Time, consequence, hint string) check.Result {
+	const name = "inside its validity period"
+	switch {
+	case now.Before(c.NotBefore):
+		return result(group, RuleValidity, name, check.Fail,
+			fmt.Sprintf("not valid before %s; %s", c.NotBefore.UTC().Format(time.RFC3339), consequence),
+			"check the clock, or wait until the certificate becomes valid")
+	case now.After(c.NotAfter):
+		return result(group, RuleValidity, name, check.Fail,
+			fmt.Sprintf("expired %s; %s", c.NotAfter.UTC().Format(time.RFC3339), consequence), hint)
+	}
+	return result(group, RuleValidity, name, check.OK, "until "+c.NotAfter.UTC().Format(time.RFC3339), "")
+}

@@ -1,0 +1,81 @@
+package pki
+
+import (
+	"crypto/x509"
+	"io/fs"
+	"slices"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	spembed "github.com/spirepod/spirepod/embed"
+	"github.com/spirepod/spirepod/internal/project"
+)
+
+// TestLeafProfileMatchesScaffold reads the cert-manager Certificate that the
+// scaffold's gen-cert init container applies and fails when `pki issue`'s
+// leaf profile has drifted from it.
+func TestLeafProfileMatchesScaffold(t *testing.T) {
+	data, err := fs.ReadFile(spembed.Scaffold(), "init-gen-cert-configmap.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cm struct {
+		Data map[string]string `yaml:"data"`
+	}
+	if err := yaml.Unmarshal(data, &cm); err != nil {
+		t.Fatal(err)
+	}
+	tpl, ok := cm.Data["cert.yaml.tpl"]
+	if !ok {
+		t.Fatal("init-gen-cert ConfigMap has no cert.yaml.tpl")
+	}
+	var cert struct {
+		Kind string `yaml:"kind"`
+		Spec struct {
+			CommonName string `yaml:"commonName"`
+			Duration   string `yaml:"duration"`
+			PrivateKey struct {
+				Algorithm string `yaml:"algorithm"`
+				Size      int    `yaml:"size"`
+				Encoding  string `yaml:"encoding"`
+			} `yaml:"privateKey"`
+			Usages []string `yaml:"usages"`
+		} `yaml:"spec"`
+	}
+	if err := yaml.Unmarshal([]byte(tpl), &cert); err != nil {
+		t.Fatalf("cert.yaml.tpl: %v", err)
+	}
+	if cert.Kind != "Certificate" {
+		t.Fatalf("cert.yaml.tpl kind %q", cert.Kind)
+	}
+	s := cert.Spec
+	if want := project.AgentCNPrefix + "${POD_NAME}"; s.CommonName != want {
+		t.Errorf("template commonName %q, pki issues %q", s.CommonName, want)
+	}
+	if AgentCN("${POD_NAME}") != s.CommonName {
+		t.Errorf("AgentCN does not build the template's common name")
+	}
+	d, err := time.ParseDuration(s.Duration)
+	if err != nil || d != LeafDuration {
+		t.Errorf("template duration %q, pki LeafDuration %v", s.Duration, LeafDuration)
+	}
+	if s.PrivateKey.Algorithm != LeafKeyAlgorithm || s.PrivateKey.Size != LeafKeySize {
+		t.Errorf("template key %s/%d, pki %s/%d", s.PrivateKey.Algorithm, s.PrivateKey.Size, LeafKeyAlgorithm, LeafKeySize)
+	}
+	enc := s.PrivateKey.Encoding
+	if enc == "" {
+		enc = "PKCS1" // cert-manager's default
+	}
+	if enc != LeafKeyEncoding {
+		t.Errorf("template key encoding %s, pki %s", enc, LeafKeyEncoding)
+	}
+	if !slices.Equal(s.Usages, LeafUsages) {
+		t.Errorf("template usages %v, pki %v", s.Usages, LeafUsages)
+	}
+	ku, eku, ok := UsagesFor(s.Usages)
+	if !ok || ku != x509.KeyUsageDigitalSignature || !slices.Equal(eku, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}) {
+		t.Errorf("template usages map to %b %v (ok=%v)", ku, eku, ok)
+	}
+}
