@@ -31,6 +31,14 @@ stamp_of() { # the wrapper module's pinned content decides whether a cached buil
   cat "$root/hack/testbin/$1/go.mod" "$root/hack/testbin/$1/go.sum" $(ls "$root/hack/testbin/$1"/*.go 2>/dev/null) | sha256sum | cut -c1-16
 }
 
+# Files besides the binaries that a cached build must hold.
+assets_of() {
+  case $1 in
+    kwok) echo "stages/node-heartbeat-with-lease.yaml crds/kwok.x-k8s.io_logs.yaml" ;;
+    certmanager) echo "crds" ;;
+  esac
+}
+
 build_one() {
   local comp=$1 ver=$2; shift 2
   local dir="$root/hack/testbin/$comp" out="$cache/$comp-$ver" stamp
@@ -38,6 +46,7 @@ build_one() {
   if [ -f "$out/.stamp" ] && [ "$(cat "$out/.stamp")" = "$stamp" ]; then
     local ok=1
     for b in "$@"; do [ -x "$out/bin/$b" ] || ok=0; done
+    for a in $(assets_of "$comp"); do [ -e "$out/$a" ] || ok=0; done
     if [ $ok = 1 ]; then echo "testbin: $comp $ver cached"; return; fi
   fi
   local tmp="$out.tmp.$$"
@@ -53,9 +62,12 @@ build_one() {
       kwok)
         go build -o "$tmp/bin/kwok" sigs.k8s.io/kwok/cmd/kwok
         src=$(go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
-        mkdir -p "$tmp/stages"
-        cp "$src"/kustomize/stage/node/fast/*.yaml "$src"/kustomize/stage/pod/fast/*.yaml "$tmp/stages/"
-        chmod u+w "$tmp/stages"/* ;;
+        mkdir -p "$tmp/stages" "$tmp/crds"
+        cp "$src"/kustomize/stage/node/fast/node-initialize.yaml \
+           "$src"/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+           "$src"/kustomize/stage/pod/fast/pod-*.yaml "$tmp/stages/"
+        cp "$src"/kustomize/crd/bases/kwok.x-k8s.io_logs.yaml "$src"/kustomize/crd/bases/kwok.x-k8s.io_clusterlogs.yaml "$tmp/crds/"
+        chmod u+w "$tmp/stages"/* "$tmp/crds"/* ;;
       certmanager)
         go build -o "$tmp/bin/cert-manager-controller" .
         src=$(go list -m -f '{{.Dir}}' github.com/cert-manager/cert-manager)
