@@ -292,6 +292,10 @@ func checkTargets(certPath, keyPath string, force bool) error {
 		dir := filepath.Dir(p)
 		st, err := os.Stat(dir)
 		if err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err // the message names dir already
+			}
 			return fmt.Errorf("directory %s: %w", dir, err)
 		}
 		if !st.IsDir() {

