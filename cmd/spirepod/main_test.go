@@ -48,5 +48,7 @@ func scriptCustomCommands() map[string]func(ts *testscript.TestScript, neg bool,
 		"mtimes":      cmdMtimes,
 		"gen-test-ca": cmdGenTestCA,
 		"git-city":    cmdGitCity,
+		"pki-fixture": cmdPKIFixture,
+		"file-mode":   cmdFileMode,
 	}
 }

@@ -97,6 +97,7 @@ from the current directory upward.
 		newCmdVersion(f, nil),
 		newCmdInit(f, nil),
 		newCmdBundle(f),
+		newCmdPKI(f),
 	)
 	return cmd
 }

@@ -1,0 +1,159 @@
+package main
+
+import (
+	"context"
+	"crypto/x509/pkix"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spirepod/spirepod/internal/pki"
+)
+
+type pkiGenOptions struct {
+	f *Factory
+
+	Dir      string
+	KeyType  string
+	Validity string
+	Subject  string
+	Force    bool
+
+	// Set by validate.
+	keyType  pki.KeyType
+	validity time.Duration
+	subject  *pkix.Name
+}
+
+func newCmdPKIGen(f *Factory, runF func(*pkiGenOptions) error) *cobra.Command {
+	opts := &pkiGenOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "gen",
+		Short: "Make the team CA in the scaffold's certs/secret",
+		Long: `Make the team CA that signs agent certificates, in the scaffold's certs/secret
+(paths from spirepod.yaml, found from --dir or the working directory upward).
+
+The certificate has basicConstraints CA:TRUE (critical, pathlen 0), keyUsage digitalSignature,
+keyCertSign and cRLSign (critical), a subject key identifier and a random serial. The key is
+PKCS#8, written with mode 0600 and never over an existing key unless --force.
+
+Prints the subject, validity, SHA-256 and SHA-1 fingerprints, and the selector
+x509pop:ca:fingerprint:<sha1> to put on your node aliases.`,
+		Example: `  spirepod pki gen
+  spirepod pki gen --key-type rsa-3072 --validity 5y --subject "CN=payments agent CA,O=Payments"
+  spirepod pki gen --dir ./spire-envoy-integration -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runF != nil {
+				return runF(opts)
+			}
+			return pkiGenRun(cmd.Context(), opts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory (default: find spirepod.yaml from the working directory upward)")
+	fl.StringVar(&opts.KeyType, "key-type", string(pki.DefaultKeyType), "ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096")
+	fl.StringVar(&opts.Validity, "validity", "10y", "how long the CA is valid: 10y, 730d, 8760h… (at least 1d)")
+	fl.StringVar(&opts.Subject, "subject", "", `CA subject, "CN=…,O=…" or "/CN=…/O=…" (default: from the team)`)
+	fl.BoolVar(&opts.Force, "force", false, "replace an existing CA (agents of the old CA stop attesting once the server trusts only the new one)")
+	return cmd
+}
+
+// validate is pure: it checks flag values and names the flag at fault.
+func (o *pkiGenOptions) validate() error {
+	kt, err := pki.ParseKeyType(o.KeyType)
+	if err != nil {
+		return usageError("run `spirepod pki gen --help`", "--key-type: %v", err)
+	}
+	o.keyType = kt
+	d, err := parseValidity(o.Validity)
+	if err != nil {
+		return usageError("use forms like 10y, 90d or 8760h", "--validity: %v", err)
+	}
+	if d < pki.MinCAValidity {
+		return usageError("a CA must be valid for at least 1d (24h)", "--validity %s is shorter than one day", o.Validity)
+	}
+	o.validity = d
+	if o.Subject != "" {
+		n, err := pki.ParseSubject(o.Subject)
+		if err != nil {
+			return usageError(`use "CN=name,O=org" or "/CN=name/O=org"`, "--subject: %v", err)
+		}
+		o.subject = &n
+	}
+	return nil
+}
+
+// pkiCAOutput is the -o json shape of `pki gen` and `pki import`.
+type pkiCAOutput struct {
+	Certificate string `json:"certificate"`
+	Key         string `json:"key"`
+	pki.CAInfo
+	// ReplacedSelector is the selector of the CA --force replaced.
+	ReplacedSelector string `json:"replacedSelector,omitempty"`
+}
+
+func pkiGenRun(ctx context.Context, o *pkiGenOptions) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	p, err := pkiProject(o.f, o.Dir)
+	if err != nil {
+		return err
+	}
+	subject := pki.DefaultSubject(p.Team)
+	if o.subject != nil {
+		subject = *o.subject
+	}
+	certPath, keyPath := p.Path(p.Paths.CACert), p.Path(p.Paths.CAKey)
+	existed := fileExists(certPath) || fileExists(keyPath)
+	res, err := pki.Generate(ctx, pki.GenerateOptions{
+		CertPath: certPath, KeyPath: keyPath,
+		KeyType: o.keyType, Validity: o.validity, Subject: subject, Force: o.Force,
+		Rand: o.f.Rand, Now: o.f.Now,
+	})
+	var ee *pki.ExistsError
+	if errors.As(err, &ee) {
+		return usageError("pass --force to replace the team CA (agents it issued stop attesting once the server trusts only the new one)",
+			"%s already exists; nothing was written", displayPath(o.f, ee.Path))
+	}
+	if err != nil {
+		return pkiWriteError(o.f, err)
+	}
+	out := pkiCAOutput{Certificate: displayPath(o.f, res.CertPath), Key: displayPath(o.f, res.KeyPath), CAInfo: pki.Describe(res.Cert)}
+	if existed {
+		msg := "warning: --force replaced the team CA. If the old CA is already on the SPIRE server's trust list, agents issued by the new one will not attest until the new certificate is added (spirepod pr trust-ca) and the server restarted"
+		if res.Replaced != nil {
+			out.ReplacedSelector = pki.CAFingerprintSelector(res.Replaced)
+			msg += "; node aliases with " + out.ReplacedSelector + " stop matching (re-run spirepod pr spiffe-id)"
+		}
+		fmt.Fprintln(o.f.IO.ErrOut, o.f.IO.yellow(msg+"."))
+	}
+	if o.f.JSON() {
+		return writeJSON(o.f.IO.Out, out)
+	}
+	printCAInfo(o.f, "Team CA written", out)
+	fmt.Fprintln(o.f.IO.ErrOut, "next: add the CA to the server's trust list with `spirepod pr trust-ca`")
+	return nil
+}
+
+func printCAInfo(f *Factory, title string, o pkiCAOutput) {
+	w := f.IO.Out
+	fmt.Fprintln(w, f.IO.bold(title))
+	fmt.Fprintf(w, "  certificate  %s (0644)\n", o.Certificate)
+	fmt.Fprintf(w, "  private key  %s (0600; keep it out of git and out of every PR)\n", o.Key)
+	fmt.Fprintf(w, "  subject      %s\n", o.Subject)
+	fmt.Fprintf(w, "  key type     %s\n", o.KeyType)
+	fmt.Fprintf(w, "  valid        %s to %s\n", o.NotBefore.Format(time.RFC3339), o.NotAfter.Format(time.RFC3339))
+	fmt.Fprintf(w, "  sha256       %s\n", o.SHA256)
+	fmt.Fprintf(w, "  sha1         %s\n", o.SHA1)
+	fmt.Fprintf(w, "  selector     %s\n", o.Selector)
+}
+
+func fileExists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}

@@ -1,0 +1,191 @@
+package main
+
+import (
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/project"
+)
+
+type pkiInspectOptions struct {
+	f *Factory
+
+	Files []string
+	Key   string
+	CA    string
+	Dir   string
+}
+
+func newCmdPKIInspect(f *Factory, runF func(*pkiInspectOptions) error) *cobra.Command {
+	opts := &pkiInspectOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "inspect [FILE...]",
+		Short: "Check a team CA or agent certificate the way SPIRE x509pop and cert-manager will",
+		Long: `Check certificates against what the SPIRE server's x509pop plugin and cert-manager accept,
+and say in SPIRE's own words what it would reject.
+
+With no FILE, inspects the scaffold's team CA and its key. A FILE whose certificate is not a
+CA and whose common name starts with spire-agent-x509pop- is checked as an agent certificate
+(certificates after it in the file are its intermediates); anything else as a team CA.
+
+Rules (IDs are stable, see -o json):
+  team CA  ca-basic-constraints, ca-keycertsign, ca-digitalsignature (warning), key-algorithm,
+           rsa-size, key-matches, validity, lifetime-90d (warning)
+  agent    leaf-digitalsignature, key-algorithm, rsa-size, cn-length, cn-form, chains-to-ca,
+           validity, key-matches (with --key)
+
+Exits 1 when any rule fails.`,
+		Example: `  spirepod pki inspect
+  spirepod pki inspect ca.pem --key ca.key.pem
+  spirepod pki inspect spire-agent-x509pop-web-0.crt.pem --ca certs/secret/agent-x509pop.crt.pem`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.Files = args
+			if runF != nil {
+				return runF(opts)
+			}
+			return pkiInspectRun(opts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&opts.Key, "key", "", "private key to match against the first certificate")
+	fl.StringVar(&opts.CA, "ca", "", "team CA that agent certificates must chain to (default: a CA among FILEs, else the scaffold's)")
+	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory (default: find spirepod.yaml from the working directory upward)")
+	return cmd
+}
+
+// pkiInspectOutput is the -o json shape of `pki inspect`.
+type pkiInspectOutput struct {
+	OK      bool           `json:"ok"`
+	Results []check.Result `json:"results"`
+}
+
+type inspectTarget struct {
+	path  string
+	certs []*x509.Certificate
+	leaf  bool
+}
+
+func isAgentLeaf(c *x509.Certificate) bool {
+	return !(c.BasicConstraintsValid && c.IsCA) && strings.HasPrefix(c.Subject.CommonName, project.AgentCNPrefix)
+}
+
+func pkiInspectRun(o *pkiInspectOptions) error {
+	var (
+		targets []inspectTarget
+		key     crypto.Signer
+		ca      *x509.Certificate
+		err     error
+	)
+	if len(o.Files) == 0 {
+		p, err := pkiProject(o.f, o.Dir)
+		if err != nil {
+			return err
+		}
+		certPath := p.Path(p.Paths.CACert)
+		if !fileExists(certPath) {
+			return usageError("make one with `spirepod pki gen` (or `spirepod pki import CERT KEY`)", "no team CA at %s", displayPath(o.f, certPath))
+		}
+		certs, err := pkiReadCerts("team CA", displayPath(o.f, certPath))
+		if err != nil {
+			return err
+		}
+		targets = append(targets, inspectTarget{path: displayPath(o.f, certPath), certs: certs})
+		if o.Key == "" && fileExists(p.Path(p.Paths.CAKey)) {
+			o.Key = displayPath(o.f, p.Path(p.Paths.CAKey))
+		}
+	}
+	for _, path := range o.Files {
+		certs, err := pkiReadCerts("certificate", path)
+		if err != nil {
+			return err
+		}
+		targets = append(targets, inspectTarget{path: path, certs: certs, leaf: isAgentLeaf(certs[0])})
+	}
+	if o.Key != "" {
+		if key, err = pkiReadKey("--key", o.Key); err != nil {
+			return err
+		}
+	}
+	switch {
+	case o.CA != "":
+		cs, err := pkiReadCerts("--ca", o.CA)
+		if err != nil {
+			return err
+		}
+		ca = cs[0]
+	default:
+		for _, t := range targets {
+			if !t.leaf {
+				ca = t.certs[0]
+				break
+			}
+		}
+		if ca == nil {
+			ca = scaffoldCA(o)
+		}
+	}
+
+	now := o.f.Now()
+	var rs []check.Result
+	for i, t := range targets {
+		k := key
+		if i > 0 {
+			k = nil
+		}
+		if t.leaf {
+			rs = append(rs, pki.InspectLeaf("agent certificate "+t.path, t.certs[0], t.certs[1:], ca, k, now)...)
+			continue
+		}
+		for j, c := range t.certs {
+			group := "team CA " + t.path
+			if len(t.certs) > 1 {
+				group += fmt.Sprintf(" (certificate %d)", j+1)
+			}
+			if j > 0 {
+				k = nil
+			}
+			rs = append(rs, pki.InspectCA(group, c, k, now)...)
+		}
+	}
+	failed := check.Failed(rs)
+	if o.f.JSON() {
+		if err := writeJSON(o.f.IO.Out, pkiInspectOutput{OK: !failed, Results: rs}); err != nil {
+			return err
+		}
+	} else {
+		printChecks(o.f.IO, o.f.IO.Out, rs)
+		fmt.Fprintln(o.f.IO.Out)
+		fmt.Fprintln(o.f.IO.Out, checkStatusLine(o.f.IO, rs))
+	}
+	if failed {
+		return &silentError{code: exitFailure}
+	}
+	return nil
+}
+
+// scaffoldCA is the scaffold's team CA when there is one, for chaining agent
+// certificates; nil otherwise (the chains-to-ca rule is then skipped).
+func scaffoldCA(o *pkiInspectOptions) *x509.Certificate {
+	p, err := pkiProject(o.f, o.Dir)
+	if err != nil {
+		return nil
+	}
+	data, err := os.ReadFile(p.Path(p.Paths.CACert))
+	if errors.Is(err, fs.ErrNotExist) || err != nil {
+		return nil
+	}
+	cs, err := pki.ParseCertificates(data)
+	if err != nil {
+		return nil
+	}
+	return cs[0]
+}

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/pki"
+)
+
+type pkiIssueOptions struct {
+	f *Factory
+
+	Pod    string
+	OutDir string
+	Dir    string
+	CA     string
+	CAKey  string
+	Force  bool
+}
+
+func newCmdPKIIssue(f *Factory, runF func(*pkiIssueOptions) error) *cobra.Command {
+	opts := &pkiIssueOptions{f: f}
+	cmd := &cobra.Command{
+		Use:   "issue --pod NAME",
+		Short: "Issue one agent certificate from the team CA, as the scaffold's cert-manager Certificate would",
+		Long: fmt.Sprintf(`Issue the x509pop agent certificate of one pod from the team CA, exactly as the scaffold's
+gen-cert init container asks cert-manager to: common name spire-agent-x509pop-<pod>, ECDSA
+P-256, usages %q, duration %s (cut to the CA's expiry if that is sooner).
+
+Writes <out-dir>/spire-agent-x509pop-<pod>.crt.pem (0644) and .key.pem (0600, SEC1 like
+cert-manager's default encoding). For clusters without cert-manager and for tests.`, pki.LeafUsages, pki.LeafDuration),
+		Example: `  spirepod pki issue --pod spire-envoy-integration-0
+  spirepod pki issue --pod web-0 --out-dir /tmp/agent --ca ca.pem --ca-key ca.key.pem`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runF != nil {
+				return runF(opts)
+			}
+			return pkiIssueRun(cmd.Context(), opts)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&opts.Pod, "pod", "", "pod name; the certificate's CN is spire-agent-x509pop-<pod> (required)")
+	fl.StringVar(&opts.OutDir, "out-dir", ".", "directory to write the certificate and key into (must exist)")
+	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory whose team CA signs (default: find spirepod.yaml upward)")
+	fl.StringVar(&opts.CA, "ca", "", "team CA certificate (instead of the scaffold's; needs --ca-key)")
+	fl.StringVar(&opts.CAKey, "ca-key", "", "team CA private key (with --ca)")
+	fl.BoolVar(&opts.Force, "force", false, "replace an existing certificate and key for this pod")
+	return cmd
+}
+
+// validate is pure: it checks flag values and names the flag at fault.
+func (o *pkiIssueOptions) validate() error {
+	if o.Pod == "" {
+		return usageError("pass the pod's name, e.g. --pod spire-envoy-integration-0", "--pod is required")
+	}
+	if err := pki.CheckPod(o.Pod); err != nil {
+		return usageError("use a shorter pod (StatefulSet) name", "--pod: %v", err)
+	}
+	if (o.CA == "") != (o.CAKey == "") {
+		return usageError("pass both --ca and --ca-key, or neither to use the scaffold's CA", "--ca and --ca-key go together")
+	}
+	if o.OutDir == "" {
+		return usageError("pass a directory", "--out-dir must not be empty")
+	}
+	return nil
+}
+
+// pkiIssueOutput is the -o json shape of `pki issue`.
+type pkiIssueOutput struct {
+	Certificate string    `json:"certificate"`
+	Key         string    `json:"key"`
+	CommonName  string    `json:"commonName"`
+	Serial      string    `json:"serial"`
+	NotBefore   time.Time `json:"notBefore"`
+	NotAfter    time.Time `json:"notAfter"`
+	SHA1        string    `json:"sha1"`
+	// CappedByCA is true when the CA expires before the usual duration.
+	CappedByCA bool `json:"cappedByCA"`
+}
+
+func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	if st, err := os.Stat(o.OutDir); err != nil || !st.IsDir() {
+		if err == nil {
+			return usageError("pass an existing directory", "--out-dir %s is not a directory", o.OutDir)
+		}
+		return usageError("create it first, or pass an existing directory", "--out-dir %s: %v", o.OutDir, pkiPathErr(err))
+	}
+	caPath, keyPath := o.CA, o.CAKey
+	if caPath == "" {
+		p, err := pkiProject(o.f, o.Dir)
+		if err != nil {
+			return err
+		}
+		caPath, keyPath = displayPath(o.f, p.Path(p.Paths.CACert)), displayPath(o.f, p.Path(p.Paths.CAKey))
+		if !fileExists(caPath) {
+			return usageError("make one with `spirepod pki gen`", "no team CA at %s", caPath)
+		}
+	}
+	ca, caKey, err := pkiLoadCA(o.f, caPath, keyPath)
+	if err != nil {
+		return err
+	}
+	res, err := pki.Issue(ctx, pki.IssueOptions{CA: ca, CAKey: caKey, Pod: o.Pod, OutDir: o.OutDir, Force: o.Force, Rand: o.f.Rand, Now: o.f.Now})
+	if err != nil {
+		return pkiWriteError(o.f, err)
+	}
+	out := pkiIssueOutput{
+		Certificate: displayPath(o.f, res.CertPath), Key: displayPath(o.f, res.KeyPath), CommonName: res.CN,
+		Serial: fmt.Sprintf("%x", res.Cert.SerialNumber), NotBefore: res.Cert.NotBefore.UTC(), NotAfter: res.Cert.NotAfter.UTC(),
+		SHA1: pki.SHA1Fingerprint(res.Cert), CappedByCA: res.Capped,
+	}
+	if res.Capped {
+		fmt.Fprintf(o.f.IO.ErrOut, "warning: the team CA expires %s, before the usual %s; the certificate ends with it\n",
+			ca.NotAfter.UTC().Format(time.RFC3339), pki.LeafDuration)
+	}
+	if o.f.JSON() {
+		return writeJSON(o.f.IO.Out, out)
+	}
+	w := o.f.IO.Out
+	fmt.Fprintln(w, o.f.IO.bold("Agent certificate issued"))
+	fmt.Fprintf(w, "  certificate  %s\n", out.Certificate)
+	fmt.Fprintf(w, "  private key  %s (0600)\n", out.Key)
+	fmt.Fprintf(w, "  common name  %s\n", out.CommonName)
+	fmt.Fprintf(w, "  valid        %s to %s\n", out.NotBefore.Format(time.RFC3339), out.NotAfter.Format(time.RFC3339))
+	return nil
+}
+
+// pkiLoadCA reads a team CA and its key and refuses one that would make
+// certificates SPIRE rejects, printing the failed checks.
+func pkiLoadCA(f *Factory, certPath, keyPath string) (*x509.Certificate, crypto.Signer, error) {
+	certs, err := pkiReadCerts("team CA", certPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	key, err := pkiReadKey("team CA key", keyPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	rs := pki.InspectCA("team CA "+certPath, certs[0], key, f.Now())
+	if check.Failed(rs) {
+		printChecks(f.IO, f.IO.ErrOut, rs)
+		r := firstFailure(rs)
+		return nil, nil, failure(fmt.Errorf("team CA %s fails %s: %s", certPath, r.ID, r.Message), r.Hint)
+	}
+	return certs[0], key, nil
+}
+
+func firstFailure(rs []check.Result) check.Result {
+	for _, r := range rs {
+		if r.Status == check.Fail {
+			return r
+		}
+	}
+	return check.Result{}
+}
