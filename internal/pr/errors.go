@@ -1,0 +1,95 @@
+package pr
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/google/go-github/v60/github"
+)
+
+// APIError is a GitHub refusal translated into one message and a hint.
+type APIError struct {
+	Status     int    `json:"status"`
+	Op         string `json:"op"`
+	Message    string `json:"message"`
+	Permission string `json:"permission,omitempty"`
+	Hint       string `json:"hint"`
+}
+
+func (e *APIError) Error() string {
+	switch e.Status {
+	case http.StatusUnauthorized:
+		return fmt.Sprintf("%s: GitHub rejected the token (401 %s)", e.Op, e.Message)
+	case http.StatusForbidden:
+		if e.Permission != "" {
+			return fmt.Sprintf("%s: GitHub refused (403 %s); the token lacks %s", e.Op, e.Message, e.Permission)
+		}
+		return fmt.Sprintf("%s: GitHub refused (403 %s)", e.Op, e.Message)
+	case http.StatusNotFound:
+		return fmt.Sprintf("%s: not found (404): the repository does not exist or the token cannot see it", e.Op)
+	}
+	return fmt.Sprintf("%s: GitHub answered %d %s", e.Op, e.Status, e.Message)
+}
+
+// translate turns go-github errors into APIErrors; perm is the permission the
+// operation needs (contents:write, pull_requests:write).
+func translate(err error, op, repo, perm string) error {
+	if err == nil {
+		return nil
+	}
+	var rl *github.RateLimitError
+	if errors.As(err, &rl) {
+		return &APIError{Status: http.StatusForbidden, Op: op, Message: rl.Message,
+			Hint: fmt.Sprintf("the GitHub rate limit resets at %s; retry then (or give a longer --timeout)", rl.Rate.Reset.Time.Format(time.RFC3339))}
+	}
+	var ab *github.AbuseRateLimitError
+	if errors.As(err, &ab) {
+		return &APIError{Status: http.StatusForbidden, Op: op, Message: ab.Message, Hint: "GitHub's secondary rate limit: wait a minute and retry"}
+	}
+	var er *github.ErrorResponse
+	if !errors.As(err, &er) || er.Response == nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	msg := er.Message
+	for _, e := range er.Errors {
+		if e.Message != "" {
+			msg += ": " + e.Message
+		}
+	}
+	ae := &APIError{Status: er.Response.StatusCode, Op: op, Message: msg}
+	switch ae.Status {
+	case http.StatusUnauthorized:
+		ae.Hint = "the token is invalid or expired: set GH_TOKEN (or GH_ENTERPRISE_TOKEN for GitHub Enterprise), or run `gh auth login`"
+	case http.StatusForbidden:
+		ae.Permission = perm
+		if perm == "" {
+			ae.Hint = "check the token's access to " + repo
+		} else {
+			ae.Hint = fmt.Sprintf("give the token %s on %s (fine-grained token) or the repo scope (classic token)", perm, repo)
+		}
+	case http.StatusNotFound:
+		ae.Hint = fmt.Sprintf("check city.repo (%s) in spirepod.yaml, and that the token can read it (a private repository answers 404 to tokens without access)", repo)
+	default:
+		ae.Hint = "retry later; if it persists, check https://www.githubstatus.com"
+	}
+	return ae
+}
+
+func statusOf(err error) int {
+	var er *github.ErrorResponse
+	if errors.As(err, &er) && er.Response != nil {
+		return er.Response.StatusCode
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Status
+	}
+	return 0
+}
+
+func isNotFound(err error) bool { return statusOf(err) == http.StatusNotFound }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -1,0 +1,342 @@
+package pr
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/go-github/v60/github"
+)
+
+// GitHubOptions say where and how to reach GitHub.
+type GitHubOptions struct {
+	// HTTPClient is the client requests go through; its transport is wrapped.
+	HTTPClient *http.Client
+	// BaseURL is the REST API root: "" for api.github.com, or
+	// https://HOST/api/v3/ for GitHub Enterprise Server (and the fake in tests).
+	BaseURL string
+	// Token authenticates; it is only ever sent in the Authorization header.
+	Token string
+	// Repo is owner/name of the city repository; Base its base branch.
+	Repo string
+	Base string
+	// Sleep waits between retries (tests pass one that does not sleep).
+	Sleep func(context.Context, time.Duration) error
+	Now   func() time.Time
+	// Retries of a 5xx or rate-limited request; 0 means 4.
+	Retries int
+	// Progress receives one line per step; nil discards.
+	Progress io.Writer
+}
+
+type client struct {
+	gh          *github.Client
+	tr          *apiTransport
+	owner, name string
+	headOwner   string
+	headName    string
+	baseBranch  string
+	forked      bool
+	progress    io.Writer
+	sleep       func(context.Context, time.Duration) error
+}
+
+func newClient(o GitHubOptions) (*client, error) {
+	owner, name, ok := strings.Cut(o.Repo, "/")
+	if !ok || owner == "" || name == "" {
+		return nil, fmt.Errorf("repository %q is not owner/name", o.Repo)
+	}
+	hc := o.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 60 * time.Second}
+	}
+	base := hc.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	if o.Sleep == nil {
+		o.Sleep = SleepContext
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Retries == 0 {
+		o.Retries = 4
+	}
+	tr := &apiTransport{base: base, token: o.Token, sleep: o.Sleep, now: o.Now, retries: o.Retries,
+		minDelay: 500 * time.Millisecond, attemptTimeout: hc.Timeout}
+	wrapped := *hc
+	wrapped.Transport = tr
+	// The client's timeout applies to each attempt inside the transport, so
+	// waiting out a rate limit is bounded by the caller's context instead.
+	wrapped.Timeout = 0
+	gh := github.NewClient(&wrapped)
+	if o.BaseURL != "" {
+		u := o.BaseURL
+		if !strings.HasSuffix(u, "/") {
+			u += "/"
+		}
+		var err error
+		if gh, err = gh.WithEnterpriseURLs(u, u); err != nil {
+			return nil, fmt.Errorf("GitHub API URL %q: %w", o.BaseURL, err)
+		}
+	}
+	progress := o.Progress
+	if progress == nil {
+		progress = io.Discard
+	}
+	return &client{gh: gh, tr: tr, owner: owner, name: name, headOwner: owner, headName: name,
+		baseBranch: o.Base, progress: progress, sleep: o.Sleep}, nil
+}
+
+func (c *client) repo() string     { return c.owner + "/" + c.name }
+func (c *client) headRepo() string { return c.headOwner + "/" + c.headName }
+
+func (c *client) base(ctx context.Context) (string, string, error) {
+	// One request gives the tip and its tree. Not Repositories.GetBranch: its
+	// redirect handling hides GitHub's error body.
+	op := fmt.Sprintf("read branch %s of %s", c.baseBranch, c.repo())
+	req, err := c.gh.NewRequest(http.MethodGet, fmt.Sprintf("repos/%s/%s/branches/%s", c.owner, c.name, url.PathEscape(c.baseBranch)), nil)
+	if err != nil {
+		return "", "", err
+	}
+	b := new(github.Branch)
+	if _, err := c.gh.Do(ctx, req, b); err != nil {
+		return "", "", translate(err, op, c.repo(), "contents:read")
+	}
+	return b.GetCommit().GetSHA(), b.GetCommit().GetCommit().GetTree().GetSHA(), nil
+}
+
+func (c *client) read(ctx context.Context, ref, path string, head bool) ([]byte, bool, error) {
+	owner, name := c.owner, c.name
+	if head {
+		owner, name = c.headOwner, c.headName
+	}
+	fc, _, _, err := c.gh.Repositories.GetContents(ctx, owner, name, path, &github.RepositoryContentGetOptions{Ref: ref})
+	if isNotFound(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, translate(err, fmt.Sprintf("read %s in %s/%s", path, owner, name), owner+"/"+name, "contents:read")
+	}
+	if fc == nil {
+		return nil, false, fmt.Errorf("read %s in %s/%s: it is a directory", path, owner, name)
+	}
+	s, err := fc.GetContent()
+	if err != nil {
+		return nil, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	return []byte(s), true, nil
+}
+
+func (c *client) branch(ctx context.Context, name string) (string, bool, error) {
+	ref, _, err := c.gh.Git.GetRef(ctx, c.headOwner, c.headName, "heads/"+name)
+	if isNotFound(err) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, translate(err, "read branch "+name+" of "+c.headRepo(), c.headRepo(), "contents:read")
+	}
+	return ref.GetObject().GetSHA(), true, nil
+}
+
+func (c *client) commitInfo(ctx context.Context, sha string) (string, string, error) {
+	cm, _, err := c.gh.Git.GetCommit(ctx, c.headOwner, c.headName, sha)
+	if err != nil {
+		return "", "", translate(err, "read commit "+sha, c.headRepo(), "contents:read")
+	}
+	return cm.GetTree().GetSHA(), cm.GetMessage(), nil
+}
+
+func (c *client) write(ctx context.Context, baseTree string, files []File, parents []string, msg string) (string, error) {
+	if err := guard(files); err != nil {
+		return "", err
+	}
+	entries := make([]*github.TreeEntry, len(files))
+	for i, f := range files {
+		entries[i] = &github.TreeEntry{Path: github.String(f.Path), Mode: github.String("100644"),
+			Type: github.String("blob"), Content: github.String(string(f.New))}
+	}
+	tree, _, err := c.gh.Git.CreateTree(ctx, c.headOwner, c.headName, baseTree, entries)
+	if err != nil {
+		if st := statusOf(err); (st == http.StatusForbidden || st == http.StatusNotFound) && !c.forked {
+			if ferr := c.forkIfCannotPush(ctx); ferr != nil {
+				return "", ferr
+			}
+		}
+		return "", translate(err, "create tree in "+c.headRepo(), c.headRepo(), "contents:write")
+	}
+	fmt.Fprintf(c.progress, "created tree %s\n", tree.GetSHA())
+	commit := &github.Commit{Message: github.String(msg), Tree: &github.Tree{SHA: tree.SHA}}
+	for _, p := range parents {
+		commit.Parents = append(commit.Parents, &github.Commit{SHA: github.String(p)})
+	}
+	cm, _, err := c.gh.Git.CreateCommit(ctx, c.headOwner, c.headName, commit, nil)
+	if err != nil {
+		return "", translate(err, "create commit in "+c.headRepo(), c.headRepo(), "contents:write")
+	}
+	return cm.GetSHA(), nil
+}
+
+// forkIfCannotPush asks whether the user may push; when not, it forks the
+// repository, waits for the fork, and returns errForked.
+func (c *client) forkIfCannotPush(ctx context.Context) error {
+	r, _, err := c.gh.Repositories.Get(ctx, c.owner, c.name)
+	if err != nil {
+		return translate(err, "read repository "+c.repo(), c.repo(), "metadata:read")
+	}
+	if r.GetPermissions()["push"] {
+		return nil // the token, not the user, lacks the permission: report the original error
+	}
+	fmt.Fprintf(c.progress, "no push access to %s: using a fork\n", c.repo())
+	f, _, err := c.gh.Repositories.CreateFork(ctx, c.owner, c.name, &github.RepositoryCreateForkOptions{})
+	var accepted *github.AcceptedError
+	if err != nil && !errors.As(err, &accepted) {
+		return translate(err, "fork "+c.repo(), c.repo(), "administration:write (to create a fork)")
+	}
+	if f == nil || f.GetOwner().GetLogin() == "" {
+		// 202 Accepted: go-github returns the body in AcceptedError.
+		f = new(github.Repository)
+		if accepted != nil {
+			_ = jsonUnmarshal(accepted.Raw, f)
+		}
+	}
+	if f.GetOwner().GetLogin() == "" {
+		return fmt.Errorf("fork %s: GitHub did not say where the fork is", c.repo())
+	}
+	c.headOwner, c.headName, c.forked = f.GetOwner().GetLogin(), f.GetName(), true
+	// Forking is asynchronous: wait until the fork's git data answers.
+	delay := time.Second
+	for i := 0; ; i++ {
+		_, _, err := c.gh.Git.GetRef(ctx, c.headOwner, c.headName, "heads/"+c.baseBranch)
+		if err == nil {
+			break
+		}
+		st := statusOf(err)
+		if (st != http.StatusConflict && st != http.StatusNotFound) || i >= 10 {
+			return translate(err, "wait for fork "+c.headRepo(), c.headRepo(), "contents:read")
+		}
+		if err := c.sleep(ctx, delay); err != nil {
+			return fmt.Errorf("wait for fork %s: %w", c.headRepo(), err)
+		}
+		if delay < 8*time.Second {
+			delay *= 2
+		}
+	}
+	return errForked
+}
+
+func (c *client) setBranch(ctx context.Context, name, sha string, create, force bool) error {
+	ref := &github.Reference{Ref: github.String("refs/heads/" + name), Object: &github.GitObject{SHA: github.String(sha)}}
+	var err error
+	if create {
+		_, _, err = c.gh.Git.CreateRef(ctx, c.headOwner, c.headName, ref)
+	} else {
+		_, _, err = c.gh.Git.UpdateRef(ctx, c.headOwner, c.headName, ref, force)
+	}
+	if st := statusOf(err); st == http.StatusConflict || st == http.StatusUnprocessableEntity {
+		fmt.Fprintf(c.progress, "branch %s moved meanwhile: starting over\n", name)
+		return errRefMoved
+	}
+	return translate(err, "set branch "+name+" in "+c.headRepo(), c.headRepo(), "contents:write")
+}
+
+// Open upserts the change as a pull request on GitHub.
+func Open(ctx context.Context, ch *Change, o GitHubOptions) (*Result, error) {
+	c, err := newClient(o)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Kind: ch.Kind, Repo: c.repo(), Base: o.Base, Branch: ch.Branch, Title: ch.Title, Body: ch.Body, Warnings: ch.Warnings}
+	defer func() { res.Requests = int(c.tr.count.Load()) }()
+	if err := upsert(ctx, c, ch, res); err != nil {
+		res.Requests = int(c.tr.count.Load())
+		return res, err
+	}
+	if c.forked {
+		res.HeadRepo = c.headRepo()
+	}
+	if res.Action == ActionInBase {
+		return res, nil
+	}
+	pr, err := c.upsertPull(ctx, ch, res.Action)
+	if err != nil {
+		return res, err
+	}
+	res.URL, res.Number = pr.GetHTMLURL(), pr.GetNumber()
+	return res, nil
+}
+
+func (c *client) head(branch string) string { return c.headOwner + ":" + branch }
+
+func (c *client) findOpenPull(ctx context.Context, branch string) (*github.PullRequest, error) {
+	prs, _, err := c.gh.PullRequests.List(ctx, c.owner, c.name, &github.PullRequestListOptions{
+		State: "open", Head: c.head(branch), Base: c.baseBranch})
+	if err != nil {
+		return nil, translate(err, "list pull requests of "+c.repo(), c.repo(), "pull_requests:read")
+	}
+	if len(prs) == 0 {
+		return nil, nil
+	}
+	return prs[0], nil
+}
+
+func (c *client) upsertPull(ctx context.Context, ch *Change, action string) (*github.PullRequest, error) {
+	if action != ActionCreated {
+		pr, err := c.findOpenPull(ctx, ch.Branch)
+		if err != nil {
+			return nil, err
+		}
+		if pr != nil {
+			if action == ActionUnchanged || (pr.GetBody() == ch.Body && pr.GetTitle() == ch.Title) {
+				return pr, nil
+			}
+			return c.editPull(ctx, pr, ch)
+		}
+	}
+	pr, _, err := c.gh.PullRequests.Create(ctx, c.owner, c.name, &github.NewPullRequest{
+		Title: github.String(ch.Title), Head: github.String(c.head(ch.Branch)), Base: github.String(c.baseBranch),
+		Body: github.String(ch.Body), MaintainerCanModify: github.Bool(true)})
+	if statusOf(err) == http.StatusUnprocessableEntity && strings.Contains(errorText(err), "already exists") {
+		existing, ferr := c.findOpenPull(ctx, ch.Branch)
+		if ferr != nil {
+			return nil, ferr
+		}
+		if existing != nil {
+			if existing.GetBody() == ch.Body {
+				return existing, nil
+			}
+			return c.editPull(ctx, existing, ch)
+		}
+	}
+	if err != nil {
+		return nil, translate(err, "open pull request in "+c.repo(), c.repo(), "pull_requests:write")
+	}
+	return pr, nil
+}
+
+func (c *client) editPull(ctx context.Context, pr *github.PullRequest, ch *Change) (*github.PullRequest, error) {
+	out, _, err := c.gh.PullRequests.Edit(ctx, c.owner, c.name, pr.GetNumber(), &github.PullRequest{
+		Title: github.String(ch.Title), Body: github.String(ch.Body)})
+	if err != nil {
+		return nil, translate(err, fmt.Sprintf("update pull request #%d", pr.GetNumber()), c.repo(), "pull_requests:write")
+	}
+	return out, nil
+}
+
+func errorText(err error) string {
+	var er *github.ErrorResponse
+	if errors.As(err, &er) {
+		s := er.Message
+		for _, e := range er.Errors {
+			s += " " + e.Message
+		}
+		return s
+	}
+	return err.Error()
+}

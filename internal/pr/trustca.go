@@ -1,0 +1,205 @@
+package pr
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/project"
+)
+
+// TrustCAOptions are the inputs of the trust-ca change.
+type TrustCAOptions struct {
+	Project *project.Project
+	// CAPEM is the content of the team CA certificate file.
+	CAPEM []byte
+	// CAFile names it in messages.
+	CAFile string
+	// Inspect checks the CA (pki inspect); nil skips the check and the PR
+	// body says so. A failing result refuses the change.
+	Inspect func(*x509.Certificate) []check.Result
+}
+
+// InspectError means the CA failed `pki inspect`.
+type InspectError struct {
+	File    string
+	Results []check.Result
+}
+
+func (e *InspectError) Error() string {
+	var fails []string
+	for _, r := range e.Results {
+		if r.Status == check.Fail {
+			fails = append(fails, r.Name+": "+r.Message)
+		}
+	}
+	return fmt.Sprintf("the CA %s fails pki inspect: %s", e.File, strings.Join(fails, "; "))
+}
+
+// CAInfo describes the team CA for the PR body and the CLI.
+type CAInfo struct {
+	Subject   string    `json:"subject"`
+	NotBefore time.Time `json:"notBefore"`
+	NotAfter  time.Time `json:"notAfter"`
+	SHA256    string    `json:"sha256"`
+	SHA1      string    `json:"sha1"`
+	Verdict   string    `json:"verdict"`
+}
+
+// LoadCA parses the team CA: exactly one certificate, no private key.
+func LoadCA(data []byte, file string) (*x509.Certificate, error) {
+	if pki.ContainsPrivateKey(data) {
+		return nil, &PrivateKeyError{Path: file}
+	}
+	certs, err := pki.ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", file, err)
+	}
+	if len(certs) != 1 {
+		return nil, fmt.Errorf("%s holds %d certificates; the trust list takes the one team CA", file, len(certs))
+	}
+	if !certs[0].IsCA {
+		return nil, fmt.Errorf("%s is not a CA certificate (basicConstraints CA:TRUE is missing)", file)
+	}
+	return certs[0], nil
+}
+
+// TrustCA builds the change adding the team CA to the x509pop trust list.
+func TrustCA(o TrustCAOptions) (*Change, *CAInfo, error) {
+	p := o.Project
+	ca, err := LoadCA(o.CAPEM, o.CAFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	info := &CAInfo{Subject: ca.Subject.String(), NotBefore: ca.NotBefore.UTC(), NotAfter: ca.NotAfter.UTC(),
+		SHA256: pki.SHA256Fingerprint(ca), SHA1: pki.SHA1Fingerprint(ca), Verdict: "not inspected"}
+	if o.Inspect != nil {
+		rs := o.Inspect(ca)
+		if check.Failed(rs) {
+			return nil, nil, &InspectError{File: o.CAFile, Results: rs}
+		}
+		info.Verdict = verdict(rs)
+	}
+	certPEM := pki.EncodeCertificate(ca)
+	tl := p.City.TrustList
+	if tl.Path == "" {
+		return nil, nil, errors.New("city.trustList.path is empty in spirepod.yaml")
+	}
+	ch := &Change{
+		Kind: KindTrustCA, Team: p.Team, Branch: BranchName(p.Team, KindTrustCA),
+		Title:   fmt.Sprintf("Add %s CA certificate to trust list", p.Team),
+		Message: fmt.Sprintf("Add %s CA certificate to trust list\n\nx509pop CA of team %s (namespace %s), SHA-1 %s.", p.Team, p.Team, p.Namespace, info.SHA1),
+	}
+	ch.Body = trustCABody(p, info)
+	switch tl.Mode {
+	case project.TrustListBundle:
+		ch.Compute = func(ctx context.Context, read ReadFunc) ([]File, error) {
+			old, ok, err := read(ctx, tl.Path)
+			if err != nil {
+				return nil, err
+			}
+			if ok && bundleHas(old, info.SHA1) {
+				return nil, nil
+			}
+			nw := append([]byte(nil), old...)
+			if len(nw) > 0 && !bytes.HasSuffix(nw, []byte("\n")) {
+				nw = append(nw, '\n')
+			}
+			nw = append(nw, certPEM...)
+			return []File{{Path: tl.Path, Old: old, OldExists: ok, New: nw}}, nil
+		}
+	case project.TrustListDirectory:
+		certPath := path.Join(tl.Path, p.Team+".crt.pem")
+		kPath := path.Join(tl.Path, "kustomization.yaml")
+		ch.Compute = func(ctx context.Context, read ReadFunc) ([]File, error) {
+			oldK, kOK, err := read(ctx, kPath)
+			if err != nil {
+				return nil, err
+			}
+			newK, err := addGeneratorFile(oldK, kOK, kPath, p.Team+".crt.pem")
+			if err != nil {
+				return nil, err
+			}
+			cert := File{Path: certPath, New: certPEM}
+			// Read the certificate only when the kustomization already lists
+			// it: a first run then costs one read less.
+			if kOK && string(newK) == string(oldK) {
+				if cert.Old, cert.OldExists, err = read(ctx, certPath); err != nil {
+					return nil, err
+				}
+				if cert.OldExists && bundleHas(cert.Old, info.SHA1) {
+					cert.New = cert.Old
+				}
+			}
+			return []File{cert, {Path: kPath, Old: oldK, OldExists: kOK, New: newK}}, nil
+		}
+	default:
+		return nil, nil, fmt.Errorf("city.trustList.mode %q must be bundle or directory", tl.Mode)
+	}
+	return ch, info, nil
+}
+
+// bundleHas reports whether a PEM bundle holds a certificate with this SHA-1.
+func bundleHas(data []byte, sha1 string) bool {
+	rest := data
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return false
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err == nil && pki.SHA1Fingerprint(c) == sha1 {
+			return true
+		}
+	}
+}
+
+func verdict(rs []check.Result) string {
+	var ok, warn int
+	var warns []string
+	for _, r := range rs {
+		switch r.Status {
+		case check.OK:
+			ok++
+		case check.Warn:
+			warn++
+			warns = append(warns, r.Name)
+		}
+	}
+	v := fmt.Sprintf("passed (%d checks ok, %d warnings)", ok, warn)
+	if warn > 0 {
+		v += ": " + strings.Join(warns, "; ")
+	}
+	return v
+}
+
+func trustCABody(p *project.Project, ca *CAInfo) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Adds the x509pop CA certificate of team **%s** to the SPIRE server trust list (`%s`, mode %s).\n\n",
+		p.Team, p.City.TrustList.Path, p.City.TrustList.Mode)
+	fmt.Fprintf(&b, "| | |\n|---|---|\n")
+	fmt.Fprintf(&b, "| Team | %s |\n| Namespace | `%s` |\n| Environment | %s (trust domain `%s`) |\n", p.Team, p.Namespace, p.Environment, p.TrustDomain)
+	fmt.Fprintf(&b, "| CA subject | `%s` |\n| Valid | %s to %s |\n", ca.Subject, ca.NotBefore.Format(time.RFC3339), ca.NotAfter.Format(time.RFC3339))
+	fmt.Fprintf(&b, "| SHA-256 | `%s` |\n| SHA-1 | `%s` |\n| `spirepod pki inspect` | %s |\n\n", ca.SHA256, ca.SHA1, ca.Verdict)
+	b.WriteString("Only the public certificate is added; spirepod refuses any content holding a private key.\n\n")
+	b.WriteString("### Reviewer checklist\n")
+	fmt.Fprintf(&b, "- [ ] The fingerprints above match the ones team %s shared out of band\n", p.Team)
+	b.WriteString("- [ ] The diff adds exactly one CERTIFICATE block and nothing else\n")
+	b.WriteString("- [ ] The CA has basicConstraints CA:TRUE and keyCertSign (see the inspect verdict)\n")
+	fmt.Fprintf(&b, "- [ ] The team's node aliases pin `x509pop:ca:fingerprint:%s`, so no other team on this trust list can mint their agents' names\n", ca.SHA1)
+	b.WriteString("- [ ] After merge, the SPIRE server is restarted: x509pop reads `ca_bundle_path` only at start\n")
+	b.WriteString("\n_Opened by `spirepod pr trust-ca`._\n")
+	return b.String()
+}
