@@ -35,7 +35,7 @@ func Diff(files []File) (string, error) {
 		if !f.OldExists {
 			from = "/dev/null"
 		}
-		d := difflib.UnifiedDiff{A: difflib.SplitLines(string(f.Old)), B: difflib.SplitLines(string(f.New)),
+		d := difflib.UnifiedDiff{A: splitLines(f.Old), B: splitLines(f.New),
 			FromFile: from, ToFile: "b/" + f.Path, Context: 3}
 		if !f.OldExists {
 			d.A = nil
@@ -64,4 +64,18 @@ func PlanGitHub(ctx context.Context, ch *Change, o GitHubOptions) (*Result, erro
 		res.Repo, res.BaseSHA, res.Requests = c.repo(), sha, int(c.tr.count.Load())
 	}
 	return res, err
+}
+
+// splitLines keeps line endings and, unlike difflib.SplitLines, adds no
+// empty last line; a missing final newline is marked as git does.
+func splitLines(b []byte) []string {
+	if len(b) == 0 {
+		return nil
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	if lines[len(lines)-1] == "" {
+		return lines[:len(lines)-1]
+	}
+	lines[len(lines)-1] += "\n\\ No newline at end of file\n"
+	return lines
 }

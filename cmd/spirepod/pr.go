@@ -1,0 +1,266 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spirepod/spirepod/internal/pr"
+	"github.com/spirepod/spirepod/internal/project"
+)
+
+// envGitHubAPIURL overrides the GitHub REST API root (GitHub Enterprise
+// Server behind a proxy, or the fake GitHub in tests).
+const envGitHubAPIURL = "SPIREPOD_GITHUB_API_URL"
+
+func newCmdPR(f *Factory) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "pr",
+		Short: "Open the city-repository pull requests of guide steps 4 and 5",
+		Long: `Pull requests to the city repository (city.repo in spirepod.yaml), made through the GitHub
+API without cloning it, on fixed branches spirepod/<team>/trust-ca and spirepod/<team>/spiffe-id.
+Running again with the same content prints the existing pull request; new content adds a commit
+and updates the description; if the base branch already has the change, nothing is opened.
+
+  spirepod pr trust-ca    add the team CA to the SPIRE server's x509pop trust list   (step 4)
+  spirepod pr spiffe-id   register node aliases and the Envoy SPIFFE IDs            (step 5)
+  spirepod pr status      state and checks of both pull requests
+
+GitHub access: the host is city.host in spirepod.yaml (or GH_HOST), github.com by default; for
+GitHub Enterprise Server the API is https://HOST/api/v3/ (override with ` + envGitHubAPIURL + `).
+The token comes from GH_TOKEN, then GITHUB_TOKEN (github.com) or GH_ENTERPRISE_TOKEN, then
+GITHUB_ENTERPRISE_TOKEN (Enterprise), then ` + "`gh auth token --hostname HOST`" + `. It needs
+contents:write and pull_requests:write on the repository (or on your fork, made for you when you
+cannot push). It is never printed.
+
+With --local CITY_DIR the same branch and commit are made in a local checkout instead (the work
+tree is not touched); --push pushes the branch to origin.`,
+	}
+	cmd.AddCommand(
+		newCmdPRTrustCA(f, nil),
+		newCmdPRSpiffeID(f, nil),
+		newCmdPRStatus(f, nil),
+	)
+	return cmd
+}
+
+// prCommon are the flags and dependencies trust-ca and spiffe-id share.
+type prCommon struct {
+	f *Factory
+
+	Dir     string
+	DryRun  bool
+	Local   string
+	Push    bool
+	Timeout time.Duration
+	// GHToken asks the gh CLI for a token; replaced in tests.
+	GHToken func(ctx context.Context, host string) (string, error)
+}
+
+func (c *prCommon) addFlags(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&c.Dir, "dir", "", "scaffold directory (default: find spirepod.yaml from the working directory upward)")
+	fl.BoolVar(&c.DryRun, "dry-run", false, "print the branch, the diff of every file and the PR title and body; change nothing")
+	fl.StringVar(&c.Local, "local", "", "make the branch and commit in this local city checkout instead of through the GitHub API")
+	fl.BoolVar(&c.Push, "push", false, "with --local, push the branch to origin")
+	fl.DurationVar(&c.Timeout, "timeout", 5*time.Minute, "give up after this long (retries and rate-limit waits included)")
+	c.GHToken = ghAuthToken
+}
+
+func (c *prCommon) validate() error {
+	if c.Push && c.Local == "" {
+		return usageError("add --local CITY_DIR, or drop --push", "--push needs --local")
+	}
+	if c.Timeout <= 0 {
+		return usageError("for example --timeout 5m", "--timeout must be positive, got %s", c.Timeout)
+	}
+	return nil
+}
+
+// gitHubHost is city.host, else GH_HOST, else github.com.
+func gitHubHost(f *Factory, p *project.Project) string {
+	if p != nil && p.City.Host != "" {
+		return p.City.Host
+	}
+	if h := f.Getenv("GH_HOST"); h != "" {
+		return h
+	}
+	return "github.com"
+}
+
+func isGitHubDotCom(host string) bool {
+	return host == "github.com" || strings.HasSuffix(host, ".ghe.com")
+}
+
+// apiURL is the REST root for host ("" means api.github.com).
+func apiURL(f *Factory, host string) string {
+	if u := f.Getenv(envGitHubAPIURL); u != "" {
+		return u
+	}
+	if isGitHubDotCom(host) {
+		return ""
+	}
+	return "https://" + host + "/api/v3/"
+}
+
+// resolveToken follows gh's order. The token is returned, never printed.
+func (c *prCommon) resolveToken(ctx context.Context, host string) (string, error) {
+	vars := []string{"GH_TOKEN", "GITHUB_TOKEN"}
+	if !isGitHubDotCom(host) {
+		vars = []string{"GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN"}
+	}
+	for _, v := range vars {
+		if t := strings.TrimSpace(c.f.Getenv(v)); t != "" {
+			return t, nil
+		}
+	}
+	if c.GHToken != nil {
+		if t, err := c.GHToken(ctx, host); err == nil && t != "" {
+			return t, nil
+		}
+	}
+	return "", failure(fmt.Errorf("no GitHub token for %s", host),
+		fmt.Sprintf("set %s (a token with contents:write and pull_requests:write on the city repository), or run `gh auth login --hostname %s`", vars[0], host))
+}
+
+func ghAuthToken(ctx context.Context, host string) (string, error) {
+	path, err := exec.LookPath("gh")
+	if err != nil {
+		return "", err
+	}
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, path, "auth", "token", "--hostname", host)
+	cmd.Stdout = &out
+	if err := cmd.Run(); err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(out.String()), nil
+}
+
+func (c *prCommon) gitHubOptions(ctx context.Context, p *project.Project, requireToken bool) (pr.GitHubOptions, error) {
+	host := gitHubHost(c.f, p)
+	o := pr.GitHubOptions{HTTPClient: c.f.HTTPClient(), BaseURL: apiURL(c.f, host), Repo: p.City.Repo, Base: p.City.BaseBranch,
+		Now: c.f.Now, Progress: nil}
+	if p.City.Repo == "" {
+		return o, usageError("set city.repo (owner/name) in spirepod.yaml", "%s: city.repo is empty", project.FileName)
+	}
+	if o.Base == "" {
+		o.Base = "main"
+	}
+	tok, err := c.resolveToken(ctx, host)
+	if err != nil && requireToken {
+		return o, err
+	}
+	o.Token = tok
+	return o, nil
+}
+
+// openChange runs the change: plan (--dry-run), local, or GitHub.
+func (c *prCommon) openChange(ctx context.Context, p *project.Project, ch *pr.Change) (*pr.Result, error) {
+	base := p.City.BaseBranch
+	if base == "" {
+		base = "main"
+	}
+	switch {
+	case c.DryRun && c.Local != "":
+		return pr.PlanLocal(ctx, ch, pr.LocalOptions{Dir: c.Local, Base: base, Now: c.f.Now})
+	case c.Local != "":
+		return pr.OpenLocal(ctx, ch, pr.LocalOptions{Dir: c.Local, Base: base, Push: c.Push, Now: c.f.Now})
+	case c.DryRun:
+		o, err := c.gitHubOptions(ctx, p, false)
+		if err != nil {
+			return nil, err
+		}
+		if o.Token == "" {
+			fmt.Fprintln(c.f.IO.ErrOut, "warning: no GitHub token: the diff is against an empty base, not the real "+p.City.Repo)
+			return pr.Plan(ctx, ch, nil, base)
+		}
+		return pr.PlanGitHub(ctx, ch, o)
+	}
+	o, err := c.gitHubOptions(ctx, p, true)
+	if err != nil {
+		return nil, err
+	}
+	return pr.Open(ctx, ch, o)
+}
+
+// translatePRError gives known library errors their hint and exit code.
+func translatePRError(err error) error {
+	var ae *pr.APIError
+	var pk *pr.PrivateKeyError
+	var ie *pr.InspectError
+	switch {
+	case errors.As(err, &ae):
+		return failure(err, ae.Hint)
+	case errors.As(err, &pk):
+		return usageError("pass the CA certificate only (certs/secret/agent-x509pop.crt.pem); the key must never leave your machine", "%v", err)
+	case errors.As(err, &ie):
+		return failure(err, "run `spirepod pki inspect` for details; re-create the CA with `spirepod pki gen`")
+	}
+	return err
+}
+
+// renderResult prints a run: the PR URL (or the local branch) on stdout, what
+// happened on stderr; the plan with its diff for --dry-run; JSON with -o json.
+func renderResult(f *Factory, res *pr.Result) error {
+	for _, w := range res.Warnings {
+		fmt.Fprintf(f.IO.ErrOut, "warning: %s\n", w)
+	}
+	if f.JSON() {
+		return writeJSON(f.IO.Out, res)
+	}
+	out, errOut := f.IO.Out, f.IO.ErrOut
+	switch res.Action {
+	case pr.ActionPlanned:
+		fmt.Fprintf(out, "branch: %s\nbase: %s\n", res.Branch, res.Base)
+		fmt.Fprintf(out, "files: %s\n\n", strings.Join(res.Files, ", "))
+		fmt.Fprint(out, res.Diff)
+		fmt.Fprintf(out, "\ntitle: %s\n\n%s", res.Title, res.Body)
+		fmt.Fprintln(errOut, "dry run: nothing was sent")
+		return nil
+	case pr.ActionInBase:
+		fmt.Fprintf(errOut, "%s already contains this change: nothing to open\n", res.Base)
+		return nil
+	}
+	where := "pull request"
+	if res.URL == "" {
+		where = "branch " + res.Branch + " (" + shortSHA(res.Commit) + ")"
+	}
+	switch res.Action {
+	case pr.ActionCreated:
+		fmt.Fprintf(errOut, "created %s", where)
+	case pr.ActionUpdated:
+		fmt.Fprintf(errOut, "added a commit to %s", where)
+	case pr.ActionRebuilt:
+		fmt.Fprintf(errOut, "rebuilt %s on the new %s", where, res.Base)
+	case pr.ActionUnchanged:
+		fmt.Fprintf(errOut, "unchanged: %s already holds this content", where)
+	}
+	if res.HeadRepo != "" {
+		fmt.Fprintf(errOut, " from fork %s", res.HeadRepo)
+	}
+	if res.URL != "" {
+		fmt.Fprintf(errOut, " (%d GitHub requests)\n", res.Requests)
+		fmt.Fprintln(out, res.URL)
+		return nil
+	}
+	if res.Pushed {
+		fmt.Fprint(errOut, ", pushed to origin")
+	}
+	fmt.Fprintln(errOut)
+	fmt.Fprintln(out, res.Branch)
+	return nil
+}
+
+func shortSHA(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
+}

@@ -1,0 +1,94 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"io/fs"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/pr"
+)
+
+type prTrustCAOptions struct {
+	prCommon
+
+	// CA is the team CA certificate (default: paths.caCert of the project).
+	CA string
+	// Inspect is `pki inspect` for a team CA; a failure refuses the PR.
+	Inspect func(*x509.Certificate) []check.Result
+}
+
+func newCmdPRTrustCA(f *Factory, runF func(*prTrustCAOptions) error) *cobra.Command {
+	opts := &prTrustCAOptions{prCommon: prCommon{f: f}}
+	opts.Inspect = func(c *x509.Certificate) []check.Result { return pki.InspectCA("team CA", c, nil, f.Now()) }
+	cmd := &cobra.Command{
+		Use:   "trust-ca",
+		Short: "PR adding the team CA to the SPIRE server's x509pop trust list (guide step 4)",
+		Long: `Open (or update) the pull request "Add <team> CA certificate to trust list" in the city repository.
+
+Only the public certificate is sent. Where it goes comes from city.trustList in spirepod.yaml:
+  mode bundle     appended to the PEM bundle file at path (deduplicated by SHA-1 fingerprint;
+                  the built-in profiles use ns/spire/server/<env>/x509pop/agent-ca-bundle.pem)
+  mode directory  <path>/<team>.crt.pem, listed once in <path>/kustomization.yaml's
+                  configMapGenerator (or secretGenerator) files
+
+The CA must pass ` + "`spirepod pki inspect`" + `; anything holding a private key is refused.`,
+		Example: `  spirepod pr trust-ca --dry-run
+  spirepod pr trust-ca
+  spirepod pr trust-ca --local ~/src/city --push`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.validate(); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			return prTrustCARun(cmd.Context(), opts)
+		},
+	}
+	opts.addFlags(cmd)
+	cmd.Flags().StringVar(&opts.CA, "ca", "", "team CA certificate (default: paths.caCert in spirepod.yaml)")
+	return cmd
+}
+
+func prTrustCARun(ctx context.Context, opts *prTrustCAOptions) error {
+	f := opts.f
+	p, err := f.Project(opts.Dir)
+	if err != nil {
+		return err
+	}
+	caFile := opts.CA
+	if caFile == "" {
+		caFile = p.Path(p.Paths.CACert)
+	}
+	data, err := os.ReadFile(caFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return usageError("make one with `spirepod pki gen`, or pass --ca FILE", "no team CA at %s", caFile)
+	} else if err != nil {
+		return usageError("pass a readable file to --ca", "--ca %s: %v", caFile, err)
+	}
+	ch, _, err := pr.TrustCA(pr.TrustCAOptions{Project: p, CAPEM: data, CAFile: caFile, Inspect: opts.Inspect})
+	if err != nil {
+		var ie *pr.InspectError
+		if errors.As(err, &ie) && !f.JSON() {
+			printChecks(f.IO, f.IO.ErrOut, ie.Results)
+		}
+		if errors.Is(err, pr.ErrPrivateKey) || errors.As(err, &ie) {
+			return translatePRError(err)
+		}
+		return usageError("pass the team CA certificate with --ca", "%v", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	res, err := opts.openChange(ctx, p, ch)
+	if err != nil {
+		return translatePRError(err)
+	}
+	return renderResult(f, res)
+}
