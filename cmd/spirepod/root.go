@@ -98,6 +98,7 @@ from the current directory upward.
 		newCmdInit(f, nil),
 		newCmdBundle(f),
 		newCmdPKI(f),
+		newCmdPR(f),
 	)
 	return cmd
 }
