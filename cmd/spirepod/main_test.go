@@ -50,5 +50,6 @@ func scriptCustomCommands() map[string]func(ts *testscript.TestScript, neg bool,
 		"git-city":    cmdGitCity,
 		"pki-fixture": cmdPKIFixture,
 		"file-mode":   cmdFileMode,
+		"fakegithub":  cmdFakeGitHub,
 	}
 }
