@@ -1,0 +1,442 @@
+package testbed
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// ContextName is the kubeconfig context the test bed writes.
+const ContextName = "spirepod-testbed"
+
+// NodeName is kwok's fake node.
+const NodeName = "kwok-node-0"
+
+// Options choose what a cluster runs.
+type Options struct {
+	// NoCertManager skips cert-manager's CRDs and controller.
+	NoCertManager bool
+	// ContextName overrides the kubeconfig context name.
+	ContextName string
+	// Logf receives progress lines (start-up times).
+	Logf func(format string, args ...any)
+}
+
+// Cluster is a running control plane.
+type Cluster struct {
+	Dir        string
+	Kubeconfig string
+	Context    string
+	Server     string
+	Config     *rest.Config
+	Client     kubernetes.Interface
+	Dynamic    dynamic.Interface
+	Bins       Bins
+
+	Etcd, APIServer, ControllerManager, Scheduler, Kwok, CertManager *Proc
+
+	apiserverArgs []string
+	procs         []*Proc
+	logf          func(string, ...any)
+}
+
+// StartCluster starts a cluster for one test (or a whole package, from
+// TestMain with a testing.TB shim) and stops it when the test ends.
+func StartCluster(t testing.TB, b Bins, opts Options) *Cluster {
+	t.Helper()
+	if opts.Logf == nil {
+		opts.Logf = t.Logf
+	}
+	dir, err := os.MkdirTemp("", "spirepod-testbed-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c, err := Start(ctx, b, dir, opts)
+	t.Cleanup(func() {
+		if c != nil {
+			if t.Failed() {
+				c.DumpLogs(t.Logf)
+			}
+			c.Stop()
+		}
+		os.RemoveAll(dir)
+	})
+	if err != nil {
+		t.Fatalf("test bed: %v", err)
+	}
+	return c
+}
+
+// Start starts etcd → kube-apiserver → controller-manager → scheduler →
+// kwok (+ a Ready fake node) → cert-manager CRDs and controller, in dir.
+func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, err error) {
+	logf := opts.Logf
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	c = &Cluster{Dir: dir, Bins: b, Context: ContextName, logf: logf}
+	if opts.ContextName != "" {
+		c.Context = opts.ContextName
+	}
+	defer func() {
+		if err != nil {
+			c.Stop()
+		}
+	}()
+	begin := time.Now()
+	step := func(what string, t0 time.Time) { logf("test bed: %s in %v", what, time.Since(t0).Round(time.Millisecond)) }
+
+	ports, err := freePorts(5)
+	if err != nil {
+		return c, err
+	}
+	etcdClient, etcdPeer, apiPort, kwokPort, cmHealth := ports[0], ports[1], ports[2], ports[3], ports[4]
+
+	// etcd
+	t0 := time.Now()
+	c.Etcd, err = c.start("etcd", b.Etcd(),
+		"--data-dir", filepath.Join(dir, "etcd"),
+		"--listen-client-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdClient),
+		"--advertise-client-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdClient),
+		"--listen-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPeer),
+		"--initial-advertise-peer-urls", fmt.Sprintf("http://127.0.0.1:%d", etcdPeer),
+		"--initial-cluster", fmt.Sprintf("default=http://127.0.0.1:%d", etcdPeer),
+		"--listen-metrics-urls", "",
+		"--unsafe-no-fsync",
+	)
+	if err != nil {
+		return c, err
+	}
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
+	if err := waitFor(ctx, "etcd /health", c.Etcd, httpOK(http.DefaultClient, etcdURL+"/health")); err != nil {
+		return c, err
+	}
+	step("etcd ready", t0)
+
+	// certificates and the admin kubeconfig
+	pki := filepath.Join(dir, "pki")
+	if err := os.MkdirAll(pki, 0o700); err != nil {
+		return c, err
+	}
+	ca := newCA("spirepod-testbed-ca")
+	caPath, _, err := ca.write(pki, "ca")
+	if err != nil {
+		return c, err
+	}
+	servingPath, servingKey, err := ca.issue("kube-apiserver", nil, true).write(pki, "apiserver")
+	if err != nil {
+		return c, err
+	}
+	admin := ca.issue("spirepod-admin", []string{"system:masters"}, false)
+	saPub, saKey, err := writeSAKeys(pki)
+	if err != nil {
+		return c, err
+	}
+	kwokCertPath, kwokKeyPath, err := ca.issue("kwok", nil, true).write(pki, "kwok")
+	if err != nil {
+		return c, err
+	}
+	c.Server = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := writeKubeconfig(c.Kubeconfig, c.Context, c.Server, ca.CertPEM, admin.CertPEM, admin.KeyPEM); err != nil {
+		return c, err
+	}
+
+	// kube-apiserver
+	t0 = time.Now()
+	c.apiserverArgs = []string{
+		"--etcd-servers", etcdURL,
+		"--bind-address", "127.0.0.1",
+		"--advertise-address", "127.0.0.1",
+		"--secure-port", itoa(apiPort),
+		"--tls-cert-file", servingPath, "--tls-private-key-file", servingKey,
+		"--client-ca-file", caPath,
+		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file", saPub,
+		"--service-account-signing-key-file", saKey,
+		"--service-cluster-ip-range", "10.0.0.0/24",
+		"--authorization-mode", "RBAC",
+		"--endpoint-reconciler-type", "none",
+		"--allow-privileged=true",
+		"--kubelet-preferred-address-types", "InternalIP",
+		"--cert-dir", filepath.Join(dir, "apiserver-certs"),
+	}
+	c.APIServer, err = c.start("kube-apiserver", b.Kube("kube-apiserver"), c.apiserverArgs...)
+	if err != nil {
+		return c, err
+	}
+	c.Config, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		return c, err
+	}
+	c.Config.QPS, c.Config.Burst = 200, 400
+	if err := c.waitAPIServer(ctx); err != nil {
+		return c, err
+	}
+	step("kube-apiserver ready", t0)
+	if c.Client, err = kubernetes.NewForConfig(c.Config); err != nil {
+		return c, err
+	}
+	if c.Dynamic, err = dynamic.NewForConfig(c.Config); err != nil {
+		return c, err
+	}
+
+	// controller-manager and scheduler
+	t0 = time.Now()
+	c.ControllerManager, err = c.start("kube-controller-manager", b.Kube("kube-controller-manager"),
+		"--kubeconfig", c.Kubeconfig,
+		"--authentication-kubeconfig", c.Kubeconfig,
+		"--authorization-kubeconfig", c.Kubeconfig,
+		"--bind-address", "127.0.0.1", "--secure-port", "0",
+		"--leader-elect=false",
+		"--service-account-private-key-file", saKey,
+		"--root-ca-file", caPath,
+		"--use-service-account-credentials=false",
+	)
+	if err != nil {
+		return c, err
+	}
+	c.Scheduler, err = c.start("kube-scheduler", b.Kube("kube-scheduler"),
+		"--kubeconfig", c.Kubeconfig,
+		"--authentication-kubeconfig", c.Kubeconfig,
+		"--authorization-kubeconfig", c.Kubeconfig,
+		"--bind-address", "127.0.0.1", "--secure-port", "0",
+		"--leader-elect=false",
+	)
+	if err != nil {
+		return c, err
+	}
+	step("controller-manager and scheduler started", t0)
+
+	// kwok: CRDs for Logs, stages, a fake node
+	t0 = time.Now()
+	if out, err := c.Kubectl(ctx, "apply", "--server-side", "-f", b.KwokCRDs()); err != nil {
+		return c, fmt.Errorf("kwok CRDs: %v\n%s", err, out)
+	}
+	stagesPath := filepath.Join(dir, "kwok-config.yaml")
+	if err := concatYAML(b.KwokStages(), stagesPath); err != nil {
+		return c, err
+	}
+	c.Kwok, err = c.start("kwok", b.Kwok(),
+		"--kubeconfig", c.Kubeconfig,
+		"--config", stagesPath,
+		"--manage-all-nodes=false",
+		"--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
+		"--node-ip", "127.0.0.1",
+		"--node-port", itoa(kwokPort),
+		"--server-address", fmt.Sprintf("127.0.0.1:%d", kwokPort),
+		"--tls-cert-file", kwokCertPath, "--tls-private-key-file", kwokKeyPath,
+		"--enable-crds", "Logs,ClusterLogs",
+		"--cidr", "10.244.0.0/16",
+	)
+	if err != nil {
+		return c, err
+	}
+	if err := c.createNode(ctx); err != nil {
+		return c, err
+	}
+	step("kwok node Ready", t0)
+
+	// cert-manager
+	if !opts.NoCertManager {
+		t0 = time.Now()
+		if out, err := c.Kubectl(ctx, "apply", "--server-side", "-f", b.CertManagerCRDs()); err != nil {
+			return c, fmt.Errorf("cert-manager CRDs: %v\n%s", err, out)
+		}
+		if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cert-manager"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return c, err
+		}
+		c.CertManager, err = c.start("cert-manager", b.CertManager(),
+			"--kubeconfig", c.Kubeconfig,
+			"--cluster-resource-namespace", "cert-manager",
+			"--health-address", fmt.Sprintf("127.0.0.1:%d", cmHealth),
+		)
+		if err != nil {
+			return c, err
+		}
+		step("cert-manager CRDs applied and controller started", t0)
+	}
+	logf("test bed: control plane up in %v (%s, context %s)", time.Since(begin).Round(time.Millisecond), c.Server, c.Context)
+	return c, nil
+}
+
+func (c *Cluster) start(name, bin string, args ...string) (*Proc, error) {
+	p, err := StartProc(c.Dir, name, bin, args...)
+	if err != nil {
+		return nil, err
+	}
+	c.procs = append(c.procs, p)
+	return p, nil
+}
+
+func (c *Cluster) waitAPIServer(ctx context.Context) error {
+	tr, err := rest.TransportFor(c.Config)
+	if err != nil {
+		return err
+	}
+	hc := &http.Client{Transport: tr, Timeout: 2 * time.Second}
+	return waitFor(ctx, "kube-apiserver /readyz", c.APIServer, httpOK(hc, c.Server+"/readyz"))
+}
+
+// StopAPIServer kills kube-apiserver (fault tests); RestartAPIServer brings it back on the same port.
+func (c *Cluster) StopAPIServer() { c.APIServer.Kill() }
+
+// RestartAPIServer starts kube-apiserver again with the same flags and waits for it.
+func (c *Cluster) RestartAPIServer(ctx context.Context) error {
+	p, err := c.start("kube-apiserver", c.Bins.Kube("kube-apiserver"), c.apiserverArgs...)
+	if err != nil {
+		return err
+	}
+	c.APIServer = p
+	return c.waitAPIServer(ctx)
+}
+
+// Stop stops every process, last started first.
+func (c *Cluster) Stop() {
+	for i := len(c.procs) - 1; i >= 0; i-- {
+		c.procs[i].Stop()
+	}
+	c.procs = nil
+}
+
+// DumpLogs prints the tail of each component's log.
+func (c *Cluster) DumpLogs(logf func(string, ...any)) {
+	for _, p := range c.procs {
+		logf("--- %s (%s) ---\n%s", p.Name, p.LogPath, p.Tail(2000))
+	}
+}
+
+// Kubectl runs the real kubectl against the cluster (tests use it as an independent judge).
+func (c *Cluster) Kubectl(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, c.Bins.Kubectl(), append([]string{"--kubeconfig", c.Kubeconfig, "--context", c.Context}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (c *Cluster) createNode(ctx context.Context) error {
+	node := &corev1.Node{
+		ObjectMeta: metav1.ObjectMeta{
+			Name:        NodeName,
+			Annotations: map[string]string{"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+			Labels:      map[string]string{"type": "kwok", "kubernetes.io/hostname": NodeName, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
+		},
+	}
+	if _, err := c.Client.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return err
+	}
+	return waitFor(ctx, "kwok node Ready", c.Kwok, func(ctx context.Context) bool {
+		n, err := c.Client.CoreV1().Nodes().Get(ctx, NodeName, metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		for _, cond := range n.Status.Conditions {
+			if cond.Type == corev1.NodeReady && cond.Status == corev1.ConditionTrue {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func httpOK(hc *http.Client, url string) func(context.Context) bool {
+	return func(ctx context.Context) bool {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+		if err != nil {
+			return false
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}
+}
+
+func writeKubeconfig(path, contextName, server string, caPEM, certPEM, keyPEM []byte) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["testbed"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
+	cfg.AuthInfos["admin"] = &clientcmdapi.AuthInfo{ClientCertificateData: certPEM, ClientKeyData: keyPEM}
+	cfg.Contexts[contextName] = &clientcmdapi.Context{Cluster: "testbed", AuthInfo: "admin", Namespace: "default"}
+	cfg.CurrentContext = contextName
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// AddContext adds another context (e.g. a "prod"-named one) pointing at the same cluster.
+func (c *Cluster) AddContext(name string) error {
+	cfg, err := clientcmd.LoadFromFile(c.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	cfg.Contexts[name] = &clientcmdapi.Context{Cluster: "testbed", AuthInfo: "admin", Namespace: "default"}
+	return clientcmd.WriteToFile(*cfg, c.Kubeconfig)
+}
+
+// AddUser adds a context authenticating as a user with the given groups
+// (a client certificate from the test CA), for permission tests.
+func (c *Cluster) AddUser(contextName, user string, groups []string) error {
+	cfg, err := clientcmd.LoadFromFile(c.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	caPEM := cfg.Clusters["testbed"].CertificateAuthorityData
+	caKey, err := os.ReadFile(filepath.Join(c.Dir, "pki", "ca.key"))
+	if err != nil {
+		return err
+	}
+	pair, err := tls.X509KeyPair(caPEM, caKey)
+	if err != nil {
+		return err
+	}
+	caCert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		return err
+	}
+	ca := &keyPair{Cert: caCert, Key: pair.PrivateKey.(crypto.Signer)}
+	kp := ca.issue(user, groups, false)
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{ClientCertificateData: kp.CertPEM, ClientKeyData: kp.KeyPEM}
+	cfg.Contexts[contextName] = &clientcmdapi.Context{Cluster: "testbed", AuthInfo: user}
+	return clientcmd.WriteToFile(*cfg, c.Kubeconfig)
+}
+
+// concatYAML joins every .yaml file in dir into one multi-document file.
+func concatYAML(dir, out string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	for _, e := range ents {
+		if !strings.HasSuffix(e.Name(), ".yaml") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return err
+		}
+		b.WriteString("---\n")
+		b.Write(data)
+		b.WriteString("\n")
+	}
+	return os.WriteFile(out, []byte(b.String()), 0o644)
+}

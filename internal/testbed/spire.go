@@ -1,0 +1,150 @@
+package testbed
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// SpireServerConfig is what a test varies in a real spire-server's config.
+type SpireServerConfig struct {
+	TrustDomain string
+	// CABundlePath is the x509pop trust list (one PEM file, may hold several CAs).
+	CABundlePath string
+	// AgentPathTemplate defaults to /{{ .PluginName }}/{{ .Subject.CommonName }}.
+	AgentPathTemplate string
+}
+
+// SpireServer is a running spire-server.
+type SpireServer struct {
+	Proc        *Proc
+	Dir         string
+	Socket      string
+	Port        int
+	TrustDomain string
+	// BundlePath holds the server's CA bundle (PEM), written after start:
+	// agents use it as trust_bundle_path.
+	BundlePath string
+	bin        string
+}
+
+// StartSpireServer writes a config (sqlite datastore, memory key manager,
+// x509pop node attestor) and starts spire-server on 127.0.0.1.
+func StartSpireServer(ctx context.Context, b Bins, dir string, cfg SpireServerConfig) (*SpireServer, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	tmpl := cfg.AgentPathTemplate
+	if tmpl == "" {
+		tmpl = "/{{ .PluginName }}/{{ .Subject.CommonName }}"
+	}
+	s := &SpireServer{Dir: dir, Socket: filepath.Join(dir, "api.sock"), Port: port, TrustDomain: cfg.TrustDomain, bin: b.SpireServer()}
+	conf := fmt.Sprintf(`server {
+  bind_address = "127.0.0.1"
+  bind_port = "%d"
+  socket_path = %q
+  trust_domain = %q
+  data_dir = %q
+  log_level = "DEBUG"
+  ca_ttl = "24h"
+  default_x509_svid_ttl = "1h"
+}
+plugins {
+  DataStore "sql" {
+    plugin_data {
+      database_type = "sqlite3"
+      connection_string = %q
+    }
+  }
+  KeyManager "memory" {
+    plugin_data {}
+  }
+  NodeAttestor "x509pop" {
+    plugin_data {
+      ca_bundle_path = %q
+      agent_path_template = %q
+    }
+  }
+}
+health_checks {
+  listener_enabled = false
+}
+`, port, s.Socket, cfg.TrustDomain, filepath.Join(dir, "data"), filepath.Join(dir, "data", "datastore.sqlite3"), cfg.CABundlePath, tmpl)
+	confPath := filepath.Join(dir, "server.conf")
+	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
+		return nil, err
+	}
+	s.Proc, err = StartProc(dir, "spire-server", s.bin, "run", "-config", confPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, "spire-server healthy", s.Proc, func(ctx context.Context) bool {
+		_, err := s.Run(ctx, "healthcheck")
+		return err == nil
+	}); err != nil {
+		s.Proc.Stop()
+		return nil, err
+	}
+	out, err := s.Run(ctx, "bundle", "show", "-format", "pem")
+	if err != nil {
+		s.Proc.Stop()
+		return nil, fmt.Errorf("bundle show: %v: %s", err, out)
+	}
+	s.BundlePath = filepath.Join(dir, "bundle.pem")
+	if err := os.WriteFile(s.BundlePath, []byte(out), 0o644); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Run runs `spire-server <sub...> -socketPath <sock> <rest...>`: the first
+// word(s) up to the first flag are the subcommand.
+func (s *SpireServer) Run(ctx context.Context, args ...string) (string, error) {
+	i := 0
+	for i < len(args) && !strings.HasPrefix(args[i], "-") {
+		i++
+	}
+	full := append(append(append([]string{}, args[:i]...), "-socketPath", s.Socket), args[i:]...)
+	cmd := exec.CommandContext(ctx, s.bin, full...)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// Stop stops the server.
+func (s *SpireServer) Stop() { s.Proc.Stop() }
+
+// SpireAgent is a running spire-agent.
+type SpireAgent struct {
+	Proc   *Proc
+	Socket string
+	bin    string
+}
+
+// StartSpireAgent starts spire-agent with a config file the test wrote and
+// waits until it is healthy (attested).
+func StartSpireAgent(ctx context.Context, b Bins, dir, name, confPath, socketPath string) (*SpireAgent, error) {
+	a := &SpireAgent{Socket: socketPath, bin: b.SpireAgent()}
+	var err error
+	a.Proc, err = StartProc(dir, name, a.bin, "run", "-config", confPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFor(ctx, name+" healthy", a.Proc, func(ctx context.Context) bool {
+		out, err := exec.CommandContext(ctx, a.bin, "healthcheck", "-socketPath", socketPath).CombinedOutput()
+		return err == nil && strings.Contains(string(out), "healthy")
+	}); err != nil {
+		a.Proc.Stop()
+		return nil, err
+	}
+	return a, nil
+}
+
+// Stop stops the agent.
+func (a *SpireAgent) Stop() { a.Proc.Stop() }
