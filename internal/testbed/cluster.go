@@ -106,11 +106,11 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 	begin := time.Now()
 	step := func(what string, t0 time.Time) { logf("test bed: %s in %v", what, time.Since(t0).Round(time.Millisecond)) }
 
-	ports, err := freePorts(5)
+	ports, err := freePorts(4)
 	if err != nil {
 		return c, err
 	}
-	etcdClient, etcdPeer, apiPort, kwokPort, cmHealth := ports[0], ports[1], ports[2], ports[3], ports[4]
+	etcdClient, etcdPeer, apiPort, kwokPort := ports[0], ports[1], ports[2], ports[3]
 
 	// etcd
 	t0 := time.Now()
@@ -269,7 +269,6 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 		c.CertManager, err = c.start("cert-manager", b.CertManager(),
 			"--kubeconfig", c.Kubeconfig,
 			"--cluster-resource-namespace", "cert-manager",
-			"--health-address", fmt.Sprintf("127.0.0.1:%d", cmHealth),
 		)
 		if err != nil {
 			return c, err

@@ -66,6 +66,9 @@ var controllersToRun = []string{
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
 		fmt.Fprintln(os.Stderr, "cert-manager-controller:", err)
 		os.Exit(1)
 	}
@@ -110,7 +113,7 @@ func run(args []string) error {
 		CertificateOptions: controllerpkg.CertificateOptions{
 			// Same policy as upstream's defaults: copy every annotation
 			// except those written by kubectl and GitOps tools.
-			CopiedAnnotationPrefixes: []string{"*", "-kubectl.kubernetes.io/", "-fluxcd.io/", "-argocd.argoproj.io/"},
+			CopiedAnnotationPrefixes:                 []string{"*", "-kubectl.kubernetes.io/", "-fluxcd.io/", "-argocd.argoproj.io/"},
 			CertificateRequestMinimumBackoffDuration: time.Hour,
 			CertificateRequestMaximumBackoffDuration: 32 * time.Hour,
 		},
