@@ -108,4 +108,3 @@ func (k *kubeFlags) Target() (*kubeTarget, error) {
 func (t *kubeTarget) describe() string {
 	return fmt.Sprintf("context %q (cluster %q at %s)", t.Context, t.Cluster, t.Server)
 }
-

@@ -99,6 +99,8 @@ from the current directory upward.
 		newCmdBundle(f),
 		newCmdPKI(f),
 		newCmdPR(f),
+		newCmdApply(f, nil),
+		newCmdDiff(f, nil),
 	)
 	return cmd
 }

@@ -46,14 +46,22 @@ func (b Bins) Etcd() string { return filepath.Join(b.dir("etcd", EtcdVersion), "
 func (b Bins) Kube(name string) string {
 	return filepath.Join(b.dir("kubernetes", KubernetesVersion), "bin", name)
 }
-func (b Bins) Kubectl() string         { return b.Kube("kubectl") }
-func (b Bins) Kwok() string            { return filepath.Join(b.dir("kwok", KwokVersion), "bin", "kwok") }
-func (b Bins) KwokStages() string      { return filepath.Join(b.dir("kwok", KwokVersion), "stages") }
-func (b Bins) KwokCRDs() string        { return filepath.Join(b.dir("kwok", KwokVersion), "crds") }
-func (b Bins) CertManager() string     { return filepath.Join(b.dir("certmanager", CertManagerVersion), "bin", "cert-manager-controller") }
-func (b Bins) CertManagerCRDs() string { return filepath.Join(b.dir("certmanager", CertManagerVersion), "crds") }
-func (b Bins) SpireServer() string     { return filepath.Join(b.dir("spire", SpireVersion), "bin", "spire-server") }
-func (b Bins) SpireAgent() string      { return filepath.Join(b.dir("spire", SpireVersion), "bin", "spire-agent") }
+func (b Bins) Kubectl() string    { return b.Kube("kubectl") }
+func (b Bins) Kwok() string       { return filepath.Join(b.dir("kwok", KwokVersion), "bin", "kwok") }
+func (b Bins) KwokStages() string { return filepath.Join(b.dir("kwok", KwokVersion), "stages") }
+func (b Bins) KwokCRDs() string   { return filepath.Join(b.dir("kwok", KwokVersion), "crds") }
+func (b Bins) CertManager() string {
+	return filepath.Join(b.dir("certmanager", CertManagerVersion), "bin", "cert-manager-controller")
+}
+func (b Bins) CertManagerCRDs() string {
+	return filepath.Join(b.dir("certmanager", CertManagerVersion), "crds")
+}
+func (b Bins) SpireServer() string {
+	return filepath.Join(b.dir("spire", SpireVersion), "bin", "spire-server")
+}
+func (b Bins) SpireAgent() string {
+	return filepath.Join(b.dir("spire", SpireVersion), "bin", "spire-agent")
+}
 
 // Missing lists the binaries that are not there.
 func (b Bins) Missing(paths ...string) []string {

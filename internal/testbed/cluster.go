@@ -104,7 +104,9 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 		}
 	}()
 	begin := time.Now()
-	step := func(what string, t0 time.Time) { logf("test bed: %s in %v", what, time.Since(t0).Round(time.Millisecond)) }
+	step := func(what string, t0 time.Time) {
+		logf("test bed: %s in %v", what, time.Since(t0).Round(time.Millisecond))
+	}
 
 	ports, err := freePorts(4)
 	if err != nil {

@@ -40,7 +40,7 @@ func TestClusterSmoke(t *testing.T) {
 	logs := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
 		"metadata": map[string]any{"name": "web-0", "namespace": ns},
-		"spec": map[string]any{"logs": []any{map[string]any{"containers": []any{"curl"}, "logsFile": logFile, "follow": true}}},
+		"spec":     map[string]any{"logs": []any{map[string]any{"containers": []any{"curl"}, "logsFile": logFile, "follow": true}}},
 	}}
 	if _, err := c.Dynamic.Resource(schema.GroupVersionResource{Group: "kwok.x-k8s.io", Version: "v1alpha1", Resource: "logs"}).Namespace(ns).Create(ctx, logs, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

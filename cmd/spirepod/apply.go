@@ -1,0 +1,259 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+
+	"github.com/spirepod/spirepod/internal/apply"
+	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/scaffold"
+)
+
+type applyOptions struct {
+	f    *Factory
+	kube *kubeFlags
+
+	Dir             string
+	DryRun          string
+	Wait            bool
+	Timeout         time.Duration
+	Yes             bool
+	ForceConflicts  bool
+	CreateNamespace bool
+}
+
+func newCmdApply(f *Factory, runF func(*applyOptions) error) *cobra.Command {
+	opts := &applyOptions{f: f, kube: newKubeFlags()}
+	cmd := &cobra.Command{
+		Use:   "apply",
+		Short: "Server-side apply certs/ and the scaffold, then wait for the issuer and pods (guide step 6)",
+		Long: `Build certs/ and the scaffold root with kustomize (in-process) and apply every object with
+server-side apply (field manager "spirepod"): the CA Secret and ClusterIssuer first, then the
+ServiceAccount, RBAC and ConfigMaps, then the StatefulSet. This is
+"kubectl apply -k ./certs && kubectl apply -k ." done once, in order, and checked first.
+
+Before changing anything it prints the context and cluster, and checks: the team CA exists and
+passes pki inspect, cert-manager is installed, the namespace exists, and you may apply every
+object (SelfSubjectAccessReview). A context matching a protected pattern (spirepod.yaml
+protectedContexts; default *prod*) needs --yes.
+
+If the API server becomes unreachable, requests are retried with backoff until --timeout; then
+the command lists what was and was not applied. Running it again completes the job.`,
+		Example: `  spirepod apply --context dev-cluster
+  spirepod apply --dry-run=server -o json
+  spirepod apply --context prod-eu --yes --timeout 10m
+  spirepod apply --wait=false`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runF != nil {
+				return runF(opts)
+			}
+			return applyRun(cmd.Context(), opts)
+		},
+	}
+	fl := cmd.Flags()
+	opts.kube.AddFlags(fl)
+	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory (default: where spirepod.yaml is found, from here upward)")
+	fl.StringVar(&opts.DryRun, "dry-run", "none", `"server": the API server validates and reports created/configured/unchanged; nothing is stored`)
+	fl.Lookup("dry-run").NoOptDefVal = "server"
+	fl.BoolVar(&opts.Wait, "wait", true, "wait for the ClusterIssuer to be Ready and the pods to be Running and ready")
+	fl.DurationVar(&opts.Timeout, "timeout", 5*time.Minute, "how long to retry an unreachable API server and to wait")
+	fl.BoolVar(&opts.Yes, "yes", false, "allow changing a protected context")
+	fl.BoolVar(&opts.ForceConflicts, "force-conflicts", false, "take ownership of fields another field manager owns")
+	fl.BoolVar(&opts.CreateNamespace, "create-namespace", false, "create the namespace if it does not exist")
+	return cmd
+}
+
+func (o *applyOptions) validate() error {
+	switch o.DryRun {
+	case "none", "server":
+	case "client":
+		return usageError("use --dry-run=server: the API server is the only judge of what apply would do", "--dry-run=client is not supported")
+	default:
+		return usageError(`use --dry-run=server or leave it out`, "--dry-run must be none or server, got %q", o.DryRun)
+	}
+	if o.Timeout <= 0 {
+		return usageError("for example --timeout 5m", "--timeout must be positive, got %v", o.Timeout)
+	}
+	return nil
+}
+
+// applyReport is what -o json prints.
+type applyReport struct {
+	Context   string               `json:"context"`
+	Cluster   string               `json:"cluster"`
+	Server    string               `json:"server"`
+	DryRun    bool                 `json:"dryRun"`
+	Preflight []check.Result       `json:"preflight"`
+	Objects   []apply.ObjectResult `json:"objects"`
+	Wait      *apply.WaitStatus    `json:"wait,omitempty"`
+	Error     string               `json:"error,omitempty"`
+}
+
+func applyRun(ctx context.Context, o *applyOptions) error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	p, err := o.f.Project(o.Dir)
+	if err != nil {
+		return err
+	}
+	ns := o.kube.Namespace(p.Namespace)
+	if ns != p.Namespace {
+		return usageError("the namespace is part of the scaffold: re-run `spirepod init --namespace "+ns+" --force` to change it",
+			"-n %s differs from the scaffold's namespace %s", ns, p.Namespace)
+	}
+	rep := &applyReport{DryRun: o.DryRun == "server"}
+	errOut := o.f.IO.ErrOut
+
+	rep.Preflight = apply.CheckCA(p, o.f.Now())
+	if check.Failed(rep.Preflight) {
+		return o.preflightFailed(rep)
+	}
+	layers, err := apply.Build(p.Dir)
+	if err != nil {
+		return failure(err, "fix the kustomization, or re-render it with `spirepod init --force`")
+	}
+	t, err := o.kube.Target()
+	if err != nil {
+		return err
+	}
+	rep.Context, rep.Cluster, rep.Server = t.Context, t.Cluster, t.Server
+	verb := "Applying to"
+	if rep.DryRun {
+		verb = "Dry run (server) against"
+	}
+	fmt.Fprintf(errOut, "%s %s\n", verb, t.describe())
+
+	patterns := p.ProtectedContexts
+	if len(patterns) == 0 {
+		patterns = apply.DefaultProtectedContexts
+	}
+	if pat, ok := apply.Protected(t.Context, patterns); ok && !o.Yes && !rep.DryRun {
+		return usageError("re-run with --yes if you mean it", "context %q matches protected pattern %q", t.Context, pat)
+	}
+
+	pctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	rep.Preflight = append(rep.Preflight, apply.CheckCluster(pctx, apply.ClusterOptions{
+		Layers: layers, Client: t.Client, Mapper: t.Mapper, Namespace: p.Namespace, CreateNamespace: o.CreateNamespace,
+	})...)
+	if check.Failed(rep.Preflight) {
+		return o.preflightFailed(rep)
+	}
+	if o.CreateNamespace {
+		nsObj := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": p.Namespace},
+		}}
+		layers = append([]apply.Layer{{Name: "namespace", Objects: []*unstructured.Unstructured{nsObj}}}, layers...)
+	}
+
+	prog := newProgress(o.f.IO)
+	res, applyErr := apply.Apply(pctx, apply.Options{
+		Layers: layers, Dynamic: t.Dynamic, Mapper: t.Mapper,
+		DryRun: rep.DryRun, ForceConflicts: o.ForceConflicts, RetryFor: o.Timeout,
+		Progress: func(ev apply.Event) {
+			if ev.Object != nil && !o.f.JSON() {
+				prog.Update(fmt.Sprintf("%s %s", ev.Object.Outcome, ev.Object.Ref()))
+			}
+		},
+	})
+	prog.Done()
+	if res != nil {
+		rep.Objects = res.Objects
+	}
+	if applyErr != nil {
+		return o.applyFailed(rep, applyErr)
+	}
+	if !o.f.JSON() {
+		for _, ob := range res.Objects {
+			fmt.Fprintf(o.f.IO.Out, "%-10s %s\n", ob.Outcome, ob.Ref())
+		}
+		fmt.Fprintf(errOut, "%d created, %d configured, %d unchanged%s\n", res.Count(apply.Created), res.Count(apply.Configured),
+			res.Count(apply.Unchanged), map[bool]string{true: " (dry run: nothing stored)", false: ""}[rep.DryRun])
+	}
+	if o.Wait && !rep.DryRun {
+		st, err := apply.Wait(pctx, apply.WaitOptions{
+			Client: t.Client, Dynamic: t.Dynamic, Issuer: scaffold.ClusterIssuerName,
+			Namespace: p.Namespace, StatefulSet: p.StatefulSet, Replicas: p.Replicas,
+			Progress: func(s string) {
+				if !o.f.JSON() {
+					prog.Update(s)
+				}
+			},
+		})
+		prog.Done()
+		rep.Wait = st
+		if err != nil {
+			rep.Error = err.Error()
+			if o.f.JSON() {
+				_ = writeJSON(o.f.IO.Out, rep)
+			}
+			if pctx.Err() != nil && ctx.Err() == nil {
+				return timeoutError(err, waitHint(p, st))
+			}
+			return failure(err, waitHint(p, st))
+		}
+		if !o.f.JSON() {
+			fmt.Fprintf(errOut, "ClusterIssuer %s Ready; pods ready: %s\n", scaffold.ClusterIssuerName, strings.Join(st.PodsReady, ", "))
+		}
+	}
+	if o.f.JSON() {
+		return writeJSON(o.f.IO.Out, rep)
+	}
+	if !rep.DryRun {
+		fmt.Fprintln(errOut, "Next: spirepod verify")
+	}
+	return nil
+}
+
+func waitHint(p *project.Project, st *apply.WaitStatus) string {
+	if st != nil && !st.IssuerReady {
+		return "check the team CA Secret cert-manager/" + scaffold.CASecretName + " (`spirepod status` shows it)"
+	}
+	return "run `spirepod verify` or `spirepod status` to see which stage is stuck"
+}
+
+func (o *applyOptions) preflightFailed(rep *applyReport) error {
+	if o.f.JSON() {
+		rep.Error = "preflight failed"
+		_ = writeJSON(o.f.IO.Out, rep)
+		return &silentError{code: exitFailure}
+	}
+	var failed []check.Result
+	for _, r := range rep.Preflight {
+		if r.Status == check.Fail {
+			failed = append(failed, r)
+		}
+	}
+	printChecks(o.f.IO, o.f.IO.ErrOut, failed)
+	first := failed[0]
+	return failure(fmt.Errorf("preflight: %s: %s", first.Name, first.Message), first.Hint)
+}
+
+func (o *applyOptions) applyFailed(rep *applyReport, err error) error {
+	rep.Error = err.Error()
+	if o.f.JSON() {
+		_ = writeJSON(o.f.IO.Out, rep)
+	}
+	var ce *apply.ConflictError
+	if errors.As(err, &ce) {
+		return failure(err, "another tool manages these fields; re-run with --force-conflicts to take them over (it will revert on its next sync unless you change it there too)")
+	}
+	var ie *apply.IncompleteError
+	if errors.As(err, &ie) {
+		hint := "run `spirepod apply` again once the API server is back: apply is idempotent"
+		if !apply.Transient(ie.Cause) {
+			hint = "fix the cause above, then run `spirepod apply` again"
+		}
+		return failure(err, hint)
+	}
+	return failure(err, kubeHint)
+}

@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spirepod/spirepod/internal/apply"
+)
+
+type diffOptions struct {
+	f       *Factory
+	kube    *kubeFlags
+	Dir     string
+	Timeout time.Duration
+}
+
+func newCmdDiff(f *Factory, runF func(*diffOptions) error) *cobra.Command {
+	opts := &diffOptions{f: f, kube: newKubeFlags()}
+	cmd := &cobra.Command{
+		Use:   "diff",
+		Short: "Show what `spirepod apply` would change, as a unified diff of live vs desired",
+		Long: `Ask the API server what server-side apply would produce (dry run) for every object of
+certs/ and the scaffold, and print a unified diff against the live objects. Secret values are
+shown only as their length and SHA-256 prefix.
+
+Exit status, like kubectl diff: 0 when nothing would change, 1 when something would (or on error).`,
+		Example: `  spirepod diff --context dev-cluster
+  spirepod diff -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runF != nil {
+				return runF(opts)
+			}
+			return diffRun(cmd.Context(), opts)
+		},
+	}
+	opts.kube.AddFlags(cmd.Flags())
+	cmd.Flags().StringVar(&opts.Dir, "dir", "", "scaffold directory (default: where spirepod.yaml is found, from here upward)")
+	cmd.Flags().DurationVar(&opts.Timeout, "timeout", time.Minute, "how long to retry an unreachable API server")
+	return cmd
+}
+
+func diffRun(ctx context.Context, o *diffOptions) error {
+	p, err := o.f.Project(o.Dir)
+	if err != nil {
+		return err
+	}
+	layers, err := apply.Build(p.Dir)
+	if err != nil {
+		return failure(err, "run `spirepod pki gen` if the CA files are missing")
+	}
+	t, err := o.kube.Target()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(o.f.IO.ErrOut, "Comparing with %s\n", t.describe())
+	dctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	diffs, err := apply.Diff(dctx, apply.Options{Layers: layers, Dynamic: t.Dynamic, Mapper: t.Mapper, RetryFor: o.Timeout})
+	if err != nil {
+		return failure(err, kubeHint)
+	}
+	changed := 0
+	for _, d := range diffs {
+		if d.Outcome != apply.Unchanged {
+			changed++
+		}
+	}
+	if o.f.JSON() {
+		if err := writeJSON(o.f.IO.Out, diffs); err != nil {
+			return err
+		}
+	} else {
+		for _, d := range diffs {
+			if d.Error != "" {
+				fmt.Fprintf(o.f.IO.ErrOut, "%s: %s\n", d.Ref(), d.Error)
+			}
+			fmt.Fprint(o.f.IO.Out, d.Diff)
+		}
+		fmt.Fprintf(o.f.IO.ErrOut, "%d of %d objects would change\n", changed, len(diffs))
+	}
+	if changed > 0 {
+		return &silentError{code: exitFailure}
+	}
+	return nil
+}

@@ -1,0 +1,349 @@
+package apply
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+)
+
+// FieldManager is the server-side apply field manager.
+const FieldManager = "spirepod"
+
+// Outcome of applying one object.
+type Outcome string
+
+const (
+	Created    Outcome = "created"
+	Configured Outcome = "configured"
+	Unchanged  Outcome = "unchanged"
+	Failed     Outcome = "failed"
+	NotApplied Outcome = "not-applied"
+)
+
+// Conflict is a field owned by another field manager.
+type Conflict struct {
+	Field   string `json:"field"`
+	Manager string `json:"manager"`
+}
+
+// ObjectResult is what happened to one object.
+type ObjectResult struct {
+	Layer     string     `json:"layer"`
+	Kind      string     `json:"kind"`
+	Namespace string     `json:"namespace,omitempty"`
+	Name      string     `json:"name"`
+	Outcome   Outcome    `json:"outcome"`
+	Error     string     `json:"error,omitempty"`
+	Conflicts []Conflict `json:"conflicts,omitempty"`
+}
+
+// Ref is Kind namespace/name.
+func (r ObjectResult) Ref() string {
+	if r.Namespace == "" {
+		return r.Kind + "/" + r.Name
+	}
+	return fmt.Sprintf("%s %s/%s", r.Kind, r.Namespace, r.Name)
+}
+
+// Event is a progress report.
+type Event struct {
+	Object  *ObjectResult
+	Message string
+}
+
+// Options for Apply.
+type Options struct {
+	Layers  []Layer
+	Dynamic dynamic.Interface
+	Mapper  meta.RESTMapper
+	// DryRun applies with dryRun=All: the server validates and reports, nothing is stored.
+	DryRun bool
+	// ForceConflicts takes ownership of fields other managers own.
+	ForceConflicts bool
+	// Deadline bounds retries when the API server is unreachable.
+	RetryFor time.Duration
+	Progress func(Event)
+	// Sleep waits between retries (tests may shorten it); nil means time.After.
+	Sleep func(context.Context, time.Duration) error
+}
+
+// Result of Apply.
+type Result struct {
+	Objects []ObjectResult `json:"objects"`
+}
+
+// Count returns how many objects had an outcome.
+func (r *Result) Count(o Outcome) int {
+	n := 0
+	for _, ob := range r.Objects {
+		if ob.Outcome == o {
+			n++
+		}
+	}
+	return n
+}
+
+// ConflictError says which managers own the fields spirepod wanted.
+type ConflictError struct {
+	Objects []ObjectResult
+}
+
+func (e *ConflictError) Error() string {
+	var parts []string
+	for _, o := range e.Objects {
+		for _, c := range o.Conflicts {
+			parts = append(parts, fmt.Sprintf("%s: %s is owned by field manager %q", o.Ref(), c.Field, c.Manager))
+		}
+	}
+	return "field conflicts: " + strings.Join(parts, "; ")
+}
+
+// IncompleteError lists what was and was not applied when the API server
+// stayed unreachable or refused.
+type IncompleteError struct {
+	Cause   error
+	Applied []string
+	Missing []string
+}
+
+func (e *IncompleteError) Error() string {
+	return fmt.Sprintf("%v\napplied (%d): %s\nnot applied (%d): %s", e.Cause,
+		len(e.Applied), strings.Join(e.Applied, ", "), len(e.Missing), strings.Join(e.Missing, ", "))
+}
+
+func (e *IncompleteError) Unwrap() error { return e.Cause }
+
+// rank orders kinds: cluster prerequisites and namespaces first, the CA
+// Secret before the ClusterIssuer, configuration before the StatefulSet.
+func rank(kind string) int {
+	switch kind {
+	case "CustomResourceDefinition":
+		return 0
+	case "Namespace":
+		return 1
+	case "Secret", "ServiceAccount", "ConfigMap":
+		return 2
+	case "ClusterRole", "Role":
+		return 3
+	case "ClusterRoleBinding", "RoleBinding":
+		return 4
+	case "ClusterIssuer", "Issuer", "Service":
+		return 5
+	case "StatefulSet", "Deployment", "DaemonSet":
+		return 7
+	default:
+		return 6
+	}
+}
+
+// Apply server-side applies every layer in order. Objects of the same rank
+// within a layer go in parallel. A transient failure (API server unreachable,
+// 5xx, 429) is retried with backoff for RetryFor; then the result lists what
+// was and was not applied. Re-running completes the job.
+func Apply(ctx context.Context, opts Options) (*Result, error) {
+	res := &Result{}
+	var firstErr error
+	var conflicts []ObjectResult
+	for _, layer := range opts.Layers {
+		groups := map[int][]*unstructured.Unstructured{}
+		for _, o := range layer.Objects {
+			groups[rank(o.GetKind())] = append(groups[rank(o.GetKind())], o)
+		}
+		ranks := make([]int, 0, len(groups))
+		for r := range groups {
+			ranks = append(ranks, r)
+		}
+		sort.Ints(ranks)
+		for _, r := range ranks {
+			objs := groups[r]
+			out := make([]ObjectResult, len(objs))
+			if firstErr != nil {
+				for i, o := range objs {
+					out[i] = newResult(layer.Name, o, NotApplied)
+				}
+				res.Objects = append(res.Objects, out...)
+				continue
+			}
+			var wg sync.WaitGroup
+			errs := make([]error, len(objs))
+			for i, o := range objs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					out[i], errs[i] = applyOne(ctx, opts, layer.Name, o)
+					if opts.Progress != nil {
+						opts.Progress(Event{Object: &out[i]})
+					}
+				}()
+			}
+			wg.Wait()
+			res.Objects = append(res.Objects, out...)
+			for i, err := range errs {
+				if err == nil {
+					continue
+				}
+				if len(out[i].Conflicts) > 0 {
+					conflicts = append(conflicts, out[i])
+					continue
+				}
+				if firstErr == nil {
+					firstErr = fmt.Errorf("apply %s: %w", out[i].Ref(), err)
+				}
+			}
+			if len(conflicts) > 0 && firstErr == nil {
+				firstErr = &ConflictError{Objects: conflicts}
+			}
+		}
+	}
+	if firstErr != nil {
+		var ce *ConflictError
+		if errors.As(firstErr, &ce) {
+			return res, firstErr
+		}
+		inc := &IncompleteError{Cause: firstErr}
+		for _, o := range res.Objects {
+			if o.Outcome == Failed || o.Outcome == NotApplied {
+				inc.Missing = append(inc.Missing, o.Ref())
+			} else {
+				inc.Applied = append(inc.Applied, o.Ref())
+			}
+		}
+		return res, inc
+	}
+	return res, nil
+}
+
+func newResult(layer string, o *unstructured.Unstructured, oc Outcome) ObjectResult {
+	return ObjectResult{Layer: layer, Kind: o.GetKind(), Namespace: o.GetNamespace(), Name: o.GetName(), Outcome: oc}
+}
+
+// resourceFor maps an object to its dynamic resource client.
+func resourceFor(opts Options, o *unstructured.Unstructured) (dynamic.ResourceInterface, error) {
+	gvk := o.GroupVersionKind()
+	m, err := opts.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+	if err != nil {
+		return nil, fmt.Errorf("the cluster does not serve %s: %w", gvk.String(), err)
+	}
+	if m.Scope.Name() == meta.RESTScopeNameNamespace {
+		return opts.Dynamic.Resource(m.Resource).Namespace(o.GetNamespace()), nil
+	}
+	return opts.Dynamic.Resource(m.Resource), nil
+}
+
+func applyOne(ctx context.Context, opts Options, layer string, o *unstructured.Unstructured) (ObjectResult, error) {
+	r := newResult(layer, o, Failed)
+	var rc dynamic.ResourceInterface
+	err := retry(ctx, opts, func() error {
+		var err error
+		rc, err = resourceFor(opts, o)
+		return err
+	})
+	if err != nil {
+		r.Error = err.Error()
+		return r, err
+	}
+	var live *unstructured.Unstructured
+	err = retry(ctx, opts, func() error {
+		var err error
+		live, err = rc.Get(ctx, o.GetName(), metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			live, err = nil, nil
+		}
+		return err
+	})
+	if err != nil {
+		r.Error = err.Error()
+		return r, err
+	}
+	data, err := json.Marshal(o.Object)
+	if err != nil {
+		return r, err
+	}
+	po := metav1.PatchOptions{FieldManager: FieldManager, Force: &opts.ForceConflicts}
+	if opts.DryRun {
+		po.DryRun = []string{metav1.DryRunAll}
+	}
+	var got *unstructured.Unstructured
+	err = retry(ctx, opts, func() error {
+		var err error
+		got, err = rc.Patch(ctx, o.GetName(), types.ApplyPatchType, data, po)
+		return err
+	})
+	if err != nil {
+		r.Error = err.Error()
+		r.Conflicts = conflictsOf(err)
+		return r, err
+	}
+	switch {
+	case live == nil:
+		r.Outcome = Created
+	case opts.DryRun && !Equivalent(live, got):
+		r.Outcome = Configured
+	case !opts.DryRun && live.GetResourceVersion() != got.GetResourceVersion():
+		r.Outcome = Configured
+	default:
+		r.Outcome = Unchanged
+	}
+	return r, nil
+}
+
+// conflictsOf reads the field manager conflicts from an apply error.
+func conflictsOf(err error) []Conflict {
+	var se apierrors.APIStatus
+	if !errors.As(err, &se) || se.Status().Reason != metav1.StatusReasonConflict || se.Status().Details == nil {
+		return nil
+	}
+	var out []Conflict
+	for _, c := range se.Status().Details.Causes {
+		if c.Type != metav1.CauseTypeFieldManagerConflict {
+			continue
+		}
+		mgr := c.Message
+		if i := strings.Index(mgr, `"`); i >= 0 {
+			if j := strings.Index(mgr[i+1:], `"`); j >= 0 {
+				mgr = mgr[i+1 : i+1+j]
+			}
+		}
+		out = append(out, Conflict{Field: c.Field, Manager: mgr})
+	}
+	return out
+}
+
+// Equivalent compares two objects ignoring server bookkeeping.
+func Equivalent(a, b *unstructured.Unstructured) bool {
+	return jsonEqual(Clean(a), Clean(b))
+}
+
+// Clean drops fields the server manages (managedFields, resourceVersion,
+// generation, uid, creationTimestamp, status) for comparisons and diffs.
+func Clean(o *unstructured.Unstructured) map[string]any {
+	if o == nil {
+		return nil
+	}
+	c := o.DeepCopy()
+	for _, f := range [][]string{
+		{"metadata", "managedFields"}, {"metadata", "resourceVersion"}, {"metadata", "generation"},
+		{"metadata", "uid"}, {"metadata", "creationTimestamp"}, {"status"},
+	} {
+		unstructured.RemoveNestedField(c.Object, f...)
+	}
+	return c.Object
+}
+
+func jsonEqual(a, b any) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
+}

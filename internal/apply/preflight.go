@@ -1,0 +1,195 @@
+package apply
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	authzv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/project"
+)
+
+// Protected reports whether a context name matches one of the patterns
+// (shell globs; a pattern without glob characters matches as a substring).
+func Protected(contextName string, patterns []string) (string, bool) {
+	for _, p := range patterns {
+		if !strings.ContainsAny(p, "*?[") {
+			if strings.Contains(contextName, p) {
+				return p, true
+			}
+			continue
+		}
+		if ok, _ := path.Match(p, contextName); ok {
+			return p, true
+		}
+	}
+	return "", false
+}
+
+// DefaultProtectedContexts applies when the project file sets none.
+var DefaultProtectedContexts = []string{"*prod*"}
+
+// CheckCA is the local preflight: the team CA exists and passes pki inspect.
+func CheckCA(p *project.Project, now time.Time) []check.Result {
+	const group = "team CA"
+	certPath, keyPath := p.Path(p.Paths.CACert), p.Path(p.Paths.CAKey)
+	var missing []string
+	for _, f := range []string{certPath, keyPath} {
+		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) > 0 {
+		return []check.Result{{Group: group, ID: "ca-files", Name: "team CA files exist", Status: check.Fail,
+			Message: "missing: " + strings.Join(missing, ", "), Hint: "run `spirepod pki gen` (or `spirepod pki import CERT KEY`)"}}
+	}
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return []check.Result{{Group: group, ID: "ca-files", Name: "team CA files exist", Status: check.Fail, Message: err.Error()}}
+	}
+	certs, err := pki.ParseCertificates(certPEM)
+	if err != nil {
+		return []check.Result{{Group: group, ID: "ca-files", Name: "team CA certificate parses", Status: check.Fail,
+			Message: fmt.Sprintf("%s: %v", certPath, err), Hint: "run `spirepod pki gen --force`"}}
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		return []check.Result{{Group: group, ID: "ca-files", Name: "team CA files exist", Status: check.Fail, Message: err.Error()}}
+	}
+	key, err := pki.ParsePrivateKey(keyPEM)
+	if err != nil {
+		return []check.Result{{Group: group, ID: "ca-files", Name: "team CA key parses", Status: check.Fail,
+			Message: fmt.Sprintf("%s: %v", keyPath, err), Hint: "run `spirepod pki gen --force`"}}
+	}
+	out := []check.Result{{Group: group, ID: "ca-files", Name: "team CA files exist", Status: check.OK}}
+	return append(out, pki.InspectCA(group, certs[0], key, now)...)
+}
+
+// ClusterOptions are the inputs of the cluster preflight.
+type ClusterOptions struct {
+	Layers          []Layer
+	Client          kubernetes.Interface
+	Mapper          meta.RESTMapper
+	Namespace       string
+	CreateNamespace bool
+}
+
+var certManagerKinds = []schema.GroupVersionKind{
+	{Group: "cert-manager.io", Version: "v1", Kind: "ClusterIssuer"},
+	{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"},
+}
+
+// CheckCluster checks cert-manager, the namespace and permissions.
+func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
+	const group = "cluster"
+	var out []check.Result
+
+	var missing []string
+	for _, gvk := range certManagerKinds {
+		if _, err := o.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
+			if !meta.IsNoMatchError(err) {
+				return append(out, check.Result{Group: group, ID: "cluster-reachable", Name: "cluster reachable", Status: check.Fail,
+					Message: err.Error(), Hint: "check --kubeconfig and --context"})
+			}
+			missing = append(missing, gvk.Kind+"."+gvk.Group)
+		}
+	}
+	if len(missing) > 0 {
+		out = append(out, check.Result{Group: group, ID: "cert-manager", Name: "cert-manager is installed", Status: check.Fail,
+			Message: "the cluster does not serve " + strings.Join(missing, ", "),
+			Hint:    "install cert-manager in this cluster (its CRDs and controller), or pick the right --context"})
+	} else {
+		out = append(out, check.Result{Group: group, ID: "cert-manager", Name: "cert-manager is installed", Status: check.OK})
+	}
+
+	inScaffold := false
+	for _, obj := range All(o.Layers) {
+		if obj.GetKind() == "Namespace" && obj.GetName() == o.Namespace {
+			inScaffold = true
+		}
+	}
+	_, err := o.Client.CoreV1().Namespaces().Get(ctx, o.Namespace, metav1.GetOptions{})
+	switch {
+	case err == nil || inScaffold:
+		out = append(out, check.Result{Group: group, ID: "namespace", Name: fmt.Sprintf("namespace %s exists", o.Namespace), Status: check.OK})
+	case apierrors.IsNotFound(err) && o.CreateNamespace:
+		out = append(out, check.Result{Group: group, ID: "namespace", Name: fmt.Sprintf("namespace %s will be created", o.Namespace), Status: check.OK})
+	case apierrors.IsNotFound(err):
+		out = append(out, check.Result{Group: group, ID: "namespace", Name: fmt.Sprintf("namespace %s exists", o.Namespace), Status: check.Fail,
+			Message: "not found in the cluster and not in the scaffold", Hint: "pass --create-namespace, or ask the cluster admins to create it"})
+	case apierrors.IsForbidden(err):
+		out = append(out, check.Result{Group: group, ID: "namespace", Name: fmt.Sprintf("namespace %s exists", o.Namespace), Status: check.Warn,
+			Message: "cannot read namespaces: " + err.Error()})
+	default:
+		return append(out, check.Result{Group: group, ID: "cluster-reachable", Name: "cluster reachable", Status: check.Fail,
+			Message: err.Error(), Hint: "check --kubeconfig and --context"})
+	}
+	return append(out, checkPermissions(ctx, o)...)
+}
+
+// checkPermissions asks the API server (SelfSubjectAccessReview) whether the
+// user may get, create and patch every kind of object that will be applied.
+func checkPermissions(ctx context.Context, o ClusterOptions) []check.Result {
+	type key struct{ group, resource, ns string }
+	seen := map[key]bool{}
+	var denied []string
+	for _, obj := range All(o.Layers) {
+		gvk := obj.GroupVersionKind()
+		m, err := o.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			continue // reported by the cert-manager check or at apply
+		}
+		ns := ""
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			ns = obj.GetNamespace()
+		}
+		k := key{m.Resource.Group, m.Resource.Resource, ns}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		for _, verb := range []string{"get", "create", "patch"} {
+			ssar := &authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{
+				ResourceAttributes: &authzv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: k.group, Resource: k.resource},
+			}}
+			res, err := o.Client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
+			if err != nil {
+				return []check.Result{{Group: "cluster", ID: "permissions", Name: "permission to apply", Status: check.Warn,
+					Message: "could not ask: " + err.Error()}}
+			}
+			if !res.Status.Allowed {
+				where := "cluster-wide"
+				if ns != "" {
+					where = "in namespace " + ns
+				}
+				denied = append(denied, fmt.Sprintf("%s %s %s", verb, qualified(k.resource, k.group), where))
+			}
+		}
+	}
+	if len(denied) > 0 {
+		return []check.Result{{Group: "cluster", ID: "permissions", Name: "permission to apply", Status: check.Fail,
+			Message: "not allowed: " + strings.Join(denied, "; "),
+			Hint:    "ask the cluster admins for these permissions, or use a --context that has them"}}
+	}
+	return []check.Result{{Group: "cluster", ID: "permissions", Name: "permission to apply", Status: check.OK}}
+}
+
+func qualified(resource, group string) string {
+	if group == "" {
+		return resource
+	}
+	return resource + "." + group
+}

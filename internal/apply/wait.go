@@ -1,0 +1,171 @@
+package apply
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+)
+
+// ClusterIssuerGVR is cert-manager's ClusterIssuer resource.
+var ClusterIssuerGVR = schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "clusterissuers"}
+
+// WaitOptions say what to wait for.
+type WaitOptions struct {
+	Client      kubernetes.Interface
+	Dynamic     dynamic.Interface
+	Issuer      string
+	Namespace   string
+	StatefulSet string
+	Replicas    int
+	Progress    func(string)
+}
+
+// WaitStatus is what was ready when the wait ended.
+type WaitStatus struct {
+	IssuerReady   bool     `json:"issuerReady"`
+	IssuerMessage string   `json:"issuerMessage,omitempty"`
+	PodsReady     []string `json:"podsReady"`
+	PodsPending   []string `json:"podsPending,omitempty"`
+}
+
+// Wait watches until the ClusterIssuer is Ready and every pod of the
+// StatefulSet is Running and ready, or ctx ends (then the error says what
+// was not ready).
+func Wait(ctx context.Context, o WaitOptions) (*WaitStatus, error) {
+	st := &WaitStatus{}
+	progress := o.Progress
+	if progress == nil {
+		progress = func(string) {}
+	}
+	if o.Issuer != "" {
+		if err := waitIssuer(ctx, o, st, progress); err != nil {
+			return st, err
+		}
+		progress(fmt.Sprintf("ClusterIssuer %s is Ready", o.Issuer))
+	}
+	if o.StatefulSet != "" {
+		if err := waitPods(ctx, o, st, progress); err != nil {
+			return st, err
+		}
+	}
+	return st, nil
+}
+
+func waitIssuer(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(string)) error {
+	sel := fields.OneTermEqualSelector("metadata.name", o.Issuer).String()
+	ri := o.Dynamic.Resource(ClusterIssuerGVR)
+	lw := &cache.ListWatch{
+		ListFunc: func(opts metav1.ListOptions) (runtime.Object, error) {
+			opts.FieldSelector = sel
+			return ri.List(ctx, opts)
+		},
+		WatchFunc: func(opts metav1.ListOptions) (watch.Interface, error) {
+			opts.FieldSelector = sel
+			return ri.Watch(ctx, opts)
+		},
+	}
+	progress(fmt.Sprintf("waiting for ClusterIssuer %s to be Ready", o.Issuer))
+	_, err := watchtools.UntilWithSync(ctx, lw, &unstructured.Unstructured{}, nil, func(ev watch.Event) (bool, error) {
+		u, ok := ev.Object.(*unstructured.Unstructured)
+		if !ok {
+			return false, nil
+		}
+		ready, msg := ReadyCondition(u)
+		st.IssuerReady, st.IssuerMessage = ready, msg
+		return ready, nil
+	})
+	if err != nil {
+		msg := st.IssuerMessage
+		if msg == "" {
+			msg = "no Ready condition yet"
+		}
+		return fmt.Errorf("ClusterIssuer %s is not Ready: %s: %w", o.Issuer, msg, err)
+	}
+	return nil
+}
+
+// ReadyCondition reads status.conditions[type=Ready].
+func ReadyCondition(u *unstructured.Unstructured) (bool, string) {
+	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+	for _, c := range conds {
+		m, ok := c.(map[string]any)
+		if !ok || m["type"] != "Ready" {
+			continue
+		}
+		msg, _ := m["message"].(string)
+		return m["status"] == "True", msg
+	}
+	return false, ""
+}
+
+func waitPods(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(string)) error {
+	want := map[string]bool{}
+	for i := 0; i < o.Replicas; i++ {
+		want[fmt.Sprintf("%s-%d", o.StatefulSet, i)] = true
+	}
+	pods := o.Client.CoreV1().Pods(o.Namespace)
+	lw := &cache.ListWatch{
+		ListFunc: func(opts metav1.ListOptions) (runtime.Object, error) { return pods.List(ctx, opts) },
+		WatchFunc: func(opts metav1.ListOptions) (watch.Interface, error) {
+			return pods.Watch(ctx, opts)
+		},
+	}
+	ready := map[string]bool{}
+	last := -1
+	report := func() {
+		st.PodsReady, st.PodsPending = nil, nil
+		for name := range want {
+			if ready[name] {
+				st.PodsReady = append(st.PodsReady, name)
+			} else {
+				st.PodsPending = append(st.PodsPending, name)
+			}
+		}
+		sort.Strings(st.PodsReady)
+		sort.Strings(st.PodsPending)
+		if len(st.PodsReady) != last {
+			last = len(st.PodsReady)
+			progress(fmt.Sprintf("pods ready: %d/%d", last, o.Replicas))
+		}
+	}
+	report()
+	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, nil, func(ev watch.Event) (bool, error) {
+		p, ok := ev.Object.(*corev1.Pod)
+		if !ok || !want[p.Name] {
+			return false, nil
+		}
+		ready[p.Name] = ev.Type != watch.Deleted && PodReady(p)
+		report()
+		return len(st.PodsReady) == o.Replicas, nil
+	})
+	if err != nil {
+		return fmt.Errorf("pods not ready: %s: %w", strings.Join(st.PodsPending, ", "), err)
+	}
+	return nil
+}
+
+// PodReady is Running with condition Ready=True.
+func PodReady(p *corev1.Pod) bool {
+	if p.Status.Phase != corev1.PodRunning {
+		return false
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
