@@ -43,11 +43,16 @@ func BuildDir(dir string) ([]*unstructured.Unstructured, error) {
 	}
 	var out []*unstructured.Unstructured
 	for _, r := range m.Resources() {
-		obj, err := r.Map()
+		// Through JSON, so numbers are int64/float64 as client-go expects.
+		data, err := r.MarshalJSON()
 		if err != nil {
 			return nil, fmt.Errorf("build kustomization %s: %s/%s: %w", dir, r.GetKind(), r.GetName(), err)
 		}
-		out = append(out, &unstructured.Unstructured{Object: obj})
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(data); err != nil {
+			return nil, fmt.Errorf("build kustomization %s: %s/%s: %w", dir, r.GetKind(), r.GetName(), err)
+		}
+		out = append(out, u)
 	}
 	return out, nil
 }

@@ -235,6 +235,9 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 	if out, err := c.Kubectl(ctx, "apply", "--server-side", "-f", b.KwokCRDs()); err != nil {
 		return c, fmt.Errorf("kwok CRDs: %v\n%s", err, out)
 	}
+	if out, err := c.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"); err != nil {
+		return c, fmt.Errorf("kwok CRDs not established: %v\n%s", err, out)
+	}
 	stagesPath := filepath.Join(dir, "kwok-config.yaml")
 	if err := concatYAML(b.KwokStages(), stagesPath); err != nil {
 		return c, err
@@ -264,6 +267,9 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 		t0 = time.Now()
 		if out, err := c.Kubectl(ctx, "apply", "--server-side", "-f", b.CertManagerCRDs()); err != nil {
 			return c, fmt.Errorf("cert-manager CRDs: %v\n%s", err, out)
+		}
+		if out, err := c.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"); err != nil {
+			return c, fmt.Errorf("CRDs not established: %v\n%s", err, out)
 		}
 		if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "cert-manager"}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return c, err
