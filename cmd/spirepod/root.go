@@ -101,6 +101,8 @@ from the current directory upward.
 		newCmdPR(f),
 		newCmdApply(f, nil),
 		newCmdDiff(f, nil),
+		newCmdVerify(f, nil),
+		newCmdStatus(f, nil),
 	)
 	return cmd
 }

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/pr"
+	"github.com/spirepod/spirepod/internal/status"
+)
+
+type statusOptions struct {
+	f    *Factory
+	kube *kubeFlags
+
+	Dir     string
+	Short   bool
+	Timeout time.Duration
+	// GHToken asks the gh CLI for a token; replaced in tests.
+	GHToken func(ctx context.Context, host string) (string, error)
+}
+
+func newCmdStatus(f *Factory, runF func(*statusOptions) error) *cobra.Command {
+	opts := &statusOptions{f: f, kube: newKubeFlags(), GHToken: ghAuthToken}
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Where you are in the seven steps: one checklist, local and remote",
+		Long: `Check every step of the guide and print one checklist in the style of ` + "`linkerd check`" + `:
+  1. scaffold: spirepod.yaml valid, the kustomization in its namespace
+  2. team CA present and passing pki inspect
+  3. the SPIRE server CA in the bundle ConfigMap
+  4. trust-list PR and 5. SPIFFE ID PR: merged (open is a warning)
+  6. cluster: namespace, objects match what the scaffold renders (missing or drifted fields),
+     ClusterIssuer Ready, pods Running
+  7. the last ` + "`spirepod verify`" + ` succeeded
+
+Local checks always run. Checks that need a GitHub token or a reachable cluster are skipped (-)
+with the reason. --short prints one line per step, to paste into a chat.
+-o json: {dir, namespace, context, checks: [{group, id, name, status, message, hint}],
+steps: [{step, status, message}], failed}.
+
+Exit codes: 0 nothing failed (warnings and skips allowed), 1 a check failed.`,
+		Example: `  spirepod status
+  spirepod status --short
+  spirepod status --context dev -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if opts.Timeout <= 0 {
+				return usageError("for example --timeout 30s", "--timeout must be positive, got %s", opts.Timeout)
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			return statusRun(cmd.Context(), opts)
+		},
+	}
+	fl := cmd.Flags()
+	opts.kube.AddFlags(fl)
+	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory (default: where spirepod.yaml is found, from here upward)")
+	fl.BoolVar(&opts.Short, "short", false, "one line per step")
+	fl.DurationVar(&opts.Timeout, "timeout", 30*time.Second, "give up on the cluster and GitHub after this long")
+	return cmd
+}
+
+func statusRun(ctx context.Context, opts *statusOptions) error {
+	f := opts.f
+	p, err := f.Project(opts.Dir)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	so := status.Options{Project: p, Now: f.Now}
+
+	// The cluster: skipped, with the reason, when none is configured or it does not answer.
+	if t, err := opts.kube.Target(); err != nil {
+		so.ClusterSkip = "no cluster: " + err.Error()
+	} else {
+		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := t.Client.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Raw()
+		pcancel()
+		if err != nil {
+			so.ClusterSkip = fmt.Sprintf("cluster unreachable (context %s): %v", t.Context, err)
+		} else {
+			so.Cluster = &status.Cluster{Context: t.Context, Client: t.Client, Dynamic: t.Dynamic, Mapper: t.Mapper}
+		}
+	}
+
+	// The pull requests: skipped without a token, using pr's token resolution.
+	pc := &prCommon{f: f, GHToken: opts.GHToken}
+	if o, err := pc.gitHubOptions(ctx, p, false); err != nil {
+		so.PullsSkip = err.Error()
+	} else if o.Token == "" {
+		so.PullsSkip = "no GitHub token for " + gitHubHost(f, p) + " (set GH_TOKEN or run `gh auth login`)"
+	} else if res, err := pr.Status(ctx, p.Team, o); err != nil {
+		so.PullsSkip = "GitHub: " + err.Error()
+	} else {
+		so.Pulls = res
+	}
+
+	rep, err := status.Run(ctx, so)
+	if err != nil {
+		return err
+	}
+	switch {
+	case f.JSON():
+		if err := writeJSON(f.IO.Out, rep); err != nil {
+			return err
+		}
+	case opts.Short:
+		for _, s := range rep.Steps {
+			line := fmt.Sprintf("%s %s", statusMark(f.IO, s.Status), s.Step)
+			if s.Message != "" {
+				line += ": " + s.Message
+			}
+			fmt.Fprintln(f.IO.Out, line)
+		}
+	default:
+		printChecks(f.IO, f.IO.Out, rep.Checks)
+		fmt.Fprintln(f.IO.Out)
+		fmt.Fprintln(f.IO.Out, checkStatusLine(f.IO, rep.Checks))
+	}
+	if rep.Failed {
+		return &silentError{code: exitFailure}
+	}
+	return nil
+}
+
+func statusMark(s *IOStreams, st check.Status) string {
+	switch st {
+	case check.OK:
+		return s.green("√")
+	case check.Warn:
+		return s.yellow("‼")
+	case check.Fail:
+		return s.red("×")
+	}
+	return "-"
+}

@@ -1,0 +1,332 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/verify"
+)
+
+type verifyOptions struct {
+	f    *Factory
+	kube *kubeFlags
+
+	Dir     string
+	Pod     string
+	Expect  string
+	Timeout time.Duration
+}
+
+func newCmdVerify(f *Factory, runF func(*verifyOptions) error) *cobra.Command {
+	opts := &verifyOptions{f: f, kube: newKubeFlags()}
+	cmd := &cobra.Command{
+		Use:   "verify",
+		Short: "Wait for URI=<your SPIFFE ID> in the curl log of every pod (guide step 7)",
+		Long: `Follow the curl container's log of every pod of the StatefulSet (or --pod), from the pod's
+start, and succeed as soon as the echoed X-Forwarded-Client-Cert carries URI=<expected>. The
+expected ID is spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount> from spirepod.yaml, or
+--expect. The match is exact: a longer or different ID is not a match; a different URI written
+while verify runs fails at once, naming both IDs.
+
+On a timeout or a failure it walks the stages in order and names the first broken one with its
+evidence and the fix: pod scheduled and Running; agent Certificate and ClusterIssuer Ready;
+init container gen-cert; the agent certificate against x509pop's rules; known SPIRE errors in the
+spire-agent log; SDS and upstream errors in the envoy log; the curl log.
+
+The outcome is kept in .spirepod/last-verify.json for ` + "`spirepod status`" + `.
+-o json: {expected, namespace, context, outcome, success, elapsed, pods: [{pod, state, matched,
+elapsed, seenIDs, line}], diagnoses: [{pod, stage, summary, evidence, fix, stages}]}.
+
+Exit codes: 0 every pod matched, 1 a different ID (or another failure), 124 timed out.`,
+		Example: `  spirepod verify
+  spirepod verify --pod spire-envoy-integration-1 --timeout 2m
+  spirepod verify --context dev --expect spiffe://spire.cityos-dev.woven-planet.tech/ns/payments/sa/httpbin-client`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.validate(); err != nil {
+				return err
+			}
+			if runF != nil {
+				return runF(opts)
+			}
+			return verifyRun(cmd.Context(), opts)
+		},
+	}
+	fl := cmd.Flags()
+	opts.kube.AddFlags(fl)
+	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory (default: where spirepod.yaml is found, from here upward)")
+	fl.StringVar(&opts.Pod, "pod", "", "verify only this pod (default: every replica)")
+	fl.StringVar(&opts.Expect, "expect", "", "the SPIFFE ID to expect (default: from spirepod.yaml)")
+	fl.DurationVar(&opts.Timeout, "timeout", 5*time.Minute, "give up after this long (exit 124)")
+	return cmd
+}
+
+func (o *verifyOptions) validate() error {
+	if o.Timeout <= 0 {
+		return usageError("for example --timeout 5m", "--timeout must be positive, got %s", o.Timeout)
+	}
+	if o.Expect != "" && !strings.HasPrefix(o.Expect, "spiffe://") {
+		return usageError("for example --expect spiffe://<trust domain>/ns/<namespace>/sa/<service account>", "--expect must be a spiffe:// ID, got %q", o.Expect)
+	}
+	return nil
+}
+
+// verifyJSON is the -o json shape.
+type verifyJSON struct {
+	Expected  string             `json:"expected"`
+	Namespace string             `json:"namespace"`
+	Context   string             `json:"context"`
+	Outcome   string             `json:"outcome"`
+	Success   bool               `json:"success"`
+	Elapsed   verify.Duration    `json:"elapsed"`
+	Error     string             `json:"error,omitempty"`
+	Pods      []verify.PodResult `json:"pods"`
+	Diagnoses []verify.Diagnosis `json:"diagnoses,omitempty"`
+}
+
+func verifyRun(ctx context.Context, opts *verifyOptions) error {
+	f := opts.f
+	p, perr := f.Project(opts.Dir)
+	if perr != nil && (opts.Expect == "" || opts.Pod == "" || opts.kube.Namespace("") == "") {
+		return perr // without a project, --expect, --pod and -n are all needed
+	}
+	if perr != nil {
+		p = nil
+	}
+	target, err := opts.kube.Target()
+	if err != nil {
+		return err
+	}
+	var (
+		ns, expected, sts string
+		pods              []string
+		teamCA            *x509.Certificate
+	)
+	if p != nil {
+		ns, expected, sts, pods = opts.kube.Namespace(p.Namespace), p.WorkloadSpiffeID(), p.StatefulSet, p.PodNames()
+		teamCA = loadTeamCA(p)
+	} else {
+		ns = opts.kube.Namespace("")
+	}
+	if opts.Expect != "" {
+		expected = opts.Expect
+	}
+	if opts.Pod != "" {
+		pods = []string{opts.Pod}
+	}
+
+	prog := newProgress(f.IO)
+	fmt.Fprintf(f.IO.ErrOut, "verifying %s in %s on %s: expecting URI=%s\n", strings.Join(pods, ", "), ns, target.describe(), expected)
+	states := newPodStates(pods)
+	stopTick := tick(prog, states)
+	vctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	res, verr := verify.Verify(vctx, verify.Options{
+		Client: target.Client, Namespace: ns, Pods: pods, Expected: expected, Now: f.Now,
+		Progress: func(ev verify.Event) { prog.Update(states.update(ev)) },
+	})
+	cancel()
+	stopTick()
+	prog.Done()
+
+	out := verifyJSON{Expected: expected, Namespace: ns, Context: target.Context, Outcome: verify.OutcomeSuccess, Success: verr == nil}
+	if res != nil {
+		out.Pods, out.Elapsed = res.Pods, res.Elapsed
+	}
+	var wrong *verify.WrongIDError
+	var timeout *verify.TimeoutError
+	switch {
+	case verr == nil:
+	case errors.As(verr, &wrong):
+		out.Outcome = verify.OutcomeWrongID
+	case errors.As(verr, &timeout):
+		out.Outcome = verify.OutcomeTimeout
+	case ctx.Err() != nil:
+		return ctx.Err() // interrupted: nothing to record
+	default:
+		out.Outcome = verify.OutcomeError
+	}
+	if verr != nil {
+		out.Error = verr.Error()
+		if wrong == nil { // a wrong ID is its own diagnosis; otherwise find the broken stage
+			fmt.Fprintln(f.IO.ErrOut, "diagnosing…")
+			dctx, dcancel := context.WithTimeout(ctx, 60*time.Second)
+			ds, derr := verify.Diagnose(dctx, verify.DiagnoseOptions{Client: target.Client, Dynamic: target.Dynamic, Namespace: ns,
+				StatefulSet: sts, Pods: pods, Expected: expected, TeamCA: teamCA, Verify: res, Now: f.Now})
+			dcancel()
+			if derr != nil {
+				fmt.Fprintf(f.IO.ErrOut, "warning: diagnosis incomplete: %v\n", derr)
+			}
+			out.Diagnoses = ds
+		}
+	}
+	if p != nil {
+		rec := &verify.Record{Time: f.Now(), Context: target.Context, Namespace: ns, Expected: expected, Outcome: out.Outcome,
+			Message: out.Error, Pods: out.Pods, Diagnoses: out.Diagnoses}
+		if err := verify.SaveRecord(p.Dir, rec); err != nil {
+			fmt.Fprintf(f.IO.ErrOut, "warning: %v\n", err)
+		}
+	}
+
+	if f.JSON() {
+		if err := writeJSON(f.IO.Out, out); err != nil {
+			return err
+		}
+		switch {
+		case verr == nil:
+			return nil
+		case timeout != nil:
+			return &silentError{code: exitTimeout}
+		}
+		return &silentError{code: exitFailure}
+	}
+	printVerifyText(f, out)
+	switch {
+	case verr == nil:
+		return nil
+	case wrong != nil:
+		return failure(verr, "Envoy holds a different SPIFFE ID: correct spec.spiffeId in the SPIFFE ID PR (`spirepod pr spiffe-id`), or pass --expect if that ID is intended")
+	case timeout != nil:
+		return timeoutError(verr, firstFix(out.Diagnoses, "run again with a longer --timeout"))
+	}
+	return failure(verr, firstFix(out.Diagnoses, kubeHint))
+}
+
+func firstFix(ds []verify.Diagnosis, def string) string {
+	for _, d := range ds {
+		if d.Fix != "" {
+			return d.Fix
+		}
+	}
+	return def
+}
+
+func printVerifyText(f *Factory, out verifyJSON) {
+	w := f.IO.Out
+	s := f.IO
+	for _, pr := range out.Pods {
+		el := time.Duration(pr.Elapsed).Round(time.Millisecond)
+		switch pr.State {
+		case verify.StateMatched:
+			fmt.Fprintf(w, "%s %s: URI=%s (after %s)\n", s.green("√"), pr.Pod, out.Expected, el)
+		case verify.StateWrongID:
+			var other []string
+			for _, id := range pr.SeenIDs {
+				if id != out.Expected {
+					other = append(other, id)
+				}
+			}
+			fmt.Fprintf(w, "%s %s: URI=%s, expected URI=%s\n    %s\n", s.red("×"), pr.Pod, strings.Join(other, ", URI="), out.Expected, pr.Line)
+		default:
+			msg := "no XFCC line with the expected URI"
+			if len(pr.SeenIDs) > 0 {
+				msg += "; seen URI=" + strings.Join(pr.SeenIDs, ", URI=")
+			}
+			fmt.Fprintf(w, "%s %s: %s (after %s)\n", s.red("×"), pr.Pod, msg, el)
+		}
+	}
+	for _, d := range out.Diagnoses {
+		fmt.Fprintln(w)
+		printChecks(s, w, d.Stages)
+		if len(d.Evidence) > 0 {
+			fmt.Fprintln(w, "    evidence:")
+			for _, e := range d.Evidence {
+				fmt.Fprintf(w, "      %s\n", e)
+			}
+		}
+		if d.Stage == verify.StageNone {
+			fmt.Fprintf(w, "%s: %s\n    hint: %s\n", d.Pod, d.Summary, d.Fix)
+		}
+	}
+}
+
+// loadTeamCA reads the team CA certificate if the scaffold has one.
+func loadTeamCA(p *project.Project) *x509.Certificate {
+	data, err := os.ReadFile(p.Path(p.Paths.CACert))
+	if err != nil {
+		return nil
+	}
+	certs, err := pki.ParseCertificates(data)
+	if err != nil || len(certs) == 0 {
+		return nil
+	}
+	return certs[0]
+}
+
+// podStates renders the progress line from every pod's latest event.
+type podStates struct {
+	mu    sync.Mutex
+	pods  []string
+	state map[string]verify.Event
+}
+
+func newPodStates(pods []string) *podStates {
+	return &podStates{pods: pods, state: map[string]verify.Event{}}
+}
+
+func (ps *podStates) update(ev verify.Event) string {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	ps.state[ev.Pod] = ev
+	return ps.lineLocked()
+}
+
+func (ps *podStates) line() string {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	return ps.lineLocked()
+}
+
+func (ps *podStates) lineLocked() string {
+	var parts []string
+	matched := 0
+	for _, p := range ps.pods {
+		ev, ok := ps.state[p]
+		st := verify.StateWaiting
+		if ok {
+			st = ev.State
+		}
+		if st == verify.StateMatched {
+			matched++
+		}
+		part := p + " " + st
+		if ok && ev.Message != "" {
+			part += " (" + ev.Message + ")"
+		}
+		parts = append(parts, part)
+	}
+	return fmt.Sprintf("%d/%d matched: %s", matched, len(ps.pods), strings.Join(parts, "; "))
+}
+
+// tick redraws the progress line on a terminal so the clock moves.
+func tick(prog *progress, ps *podStates) func() {
+	if !prog.s.ErrTTY {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				prog.Update(ps.line())
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}

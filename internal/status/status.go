@@ -1,0 +1,550 @@
+// Package status answers "where am I in the seven steps?": one checklist
+// over the scaffold, the team CA, the bundle, both pull requests, the
+// cluster and the last verification. Checks that need a cluster or a GitHub
+// token are skipped with the reason when those are unavailable.
+package status
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/kustomize/kyaml/yaml"
+
+	"github.com/spirepod/spirepod/internal/apply"
+	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/pr"
+	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/scaffold"
+	"github.com/spirepod/spirepod/internal/verify"
+)
+
+// Steps of the guide, as check groups.
+const (
+	Step1 = "1. scaffold"
+	Step2 = "2. team CA"
+	Step3 = "3. SPIRE server CA bundle"
+	Step4 = "4. trust-list PR"
+	Step5 = "5. SPIFFE ID PR"
+	Step6 = "6. cluster"
+	Step7 = "7. verification"
+)
+
+// Steps in order.
+var Steps = []string{Step1, Step2, Step3, Step4, Step5, Step6, Step7}
+
+// Cluster is a reachable cluster's clients.
+type Cluster struct {
+	Context string
+	Client  kubernetes.Interface
+	Dynamic dynamic.Interface
+	Mapper  meta.RESTMapper
+}
+
+// Options for Run.
+type Options struct {
+	Project *project.Project
+	// Cluster is nil when there is none; ClusterSkip then says why.
+	Cluster     *Cluster
+	ClusterSkip string
+	// Pulls is the result of pr.Status, or nil; PullsSkip says why (no token,
+	// GitHub error) when nil.
+	Pulls     *pr.StatusResult
+	PullsSkip string
+	Now       func() time.Time
+}
+
+// StepSummary is one line of --short: the worst status of a step's checks and its first message.
+type StepSummary struct {
+	Step    string       `json:"step"`
+	Status  check.Status `json:"status"`
+	Message string       `json:"message,omitempty"`
+}
+
+// Report is the outcome of Run.
+type Report struct {
+	Dir       string         `json:"dir"`
+	Namespace string         `json:"namespace"`
+	Context   string         `json:"context,omitempty"`
+	Checks    []check.Result `json:"checks"`
+	Steps     []StepSummary  `json:"steps"`
+	Failed    bool           `json:"failed"`
+}
+
+// Run builds the checklist. It returns an error only for a broken context;
+// every problem it finds is a failing check.
+func Run(ctx context.Context, o Options) (*Report, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	p := o.Project
+	r := &Report{Dir: p.Dir, Namespace: p.Namespace}
+	if o.Cluster != nil {
+		r.Context = o.Cluster.Context
+	}
+	add := func(rs ...check.Result) { r.Checks = append(r.Checks, rs...) }
+
+	add(scaffoldChecks(p)...)
+	add(caCheck(p, o.Now()))
+	add(bundleCheck(p))
+	add(pullChecks(p, o.Pulls, o.PullsSkip)...)
+	add(clusterChecks(ctx, p, o.Cluster, o.ClusterSkip)...)
+	add(verifyCheck(p))
+
+	r.Steps = summarize(r.Checks)
+	r.Failed = check.Failed(r.Checks)
+	return r, nil
+}
+
+func res(group, id, name string, st check.Status, msg, hint string) check.Result {
+	return check.Result{Group: group, ID: id, Name: name, Status: st, Message: msg, Hint: hint}
+}
+
+func scaffoldChecks(p *project.Project) []check.Result {
+	out := []check.Result{res(Step1, "project-file", "spirepod.yaml is valid", check.OK, p.Dir, "")}
+	data, err := os.ReadFile(p.Path("kustomization.yaml"))
+	if err != nil {
+		return append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.Fail,
+			err.Error(), "re-create the scaffold with `spirepod init --force`"))
+	}
+	n, err := yaml.Parse(string(data))
+	var ns string
+	if err == nil {
+		ns, err = n.GetString("namespace")
+	}
+	switch {
+	case err != nil:
+		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.Fail,
+			"kustomization.yaml: "+err.Error(), "fix the file or re-create it with `spirepod init --force`"))
+	case ns != p.Namespace:
+		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.Fail,
+			fmt.Sprintf("kustomization.yaml says namespace %q, spirepod.yaml says %q", ns, p.Namespace),
+			"re-render with `spirepod init --force` (it rewrites every namespace)"))
+	default:
+		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.OK, "", ""))
+	}
+	return out
+}
+
+func caCheck(p *project.Project, now time.Time) check.Result {
+	const name = "team CA present and passing pki inspect"
+	rs := apply.CheckCA(p, now)
+	var warns []string
+	for _, c := range rs {
+		if c.Status == check.Fail {
+			return res(Step2, "team-ca", name, check.Fail, c.Name+": "+c.Message, c.Hint)
+		}
+		if c.Status == check.Warn {
+			warns = append(warns, c.Message)
+		}
+	}
+	if len(warns) > 0 {
+		return res(Step2, "team-ca", name, check.Warn, strings.Join(warns, "; "), "`spirepod pki inspect` for details")
+	}
+	return res(Step2, "team-ca", name, check.OK, p.Paths.CACert, "")
+}
+
+func bundleCheck(p *project.Project) check.Result {
+	const name = "SPIRE server CA in the bundle ConfigMap"
+	file := scaffold.BundleFile(p.Environment)
+	data, err := os.ReadFile(p.Path(file))
+	if err != nil {
+		return res(Step3, "bundle", name, check.Fail, err.Error(), "re-create the scaffold with `spirepod init --force`")
+	}
+	certs, err := scaffold.BundleCerts(data)
+	switch {
+	case err != nil:
+		return res(Step3, "bundle", name, check.Fail, file+": "+err.Error(), "`spirepod bundle set SERVER_CA.pem`")
+	case len(certs) == 0:
+		return res(Step3, "bundle", name, check.Fail, file+" has no CA yet",
+			"ask the SPIRE operators for the "+p.Environment+" server CA, then `spirepod bundle set SERVER_CA.pem`")
+	}
+	return res(Step3, "bundle", name, check.OK, fmt.Sprintf("%d CA(s), %s", len(certs), certs[0].Subject.CommonName), "")
+}
+
+func pullChecks(p *project.Project, pulls *pr.StatusResult, skip string) []check.Result {
+	type spec struct {
+		step, kind, name, cmd string
+	}
+	specs := []spec{
+		{Step4, pr.KindTrustCA, "trust-list PR merged", "spirepod pr trust-ca"},
+		{Step5, pr.KindSpiffeID, "SPIFFE ID PR merged", "spirepod pr spiffe-id"},
+	}
+	var out []check.Result
+	for _, s := range specs {
+		id := "pr-" + s.kind
+		if pulls == nil {
+			out = append(out, res(s.step, id, s.name, check.Skipped, skip, ""))
+			continue
+		}
+		var ps *pr.PullStatus
+		for i := range pulls.Pulls {
+			if pulls.Pulls[i].Kind == s.kind {
+				ps = &pulls.Pulls[i]
+			}
+		}
+		switch {
+		case ps == nil || ps.State == "none":
+			out = append(out, res(s.step, id, s.name, check.Fail, "no pull request in "+pulls.Repo, "`"+s.cmd+"`"))
+		case ps.State == "merged":
+			out = append(out, res(s.step, id, s.name, check.OK, ps.URL, ""))
+		case ps.State == "open":
+			msg := fmt.Sprintf("open, checks %s: %s", ps.Checks, ps.URL)
+			hint := "ask for a review in the AMA channel"
+			if ps.Checks == "failure" {
+				hint = "fix the failing checks, then `" + s.cmd + "` to update the PR"
+			}
+			out = append(out, res(s.step, id, s.name, check.Warn, msg, hint))
+		default:
+			out = append(out, res(s.step, id, s.name, check.Fail, ps.State+" without merging: "+ps.URL, "`"+s.cmd+"` opens a new one"))
+		}
+	}
+	return out
+}
+
+func verifyCheck(p *project.Project) check.Result {
+	const name = "last verification succeeded"
+	rec, err := verify.LoadRecord(p.Dir)
+	switch {
+	case err != nil:
+		return res(Step7, "last-verify", name, check.Warn, err.Error(), "run `spirepod verify` again")
+	case rec == nil:
+		return res(Step7, "last-verify", name, check.Fail, "never verified", "`spirepod verify`")
+	case rec.Outcome == verify.OutcomeSuccess && rec.Expected != p.WorkloadSpiffeID():
+		return res(Step7, "last-verify", name, check.Warn,
+			fmt.Sprintf("verified %s, but spirepod.yaml now expects %s", rec.Expected, p.WorkloadSpiffeID()), "`spirepod verify`")
+	case rec.Outcome == verify.OutcomeSuccess:
+		return res(Step7, "last-verify", name, check.OK, fmt.Sprintf("%s at %s", rec.Expected, rec.Time.UTC().Format(time.RFC3339)), "")
+	}
+	msg := fmt.Sprintf("%s at %s", rec.Outcome, rec.Time.UTC().Format(time.RFC3339))
+	hint := "`spirepod verify`"
+	if rec.Message != "" {
+		msg += ": " + rec.Message
+	}
+	if len(rec.Diagnoses) > 0 {
+		d := rec.Diagnoses[0]
+		msg += fmt.Sprintf(" (stage %s: %s)", d.Stage, d.Summary)
+		if d.Fix != "" {
+			hint = d.Fix
+		}
+	}
+	return res(Step7, "last-verify", name, check.Fail, msg, hint)
+}
+
+var gvrClusterIssuer = schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "clusterissuers"}
+
+func clusterChecks(ctx context.Context, p *project.Project, c *Cluster, skip string) []check.Result {
+	names := []struct{ id, name string }{
+		{"namespace", "namespace " + p.Namespace + " exists"},
+		{"objects", "objects in the cluster match the scaffold"},
+		{"cluster-issuer", "ClusterIssuer " + verify.ClusterIssuerName + " Ready"},
+		{"pods", "pods Running"},
+	}
+	if c == nil {
+		var out []check.Result
+		for _, n := range names {
+			out = append(out, res(Step6, n.id, n.name, check.Skipped, skip, ""))
+		}
+		return out
+	}
+	var out []check.Result
+	// namespace
+	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, p.Namespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+		out = append(out, res(Step6, names[0].id, names[0].name, check.Fail, "not found in context "+c.Context,
+			"ask the platform team for the namespace, or `spirepod apply --create-namespace`"))
+	} else if err != nil {
+		out = append(out, res(Step6, names[0].id, names[0].name, check.Fail, err.Error(), ""))
+	} else {
+		out = append(out, res(Step6, names[0].id, names[0].name, check.OK, "", ""))
+	}
+	out = append(out, objectsCheck(ctx, p, c, names[1].id, names[1].name))
+	out = append(out, issuerCheck(ctx, c, names[2].id, names[2].name))
+	out = append(out, podsCheck(ctx, p, c, names[3].id, names[3].name))
+	return out
+}
+
+// objectsCheck compares every field the scaffold sets with the live object.
+func objectsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name string) check.Result {
+	layers, err := apply.Build(p.Dir)
+	if err != nil {
+		return res(Step6, id, name, check.Fail, err.Error(), "fix the scaffold (`spirepod init --force` re-renders it)")
+	}
+	var missing, drifted []string
+	total := 0
+	for _, o := range apply.All(layers) {
+		total++
+		ref := objRef(o)
+		gvk := o.GroupVersionKind()
+		m, err := c.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			missing = append(missing, ref+" (kind not served)")
+			continue
+		}
+		ri := c.Dynamic.Resource(m.Resource)
+		var live *unstructured.Unstructured
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			ns := o.GetNamespace()
+			if ns == "" {
+				ns = p.Namespace
+			}
+			live, err = ri.Namespace(ns).Get(ctx, o.GetName(), metav1.GetOptions{})
+		} else {
+			live, err = ri.Get(ctx, o.GetName(), metav1.GetOptions{})
+		}
+		if apierrors.IsNotFound(err) {
+			missing = append(missing, ref)
+			continue
+		}
+		if err != nil {
+			return res(Step6, id, name, check.Fail, fmt.Sprintf("get %s: %v", ref, err), "")
+		}
+		if paths := Drift(o.Object, live.Object); len(paths) > 0 {
+			if len(paths) > 3 {
+				paths = append(paths[:3], fmt.Sprintf("and %d more", len(paths)-3))
+			}
+			drifted = append(drifted, ref+" ("+strings.Join(paths, ", ")+")")
+		}
+	}
+	if len(missing)+len(drifted) == 0 {
+		return res(Step6, id, name, check.OK, fmt.Sprintf("%d objects", total), "")
+	}
+	var parts []string
+	if len(missing) > 0 {
+		parts = append(parts, "missing: "+strings.Join(missing, ", "))
+	}
+	if len(drifted) > 0 {
+		parts = append(parts, "drifted: "+strings.Join(drifted, "; "))
+	}
+	return res(Step6, id, name, check.Fail, strings.Join(parts, "; "), "`spirepod diff` shows the changes; `spirepod apply` applies the scaffold")
+}
+
+func objRef(o *unstructured.Unstructured) string {
+	if o.GetNamespace() != "" {
+		return o.GetKind() + " " + o.GetNamespace() + "/" + o.GetName()
+	}
+	return o.GetKind() + " " + o.GetName()
+}
+
+// Drift returns the paths of the fields desired sets whose live value
+// differs (fields the server adds are ignored). Lists of maps with a "name"
+// key are matched by name, other lists by position. Values are never
+// returned, only paths, so Secret data is not revealed.
+func Drift(desired, live map[string]any) []string {
+	var out []string
+	driftAt("", desired, live, &out)
+	sort.Strings(out)
+	return out
+}
+
+func driftAt(path string, want, got any, out *[]string) {
+	switch w := want.(type) {
+	case map[string]any:
+		g, ok := got.(map[string]any)
+		if !ok {
+			*out = append(*out, orRoot(path))
+			return
+		}
+		for k, v := range w {
+			if path == "" && k == "status" {
+				continue
+			}
+			gv, present := g[k]
+			if !present {
+				if isEmpty(v) {
+					continue
+				}
+				*out = append(*out, join(path, k))
+				continue
+			}
+			driftAt(join(path, k), v, gv, out)
+		}
+	case []any:
+		g, ok := got.([]any)
+		if !ok {
+			if len(w) == 0 && got == nil {
+				return
+			}
+			*out = append(*out, orRoot(path))
+			return
+		}
+		if byName(w) && byName(g) {
+			index := map[string]any{}
+			for _, e := range g {
+				index[e.(map[string]any)["name"].(string)] = e
+			}
+			for _, e := range w {
+				n := e.(map[string]any)["name"].(string)
+				ge, ok := index[n]
+				if !ok {
+					*out = append(*out, fmt.Sprintf("%s[%s]", path, n))
+					continue
+				}
+				driftAt(fmt.Sprintf("%s[%s]", path, n), e, ge, out)
+			}
+			return
+		}
+		if len(w) != len(g) {
+			*out = append(*out, orRoot(path))
+			return
+		}
+		for i := range w {
+			driftAt(fmt.Sprintf("%s[%d]", path, i), w[i], g[i], out)
+		}
+	default:
+		if !scalarEqual(want, got) {
+			*out = append(*out, orRoot(path))
+		}
+	}
+}
+
+func byName(l []any) bool {
+	if len(l) == 0 {
+		return false
+	}
+	for _, e := range l {
+		m, ok := e.(map[string]any)
+		if !ok {
+			return false
+		}
+		if _, ok := m["name"].(string); !ok {
+			return false
+		}
+	}
+	return true
+}
+
+func isEmpty(v any) bool {
+	switch t := v.(type) {
+	case nil:
+		return true
+	case []any:
+		return len(t) == 0
+	case map[string]any:
+		return len(t) == 0
+	}
+	return false
+}
+
+// scalarEqual compares through JSON so 1 (int) equals 1 (int64 or float64).
+func scalarEqual(a, b any) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	if string(ja) == string(jb) {
+		return true
+	}
+	var fa, fb float64
+	if json.Unmarshal(ja, &fa) == nil && json.Unmarshal(jb, &fb) == nil {
+		return fa == fb
+	}
+	return false
+}
+
+func join(path, k string) string {
+	if path == "" {
+		return k
+	}
+	return path + "." + k
+}
+
+func orRoot(p string) string {
+	if p == "" {
+		return "(object)"
+	}
+	return p
+}
+
+func issuerCheck(ctx context.Context, c *Cluster, id, name string) check.Result {
+	ci, err := c.Dynamic.Resource(gvrClusterIssuer).Get(ctx, verify.ClusterIssuerName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err) && isKindMissing(err):
+		return res(Step6, id, name, check.Fail, "cert-manager is not installed (ClusterIssuer not served)", "install cert-manager, then `spirepod apply`")
+	case apierrors.IsNotFound(err):
+		return res(Step6, id, name, check.Fail, "not found", "`spirepod apply` (certs/ holds it)")
+	case err != nil:
+		return res(Step6, id, name, check.Fail, err.Error(), "")
+	}
+	ready, msg := apply.ReadyCondition(ci)
+	if ready {
+		return res(Step6, id, name, check.OK, "", "")
+	}
+	if msg == "" {
+		msg = "no Ready condition yet"
+	}
+	return res(Step6, id, name, check.Fail, msg, "`spirepod pki gen` if the CA is missing, then `spirepod apply` (the CA Secret agent-x509pop-root lives in cert-manager)")
+}
+
+func isKindMissing(err error) bool {
+	se, ok := err.(apierrors.APIStatus)
+	if !ok {
+		return false
+	}
+	d := se.Status().Details
+	return d == nil || d.Name == ""
+}
+
+func podsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name string) check.Result {
+	var bad []string
+	running := 0
+	for _, pod := range p.PodNames() {
+		po, err := c.Client.CoreV1().Pods(p.Namespace).Get(ctx, pod, metav1.GetOptions{})
+		switch {
+		case apierrors.IsNotFound(err):
+			bad = append(bad, pod+" missing")
+		case err != nil:
+			bad = append(bad, pod+": "+err.Error())
+		case po.Status.Phase != corev1.PodRunning:
+			why := string(po.Status.Phase)
+			for _, cd := range po.Status.Conditions {
+				if cd.Type == corev1.PodScheduled && cd.Status == corev1.ConditionFalse {
+					why += " (" + cd.Reason + ")"
+				}
+			}
+			bad = append(bad, pod+" "+why)
+		default:
+			running++
+		}
+	}
+	if len(bad) > 0 {
+		return res(Step6, id, name, check.Fail, fmt.Sprintf("%d/%d Running; %s", running, p.Replicas, strings.Join(bad, ", ")),
+			"`spirepod verify` diagnoses the first broken stage of each pod")
+	}
+	return res(Step6, id, name, check.OK, fmt.Sprintf("%d/%d", running, p.Replicas), "")
+}
+
+// summarize gives one line per step: the worst status and the first
+// non-ok message (skipped < ok < warn < fail).
+func summarize(rs []check.Result) []StepSummary {
+	rank := map[check.Status]int{check.Skipped: 0, check.OK: 1, check.Warn: 2, check.Fail: 3}
+	var out []StepSummary
+	for _, step := range Steps {
+		s := StepSummary{Step: step, Status: check.Skipped}
+		seen := false
+		for _, r := range rs {
+			if r.Group != step {
+				continue
+			}
+			if !seen || rank[r.Status] > rank[s.Status] {
+				s.Status = r.Status
+				s.Message = r.Message
+				if r.Status != check.OK && r.Status != check.Skipped {
+					s.Message = r.Name + ": " + r.Message
+				}
+			}
+			seen = true
+		}
+		out = append(out, s)
+	}
+	return out
+}
