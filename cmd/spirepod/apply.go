@@ -245,6 +245,9 @@ func (o *applyOptions) applyFailed(rep *applyReport, err error) error {
 	}
 	var ce *apply.ConflictError
 	if errors.As(err, &ce) {
+		if onlyKubectl(ce) {
+			return failure(err, "these objects were applied with kubectl before (client-side apply); re-run with --force-conflicts to move them to spirepod")
+		}
 		return failure(err, "another tool manages these fields; re-run with --force-conflicts to take them over (it will revert on its next sync unless you change it there too)")
 	}
 	var ie *apply.IncompleteError
@@ -256,4 +259,16 @@ func (o *applyOptions) applyFailed(rep *applyReport, err error) error {
 		return failure(err, hint)
 	}
 	return failure(err, kubeHint)
+}
+
+// onlyKubectl reports whether every conflicting manager is kubectl by hand.
+func onlyKubectl(ce *apply.ConflictError) bool {
+	for _, o := range ce.Objects {
+		for _, c := range o.Conflicts {
+			if !strings.HasPrefix(c.Manager, "kubectl") {
+				return false
+			}
+		}
+	}
+	return true
 }

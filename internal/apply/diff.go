@@ -74,7 +74,7 @@ func Diff(ctx context.Context, opts Options) ([]ObjectDiff, error) {
 					from = "/dev/null"
 				}
 				d.Diff, _ = difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-					A: difflib.SplitLines(a), B: difflib.SplitLines(b),
+					A: splitLines(a), B: splitLines(b),
 					FromFile: from, ToFile: "desired/" + d.Ref(), Context: 3,
 				})
 			}
@@ -112,4 +112,12 @@ func renderForDiff(o *unstructured.Unstructured) string {
 		return fmt.Sprintf("(cannot render: %v)", err)
 	}
 	return string(b)
+}
+
+// splitLines is difflib.SplitLines without a phantom line for empty text.
+func splitLines(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return difflib.SplitLines(s)
 }
