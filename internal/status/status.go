@@ -310,7 +310,7 @@ func objectsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name 
 		if err != nil {
 			return res(Step6, id, name, check.Fail, fmt.Sprintf("get %s: %v", ref, err), "")
 		}
-		if paths := Drift(o.Object, live.Object); len(paths) > 0 {
+		if paths := Drift(normalizeSecret(o).Object, live.Object); len(paths) > 0 {
 			if len(paths) > 3 {
 				paths = append(paths[:3], fmt.Sprintf("and %d more", len(paths)-3))
 			}
@@ -328,6 +328,25 @@ func objectsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name 
 		parts = append(parts, "drifted: "+strings.Join(drifted, "; "))
 	}
 	return res(Step6, id, name, check.Fail, strings.Join(parts, "; "), "`spirepod diff` shows the changes; `spirepod apply` applies the scaffold")
+}
+
+// normalizeSecret removes the line breaks kustomize puts into long base64
+// Secret values; the API server decodes them and returns unbroken base64.
+func normalizeSecret(o *unstructured.Unstructured) *unstructured.Unstructured {
+	if o.GetKind() != "Secret" {
+		return o
+	}
+	c := o.DeepCopy()
+	data, _, _ := unstructured.NestedMap(c.Object, "data")
+	for k, v := range data {
+		if s, ok := v.(string); ok {
+			data[k] = strings.Join(strings.Fields(s), "")
+		}
+	}
+	if data != nil {
+		_ = unstructured.SetNestedMap(c.Object, data, "data")
+	}
+	return c
 }
 
 func objRef(o *unstructured.Unstructured) string {
