@@ -109,7 +109,8 @@ func pkiGenRun(ctx context.Context, o *pkiGenOptions) error {
 		subject = *o.subject
 	}
 	certPath, keyPath := p.Path(p.Paths.CACert), p.Path(p.Paths.CAKey)
-	existed := fileExists(certPath) || fileExists(keyPath)
+	// `spirepod init` leaves empty placeholders; replacing them replaces no CA.
+	existed := (fileExists(certPath) && !pki.IsPlaceholder(certPath)) || (fileExists(keyPath) && !pki.IsPlaceholder(keyPath))
 	res, err := pki.Generate(ctx, pki.GenerateOptions{
 		CertPath: certPath, KeyPath: keyPath,
 		KeyType: o.keyType, Validity: o.validity, Subject: subject, Force: o.Force,

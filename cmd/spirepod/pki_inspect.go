@@ -91,7 +91,7 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 			return err
 		}
 		certPath := p.Path(p.Paths.CACert)
-		if !fileExists(certPath) {
+		if !fileExists(certPath) || pki.IsPlaceholder(certPath) {
 			return usageError("make one with `spirepod pki gen` (or `spirepod pki import CERT KEY`)", "no team CA at %s", displayPath(o.f, certPath))
 		}
 		certs, err := pkiReadCerts("team CA", displayPath(o.f, certPath))

@@ -48,7 +48,7 @@ func CheckCA(p *project.Project, now time.Time) []check.Result {
 	certPath, keyPath := p.Path(p.Paths.CACert), p.Path(p.Paths.CAKey)
 	var missing []string
 	for _, f := range []string{certPath, keyPath} {
-		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) {
+		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) || pki.IsPlaceholder(f) {
 			missing = append(missing, f)
 		}
 	}

@@ -282,6 +282,13 @@ func Generate(ctx context.Context, opts GenerateOptions) (*GenerateResult, error
 	return res, nil
 }
 
+// IsPlaceholder reports whether path is an empty regular file: the
+// stand-in `spirepod init` writes until the team CA is made.
+func IsPlaceholder(path string) bool {
+	st, err := os.Lstat(path)
+	return err == nil && st.Mode().IsRegular() && st.Size() == 0
+}
+
 // checkTargets refuses early when a file exists (without force) or a
 // directory is missing, before any key is made.
 func checkTargets(certPath, keyPath string, force bool) error {
@@ -305,7 +312,7 @@ func checkTargets(certPath, keyPath string, force bool) error {
 			if st.IsDir() {
 				return fmt.Errorf("%s is a directory", p)
 			}
-			if !force {
+			if !force && !IsPlaceholder(p) {
 				return &ExistsError{Path: p}
 			}
 		}
@@ -321,7 +328,9 @@ func writePair(certPath string, certPEM []byte, keyPath string, keyPEM []byte, f
 	oldKey, oldKeyErr := os.ReadFile(keyPath)
 	hadKey := oldKeyErr == nil
 	opt := func(perm fs.FileMode, path string) atomicfile.Options {
-		o := atomicfile.Options{Perm: perm, NoClobber: !force}
+		// An empty placeholder (written by `spirepod init` so the
+		// kustomization builds from day one) is replaced like a missing file.
+		o := atomicfile.Options{Perm: perm, NoClobber: !force && !IsPlaceholder(path)}
 		if hook != nil {
 			o.TestHookBeforeCommit = func(tmp string) error { return hook(path, tmp) }
 		}

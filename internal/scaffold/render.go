@@ -115,6 +115,13 @@ func Render(opts Options) (map[string][]byte, error) {
 		return nil, err
 	}
 	out[project.FileName] = pf
+	// Empty placeholders for the team CA, so certs/ builds from day one;
+	// `spirepod pki gen` replaces them, and init never touches them again.
+	for _, rel := range []string{p.Paths.CACert, p.Paths.CAKey} {
+		if !path.IsAbs(rel) && !strings.HasPrefix(path.Clean(rel), "..") {
+			out[path.Clean(rel)] = []byte{}
+		}
+	}
 	return out, nil
 }
 

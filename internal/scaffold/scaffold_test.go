@@ -1,6 +1,7 @@
 package scaffold_test
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -52,6 +53,11 @@ func render(t *testing.T, p *project.Project) map[string][]byte {
 // TestGolden pins the rendered tree; refresh with `go test ./internal/scaffold -update`.
 func TestGolden(t *testing.T) {
 	files := render(t, testProject("/x"))
+	for p, b := range files {
+		if len(b) == 0 {
+			delete(files, p) // CA placeholders: empty, and *.key.pem is git-ignored
+		}
+	}
 	golden := filepath.Join("testdata", "golden")
 	if *update {
 		if err := os.RemoveAll(golden); err != nil {
@@ -136,6 +142,41 @@ func build(t *testing.T, dir string) resmap.ResMap {
 		t.Fatalf("kustomize build %s: %v", dir, err)
 	}
 	return m
+}
+
+// TestFreshScaffoldBuilds: right after init (CA placeholders only), both
+// kustomizations build, as `kubectl kustomize DIR/certs` must.
+func TestFreshScaffoldBuilds(t *testing.T) {
+	p := testProject("")
+	dir := t.TempDir()
+	p.Dir = dir
+	plan, err := scaffold.PlanWrite(dir, render(t, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plan.Write(context.Background(), false); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(p.Path(p.Paths.CAKey))
+	if err != nil || st.Size() != 0 || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key placeholder: %v %v", err, st)
+	}
+	certs := build(t, filepath.Join(dir, "certs"))
+	build(t, dir)
+	if n := len(certs.Resources()); n != 2 {
+		t.Fatalf("certs/ builds %d objects, want the Secret and the ClusterIssuer", n)
+	}
+	// a real CA is never overwritten by a later init, even with --force
+	if err := os.WriteFile(p.Path(p.Paths.CACert), []byte("real"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	plan, err = scaffold.PlanWrite(dir, render(t, p))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Changed() {
+		t.Fatalf("re-init plans changes over an existing CA: %+v", plan.Files)
+	}
 }
 
 // TestKustomizeBuild builds certs/ and the root with kustomize/api and checks

@@ -51,7 +51,9 @@ func PlanWrite(dir string, files map[string][]byte) (*Plan, error) {
 			fc.Action = Create
 		case err != nil:
 			return nil, err
-		case bytes.Equal(have, want):
+		case bytes.Equal(have, want), len(want) == 0:
+			// An empty rendered file is a create-only placeholder (the team
+			// CA before `pki gen`): whatever is there now stays.
 			fc.Action = Unchanged
 		default:
 			fc.Action, fc.old = Update, have
@@ -131,7 +133,11 @@ func (p *Plan) Write(ctx context.Context, force bool) error {
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			return err
 		}
-		if err := atomicfile.WriteFile(full, f.new, atomicfile.Options{Perm: 0o644}); err != nil {
+		perm := fs.FileMode(0o644)
+		if strings.HasSuffix(f.Path, ".key.pem") || strings.HasSuffix(f.Path, ".key") {
+			perm = 0o600
+		}
+		if err := atomicfile.WriteFile(full, f.new, atomicfile.Options{Perm: perm}); err != nil {
 			return fmt.Errorf("write %s: %w", full, err)
 		}
 	}
