@@ -318,8 +318,7 @@ func TestE2E(t *testing.T) {
 	tm.d["7-workload"] -= syncWait
 
 	step("8-verify+status", func() {
-		// TODO(issue 6): `spirepod verify` and `spirepod status` have not landed yet.
-		t.Log("step 8: PENDING — spirepod verify/status not on main yet")
+		c.verifyAndStatus(dir, kubeFlags, pods, wantID)
 	})
 
 	var chainTotal time.Duration

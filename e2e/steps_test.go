@@ -2,6 +2,7 @@ package e2e_test
 
 import (
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"os"
@@ -361,4 +362,64 @@ func svidURI(t interface {
 		t.Fatalf("%s: %d URI SANs", file, len(c.Cert.URIs))
 	}
 	return c.Cert.URIs[0].String()
+}
+
+// verifyAndStatus: `spirepod verify` reads every pod's curl log through the
+// real apiserver → kwok path and succeeds; `spirepod status` then shows every
+// step √, the PR states read from the fake GitHub after the merges.
+func (c *chain) verifyAndStatus(dir string, kubeFlags, pods []string, wantID string) {
+	t := c.t
+	t.Helper()
+	out, errOut, code := c.exec(dir, append([]string{"verify", "--timeout", "30s", "-o", "json"}, kubeFlags...)...)
+	var v struct {
+		Expected string `json:"expected"`
+		Success  bool   `json:"success"`
+		Pods     []struct {
+			Pod     string `json:"pod"`
+			Matched bool   `json:"matched"`
+		} `json:"pods"`
+	}
+	if err := json.Unmarshal([]byte(out), &v); err != nil || code != 0 {
+		t.Fatalf("spirepod verify: exit %d (%v)\n%s\n%s", code, err, out, errOut)
+	}
+	matched := map[string]bool{}
+	for _, p := range v.Pods {
+		matched[p.Pod] = p.Matched
+	}
+	for _, pod := range pods {
+		if !matched[pod] {
+			t.Fatalf("spirepod verify: %s not matched:\n%s", pod, out)
+		}
+	}
+	if !v.Success || v.Expected != wantID {
+		t.Fatalf("spirepod verify: success %v, expected %q (want %q)", v.Success, v.Expected, wantID)
+	}
+
+	out, errOut, code = c.exec(dir, append([]string{"status", "-o", "json"}, kubeFlags...)...)
+	var st struct {
+		Checks []struct{ Group, ID, Name, Status, Message string }
+		Steps  []struct{ Step, Status, Message string }
+		Failed bool
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 || st.Failed {
+		t.Fatalf("spirepod status: exit %d failed %v (%v)\n%s\n%s", code, st.Failed, err, out, errOut)
+	}
+	if len(st.Steps) < 7 {
+		t.Fatalf("spirepod status: %d steps, want every step of the guide:\n%s", len(st.Steps), out)
+	}
+	for _, s := range st.Steps {
+		if s.Status != "ok" {
+			t.Errorf("spirepod status: step %q is %s: %s", s.Step, s.Status, s.Message)
+		}
+	}
+	for _, ch := range st.Checks {
+		if ch.Status != "ok" {
+			t.Errorf("spirepod status: check %s/%s is %s: %s", ch.Group, ch.ID, ch.Status, ch.Message)
+		}
+	}
+	if len(st.Checks) < len(st.Steps) {
+		t.Errorf("spirepod status: only %d checks", len(st.Checks))
+	}
+	text, textErr, _ := c.exec(dir, append([]string{"status", "--short"}, kubeFlags...)...)
+	t.Logf("spirepod status --short (%d checks):\n%s%s", len(st.Checks), text, textErr)
 }
