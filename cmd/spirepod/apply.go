@@ -27,6 +27,7 @@ type applyOptions struct {
 	Yes             bool
 	ForceConflicts  bool
 	CreateNamespace bool
+	ReplaceCA       bool
 }
 
 func newCmdApply(f *Factory, runF func(*applyOptions) error) *cobra.Command {
@@ -40,7 +41,8 @@ ServiceAccount, RBAC and ConfigMaps, then the StatefulSet. This is
 "kubectl apply -k ./certs && kubectl apply -k ." done once, in order, and checked first.
 
 Before changing anything it prints the context and cluster, and checks: the team CA exists and
-passes pki inspect, cert-manager is installed, the namespace exists, and you may apply every
+passes pki inspect, cert-manager is installed, the namespace exists, the cluster-wide CA Secret
+is absent or already holds this team CA (--replace-ca to replace it), and you may apply every
 object (SelfSubjectAccessReview). A context matching a protected pattern (spirepod.yaml
 protectedContexts; default *prod*) needs --yes.
 
@@ -68,6 +70,7 @@ the command lists what was and was not applied. Running it again completes the j
 	fl.BoolVar(&opts.Yes, "yes", false, "allow changing a protected context")
 	fl.BoolVar(&opts.ForceConflicts, "force-conflicts", false, "take ownership of fields another field manager owns")
 	fl.BoolVar(&opts.CreateNamespace, "create-namespace", false, "create the namespace if it does not exist")
+	fl.BoolVar(&opts.ReplaceCA, "replace-ca", false, "replace a CA Secret in cert-manager that holds another certificate (your own old CA)")
 	return cmd
 }
 
@@ -144,6 +147,7 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 	defer cancel()
 	rep.Preflight = append(rep.Preflight, apply.CheckCluster(pctx, apply.ClusterOptions{
 		Layers: layers, Client: t.Client, Mapper: t.Mapper, Namespace: p.Namespace, CreateNamespace: o.CreateNamespace,
+		ReplaceCA: o.ReplaceCA,
 	})...)
 	if check.Failed(rep.Preflight) {
 		return o.preflightFailed(rep)

@@ -154,6 +154,28 @@ func TestApplyCLI(t *testing.T) {
 		}
 	})
 
+	t.Run("another team's CA in the shared Secret is not replaced silently", func(t *testing.T) {
+		other := filepath.Join(work, "other")
+		if code, _, errOut := cliRun(t, work, env, "init", "--team", "other", "--namespace", "team-other", other); code != 0 {
+			t.Fatalf("init: %s", errOut)
+		}
+		if code, _, errOut := cliRun(t, other, env, "pki", "gen"); code != 0 {
+			t.Fatalf("pki gen: %s", errOut)
+		}
+		before, err := c.Client.CoreV1().Secrets("cert-manager").Get(context.Background(), "agent-x509pop-root", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		code, _, errOut := cliRun(t, other, env, append([]string{"apply", "--create-namespace"}, kube...)...)
+		if code != exitFailure || !strings.Contains(errOut, "holds CA CN=cli x509pop agent CA") || !strings.Contains(errOut, "--replace-ca") {
+			t.Fatalf("code %d, stderr:\n%s", code, errOut)
+		}
+		after, _ := c.Client.CoreV1().Secrets("cert-manager").Get(context.Background(), "agent-x509pop-root", metav1.GetOptions{})
+		if after.ResourceVersion != before.ResourceVersion {
+			t.Fatal("the first team's CA Secret was changed")
+		}
+	})
+
 	t.Run("a cluster without cert-manager gets the hint", func(t *testing.T) {
 		bare := testbed.StartCluster(t, b, testbed.Options{NoCertManager: true})
 		code, _, errOut := cliRun(t, dir, env, "apply", "--kubeconfig", bare.Kubeconfig, "--context", bare.Context, "--create-namespace")

@@ -1,6 +1,8 @@
 package apply
 
 import (
+	"bytes"
+	"encoding/base64"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 
@@ -85,6 +88,8 @@ type ClusterOptions struct {
 	Mapper          meta.RESTMapper
 	Namespace       string
 	CreateNamespace bool
+	// ReplaceCA allows replacing a CA Secret that holds another certificate.
+	ReplaceCA bool
 }
 
 var certManagerKinds = []schema.GroupVersionKind{
@@ -137,7 +142,46 @@ func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
 		return append(out, check.Result{Group: group, ID: "cluster-reachable", Name: "cluster reachable", Status: check.Fail,
 			Message: err.Error(), Hint: "check --kubeconfig and --context"})
 	}
+	out = append(out, checkCASecret(ctx, o)...)
 	return append(out, checkPermissions(ctx, o)...)
+}
+
+// checkCASecret guards the cluster-wide CA Secret: the ClusterIssuer and
+// its Secret have fixed names, so in a shared cluster another team's apply
+// would silently replace a CA whose agents then stop attesting (their node
+// aliases are pinned to the old CA's fingerprint). Refuse when the live
+// Secret holds a different certificate, unless ReplaceCA.
+func checkCASecret(ctx context.Context, o ClusterOptions) []check.Result {
+	const id, name = "ca-secret", "the cluster's team-CA Secret is ours or absent"
+	for _, obj := range All(o.Layers) {
+		if obj.GetKind() != "Secret" || obj.GetNamespace() != "cert-manager" {
+			continue
+		}
+		want, _, _ := unstructured.NestedString(obj.Object, "data", "tls.crt")
+		live, err := o.Client.CoreV1().Secrets(obj.GetNamespace()).Get(ctx, obj.GetName(), metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.OK}}
+		}
+		if err != nil {
+			return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.Warn, Message: "cannot read it: " + err.Error()}}
+		}
+		wantPEM, _ := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(want), ""))
+		livePEM := live.Data["tls.crt"]
+		if len(livePEM) == 0 || bytes.Equal(bytes.TrimSpace(livePEM), bytes.TrimSpace(wantPEM)) {
+			return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.OK}}
+		}
+		desc := "another certificate"
+		if certs, err := pki.ParseCertificates(livePEM); err == nil {
+			desc = fmt.Sprintf("CA %s (sha1 %s)", certs[0].Subject, pki.SHA1Fingerprint(certs[0]))
+		}
+		msg := fmt.Sprintf("Secret %s/%s holds %s, not this scaffold's team CA", obj.GetNamespace(), obj.GetName(), desc)
+		if o.ReplaceCA {
+			return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.Warn, Message: msg + "; replacing it (--replace-ca)"}}
+		}
+		return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.Fail, Message: msg,
+			Hint: "if another team uses this cluster, applying would break its agents: agree on the cluster's issuer first; if it is your own old CA, re-run with --replace-ca"}}
+	}
+	return nil
 }
 
 // checkPermissions asks the API server (SelfSubjectAccessReview) whether the

@@ -171,7 +171,7 @@ func bundleCheck(p *project.Project) check.Result {
 		return res(Step3, "bundle", name, check.Fail, file+" has no CA yet",
 			"ask the SPIRE operators for the "+p.Environment+" server CA, then `spirepod bundle set SERVER_CA.pem`")
 	}
-	return res(Step3, "bundle", name, check.OK, fmt.Sprintf("%d CA(s), %s", len(certs), certs[0].Subject.CommonName), "")
+	return res(Step3, "bundle", name, check.OK, fmt.Sprintf("%d CA(s): %s", len(certs), certs[0].Subject), "")
 }
 
 func pullChecks(p *project.Project, pulls *pr.StatusResult, skip string) []check.Result {
