@@ -83,7 +83,7 @@ func waitIssuer(ctx context.Context, o WaitOptions, st *WaitStatus, progress fun
 		if !ok {
 			return false, nil
 		}
-		ready, msg := ReadyCondition(u)
+		ready, _, msg := ReadyCondition(u)
 		st.IssuerReady, st.IssuerMessage = ready, msg
 		return ready, nil
 	})
@@ -97,18 +97,20 @@ func waitIssuer(ctx context.Context, o WaitOptions, st *WaitStatus, progress fun
 	return nil
 }
 
-// ReadyCondition reads status.conditions[type=Ready].
-func ReadyCondition(u *unstructured.Unstructured) (bool, string) {
+// ReadyCondition reads status.conditions[type=Ready] of a cert-manager
+// object (or any object with conditions).
+func ReadyCondition(u *unstructured.Unstructured) (ready bool, reason, message string) {
 	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
 	for _, c := range conds {
 		m, ok := c.(map[string]any)
 		if !ok || m["type"] != "Ready" {
 			continue
 		}
-		msg, _ := m["message"].(string)
-		return m["status"] == "True", msg
+		reason, _ = m["reason"].(string)
+		message, _ = m["message"].(string)
+		return m["status"] == "True", reason, message
 	}
-	return false, ""
+	return false, "", ""
 }
 
 func waitPods(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(string)) error {

@@ -494,7 +494,7 @@ func issuerCheck(ctx context.Context, c *Cluster, id, name string) check.Result 
 	case err != nil:
 		return res(Step6, id, name, check.Fail, err.Error(), "")
 	}
-	ready, msg := apply.ReadyCondition(ci)
+	ready, _, msg := apply.ReadyCondition(ci)
 	if ready {
 		return res(Step6, id, name, check.OK, "", "")
 	}

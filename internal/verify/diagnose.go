@@ -20,6 +20,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/spirepod/spirepod/internal/apply"
 	"github.com/spirepod/spirepod/internal/check"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
@@ -312,7 +313,7 @@ func (pd *podDiag) stageCertificate(ctx context.Context) (stageResult, error) {
 	case err != nil:
 		return stageResult{}, err
 	}
-	ready, reason, msg := readyCondition(cert)
+	ready, reason, msg := apply.ReadyCondition(cert)
 	if ready {
 		return ok("Certificate " + name + " Ready"), nil
 	}
@@ -327,7 +328,7 @@ func (pd *podDiag) stageCertificate(ctx context.Context) (stageResult, error) {
 		case err != nil:
 			return stageResult{}, err
 		}
-		if iready, ireason, imsg := readyCondition(ci); !iready {
+		if iready, ireason, imsg := apply.ReadyCondition(ci); !iready {
 			fix := "`spirepod apply` (certs/ holds the ClusterIssuer and its CA Secret agent-x509pop-root in namespace cert-manager)"
 			if strings.Contains(imsg, "not found") || strings.Contains(strings.ToLower(imsg), "secret") {
 				fix = "the CA Secret is missing or unusable: `spirepod pki gen` if certs/secret has no CA, then `spirepod apply`"
@@ -353,20 +354,6 @@ func isResourceMissing(err error) bool {
 	}
 	d := se.Status().Details
 	return d == nil || d.Name == ""
-}
-
-// readyCondition reads status.conditions[type=Ready].
-func readyCondition(obj *unstructured.Unstructured) (ready bool, reason, message string) {
-	conds, _, _ := unstructured.NestedSlice(obj.Object, "status", "conditions")
-	for _, c := range conds {
-		m, _ := c.(map[string]any)
-		if m["type"] == "Ready" {
-			reason, _ = m["reason"].(string)
-			message, _ = m["message"].(string)
-			return m["status"] == "True", reason, message
-		}
-	}
-	return false, "", ""
 }
 
 func (pd *podDiag) stageGenCert(ctx context.Context) (stageResult, error) {
