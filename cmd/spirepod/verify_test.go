@@ -279,7 +279,7 @@ func waitReady(t *testing.T, c *testbed.Cluster, ns, name string) {
 	defer w.Stop()
 	for ev := range w.ResultChan() {
 		if u, ok := ev.Object.(*unstructured.Unstructured); ok {
-			if ready, _ := apply.ReadyCondition(u); ready {
+			if ready, _, _ := apply.ReadyCondition(u); ready {
 				return
 			}
 		}
@@ -287,7 +287,9 @@ func waitReady(t *testing.T, c *testbed.Cluster, ns, name string) {
 	t.Fatalf("Certificate %s/%s never Ready", ns, name)
 }
 
-func appendCRI(t *testing.T, path string, lines ...string) { appendCRIAt(t, path, time.Now(), lines...) }
+func appendCRI(t *testing.T, path string, lines ...string) {
+	appendCRIAt(t, path, time.Now(), lines...)
+}
 
 // appendCRIAt appends lines stamped at the given time, in CRI log format.
 func appendCRIAt(t *testing.T, path string, at time.Time, lines ...string) {
