@@ -426,7 +426,65 @@ func (c *Cluster) AddUser(contextName, user string, groups []string) error {
 	return clientcmd.WriteToFile(*cfg, c.Kubeconfig)
 }
 
-// concatYAML joins every .yaml file in dir into one multi-document file.
+// FailInitAnnotation on a pod makes kwok fail its init containers (exit 1)
+// and leave it Pending, the state a crashing gen-cert leaves on a real node.
+const FailInitAnnotation = "testbed.spirepod.local/fail-init"
+
+// failInitStage is a kwok Stage of the test bed's own: pods annotated with
+// FailInitAnnotation get terminated init containers instead of Running.
+const failInitStage = `apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: testbed-pod-init-fails
+spec:
+  resourceRef:
+    apiGroup: v1
+    kind: Pod
+  selector:
+    matchExpressions:
+    - key: '.metadata.deletionTimestamp'
+      operator: 'DoesNotExist'
+    - key: '.metadata.annotations."` + FailInitAnnotation + `"'
+      operator: 'In'
+      values: ['true']
+    - key: '.status.initContainerStatuses'
+      operator: 'DoesNotExist'
+  weight: 1
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      conditions:
+      - lastTransitionTime: {{ $now | Quote }}
+        status: "False"
+        type: Initialized
+        reason: ContainersNotInitialized
+      initContainerStatuses:
+      {{ range .spec.initContainers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        restartCount: 0
+        state:
+          terminated:
+            exitCode: 1
+            reason: Error
+            startedAt: {{ $now | Quote }}
+            finishedAt: {{ $now | Quote }}
+      {{ end }}
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        restartCount: 0
+        state:
+          waiting:
+            reason: PodInitializing
+      {{ end }}
+`
+
+// concatYAML joins kwok's stage files into one multi-document config, with
+// the test bed's own stage, and keeps pods marked to fail out of pod-ready.
 func concatYAML(dir, out string) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -441,9 +499,19 @@ func concatYAML(dir, out string) error {
 		if err != nil {
 			return err
 		}
+		text := string(data)
+		if e.Name() == "pod-ready.yaml" {
+			const anchor = "    matchExpressions:\n"
+			if !strings.Contains(text, anchor) {
+				return fmt.Errorf("%s: no matchExpressions to extend", e.Name())
+			}
+			text = strings.Replace(text, anchor, anchor+
+				"    - key: '.metadata.annotations.\""+FailInitAnnotation+"\"'\n      operator: 'DoesNotExist'\n", 1)
+		}
 		b.WriteString("---\n")
-		b.Write(data)
+		b.WriteString(text)
 		b.WriteString("\n")
 	}
+	b.WriteString("---\n" + failInitStage)
 	return os.WriteFile(out, []byte(b.String()), 0o644)
 }

@@ -563,6 +563,16 @@ func TestDiagnoseAgentLog(t *testing.T) {
 	// With the SVID created, the agent passes and curl's connection error is next.
 	appendLog(t, files["spire-agent"],
 		`time="2026-01-01T00:01:02Z" level=info msg="Creating X509-SVID" entry_id=abd spiffe_id="`+expected+`"`)
+	// Envoy's real SDS failure line: the envoy stage comes before curl.
+	appendLog(t, files["envoy"],
+		`[2026-01-01 00:01:03.000][1][warning][config] [source/extensions/config_subscription/grpc/grpc_stream.h:190] StreamSecrets gRPC config stream to spire_agent closed since 31s ago: 14, upstream connect error or disconnect/reset before headers. reset reason: remote connection failure`)
+	d = diagnoseOne(t, c, ns, pod, ca.cert)
+	if d.Stage != verify.StageEnvoy || d.PatternID != "envoy-sds-rejected" {
+		t.Fatalf("diagnosis %+v: want envoy, envoy-sds-rejected", d)
+	}
+	if err := os.WriteFile(files["envoy"], nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	d = diagnoseOne(t, c, ns, pod, ca.cert)
 	if d.Stage != verify.StageCurl || d.PatternID != "curl-envoy-unreachable" {
 		t.Fatalf("diagnosis %+v: want curl, curl-envoy-unreachable", d)
@@ -572,5 +582,44 @@ func TestDiagnoseAgentLog(t *testing.T) {
 	d = diagnoseOne(t, c, ns, pod, ca.cert)
 	if d.Stage != verify.StageCurl || !strings.Contains(d.Summary, "sa/default") || !strings.Contains(d.Summary, expected) {
 		t.Fatalf("diagnosis %+v: want curl naming both IDs", d)
+	}
+}
+
+// TestDiagnoseGenCertFailed: the gen-cert init container exits 1 (kwok's
+// test-bed stage leaves the pod Pending with the init container terminated,
+// as a node does), its log holds kubectl's real RBAC refusal, and no
+// Certificate was ever created: the diagnosis names gen-cert with that log.
+func TestDiagnoseGenCertFailed(t *testing.T) {
+	c := cluster(t)
+	ns := namespace(t, c)
+	pod := "sei-0"
+	files := logFiles(t, c, ns, pod, "gen-cert")
+	appendLog(t, files["gen-cert"],
+		"gen-cert: requesting Certificate "+ns+"/spire-agent-x509pop-"+pod,
+		`Error from server (Forbidden): certificates.cert-manager.io "spire-agent-x509pop-`+pod+`" is forbidden: User "system:serviceaccount:`+ns+`:httpbin-client" cannot patch resource "certificates" in API group "cert-manager.io" in the namespace "`+ns+`"`)
+	makePod(t, c, ns, pod, func(p *corev1.Pod) {
+		p.Annotations = map[string]string{testbed.FailInitAnnotation: "true"}
+	})
+	// Wait for kwok to report the failed init container.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w, err := c.Client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + pod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ev := range w.ResultChan() {
+		p, ok := ev.Object.(*corev1.Pod)
+		if ok && len(p.Status.InitContainerStatuses) > 0 && p.Status.InitContainerStatuses[0].State.Terminated != nil {
+			if p.Status.Phase == corev1.PodRunning {
+				t.Fatal("a pod whose init container failed is Running")
+			}
+			break
+		}
+	}
+	w.Stop()
+	d := diagnoseOne(t, c, ns, pod, nil)
+	if d.Stage != verify.StageGenCert || !strings.Contains(d.Summary, "exit 1") ||
+		!strings.Contains(strings.Join(d.Evidence, "\n"), "cannot patch resource \"certificates\"") {
+		t.Fatalf("diagnosis %+v: want gen-cert with its exit code and log tail", d)
 	}
 }
