@@ -53,9 +53,13 @@ func register(p *Proc) {
 				ps = append(ps, p)
 			}
 			registry.Unlock()
+			// In parallel: each gets SIGTERM now and SIGKILL after 5 s.
+			var wg sync.WaitGroup
 			for _, p := range ps {
-				p.Stop()
+				wg.Add(1)
+				go func() { defer wg.Done(); p.Stop() }()
 			}
+			wg.Wait()
 			fmt.Fprintf(os.Stderr, "testbed: %v: stopped %d processes\n", sig, len(ps))
 			os.Exit(130)
 		}()
