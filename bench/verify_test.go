@@ -14,9 +14,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/spirepod/spirepod/internal/testbed"
 )
@@ -68,56 +65,29 @@ func TestBenchVerifyLatency(t *testing.T) {
 }
 
 func setupPod(t *testing.T, c *testbed.Cluster, ns, work string) string {
-	ctx := context.Background()
-	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.CreateNamespace(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
-	logFile := filepath.Join(work, ns+".log")
-	if err := os.WriteFile(logFile, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	logs := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
-		"metadata": map[string]any{"name": "p-0", "namespace": ns},
-		"spec":     map[string]any{"logs": []any{map[string]any{"containers": []any{"curl"}, "logsFile": logFile, "follow": true}}}}}
-	if _, err := c.Dynamic.Resource(schema.GroupVersionResource{Group: "kwok.x-k8s.io", Version: "v1alpha1", Resource: "logs"}).Namespace(ns).Create(ctx, logs, metav1.CreateOptions{}); err != nil {
+	files, err := c.PodLogs(ctx, work, ns, "p-0", "curl")
+	if err != nil {
 		t.Fatal(err)
 	}
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p-0", Namespace: ns},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "curl", Image: "curl"}}}}
-	var err error
-	for range 50 { // the namespace's default ServiceAccount appears shortly after the namespace
-		if _, err = c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err == nil {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
+	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	w, err := c.Client.CoreV1().Pods(ns).Watch(wctx, metav1.ListOptions{FieldSelector: "metadata.name=p-0"})
-	if err != nil {
+	if err := c.WaitPodRunning(ctx, ns, "p-0"); err != nil {
 		t.Fatal(err)
 	}
-	defer w.Stop()
-	for ev := range w.ResultChan() {
-		if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && p.Status.Phase == corev1.PodRunning {
-			break
-		}
-	}
-	return logFile
+	return files["curl"]
 }
 
 func writeLine(t *testing.T, path, line string) time.Time {
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	now := time.Now()
-	if _, err := fmt.Fprintf(f, "%s stdout F %s\n", now.UTC().Format(time.RFC3339Nano), line); err != nil {
+	if err := testbed.AppendLog(path, now, line); err != nil {
 		t.Fatal(err)
 	}
 	return now

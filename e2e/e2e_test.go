@@ -34,7 +34,6 @@ import (
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
@@ -60,7 +59,6 @@ const (
 
 var (
 	gvrClusterIssuer = schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "clusterissuers"}
-	gvrLogs          = schema.GroupVersionResource{Group: "kwok.x-k8s.io", Version: "v1alpha1", Resource: "logs"}
 )
 
 // chain holds what the steps share.
@@ -197,8 +195,11 @@ func TestE2E(t *testing.T) {
 		c.checkPodsRunning(ns, pods)
 		// kwok serves each pod's curl container log from a file step 7 writes.
 		for _, pod := range pods {
-			logFiles[pod] = filepath.Join(root, pod+"-curl.log")
-			c.createLogs(ns, pod, logFiles[pod])
+			files, err := c.cluster.PodLogs(c.ctx, root, ns, pod, "curl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			logFiles[pod] = files["curl"]
 		}
 	})
 
@@ -503,28 +504,8 @@ func prNumber(t *testing.T, url string) int {
 // appendCRILog writes text, line by line, as CRI log lines (what kwok serves).
 func appendCRILog(t *testing.T, file, text string) {
 	t.Helper()
-	f, err := os.OpenFile(file, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-	if err != nil {
+	if err := testbed.AppendLog(file, time.Now(), strings.Split(strings.TrimRight(text, "\n"), "\n")...); err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	for _, line := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
-		if _, err := fmt.Fprintf(f, "%s stdout F %s\n", time.Now().UTC().Format(time.RFC3339Nano), line); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
-func (c *chain) createLogs(ns, pod, file string) {
-	c.t.Helper()
-	writeFile(c.t, file, "", 0o644)
-	logs := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
-		"metadata": map[string]any{"name": pod, "namespace": ns},
-		"spec":     map[string]any{"logs": []any{map[string]any{"containers": []any{"curl"}, "logsFile": file, "follow": true}}},
-	}}
-	if _, err := c.cluster.Dynamic.Resource(gvrLogs).Namespace(ns).Create(c.ctx, logs, metav1.CreateOptions{}); err != nil {
-		c.t.Fatalf("kwok Logs for %s: %v", pod, err)
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/restmapper"
@@ -72,18 +70,13 @@ func TestVerifyStatusCLI(t *testing.T) {
 	// Log files served by kwok for each pod's containers.
 	logs := map[string]string{}
 	for i := range 3 {
-		var specs []any
-		for _, ct := range []string{"curl", "spire-agent", "envoy"} {
-			p := filepath.Join(work, fmt.Sprintf("%s-%s.log", pod(i), ct))
-			if err := os.WriteFile(p, nil, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			logs[fmt.Sprintf("%d/%s", i, ct)] = p
-			specs = append(specs, map[string]any{"containers": []any{ct}, "logsFile": p, "follow": true})
+		files, err := c.PodLogs(context.Background(), work, "team-v", pod(i), "curl", "spire-agent", "envoy")
+		if err != nil {
+			t.Fatal(err)
 		}
-		createObj(t, c, &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
-			"metadata": map[string]any{"name": pod(i), "namespace": "team-v"}, "spec": map[string]any{"logs": specs}}})
+		for ct, p := range files {
+			logs[fmt.Sprintf("%d/%s", i, ct)] = p
+		}
 	}
 
 	// The scaffold's objects, as kustomize builds them (certs/ only with cert-manager).
@@ -254,17 +247,9 @@ func waitPodRunning(t *testing.T, c *testbed.Cluster, ns, name string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	w, err := c.Client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
-	if err != nil {
+	if err := c.WaitPodRunning(ctx, ns, name); err != nil {
 		t.Fatal(err)
 	}
-	defer w.Stop()
-	for ev := range w.ResultChan() {
-		if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && p.Status.Phase == corev1.PodRunning {
-			return
-		}
-	}
-	t.Fatalf("pod %s/%s not Running", ns, name)
 }
 
 func waitReady(t *testing.T, c *testbed.Cluster, ns, name string) {
@@ -293,17 +278,7 @@ func appendCRI(t *testing.T, path string, lines ...string) {
 
 // appendCRIAt appends lines stamped at the given time, in CRI log format.
 func appendCRIAt(t *testing.T, path string, at time.Time, lines ...string) {
-	var sb strings.Builder
-	for _, l := range lines {
-		fmt.Fprintf(&sb, "%s stdout F %s\n", at.UTC().Format(time.RFC3339Nano), l)
-	}
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Error(err)
-		return
-	}
-	defer f.Close()
-	if _, err := f.WriteString(sb.String()); err != nil {
+	if err := testbed.AppendLog(path, at, lines...); err != nil {
 		t.Error(err)
 	}
 }

@@ -3,8 +3,6 @@ package testbed_test
 import (
 	"context"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,8 +10,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
@@ -30,19 +26,14 @@ func TestClusterSmoke(t *testing.T) {
 	defer cancel()
 
 	ns := "smoke"
-	if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	if err := c.CreateNamespace(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
-	logFile := filepath.Join(t.TempDir(), "curl.log")
-	if err := os.WriteFile(logFile, []byte("2026-01-01T00:00:00.000000000Z stdout F hello from kwok\n"), 0o644); err != nil {
+	files, err := c.PodLogs(ctx, t.TempDir(), ns, "web-0", "curl")
+	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
-		"metadata": map[string]any{"name": "web-0", "namespace": ns},
-		"spec":     map[string]any{"logs": []any{map[string]any{"containers": []any{"curl"}, "logsFile": logFile, "follow": true}}},
-	}}
-	if _, err := c.Dynamic.Resource(schema.GroupVersionResource{Group: "kwok.x-k8s.io", Version: "v1alpha1", Resource: "logs"}).Namespace(ns).Create(ctx, logs, metav1.CreateOptions{}); err != nil {
+	if err := testbed.AppendLog(files["curl"], time.Now(), "hello from kwok"); err != nil {
 		t.Fatal(err)
 	}
 

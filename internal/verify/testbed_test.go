@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math/big"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -88,35 +87,20 @@ func namespace(t *testing.T, c *testbed.Cluster) string {
 	nsSeq.n++
 	ns := fmt.Sprintf("v%d-%d", nsSeq.n, time.Now().UnixNano()%100000)
 	nsSeq.Unlock()
-	if _, err := c.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := c.CreateNamespace(ctx, ns); err != nil {
 		t.Fatal(err)
 	}
 	return ns
 }
 
-var gvrLogs = schema.GroupVersionResource{Group: "kwok.x-k8s.io", Version: "v1alpha1", Resource: "logs"}
-
 // logFiles makes one empty CRI log file per container and a kwok Logs
 // object serving them (follow) as the pod's container logs.
 func logFiles(t *testing.T, c *testbed.Cluster, ns, pod string, containers ...string) map[string]string {
 	t.Helper()
-	dir := t.TempDir()
-	files := map[string]string{}
-	var logs []any
-	for _, ct := range containers {
-		p := filepath.Join(dir, ct+".log")
-		if err := os.WriteFile(p, nil, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		files[ct] = p
-		logs = append(logs, map[string]any{"containers": []any{ct}, "logsFile": p, "follow": true})
-	}
-	obj := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Logs",
-		"metadata": map[string]any{"name": pod, "namespace": ns},
-		"spec":     map[string]any{"logs": logs},
-	}}
-	if _, err := c.Dynamic.Resource(gvrLogs).Namespace(ns).Create(context.Background(), obj, metav1.CreateOptions{}); err != nil {
+	files, err := c.PodLogs(context.Background(), t.TempDir(), ns, pod, containers...)
+	if err != nil {
 		t.Fatal(err)
 	}
 	return files
@@ -125,18 +109,8 @@ func logFiles(t *testing.T, c *testbed.Cluster, ns, pod string, containers ...st
 // appendLog appends lines in CRI format (one write per call) and returns the time of the write.
 func appendLog(t *testing.T, path string, lines ...string) time.Time {
 	t.Helper()
-	var b strings.Builder
 	now := time.Now()
-	for _, l := range lines {
-		fmt.Fprintf(&b, "%s stdout F %s\n", now.UTC().Format(time.RFC3339Nano), l)
-	}
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Error(err)
-		return now
-	}
-	defer f.Close()
-	if _, err := f.WriteString(b.String()); err != nil {
+	if err := testbed.AppendLog(path, now, lines...); err != nil {
 		t.Error(err)
 	}
 	return now
@@ -175,17 +149,9 @@ func waitRunning(t *testing.T, c *testbed.Cluster, ns, name string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	w, err := c.Client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
-	if err != nil {
-		t.Fatal(err)
+	if err := c.WaitPodRunning(ctx, ns, name); err != nil {
+		t.Error(err)
 	}
-	defer w.Stop()
-	for ev := range w.ResultChan() {
-		if p, ok := ev.Object.(*corev1.Pod); ok && ev.Type != watch.Deleted && p.Status.Phase == corev1.PodRunning {
-			return
-		}
-	}
-	t.Errorf("pod %s/%s not Running within a minute", ns, name)
 }
 
 // TestVerifyLateLine: the XFCC line is written 3 s after verify starts (and
