@@ -13,7 +13,7 @@ GOTESTFLAGS ?= -timeout 60m
 
 export GOFLAGS ?= -buildvcs=false
 
-.PHONY: build testbin test test-short vet bench
+.PHONY: build testbin test test-short vet lint bench
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/spirepod ./cmd/spirepod
@@ -29,6 +29,9 @@ test-short:
 
 vet:
 	$(GO) vet ./...
+
+lint: vet
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
 
 bench: build
 	bench/init.sh

@@ -68,11 +68,11 @@ func waitIssuer(ctx context.Context, o WaitOptions, st *WaitStatus, progress fun
 	sel := fields.OneTermEqualSelector("metadata.name", o.Issuer).String()
 	ri := o.Dynamic.Resource(ClusterIssuerGVR)
 	lw := &cache.ListWatch{
-		ListFunc: func(opts metav1.ListOptions) (runtime.Object, error) {
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			opts.FieldSelector = sel
 			return ri.List(ctx, opts)
 		},
-		WatchFunc: func(opts metav1.ListOptions) (watch.Interface, error) {
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			opts.FieldSelector = sel
 			return ri.Watch(ctx, opts)
 		},
@@ -120,8 +120,10 @@ func waitPods(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(
 	}
 	pods := o.Client.CoreV1().Pods(o.Namespace)
 	lw := &cache.ListWatch{
-		ListFunc: func(opts metav1.ListOptions) (runtime.Object, error) { return pods.List(ctx, opts) },
-		WatchFunc: func(opts metav1.ListOptions) (watch.Interface, error) {
+		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
+			return pods.List(ctx, opts)
+		},
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
 			return pods.Watch(ctx, opts)
 		},
 	}

@@ -9,7 +9,6 @@ package testbed
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -208,5 +207,3 @@ func waitFor(ctx context.Context, what string, p *Proc, cond func(context.Contex
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
-
-var errMissing = errors.New("test-bed binaries missing")
