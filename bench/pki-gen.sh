@@ -11,33 +11,8 @@ command -v openssl >/dev/null || { echo "openssl not on PATH" >&2; exit 1; }
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 build_spirepod "$work/spirepod"
 
-# A minimal scaffold: spirepod.yaml and certs/secret, copied per run.
-mkdir -p "$work/tmpl/certs/secret"
-cat > "$work/tmpl/spirepod.yaml" <<'YAML'
-apiVersion: spirepod/v1alpha1
-kind: Project
-team: bench
-namespace: team-bench
-environment: dev
-statefulSet: spire-envoy-integration
-replicas: 1
-serviceAccount: httpbin-client
-trustDomain: spire.cityos-dev.woven-planet.tech
-spireServer: spire-server.cityos-dev.woven-planet.tech:8081
-city:
-  repo: wp-wcm/city
-  baseBranch: main
-  teamPath: ns/team-bench/spire-envoy-integration
-  trustList:
-    mode: bundle
-    path: ns/spire/x509pop/bundle.pem
-registration:
-  format: spiffeid
-  envoyUID: 101
-paths:
-  caCert: certs/secret/agent-x509pop.crt.pem
-  caKey: certs/secret/agent-x509pop.key.pem
-YAML
+# One scaffold made by `spirepod init` (its CA files are empty placeholders), copied per run.
+"$work/spirepod" init --team bench --namespace team-bench "$work/tmpl" >/dev/null 2>&1
 
 : > "$work/a"; : > "$work/b"
 for i in $(seq "$runs"); do

@@ -10,32 +10,7 @@ runs=${1:-11}
 replicas=${2:-500}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 build_spirepod "$work/spirepod"
-mkdir -p "$work/sc/certs/secret"
-cat > "$work/sc/spirepod.yaml" <<YAML
-apiVersion: spirepod/v1alpha1
-kind: Project
-team: bench
-namespace: team-bench
-environment: dev
-statefulSet: spire-envoy-integration
-replicas: $replicas
-serviceAccount: httpbin-client
-trustDomain: spire.cityos-dev.woven-planet.tech
-spireServer: spire-server.cityos-dev.woven-planet.tech:8081
-city:
-  repo: wp-wcm/city
-  baseBranch: main
-  teamPath: ns/team-bench/spire-envoy-integration
-  trustList:
-    mode: bundle
-    path: ns/spire/server/dev/x509pop/agent-ca-bundle.pem
-registration:
-  format: spiffeid
-  envoyUID: 101
-paths:
-  caCert: certs/secret/agent-x509pop.crt.pem
-  caKey: certs/secret/agent-x509pop.key.pem
-YAML
+"$work/spirepod" init --team bench --namespace team-bench --replicas "$replicas" "$work/sc" >/dev/null 2>&1
 cd "$work/sc"
 env -u GH_TOKEN -u GITHUB_TOKEN "$work/spirepod" pki gen >/dev/null 2>&1
 for format in spiffeid cluster-static-entry entry-json; do
