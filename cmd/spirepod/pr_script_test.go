@@ -29,9 +29,10 @@ const fakeToken = "script-token"
 //	fakegithub cat REPO REF PATH            print a file
 //	fakegithub pulls REPO                   print "#N state head title" per pull request
 //	fakegithub merge REPO N                 merge pull request N (a real merge commit)
+//	fakegithub close REPO N                 close pull request N without merging
 func cmdFakeGitHub(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) == 0 {
-		ts.Fatalf("usage: fakegithub start|repo|reset|requests-max|changed|cat|pulls|merge ...")
+		ts.Fatalf("usage: fakegithub start|repo|reset|requests-max|changed|cat|pulls|merge|close ...")
 	}
 	if args[0] == "start" {
 		s := githubfake.New("alice", fakeToken)
@@ -110,6 +111,10 @@ func cmdFakeGitHub(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Check(err)
 		_, err = s.Merge(args[1], n)
 		ts.Check(err)
+	case "close":
+		n, err := strconv.Atoi(args[2])
+		ts.Check(err)
+		ts.Check(s.ClosePull(args[1], n))
 	default:
 		ts.Fatalf("fakegithub: unknown subcommand %q", args[0])
 	}
