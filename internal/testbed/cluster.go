@@ -54,6 +54,7 @@ type Cluster struct {
 	Etcd, APIServer, ControllerManager, Scheduler, Kwok, CertManager *Proc
 
 	apiserverArgs []string
+	kwokArgs      []string
 	procs         []*Proc
 	logf          func(string, ...any)
 }
@@ -242,7 +243,7 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 	if err := concatYAML(b.KwokStages(), stagesPath); err != nil {
 		return c, err
 	}
-	c.Kwok, err = c.start("kwok", b.Kwok(),
+	c.kwokArgs = []string{
 		"--kubeconfig", c.Kubeconfig,
 		"--config", stagesPath,
 		"--manage-all-nodes=false",
@@ -253,7 +254,8 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 		"--tls-cert-file", kwokCertPath, "--tls-private-key-file", kwokKeyPath,
 		"--enable-crds", "Logs,ClusterLogs",
 		"--cidr", "10.244.0.0/16",
-	)
+	}
+	c.Kwok, err = c.start("kwok", b.Kwok(), c.kwokArgs...)
 	if err != nil {
 		return c, err
 	}
@@ -316,6 +318,18 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 	}
 	c.APIServer = p
 	return c.waitAPIServer(ctx)
+}
+
+// RestartKwok kills kwok (ending every log stream it serves, as a node
+// restarting a container would) and starts it again with the same flags.
+func (c *Cluster) RestartKwok() error {
+	c.Kwok.Kill()
+	p, err := c.start("kwok", c.Bins.Kwok(), c.kwokArgs...)
+	if err != nil {
+		return err
+	}
+	c.Kwok = p
+	return nil
 }
 
 // Stop stops every process, last started first.

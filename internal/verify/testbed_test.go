@@ -589,3 +589,46 @@ func TestDiagnoseGenCertFailed(t *testing.T) {
 		t.Fatalf("diagnosis %+v: want gen-cert with its exit code and log tail", d)
 	}
 }
+
+// TestVerifyReopensAfterStreamEnds: kwok, which plays the kubelet, is killed
+// and restarted while verify follows the log, so the stream ends as it does
+// when a node or container restarts; verify opens it again and still sees
+// the line.
+func TestVerifyReopensAfterStreamEnds(t *testing.T) {
+	c := cluster(t)
+	ns := namespace(t, c)
+	pod := "sei-0"
+	files := logFiles(t, c, ns, pod, "curl")
+	makePod(t, c, ns, pod, nil)
+	waitRunning(t, c, ns, pod)
+	streaming := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		<-streaming
+		if err := c.RestartKwok(); err != nil {
+			t.Error(err)
+			return
+		}
+		appendLog(t, files["curl"], xfccLines(expected)...)
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := verify.Verify(ctx, verify.Options{Client: c.Client, Namespace: ns, Pods: []string{pod}, Expected: expected,
+		Progress: func(ev verify.Event) {
+			if ev.State == verify.StateStreaming {
+				select {
+				case streaming <- struct{}{}:
+				default:
+				}
+			}
+		}})
+	<-done
+	if err != nil || !res.Success {
+		t.Fatalf("Verify = %+v, %v", res, err)
+	}
+	if res.Pods[0].Reopened < 1 {
+		t.Fatalf("the stream was never re-opened (%+v): kwok's restart did not end it", res.Pods[0])
+	}
+	t.Logf("matched after %d re-opens (last error: %s)", res.Pods[0].Reopened, res.Pods[0].LastError)
+}
