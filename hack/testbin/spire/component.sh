@@ -1,0 +1,12 @@
+# Sourced by hack/testbin.sh: what this component builds and how.
+# Runs in this directory (the pinned wrapper module); $out is the temp output dir.
+version=v1.13.3
+bins="spire-server spire-agent"
+assets=""
+build() {
+  local b
+  # a leading v in gittag makes the binaries panic at start
+  for b in $bins; do
+    go build -ldflags "-X github.com/spiffe/spire/pkg/common/version.gittag=${version#v}" -o "$out/bin/$b" "github.com/spiffe/spire/cmd/$b"
+  done
+}
