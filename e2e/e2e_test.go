@@ -39,7 +39,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/spirepod/spirepod/internal/pki"
-	"github.com/spirepod/spirepod/internal/pr/githubfake"
+	"github.com/spirepod/spirepod/internal/fakes/githubfake"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/testbed"
 )

@@ -10,7 +10,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
-	"github.com/spirepod/spirepod/internal/pr/githubfake"
+	"github.com/spirepod/spirepod/internal/fakes/githubfake"
 )
 
 // fakes holds each script's fake GitHub, started in the test process; the

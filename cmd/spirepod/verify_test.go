@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/spirepod/spirepod/internal/apply"
-	"github.com/spirepod/spirepod/internal/pr/githubfake"
+	"github.com/spirepod/spirepod/internal/fakes/githubfake"
 	"github.com/spirepod/spirepod/internal/testbed"
 )
 

@@ -22,7 +22,7 @@ import (
 	"github.com/spirepod/spirepod/internal/check"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
-	"github.com/spirepod/spirepod/internal/pr/githubfake"
+	"github.com/spirepod/spirepod/internal/fakes/githubfake"
 	"github.com/spirepod/spirepod/internal/project"
 )
 

@@ -1,7 +1,7 @@
 // Command fakegithub runs the fake GitHub REST API on 127.0.0.1 for manual
 // tries of `spirepod pr`: it prints the API URL, then serves until interrupted.
 //
-//	go run ./internal/pr/githubfake/cmd/fakegithub -repo wp-wcm/city &
+//	go run ./internal/fakes/githubfake/cmd/fakegithub -repo wp-wcm/city &
 //	SPIREPOD_GITHUB_API_URL=<printed URL> GH_TOKEN=fake spirepod pr trust-ca
 package main
 
@@ -12,7 +12,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/spirepod/spirepod/internal/pr/githubfake"
+	"github.com/spirepod/spirepod/internal/fakes/githubfake"
 )
 
 func main() {
