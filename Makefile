@@ -19,6 +19,7 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/spirepod ./cmd/spirepod
 
 testbin:
+	hack/packages.sh
 	hack/testbin.sh
 
 test: testbin vet
