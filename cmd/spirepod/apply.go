@@ -12,8 +12,9 @@ import (
 
 	"github.com/spirepod/spirepod/internal/apply"
 	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
-	"github.com/spirepod/spirepod/internal/scaffold"
+	"github.com/spirepod/spirepod/internal/retry"
 )
 
 type applyOptions struct {
@@ -116,7 +117,8 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 	rep := &applyReport{DryRun: o.DryRun == "server"}
 	errOut := o.f.IO.ErrOut
 
-	rep.Preflight = apply.CheckCA(p, o.f.Now())
+	cert, key := scaffoldCAPaths(p, true)
+	rep.Preflight = pki.LoadTeamCA(pki.TeamCAOptions{CertPath: cert, KeyPath: key, Now: o.f.Now(), Group: "team CA"}).Results
 	if check.Failed(rep.Preflight) {
 		return o.preflightFailed(rep)
 	}
@@ -147,7 +149,7 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 	defer cancel()
 	rep.Preflight = append(rep.Preflight, apply.CheckCluster(pctx, apply.ClusterOptions{
 		Layers: layers, Client: t.Client, Mapper: t.Mapper, Namespace: p.Namespace, CreateNamespace: o.CreateNamespace,
-		ReplaceCA: o.ReplaceCA,
+		Issuer: p.Issuer(), ReplaceCA: o.ReplaceCA,
 	})...)
 	if check.Failed(rep.Preflight) {
 		return o.preflightFailed(rep)
@@ -185,8 +187,8 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 	}
 	if o.Wait && !rep.DryRun {
 		st, err := apply.Wait(pctx, apply.WaitOptions{
-			Client: t.Client, Dynamic: t.Dynamic, Issuer: scaffold.ClusterIssuerName,
-			Namespace: p.Namespace, StatefulSet: p.StatefulSet, Replicas: p.Replicas,
+			Client: t.Client, Dynamic: t.Dynamic, Issuer: p.Issuer(),
+			Namespace: p.Namespace, Pods: p.PodNames(),
 			Progress: func(s string) {
 				if !o.f.JSON() {
 					prog.Update(s)
@@ -206,7 +208,7 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 			return failure(err, waitHint(p, st))
 		}
 		if !o.f.JSON() {
-			fmt.Fprintf(errOut, "ClusterIssuer %s Ready; pods ready: %s\n", scaffold.ClusterIssuerName, strings.Join(st.PodsReady, ", "))
+			fmt.Fprintf(errOut, "%s Ready; pods ready: %s\n", p.Issuer(), strings.Join(st.PodsReady, ", "))
 		}
 	}
 	if o.f.JSON() {
@@ -220,7 +222,7 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 
 func waitHint(p *project.Project, st *apply.WaitStatus) string {
 	if st != nil && !st.IssuerReady {
-		return "check the team CA Secret cert-manager/" + scaffold.CASecretName + " (`spirepod status` shows it)"
+		return "check the team CA Secret " + p.Issuer().Secret() + " (`spirepod status` shows it)"
 	}
 	return "run `spirepod verify` or `spirepod status` to see which stage is stuck"
 }
@@ -257,7 +259,7 @@ func (o *applyOptions) applyFailed(rep *applyReport, err error) error {
 	var ie *apply.IncompleteError
 	if errors.As(err, &ie) {
 		hint := "run `spirepod apply` again once the API server is back: apply is idempotent"
-		if !apply.Transient(ie.Cause) {
+		if !retry.Transient(ie.Cause) {
 			hint = "fix the cause above, then run `spirepod apply` again"
 		}
 		return failure(err, hint)

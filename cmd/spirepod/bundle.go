@@ -68,7 +68,7 @@ contact. FILE must hold one or more PEM CA certificates and nothing else.`,
 func bundleSetRun(o *bundleSetOptions) error {
 	pemData, err := os.ReadFile(o.File)
 	if err != nil {
-		return usageError("pass the PEM file holding the SPIRE server's CA", "%s: %v", o.File, unwrapPathErr(err))
+		return usageError("pass the PEM file holding the SPIRE server's CA", "%s: %v", o.File, pathErr(err))
 	}
 	certs, err := scaffold.ParseServerCA(pemData)
 	if err != nil {

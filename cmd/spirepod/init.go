@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -192,7 +191,7 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 	if o.ServerCA != "" {
 		serverCA, err = os.ReadFile(o.ServerCA)
 		if err != nil {
-			return usageError("pass the PEM file holding the SPIRE server's CA", "--server-ca %s: %v", o.ServerCA, unwrapPathErr(err))
+			return usageError("pass the PEM file holding the SPIRE server's CA", "--server-ca %s: %v", o.ServerCA, pathErr(err))
 		}
 		if _, err := scaffold.ParseServerCA(serverCA); err != nil {
 			return usageError("ask the Agora team for the SPIRE server's CA certificate (PEM)", "--server-ca %s: %v", o.ServerCA, err)
@@ -276,14 +275,4 @@ func printPlan(w interface{ Write([]byte) (int, error) }, plan *scaffold.Plan, w
 		fmt.Fprintf(w, "%s%-9s %s\n", would, f.Action, f.Path)
 	}
 	fmt.Fprintf(w, "%s%d to create, %d to update, %d unchanged\n", would, plan.Count(scaffold.Create), plan.Count(scaffold.Update), plan.Count(scaffold.Unchanged))
-}
-
-// unwrapPathErr drops the path from an *fs.PathError, since the message
-// already names the file.
-func unwrapPathErr(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }

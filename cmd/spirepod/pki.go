@@ -47,7 +47,7 @@ func pkiProject(f *Factory, dir string) (*project.Project, error) {
 	if dir != "" {
 		st, err := os.Stat(dir)
 		if err != nil {
-			return nil, usageError("pass the scaffold directory that `spirepod init` made", "--dir %s: %v", dir, pkiPathErr(err))
+			return nil, usageError("pass the scaffold directory that `spirepod init` made", "--dir %s: %v", dir, pathErr(err))
 		}
 		if !st.IsDir() {
 			return nil, usageError("pass the scaffold directory that `spirepod init` made", "--dir %s is not a directory", dir)
@@ -56,12 +56,61 @@ func pkiProject(f *Factory, dir string) (*project.Project, error) {
 	return f.Project(dir)
 }
 
+// loadTeamCA loads and judges the team CA through pki.LoadTeamCA: the
+// certificate at certPath and, when keyPath is not empty, its key. flag names
+// the flag the paths came from ("" for the scaffold's). A CA that cannot be
+// used is an error naming the file, with the failing checks printed on stderr
+// (unless -o json) and the rule's hint.
+func loadTeamCA(f *Factory, certPath, keyPath, flag string) (*pki.TeamCA, error) {
+	o := pki.TeamCAOptions{CertPath: certPath, KeyPath: keyPath, Now: f.Now()}
+	o.Group = "team CA " + displayPath(f, o.CertPath)
+	t := pki.LoadTeamCA(o)
+	if err := teamCAInputError(f, t, flag); err != nil {
+		return t, err
+	}
+	var te *pki.TeamCAError
+	if !errors.As(t.Err, &te) {
+		return t, nil
+	}
+	if !f.JSON() {
+		printChecks(f.IO, f.IO.ErrOut, t.Results)
+	}
+	return t, failure(fmt.Errorf("team CA %s fails %s: %s", displayPath(f, te.Path), te.Rule.ID, te.Rule.Message), te.Hint())
+}
+
+// teamCAInputError is the usage error for a team CA whose files are missing
+// or malformed (exit 2), or nil when the files load (whatever rules fail).
+func teamCAInputError(f *Factory, t *pki.TeamCA, flag string) error {
+	var te *pki.TeamCAError
+	if !errors.As(t.Err, &te) || !te.Input {
+		return nil
+	}
+	where := displayPath(f, te.Path)
+	if errors.Is(te.Reason, pki.ErrTeamCAMissing) {
+		hint := "make one with `spirepod pki gen` (or `spirepod pki import CERT KEY`)"
+		if flag != "" {
+			hint = "pass an existing file to " + flag
+		}
+		return usageError(hint, "no team CA at %s (%s)", where, te.Rule.Message)
+	}
+	return usageError(te.Hint(), "team CA %s: %s", where, pathErr(te.Reason))
+}
+
+// scaffoldCA is the team CA of the scaffold: certificate, and key when withKey.
+func scaffoldCAPaths(p *project.Project, withKey bool) (cert, key string) {
+	cert = p.Path(p.Paths.CACert)
+	if withKey {
+		key = p.Path(p.Paths.CAKey)
+	}
+	return cert, key
+}
+
 // pkiReadFile reads an input file; a missing or unreadable file is a usage
 // error naming it and the flag or argument it came from.
 func pkiReadFile(what, path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, usageError("check the path", "%s %s: %v", what, path, pkiPathErr(err))
+		return nil, usageError("check the path", "%s %s: %v", what, path, pathErr(err))
 	}
 	return data, nil
 }
@@ -118,15 +167,6 @@ func pkiWriteError(f *Factory, err error) error {
 		return usageError("run `spirepod init` to create the scaffold, or create the directory", "%v; nothing was written", err)
 	}
 	return failure(err, "")
-}
-
-// pkiPathErr drops the "open PATH:" prefix that the message repeats anyway.
-func pkiPathErr(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
 
 // displayPath shows p relative to the working directory when it is inside it.

@@ -3,10 +3,7 @@ package main
 import (
 	"crypto"
 	"crypto/x509"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -85,23 +82,23 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 		ca      *x509.Certificate
 		err     error
 	)
+	var rs []check.Result
 	if len(o.Files) == 0 {
+		// The scaffold's team CA and key, judged by the one team-CA loader.
 		p, err := pkiProject(o.f, o.Dir)
 		if err != nil {
 			return err
 		}
-		certPath := p.Path(p.Paths.CACert)
-		if !fileExists(certPath) || pki.IsPlaceholder(certPath) {
-			return usageError("make one with `spirepod pki gen` (or `spirepod pki import CERT KEY`)", "no team CA at %s", displayPath(o.f, certPath))
+		cert, key := scaffoldCAPaths(p, o.Key == "")
+		if o.Key != "" {
+			key = o.Key
 		}
-		certs, err := pkiReadCerts("team CA", displayPath(o.f, certPath))
-		if err != nil {
+		t := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: cert, KeyPath: key, Now: o.f.Now(), Group: "team CA " + displayPath(o.f, cert)})
+		if err := teamCAInputError(o.f, t, ""); err != nil {
 			return err
 		}
-		targets = append(targets, inspectTarget{path: displayPath(o.f, certPath), certs: certs})
-		if o.Key == "" && fileExists(p.Path(p.Paths.CAKey)) {
-			o.Key = displayPath(o.f, p.Path(p.Paths.CAKey))
-		}
+		rs = t.Results
+		ca = t.Cert
 	}
 	for _, path := range o.Files {
 		certs, err := pkiReadCerts("certificate", path)
@@ -116,6 +113,7 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 		}
 	}
 	switch {
+	case len(o.Files) == 0:
 	case o.CA != "":
 		cs, err := pkiReadCerts("--ca", o.CA)
 		if err != nil {
@@ -135,7 +133,6 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 	}
 
 	now := o.f.Now()
-	var rs []check.Result
 	for i, t := range targets {
 		k := key
 		if i > 0 {
@@ -179,13 +176,6 @@ func scaffoldCA(o *pkiInspectOptions) *x509.Certificate {
 	if err != nil {
 		return nil
 	}
-	data, err := os.ReadFile(p.Path(p.Paths.CACert))
-	if errors.Is(err, fs.ErrNotExist) || err != nil {
-		return nil
-	}
-	cs, err := pki.ParseCertificates(data)
-	if err != nil {
-		return nil
-	}
-	return cs[0]
+	cert, _ := scaffoldCAPaths(p, false)
+	return pki.LoadTeamCA(pki.TeamCAOptions{CertPath: cert, Now: o.f.Now()}).Cert
 }

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto"
-	"crypto/x509"
 	"fmt"
 	"os"
 	"time"
@@ -12,6 +10,7 @@ import (
 
 	"github.com/spirepod/spirepod/internal/check"
 	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/project"
 )
 
 type pkiIssueOptions struct {
@@ -61,7 +60,7 @@ func (o *pkiIssueOptions) validate() error {
 	if o.Pod == "" {
 		return usageError("pass the pod's name, e.g. --pod spire-envoy-integration-0", "--pod is required")
 	}
-	if err := pki.CheckPod(o.Pod); err != nil {
+	if err := project.CheckPodName(o.Pod); err != nil {
 		return usageError("use a shorter pod (StatefulSet) name", "--pod: %v", err)
 	}
 	if (o.CA == "") != (o.CAKey == "") {
@@ -94,24 +93,30 @@ func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {
 		if err == nil {
 			return usageError("pass an existing directory", "--out-dir %s is not a directory", o.OutDir)
 		}
-		return usageError("create it first, or pass an existing directory", "--out-dir %s: %v", o.OutDir, pkiPathErr(err))
+		return usageError("create it first, or pass an existing directory", "--out-dir %s: %v", o.OutDir, pathErr(err))
 	}
-	caPath, keyPath := o.CA, o.CAKey
+	// The CN follows the scaffold's naming; without a scaffold, the guide's.
+	p, perr := pkiProject(o.f, o.Dir)
+	cn := project.AgentCNPrefix + o.Pod
+	if perr == nil {
+		cn = p.AgentCN(o.Pod)
+	}
+	if err := project.CheckAgentCN(cn); err != nil {
+		return usageError("use a shorter pod (StatefulSet) name", "--pod %s: %v", o.Pod, err)
+	}
+	caPath, keyPath, flag := o.CA, o.CAKey, "--ca"
 	if caPath == "" {
-		p, err := pkiProject(o.f, o.Dir)
-		if err != nil {
-			return err
+		if perr != nil {
+			return perr
 		}
-		caPath, keyPath = displayPath(o.f, p.Path(p.Paths.CACert)), displayPath(o.f, p.Path(p.Paths.CAKey))
-		if !fileExists(caPath) {
-			return usageError("make one with `spirepod pki gen`", "no team CA at %s", caPath)
-		}
+		caPath, keyPath = scaffoldCAPaths(p, true)
+		flag = ""
 	}
-	ca, caKey, err := pkiLoadCA(o.f, caPath, keyPath)
+	tca, err := loadTeamCA(o.f, caPath, keyPath, flag)
 	if err != nil {
 		return err
 	}
-	res, err := pki.Issue(ctx, pki.IssueOptions{CA: ca, CAKey: caKey, Pod: o.Pod, OutDir: o.OutDir, Force: o.Force, Rand: o.f.Rand, Now: o.f.Now})
+	res, err := pki.Issue(ctx, pki.IssueOptions{CA: tca.Cert, CAKey: tca.Key, CN: cn, OutDir: o.OutDir, Force: o.Force, Rand: o.f.Rand, Now: o.f.Now})
 	if err != nil {
 		return pkiWriteError(o.f, err)
 	}
@@ -122,7 +127,7 @@ func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {
 	}
 	if res.Capped {
 		fmt.Fprintf(o.f.IO.ErrOut, "warning: the team CA expires %s, before the usual %s; the certificate ends with it\n",
-			ca.NotAfter.UTC().Format(time.RFC3339), pki.LeafDuration)
+			tca.Cert.NotAfter.UTC().Format(time.RFC3339), pki.LeafDuration)
 	}
 	if o.f.JSON() {
 		return writeJSON(o.f.IO.Out, out)
@@ -134,26 +139,6 @@ func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {
 	fmt.Fprintf(w, "  common name  %s\n", out.CommonName)
 	fmt.Fprintf(w, "  valid        %s to %s\n", out.NotBefore.Format(time.RFC3339), out.NotAfter.Format(time.RFC3339))
 	return nil
-}
-
-// pkiLoadCA reads a team CA and its key and refuses one that would make
-// certificates SPIRE rejects, printing the failed checks.
-func pkiLoadCA(f *Factory, certPath, keyPath string) (*x509.Certificate, crypto.Signer, error) {
-	certs, err := pkiReadCerts("team CA", certPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	key, err := pkiReadKey("team CA key", keyPath)
-	if err != nil {
-		return nil, nil, err
-	}
-	rs := pki.InspectCA("team CA "+certPath, certs[0], key, f.Now())
-	if check.Failed(rs) {
-		printChecks(f.IO, f.IO.ErrOut, rs)
-		r := firstFailure(rs)
-		return nil, nil, failure(fmt.Errorf("team CA %s fails %s: %s", certPath, r.ID, r.Message), r.Hint)
-	}
-	return certs[0], key, nil
 }
 
 func firstFailure(rs []check.Result) check.Result {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
 )
@@ -190,18 +191,25 @@ func (c *prCommon) openChange(ctx context.Context, p *project.Project, ch *pr.Ch
 	return pr.Open(ctx, ch, o)
 }
 
+// prTeamCA is the team CA a pull request carries or pins: --ca, else the
+// scaffold's certificate (never its key), judged by pki inspect.
+func prTeamCA(f *Factory, p *project.Project, caFlag string) (*pki.TeamCA, error) {
+	if caFlag != "" {
+		return loadTeamCA(f, caFlag, "", "--ca")
+	}
+	cert, _ := scaffoldCAPaths(p, false)
+	return loadTeamCA(f, cert, "", "")
+}
+
 // translatePRError gives known library errors their hint and exit code.
 func translatePRError(err error) error {
 	var ae *pr.APIError
 	var pk *pr.PrivateKeyError
-	var ie *pr.InspectError
 	switch {
 	case errors.As(err, &ae):
 		return failure(err, ae.Hint)
 	case errors.As(err, &pk):
 		return usageError("pass the CA certificate only (certs/secret/agent-x509pop.crt.pem); the key must never leave your machine", "%v", err)
-	case errors.As(err, &ie):
-		return failure(err, "run `spirepod pki inspect` for details; re-create the CA with `spirepod pki gen`")
 	}
 	return err
 }

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"io/fs"
-	"os"
 
 	"github.com/spf13/cobra"
 
@@ -80,23 +77,11 @@ func prSpiffeIDRun(ctx context.Context, opts *prSpiffeIDOptions) error {
 	if format == "" {
 		format = p.Registration.Format
 	}
-	caFile := opts.CA
-	if caFile == "" {
-		caFile = p.Path(p.Paths.CACert)
-	}
-	data, err := os.ReadFile(caFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return usageError("make one with `spirepod pki gen`, or pass --ca FILE", "no team CA at %s", caFile)
-	} else if err != nil {
-		return usageError("pass a readable file to --ca", "--ca %s: %v", caFile, err)
-	}
-	ca, err := pr.LoadCA(data, caFile)
+	tca, err := prTeamCA(f, p, opts.CA)
 	if err != nil {
-		if errors.Is(err, pr.ErrPrivateKey) {
-			return translatePRError(err)
-		}
-		return usageError("pass the team CA certificate with --ca", "%v", err)
+		return err
 	}
+	ca := tca.Cert
 	ch, _, err := pr.SpiffeID(pr.SpiffeIDOptions{Project: p, CA: ca, Format: format})
 	if err != nil {
 		return usageError("fix trustDomain, registration or statefulSet in spirepod.yaml", "%v", err)

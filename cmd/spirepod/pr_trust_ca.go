@@ -2,15 +2,9 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
-	"errors"
-	"io/fs"
-	"os"
 
 	"github.com/spf13/cobra"
 
-	"github.com/spirepod/spirepod/internal/check"
-	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 )
 
@@ -19,13 +13,10 @@ type prTrustCAOptions struct {
 
 	// CA is the team CA certificate (default: paths.caCert of the project).
 	CA string
-	// Inspect is `pki inspect` for a team CA; a failure refuses the PR.
-	Inspect func(*x509.Certificate) []check.Result
 }
 
 func newCmdPRTrustCA(f *Factory, runF func(*prTrustCAOptions) error) *cobra.Command {
 	opts := &prTrustCAOptions{prCommon: prCommon{f: f}}
-	opts.Inspect = func(c *x509.Certificate) []check.Result { return pki.InspectCA("team CA", c, nil, f.Now()) }
 	cmd := &cobra.Command{
 		Use:   "trust-ca",
 		Short: "PR adding the team CA to the SPIRE server's x509pop trust list (guide step 4)",
@@ -63,26 +54,13 @@ func prTrustCARun(ctx context.Context, opts *prTrustCAOptions) error {
 	if err != nil {
 		return err
 	}
-	caFile := opts.CA
-	if caFile == "" {
-		caFile = p.Path(p.Paths.CACert)
-	}
-	data, err := os.ReadFile(caFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return usageError("make one with `spirepod pki gen`, or pass --ca FILE", "no team CA at %s", caFile)
-	} else if err != nil {
-		return usageError("pass a readable file to --ca", "--ca %s: %v", caFile, err)
-	}
-	ch, _, err := pr.TrustCA(pr.TrustCAOptions{Project: p, CAPEM: data, CAFile: caFile, Inspect: opts.Inspect})
+	tca, err := prTeamCA(f, p, opts.CA)
 	if err != nil {
-		var ie *pr.InspectError
-		if errors.As(err, &ie) && !f.JSON() {
-			printChecks(f.IO, f.IO.ErrOut, ie.Results)
-		}
-		if errors.Is(err, pr.ErrPrivateKey) || errors.As(err, &ie) {
-			return translatePRError(err)
-		}
-		return usageError("pass the team CA certificate with --ca", "%v", err)
+		return err
+	}
+	ch, _, err := pr.TrustCA(pr.TrustCAOptions{Project: p, CA: tca.Cert, Inspect: tca.Results})
+	if err != nil {
+		return failure(err, "")
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()

@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -13,7 +12,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spirepod/spirepod/internal/pki"
-	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/verify"
 )
 
@@ -114,7 +112,8 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 	)
 	if p != nil {
 		ns, expected, sts, pods = opts.kube.Namespace(p.Namespace), p.WorkloadSpiffeID(), p.StatefulSet, p.PodNames()
-		teamCA = loadTeamCA(p)
+		cert, _ := scaffoldCAPaths(p, false)
+		teamCA = pki.LoadTeamCA(pki.TeamCAOptions{CertPath: cert, Now: f.Now()}).Cert
 	} else {
 		ns = opts.kube.Namespace("")
 	}
@@ -247,19 +246,6 @@ func printVerifyText(f *Factory, out verifyJSON) {
 			fmt.Fprintf(w, "%s: %s\n    hint: %s\n", d.Pod, d.Summary, d.Fix)
 		}
 	}
-}
-
-// loadTeamCA reads the team CA certificate if the scaffold has one.
-func loadTeamCA(p *project.Project) *x509.Certificate {
-	data, err := os.ReadFile(p.Path(p.Paths.CACert))
-	if err != nil {
-		return nil
-	}
-	certs, err := pki.ParseCertificates(data)
-	if err != nil || len(certs) == 0 {
-		return nil
-	}
-	return certs[0]
 }
 
 // podStates renders the progress line from every pod's latest event.

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/restmapper"
 
 	"github.com/spirepod/spirepod/internal/apply"
+	"github.com/spirepod/spirepod/internal/certmanager"
 	"github.com/spirepod/spirepod/internal/fakes/githubfake"
 	"github.com/spirepod/spirepod/internal/testbed"
 )
@@ -264,7 +265,7 @@ func waitReady(t *testing.T, c *testbed.Cluster, ns, name string) {
 	defer w.Stop()
 	for ev := range w.ResultChan() {
 		if u, ok := ev.Object.(*unstructured.Unstructured); ok {
-			if ready, _, _ := apply.ReadyCondition(u); ready {
+			if ready, _, _ := certmanager.ReadyCondition(u); ready {
 				return
 			}
 		}

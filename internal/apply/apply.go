@@ -245,7 +245,7 @@ func resourceFor(opts Options, o *unstructured.Unstructured) (dynamic.ResourceIn
 func applyOne(ctx context.Context, opts Options, layer string, o *unstructured.Unstructured) (ObjectResult, error) {
 	r := newResult(layer, o, Failed)
 	var rc dynamic.ResourceInterface
-	err := retry(ctx, opts, func() error {
+	err := retryOp(ctx, opts, func() error {
 		var err error
 		rc, err = resourceFor(opts, o)
 		return err
@@ -255,7 +255,7 @@ func applyOne(ctx context.Context, opts Options, layer string, o *unstructured.U
 		return r, err
 	}
 	var live *unstructured.Unstructured
-	err = retry(ctx, opts, func() error {
+	err = retryOp(ctx, opts, func() error {
 		var err error
 		live, err = rc.Get(ctx, o.GetName(), metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
@@ -276,7 +276,7 @@ func applyOne(ctx context.Context, opts Options, layer string, o *unstructured.U
 		po.DryRun = []string{metav1.DryRunAll}
 	}
 	var got *unstructured.Unstructured
-	err = retry(ctx, opts, func() error {
+	err = retryOp(ctx, opts, func() error {
 		var err error
 		got, err = rc.Patch(ctx, o.GetName(), types.ApplyPatchType, data, po)
 		return err

@@ -26,6 +26,7 @@ import (
 	"github.com/spirepod/spirepod/internal/check"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/retry"
 	"github.com/spirepod/spirepod/internal/scaffold"
 	"github.com/spirepod/spirepod/internal/testbed"
 )
@@ -110,7 +111,7 @@ func TestApplyOnTestbed(t *testing.T) {
 	e := newEnv(t, c, p)
 
 	t.Run("preflight", func(t *testing.T) {
-		if rs := apply.CheckCA(p, time.Now()); check.Failed(rs) {
+		if rs := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: p.Path(p.Paths.CACert), KeyPath: p.Path(p.Paths.CAKey), Now: time.Now()}).Results; check.Failed(rs) {
 			t.Fatalf("CA preflight failed: %+v", rs)
 		}
 		rs := apply.CheckCluster(ctx, apply.ClusterOptions{Layers: e.opts.Layers, Client: c.Client, Mapper: e.opts.Mapper, Namespace: p.Namespace})
@@ -166,8 +167,8 @@ func TestApplyOnTestbed(t *testing.T) {
 			}
 		}
 		t0 = time.Now()
-		st, err := apply.Wait(ctx, apply.WaitOptions{Client: c.Client, Dynamic: c.Dynamic, Issuer: scaffold.ClusterIssuerName,
-			Namespace: p.Namespace, StatefulSet: p.StatefulSet, Replicas: p.Replicas})
+		st, err := apply.Wait(ctx, apply.WaitOptions{Client: c.Client, Dynamic: c.Dynamic, Issuer: p.Issuer(),
+			Namespace: p.Namespace, Pods: p.PodNames()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -281,7 +282,7 @@ func TestApplyAPIServerDiesMidApply(t *testing.T) {
 	if !errors.As(err, &inc) {
 		t.Fatalf("err = %v, want IncompleteError", err)
 	}
-	if !apply.Transient(inc.Cause) {
+	if !retry.Transient(inc.Cause) {
 		t.Fatalf("cause %v is not recognised as transient", inc.Cause)
 	}
 	if len(inc.Applied) == 0 || len(inc.Missing) == 0 || !strings.Contains(strings.Join(inc.Missing, " "), "StatefulSet") {

@@ -7,12 +7,13 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/pmezard/go-difflib/difflib"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
+
+	"github.com/spirepod/spirepod/internal/unidiff"
 )
 
 // ObjectDiff is live versus desired for one object.
@@ -34,7 +35,7 @@ func Diff(ctx context.Context, opts Options) ([]ObjectDiff, error) {
 				return out, err
 			}
 			var live *unstructured.Unstructured
-			err = retry(ctx, opts, func() error {
+			err = retryOp(ctx, opts, func() error {
 				live, err = rc.Get(ctx, o.GetName(), metav1.GetOptions{})
 				if apierrors.IsNotFound(err) {
 					live, err = nil, nil
@@ -49,7 +50,7 @@ func Diff(ctx context.Context, opts Options) ([]ObjectDiff, error) {
 				return out, err
 			}
 			var want *unstructured.Unstructured
-			err = retry(ctx, opts, func() error {
+			err = retryOp(ctx, opts, func() error {
 				want, err = rc.Patch(ctx, o.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{
 					FieldManager: FieldManager, Force: &opts.ForceConflicts, DryRun: []string{metav1.DryRunAll}})
 				return err
@@ -68,16 +69,8 @@ func Diff(ctx context.Context, opts Options) ([]ObjectDiff, error) {
 			default:
 				d.Outcome = Configured
 			}
-			if a != b {
-				from := "live/" + d.Ref()
-				if live == nil {
-					from = "/dev/null"
-				}
-				d.Diff, _ = difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-					A: splitLines(a), B: splitLines(b),
-					FromFile: from, ToFile: "desired/" + d.Ref(), Context: 3,
-				})
-			}
+			d.Diff = unidiff.Diff(unidiff.Side{Name: "live/" + d.Ref(), Text: []byte(a), Exists: live != nil},
+				unidiff.Side{Name: "desired/" + d.Ref(), Text: []byte(b), Exists: true})
 			out = append(out, d)
 		}
 	}
@@ -112,12 +105,4 @@ func renderForDiff(o *unstructured.Unstructured) string {
 		return fmt.Sprintf("(cannot render: %v)", err)
 	}
 	return string(b)
-}
-
-// splitLines is difflib.SplitLines without a phantom line for empty text.
-func splitLines(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return difflib.SplitLines(s)
 }

@@ -17,9 +17,9 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/spirepod/spirepod/internal/certmanager"
 	"github.com/spirepod/spirepod/internal/check"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
@@ -88,13 +88,10 @@ type ClusterOptions struct {
 	Mapper          meta.RESTMapper
 	Namespace       string
 	CreateNamespace bool
+	// Issuer names the team's issuer and its CA Secret.
+	Issuer certmanager.IssuerRef
 	// ReplaceCA allows replacing a CA Secret that holds another certificate.
 	ReplaceCA bool
-}
-
-var certManagerKinds = []schema.GroupVersionKind{
-	{Group: "cert-manager.io", Version: "v1", Kind: "ClusterIssuer"},
-	{Group: "cert-manager.io", Version: "v1", Kind: "Certificate"},
 }
 
 // CheckCluster checks cert-manager, the namespace and permissions.
@@ -103,7 +100,7 @@ func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
 	var out []check.Result
 
 	var missing []string
-	for _, gvk := range certManagerKinds {
+	for _, gvk := range certmanager.Kinds {
 		if _, err := o.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
 			if !meta.IsNoMatchError(err) {
 				return append(out, check.Result{Group: group, ID: "cluster-reachable", Name: "cluster reachable", Status: check.Fail,
@@ -154,7 +151,7 @@ func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
 func checkCASecret(ctx context.Context, o ClusterOptions) []check.Result {
 	const id, name = "ca-secret", "the cluster's team-CA Secret is ours or absent"
 	for _, obj := range All(o.Layers) {
-		if obj.GetKind() != "Secret" || obj.GetNamespace() != "cert-manager" {
+		if obj.GetKind() != "Secret" || obj.GetNamespace() != o.Issuer.SecretNamespace || obj.GetName() != o.Issuer.SecretName {
 			continue
 		}
 		want, _, _ := unstructured.NestedString(obj.Object, "data", "tls.crt")

@@ -11,26 +11,25 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
-)
 
-// ClusterIssuerGVR is cert-manager's ClusterIssuer resource.
-var ClusterIssuerGVR = schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "clusterissuers"}
+	"github.com/spirepod/spirepod/internal/certmanager"
+)
 
 // WaitOptions say what to wait for.
 type WaitOptions struct {
-	Client      kubernetes.Interface
-	Dynamic     dynamic.Interface
-	Issuer      string
-	Namespace   string
-	StatefulSet string
-	Replicas    int
-	Progress    func(string)
+	Client  kubernetes.Interface
+	Dynamic dynamic.Interface
+	// Issuer is waited for until Ready; a zero value skips it.
+	Issuer    certmanager.IssuerRef
+	Namespace string
+	// Pods are waited for until Running and ready.
+	Pods     []string
+	Progress func(string)
 }
 
 // WaitStatus is what was ready when the wait ended.
@@ -50,13 +49,13 @@ func Wait(ctx context.Context, o WaitOptions) (*WaitStatus, error) {
 	if progress == nil {
 		progress = func(string) {}
 	}
-	if o.Issuer != "" {
+	if o.Issuer.Name != "" {
 		if err := waitIssuer(ctx, o, st, progress); err != nil {
 			return st, err
 		}
-		progress(fmt.Sprintf("ClusterIssuer %s is Ready", o.Issuer))
+		progress(fmt.Sprintf("%s is Ready", o.Issuer))
 	}
-	if o.StatefulSet != "" {
+	if len(o.Pods) > 0 {
 		if err := waitPods(ctx, o, st, progress); err != nil {
 			return st, err
 		}
@@ -65,8 +64,11 @@ func Wait(ctx context.Context, o WaitOptions) (*WaitStatus, error) {
 }
 
 func waitIssuer(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(string)) error {
-	sel := fields.OneTermEqualSelector("metadata.name", o.Issuer).String()
-	ri := o.Dynamic.Resource(ClusterIssuerGVR)
+	sel := fields.OneTermEqualSelector("metadata.name", o.Issuer.Name).String()
+	var ri dynamic.ResourceInterface = o.Dynamic.Resource(o.Issuer.GVR())
+	if !o.Issuer.Cluster() {
+		ri = o.Dynamic.Resource(o.Issuer.GVR()).Namespace(o.Issuer.Namespace)
+	}
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
 			opts.FieldSelector = sel
@@ -77,13 +79,13 @@ func waitIssuer(ctx context.Context, o WaitOptions, st *WaitStatus, progress fun
 			return ri.Watch(ctx, opts)
 		},
 	}
-	progress(fmt.Sprintf("waiting for ClusterIssuer %s to be Ready", o.Issuer))
+	progress(fmt.Sprintf("waiting for %s to be Ready", o.Issuer))
 	_, err := watchtools.UntilWithSync(ctx, lw, &unstructured.Unstructured{}, nil, func(ev watch.Event) (bool, error) {
 		u, ok := ev.Object.(*unstructured.Unstructured)
 		if !ok {
 			return false, nil
 		}
-		ready, _, msg := ReadyCondition(u)
+		ready, _, msg := certmanager.ReadyCondition(u)
 		st.IssuerReady, st.IssuerMessage = ready, msg
 		return ready, nil
 	})
@@ -92,31 +94,15 @@ func waitIssuer(ctx context.Context, o WaitOptions, st *WaitStatus, progress fun
 		if msg == "" {
 			msg = "no Ready condition yet"
 		}
-		return fmt.Errorf("ClusterIssuer %s is not Ready: %s: %w", o.Issuer, msg, err)
+		return fmt.Errorf("%s is not Ready: %s: %w", o.Issuer, msg, err)
 	}
 	return nil
 }
 
-// ReadyCondition reads status.conditions[type=Ready] of a cert-manager
-// object (or any object with conditions).
-func ReadyCondition(u *unstructured.Unstructured) (ready bool, reason, message string) {
-	conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
-	for _, c := range conds {
-		m, ok := c.(map[string]any)
-		if !ok || m["type"] != "Ready" {
-			continue
-		}
-		reason, _ = m["reason"].(string)
-		message, _ = m["message"].(string)
-		return m["status"] == "True", reason, message
-	}
-	return false, "", ""
-}
-
 func waitPods(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(string)) error {
 	want := map[string]bool{}
-	for i := 0; i < o.Replicas; i++ {
-		want[fmt.Sprintf("%s-%d", o.StatefulSet, i)] = true
+	for _, p := range o.Pods {
+		want[p] = true
 	}
 	pods := o.Client.CoreV1().Pods(o.Namespace)
 	lw := &cache.ListWatch{
@@ -142,7 +128,7 @@ func waitPods(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(
 		sort.Strings(st.PodsPending)
 		if len(st.PodsReady) != last {
 			last = len(st.PodsReady)
-			progress(fmt.Sprintf("pods ready: %d/%d", last, o.Replicas))
+			progress(fmt.Sprintf("pods ready: %d/%d", last, len(want)))
 		}
 	}
 	report()
@@ -153,7 +139,7 @@ func waitPods(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(
 		}
 		ready[p.Name] = ev.Type != watch.Deleted && PodReady(p)
 		report()
-		return len(st.PodsReady) == o.Replicas, nil
+		return len(st.PodsReady) == len(want), nil
 	})
 	if err != nil {
 		return fmt.Errorf("pods not ready: %s: %w", strings.Join(st.PodsPending, ", "), err)

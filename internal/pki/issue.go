@@ -12,37 +12,18 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/spirepod/spirepod/internal/project"
-	"k8s.io/apimachinery/pkg/util/validation"
 )
-
-// AgentCN is the common name of pod's agent certificate.
-func AgentCN(pod string) string { return project.AgentCNPrefix + pod }
-
-// CheckPod checks a pod name and that its agent CN fits in 64 bytes.
-func CheckPod(pod string) error {
-	if pod == "" {
-		return errors.New("pod name is empty")
-	}
-	if errs := validation.IsDNS1123Subdomain(pod); len(errs) > 0 {
-		return fmt.Errorf("%q is not a valid pod name: %s", pod, strings.Join(errs, "; "))
-	}
-	if cn := AgentCN(pod); len(cn) > project.MaxCNBytes {
-		return fmt.Errorf("agent common name %q is %d bytes; the limit is %d (pod names must be at most %d bytes)",
-			cn, len(cn), project.MaxCNBytes, project.MaxCNBytes-len(project.AgentCNPrefix))
-	}
-	return nil
-}
 
 // IssueOptions say which agent leaf to issue and where.
 type IssueOptions struct {
 	CA    *x509.Certificate
 	CAKey crypto.Signer
-	Pod   string
-	// OutDir receives spire-agent-x509pop-<pod>.crt.pem and .key.pem.
+	// CN is the agent certificate's common name (project.AgentCN).
+	CN string
+	// OutDir receives <CN>.crt.pem and <CN>.key.pem.
 	OutDir string
 	Force  bool
 	Rand   io.Reader
@@ -63,12 +44,12 @@ type IssueResult struct {
 }
 
 // Issue issues one agent certificate from the team CA with the leaf profile
-// of the scaffold's cert-manager Certificate: CN spire-agent-x509pop-<pod>,
+// of the scaffold's cert-manager Certificate: CN opts.CN,
 // ECDSA P-256, key usage digital signature, extended key usage client auth,
 // LeafDuration. The key is written SEC1 ("EC PRIVATE KEY", cert-manager's
 // default PKCS1 encoding) with mode 0600.
 func Issue(ctx context.Context, opts IssueOptions) (*IssueResult, error) {
-	if err := CheckPod(opts.Pod); err != nil {
+	if err := project.CheckAgentCN(opts.CN); err != nil {
 		return nil, err
 	}
 	if opts.CA == nil || opts.CAKey == nil {
@@ -77,7 +58,7 @@ func Issue(ctx context.Context, opts IssueOptions) (*IssueResult, error) {
 	if !KeyMatches(opts.CA, opts.CAKey) {
 		return nil, errors.New("the CA private key does not match the CA certificate")
 	}
-	cn := AgentCN(opts.Pod)
+	cn := opts.CN
 	res := &IssueResult{
 		CN:       cn,
 		CertPath: filepath.Join(opts.OutDir, cn+".crt.pem"),

@@ -16,13 +16,14 @@ import (
 	"time"
 
 	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/project"
 )
 
 func TestIssue(t *testing.T) {
 	dir := t.TempDir()
 	ca, caKey := genCA(t, dir, KeyECP256)
 	out := t.TempDir()
-	res, err := Issue(context.Background(), IssueOptions{CA: ca.Cert, CAKey: caKey, Pod: "web-0", OutDir: out, Rand: rand.Reader, Now: fixedNow})
+	res, err := Issue(context.Background(), IssueOptions{CA: ca.Cert, CAKey: caKey, CN: project.AgentCNPrefix + "web-0", OutDir: out, Rand: rand.Reader, Now: fixedNow})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func TestIssue(t *testing.T) {
 	}
 
 	// A second issue refuses without Force and changes nothing.
-	_, err = Issue(context.Background(), IssueOptions{CA: ca.Cert, CAKey: caKey, Pod: "web-0", OutDir: out, Rand: rand.Reader, Now: fixedNow})
+	_, err = Issue(context.Background(), IssueOptions{CA: ca.Cert, CAKey: caKey, CN: project.AgentCNPrefix + "web-0", OutDir: out, Rand: rand.Reader, Now: fixedNow})
 	if !errors.Is(err, fs.ErrExist) {
 		t.Errorf("second issue: %v, want exists", err)
 	}
@@ -81,15 +82,14 @@ func TestIssueRefusals(t *testing.T) {
 	ca, caKey := genCA(t, t.TempDir(), KeyECP256)
 	wrongKey := ecKey(t)
 	tests := []struct {
-		name, pod, errText string
+		name, cn, errText string
 		key                any
 		outDir             string
 	}{
-		{name: "pod name 45 bytes", pod: strings.Repeat("a", 45), errText: "65 bytes; the limit is 64"},
-		{name: "empty pod", pod: "", errText: "empty"},
-		{name: "bad pod", pod: "Web_0", errText: "not a valid pod name"},
-		{name: "key mismatch", pod: "web-0", key: wrongKey, errText: "does not match"},
-		{name: "missing out dir", pod: "web-0", outDir: "/nonexistent/spirepod", errText: "no such file"},
+		{name: "common name 65 bytes", cn: project.AgentCNPrefix + strings.Repeat("a", 45), errText: "65 bytes; the limit is 64"},
+		{name: "empty common name", cn: "", errText: "empty"},
+		{name: "key mismatch", cn: "web-0.team", key: wrongKey, errText: "does not match"},
+		{name: "missing out dir", cn: "web-0.team", outDir: "/nonexistent/spirepod", errText: "no such file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,7 +97,7 @@ func TestIssueRefusals(t *testing.T) {
 			if out == "" {
 				out = t.TempDir()
 			}
-			o := IssueOptions{CA: ca.Cert, CAKey: caKey, Pod: tt.pod, OutDir: out, Rand: rand.Reader, Now: fixedNow}
+			o := IssueOptions{CA: ca.Cert, CAKey: caKey, CN: tt.cn, OutDir: out, Rand: rand.Reader, Now: fixedNow}
 			if tt.key != nil {
 				o.CAKey = wrongKey
 			}
@@ -110,9 +110,12 @@ func TestIssueRefusals(t *testing.T) {
 			}
 		})
 	}
-	// 44 bytes is the longest pod name.
-	if err := CheckPod(strings.Repeat("a", 44)); err != nil {
-		t.Errorf("44-byte pod refused: %v", err)
+	// 64 bytes is the longest common name; 65 is refused.
+	if err := project.CheckAgentCN(strings.Repeat("a", 64)); err != nil {
+		t.Errorf("64-byte CN refused: %v", err)
+	}
+	if err := project.CheckAgentCN(strings.Repeat("a", 65)); err == nil {
+		t.Errorf("65-byte CN accepted")
 	}
 }
 
@@ -127,7 +130,7 @@ func TestIssueCappedByCA(t *testing.T) {
 	}
 	data, _ := os.ReadFile(res.KeyPath)
 	key, _ := ParsePrivateKey(data)
-	leaf, err := Issue(context.Background(), IssueOptions{CA: res.Cert, CAKey: key, Pod: "p-0", OutDir: t.TempDir(), Rand: rand.Reader, Now: fixedNow})
+	leaf, err := Issue(context.Background(), IssueOptions{CA: res.Cert, CAKey: key, CN: project.AgentCNPrefix + "p-0", OutDir: t.TempDir(), Rand: rand.Reader, Now: fixedNow})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spirepod/spirepod/internal/project"
 )
 
 // The real openssl is an independent judge of what Generate and Issue write.
@@ -73,7 +75,7 @@ func TestOpenSSLCrossCheck(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := t.TempDir()
-			leaf, err := Issue(context.Background(), IssueOptions{CA: res.Cert, CAKey: key, Pod: "web-0", OutDir: out, Rand: rand.Reader, Now: time.Now})
+			leaf, err := Issue(context.Background(), IssueOptions{CA: res.Cert, CAKey: key, CN: project.AgentCNPrefix + "web-0", OutDir: out, Rand: rand.Reader, Now: time.Now})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -54,9 +54,6 @@ func TestLeafProfileMatchesScaffold(t *testing.T) {
 	if want := project.AgentCNPrefix + "${POD_NAME}"; s.CommonName != want {
 		t.Errorf("template commonName %q, pki issues %q", s.CommonName, want)
 	}
-	if AgentCN("${POD_NAME}") != s.CommonName {
-		t.Errorf("AgentCN does not build the template's common name")
-	}
 	d, err := time.ParseDuration(s.Duration)
 	if err != nil || d != LeafDuration {
 		t.Errorf("template duration %q, pki LeafDuration %v", s.Duration, LeafDuration)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-github/v60/github"
+
+	"github.com/spirepod/spirepod/internal/retry"
 )
 
 // GitHubOptions say where and how to reach GitHub.
@@ -60,7 +62,7 @@ func newClient(o GitHubOptions) (*client, error) {
 		base = http.DefaultTransport
 	}
 	if o.Sleep == nil {
-		o.Sleep = SleepContext
+		o.Sleep = retry.Sleep
 	}
 	if o.Now == nil {
 		o.Now = time.Now

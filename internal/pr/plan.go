@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/pmezard/go-difflib/difflib"
+	"github.com/spirepod/spirepod/internal/unidiff"
 )
 
 // Plan computes the change against read (nil: an empty base) and returns
@@ -31,19 +31,9 @@ func Plan(ctx context.Context, ch *Change, read ReadFunc, base string) (*Result,
 func Diff(files []File) (string, error) {
 	var b strings.Builder
 	for _, f := range files {
-		from := "a/" + f.Path
-		if !f.OldExists {
-			from = "/dev/null"
-		}
-		d := difflib.UnifiedDiff{A: splitLines(f.Old), B: splitLines(f.New),
-			FromFile: from, ToFile: "b/" + f.Path, Context: 3}
-		if !f.OldExists {
-			d.A = nil
-		}
 		fmt.Fprintf(&b, "diff --git a/%s b/%s\n", f.Path, f.Path)
-		if err := difflib.WriteUnifiedDiff(&b, d); err != nil {
-			return "", err
-		}
+		b.WriteString(unidiff.Diff(unidiff.Side{Name: "a/" + f.Path, Text: f.Old, Exists: f.OldExists},
+			unidiff.Side{Name: "b/" + f.Path, Text: f.New, Exists: true}))
 	}
 	return b.String(), nil
 }
@@ -64,18 +54,4 @@ func PlanGitHub(ctx context.Context, ch *Change, o GitHubOptions) (*Result, erro
 		res.Repo, res.BaseSHA, res.Requests = c.repo(), sha, int(c.tr.count.Load())
 	}
 	return res, err
-}
-
-// splitLines keeps line endings and, unlike difflib.SplitLines, adds no
-// empty last line; a missing final newline is marked as git does.
-func splitLines(b []byte) []string {
-	if len(b) == 0 {
-		return nil
-	}
-	lines := strings.SplitAfter(string(b), "\n")
-	if lines[len(lines)-1] == "" {
-		return lines[:len(lines)-1]
-	}
-	lines[len(lines)-1] += "\n\\ No newline at end of file\n"
-	return lines
 }

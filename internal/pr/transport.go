@@ -2,7 +2,6 @@ package pr
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -125,16 +124,4 @@ func (t *apiTransport) rateLimitWait(resp *http.Response) (time.Duration, bool) 
 		w = time.Second
 	}
 	return w, true
-}
-
-// SleepContext waits d or until ctx is done.
-func SleepContext(ctx context.Context, d time.Duration) error {
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-ctx.Done():
-		return fmt.Errorf("waiting %s: %w", d, ctx.Err())
-	case <-tm.C:
-		return nil
-	}
 }

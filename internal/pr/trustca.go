@@ -19,29 +19,11 @@ import (
 // TrustCAOptions are the inputs of the trust-ca change.
 type TrustCAOptions struct {
 	Project *project.Project
-	// CAPEM is the content of the team CA certificate file.
-	CAPEM []byte
-	// CAFile names it in messages.
-	CAFile string
-	// Inspect checks the CA (pki inspect); nil skips the check and the PR
-	// body says so. A failing result refuses the change.
-	Inspect func(*x509.Certificate) []check.Result
-}
-
-// InspectError means the CA failed `pki inspect`.
-type InspectError struct {
-	File    string
-	Results []check.Result
-}
-
-func (e *InspectError) Error() string {
-	var fails []string
-	for _, r := range e.Results {
-		if r.Status == check.Fail {
-			fails = append(fails, r.Name+": "+r.Message)
-		}
-	}
-	return fmt.Sprintf("the CA %s fails pki inspect: %s", e.File, strings.Join(fails, "; "))
+	// CA is the team CA, loaded and judged by pki.LoadTeamCA.
+	CA *x509.Certificate
+	// Inspect are the CA's pki inspect results, for the PR body; nil says
+	// it was not inspected.
+	Inspect []check.Result
 }
 
 // CAInfo describes the team CA for the PR body and the CLI.
@@ -54,39 +36,20 @@ type CAInfo struct {
 	Verdict   string    `json:"verdict"`
 }
 
-// LoadCA parses the team CA: exactly one certificate, no private key.
-func LoadCA(data []byte, file string) (*x509.Certificate, error) {
-	if pki.ContainsPrivateKey(data) {
-		return nil, &PrivateKeyError{Path: file}
-	}
-	certs, err := pki.ParseCertificates(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", file, err)
-	}
-	if len(certs) != 1 {
-		return nil, fmt.Errorf("%s holds %d certificates; the trust list takes the one team CA", file, len(certs))
-	}
-	if !certs[0].IsCA {
-		return nil, fmt.Errorf("%s is not a CA certificate (basicConstraints CA:TRUE is missing)", file)
-	}
-	return certs[0], nil
-}
-
 // TrustCA builds the change adding the team CA to the x509pop trust list.
 func TrustCA(o TrustCAOptions) (*Change, *CAInfo, error) {
 	p := o.Project
-	ca, err := LoadCA(o.CAPEM, o.CAFile)
-	if err != nil {
-		return nil, nil, err
+	ca := o.CA
+	if ca == nil {
+		return nil, nil, errors.New("trust-ca: no team CA")
 	}
 	info := &CAInfo{Subject: ca.Subject.String(), NotBefore: ca.NotBefore.UTC(), NotAfter: ca.NotAfter.UTC(),
 		SHA256: pki.SHA256Fingerprint(ca), SHA1: pki.SHA1Fingerprint(ca), Verdict: "not inspected"}
 	if o.Inspect != nil {
-		rs := o.Inspect(ca)
-		if check.Failed(rs) {
-			return nil, nil, &InspectError{File: o.CAFile, Results: rs}
+		if check.Failed(o.Inspect) {
+			return nil, nil, fmt.Errorf("trust-ca: the team CA fails pki inspect")
 		}
-		info.Verdict = verdict(rs)
+		info.Verdict = verdict(o.Inspect)
 	}
 	certPEM := pki.EncodeCertificate(ca)
 	tl := p.City.TrustList

@@ -113,15 +113,6 @@ var DefaultPaths = Paths{
 	CAKey:  "certs/secret/agent-x509pop.key.pem",
 }
 
-// PodNames returns <statefulSet>-0 … <statefulSet>-(replicas-1).
-func (p *Project) PodNames() []string {
-	names := make([]string, p.Replicas)
-	for i := range names {
-		names[i] = fmt.Sprintf("%s-%d", p.StatefulSet, i)
-	}
-	return names
-}
-
 // WorkloadSpiffeID is the identity the curl container's log must show.
 func (p *Project) WorkloadSpiffeID() string {
 	if p.Registration.SpiffeID != "" {

@@ -41,15 +41,9 @@ const (
 	TemplateServerPort     = "8081"
 	TemplateEnvironment    = "dev"
 
-	// CertManagerNamespace is where a ClusterIssuer reads its CA Secret.
-	CertManagerNamespace = "cert-manager"
 	// BundleConfigMap and BundleKey hold the SPIRE server CA.
 	BundleConfigMap = "spire-bundle"
 	BundleKey       = "bundle.crt"
-	// CASecretName is the Secret the ClusterIssuer names literally.
-	CASecretName = "agent-x509pop-root"
-	// ClusterIssuerName signs every agent certificate.
-	ClusterIssuerName = "spire-agent-x509pop-issuer"
 )
 
 // BundleFile is the bundle ConfigMap's file name for an environment.

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
 	spembed "github.com/spirepod/spirepod/embed"
+	"github.com/spirepod/spirepod/internal/certmanager"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/scaffold"
 )
@@ -198,7 +199,7 @@ func TestKustomizeBuild(t *testing.T) {
 				switch r.GetKind() {
 				case "Secret":
 					secretName = r.GetName()
-					if r.GetNamespace() != scaffold.CertManagerNamespace {
+					if r.GetNamespace() != certmanager.ClusterResourceNamespace {
 						t.Errorf("CA Secret in namespace %q, want cert-manager", r.GetNamespace())
 					}
 					if typ, _ := r.GetString("type"); typ != "kubernetes.io/tls" {

@@ -10,9 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/pmezard/go-difflib/difflib"
-
 	"github.com/spirepod/spirepod/internal/atomicfile"
+	"github.com/spirepod/spirepod/internal/unidiff"
 )
 
 // Action is what writing a plan does to one file.
@@ -84,18 +83,8 @@ func (p *Plan) Diff() string {
 		if f.Action == Unchanged {
 			continue
 		}
-		from := "a/" + f.Path
-		if f.Action == Create {
-			from = "/dev/null"
-		}
-		d, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
-			A:        difflib.SplitLines(string(f.old)),
-			B:        difflib.SplitLines(string(f.new)),
-			FromFile: from,
-			ToFile:   "b/" + f.Path,
-			Context:  3,
-		})
-		b.WriteString(d)
+		b.WriteString(unidiff.Diff(unidiff.Side{Name: "a/" + f.Path, Text: f.old, Exists: f.Action != Create},
+			unidiff.Side{Name: "b/" + f.Path, Text: f.new, Exists: true}))
 	}
 	return b.String()
 }

@@ -18,13 +18,14 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 
 	"github.com/spirepod/spirepod/internal/apply"
+	"github.com/spirepod/spirepod/internal/certmanager"
 	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/scaffold"
@@ -140,7 +141,7 @@ func scaffoldChecks(p *project.Project) []check.Result {
 
 func caCheck(p *project.Project, now time.Time) check.Result {
 	const name = "team CA present and passing pki inspect"
-	rs := apply.CheckCA(p, now)
+	rs := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: p.Path(p.Paths.CACert), KeyPath: p.Path(p.Paths.CAKey), Now: now}).Results
 	var warns []string
 	for _, c := range rs {
 		if c.Status == check.Fail {
@@ -243,13 +244,11 @@ func verifyCheck(p *project.Project) check.Result {
 	return res(Step7, "last-verify", name, check.Fail, msg, hint)
 }
 
-var gvrClusterIssuer = schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "clusterissuers"}
-
 func clusterChecks(ctx context.Context, p *project.Project, c *Cluster, skip string) []check.Result {
 	names := []struct{ id, name string }{
 		{"namespace", "namespace " + p.Namespace + " exists"},
 		{"objects", "objects in the cluster match the scaffold"},
-		{"cluster-issuer", "ClusterIssuer " + verify.ClusterIssuerName + " Ready"},
+		{"cluster-issuer", p.Issuer().String() + " Ready"},
 		{"pods", "pods Running"},
 	}
 	if c == nil {
@@ -270,7 +269,7 @@ func clusterChecks(ctx context.Context, p *project.Project, c *Cluster, skip str
 		out = append(out, res(Step6, names[0].id, names[0].name, check.OK, "", ""))
 	}
 	out = append(out, objectsCheck(ctx, p, c, names[1].id, names[1].name))
-	out = append(out, issuerCheck(ctx, c, names[2].id, names[2].name))
+	out = append(out, issuerCheck(ctx, p, c, names[2].id, names[2].name))
 	out = append(out, podsCheck(ctx, p, c, names[3].id, names[3].name))
 	return out
 }
@@ -484,33 +483,25 @@ func orRoot(p string) string {
 	return p
 }
 
-func issuerCheck(ctx context.Context, c *Cluster, id, name string) check.Result {
-	ci, err := c.Dynamic.Resource(gvrClusterIssuer).Get(ctx, verify.ClusterIssuerName, metav1.GetOptions{})
+func issuerCheck(ctx context.Context, p *project.Project, c *Cluster, id, name string) check.Result {
+	ref := p.Issuer()
+	ci, err := ref.Get(ctx, c.Dynamic)
 	switch {
-	case apierrors.IsNotFound(err) && isKindMissing(err):
-		return res(Step6, id, name, check.Fail, "cert-manager is not installed (ClusterIssuer not served)", "install cert-manager, then `spirepod apply`")
+	case certmanager.NotInstalled(err):
+		return res(Step6, id, name, check.Fail, "cert-manager is not installed (the "+ref.Kind+" kind is not served)", "install cert-manager, then `spirepod apply`")
 	case apierrors.IsNotFound(err):
 		return res(Step6, id, name, check.Fail, "not found", "`spirepod apply` (certs/ holds it)")
 	case err != nil:
 		return res(Step6, id, name, check.Fail, err.Error(), "")
 	}
-	ready, _, msg := apply.ReadyCondition(ci)
+	ready, _, msg := certmanager.ReadyCondition(ci)
 	if ready {
 		return res(Step6, id, name, check.OK, "", "")
 	}
 	if msg == "" {
 		msg = "no Ready condition yet"
 	}
-	return res(Step6, id, name, check.Fail, msg, "`spirepod pki gen` if the CA is missing, then `spirepod apply` (the CA Secret agent-x509pop-root lives in cert-manager)")
-}
-
-func isKindMissing(err error) bool {
-	se, ok := err.(apierrors.APIStatus)
-	if !ok {
-		return false
-	}
-	d := se.Status().Details
-	return d == nil || d.Name == ""
+	return res(Step6, id, name, check.Fail, msg, "`spirepod pki gen` if the CA is missing, then `spirepod apply` (the CA Secret is "+ref.Secret()+")")
 }
 
 func podsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name string) check.Result {

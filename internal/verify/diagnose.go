@@ -12,15 +12,13 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/spirepod/spirepod/internal/apply"
+	"github.com/spirepod/spirepod/internal/certmanager"
 	"github.com/spirepod/spirepod/internal/check"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
@@ -51,14 +49,6 @@ var StageNames = map[string]string{
 
 var stageOrder = []string{StagePod, StageCertificate, StageGenCert, StageAgentCert, StageAgent, StageEnvoy, StageCurl}
 
-// ClusterIssuerName is the scaffold's ClusterIssuer.
-const ClusterIssuerName = "spire-agent-x509pop-issuer"
-
-var (
-	gvrCertificate   = schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "certificates"}
-	gvrClusterIssuer = schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "clusterissuers"}
-)
-
 // DiagnoseOptions for Diagnose.
 type DiagnoseOptions struct {
 	Client    kubernetes.Interface
@@ -70,6 +60,9 @@ type DiagnoseOptions struct {
 	Expected    string
 	// TeamCA, when known, is the CA agent certificates must chain to.
 	TeamCA *x509.Certificate
+	// CertificateName names a pod's cert-manager Certificate and its Secret;
+	// nil means the guide's spire-agent-x509pop-<pod>.
+	CertificateName func(pod string) string
 	// Verify is the verification that failed, if any (its seen IDs feed the curl stage).
 	Verify *Result
 	// TailLines of each container log to read; default 200.
@@ -273,7 +266,12 @@ func eventTime(e corev1.Event) time.Time {
 	return e.CreationTimestamp.Time
 }
 
-func agentCertName(pod string) string { return project.AgentCNPrefix + pod }
+func (pd *podDiag) certName() string {
+	if pd.opts.CertificateName != nil {
+		return pd.opts.CertificateName(pd.pod)
+	}
+	return project.AgentCNPrefix + pd.pod
+}
 
 func (pd *podDiag) genCertFailed() (*corev1.ContainerStatus, bool) {
 	if pd.p == nil {
@@ -298,10 +296,10 @@ func (pd *podDiag) stageCertificate(ctx context.Context) (stageResult, error) {
 	if pd.opts.Dynamic == nil {
 		return skipped("no dynamic client"), nil
 	}
-	name := agentCertName(pd.pod)
-	cert, err := pd.opts.Dynamic.Resource(gvrCertificate).Namespace(pd.ns()).Get(ctx, name, metav1.GetOptions{})
+	name := pd.certName()
+	cert, err := pd.opts.Dynamic.Resource(certmanager.CertificateGVR).Namespace(pd.ns()).Get(ctx, name, metav1.GetOptions{})
 	switch {
-	case meta.IsNoMatchError(err) || (apierrors.IsNotFound(err) && isResourceMissing(err)):
+	case certmanager.NotInstalled(err):
 		return stageResult{status: check.Fail, summary: "cert-manager is not installed in this cluster (the Certificate kind is not served)",
 			fix: "install cert-manager (v1.x), then `spirepod apply`"}, nil
 	case apierrors.IsNotFound(err):
@@ -313,28 +311,31 @@ func (pd *podDiag) stageCertificate(ctx context.Context) (stageResult, error) {
 	case err != nil:
 		return stageResult{}, err
 	}
-	ready, reason, msg := apply.ReadyCondition(cert)
+	ready, reason, msg := certmanager.ReadyCondition(cert)
 	if ready {
 		return ok("Certificate " + name + " Ready"), nil
 	}
-	issuer, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
-	kind, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "kind")
-	if issuer != "" && (kind == "" || kind == "ClusterIssuer") {
-		ci, err := pd.opts.Dynamic.Resource(gvrClusterIssuer).Get(ctx, issuer, metav1.GetOptions{})
+	ref := certmanager.IssuerRef{Kind: certmanager.KindIssuer, Namespace: pd.ns()}
+	ref.Name, _, _ = unstructured.NestedString(cert.Object, "spec", "issuerRef", "name")
+	if kind, _, _ := unstructured.NestedString(cert.Object, "spec", "issuerRef", "kind"); kind == certmanager.KindClusterIssuer {
+		ref.Kind, ref.Namespace = kind, ""
+	}
+	if ref.Name != "" {
+		iss, err := ref.Get(ctx, pd.opts.Dynamic)
 		switch {
 		case apierrors.IsNotFound(err):
-			return stageResult{status: check.Fail, summary: fmt.Sprintf("ClusterIssuer %s does not exist, so Certificate %s is never issued", issuer, name),
-				fix: "`spirepod apply` (it applies certs/ first: the CA Secret and the ClusterIssuer)"}, nil
+			return stageResult{status: check.Fail, summary: fmt.Sprintf("%s does not exist, so Certificate %s is never issued", ref, name),
+				fix: "`spirepod apply` (it applies certs/ first: the CA Secret and the issuer)"}, nil
 		case err != nil:
 			return stageResult{}, err
 		}
-		if iready, ireason, imsg := apply.ReadyCondition(ci); !iready {
-			fix := "`spirepod apply` (certs/ holds the ClusterIssuer and its CA Secret agent-x509pop-root in namespace cert-manager)"
+		if iready, ireason, imsg := certmanager.ReadyCondition(iss); !iready {
+			fix := "`spirepod apply` (certs/ holds the issuer and its CA Secret)"
 			if strings.Contains(imsg, "not found") || strings.Contains(strings.ToLower(imsg), "secret") {
 				fix = "the CA Secret is missing or unusable: `spirepod pki gen` if certs/secret has no CA, then `spirepod apply`"
 			}
 			return stageResult{status: check.Fail,
-				summary:  fmt.Sprintf("ClusterIssuer %s is not Ready (%s): %s", issuer, ireason, imsg),
+				summary:  fmt.Sprintf("%s is not Ready (%s): %s", ref, ireason, imsg),
 				evidence: []string{fmt.Sprintf("Certificate %s: Ready=False (%s): %s", name, reason, msg)}, fix: fix}, nil
 		}
 	}
@@ -344,16 +345,6 @@ func (pd *podDiag) stageCertificate(ctx context.Context) (stageResult, error) {
 	}
 	return stageResult{status: check.Fail, summary: fmt.Sprintf("Certificate %s is not Ready (%s): %s", name, reason, msg),
 		fix: pd.kubectl("describe certificate " + name)}, nil
-}
-
-func isResourceMissing(err error) bool {
-	// A 404 for the resource itself (CRD not installed) names no object.
-	se, ok := err.(apierrors.APIStatus)
-	if !ok {
-		return false
-	}
-	d := se.Status().Details
-	return d == nil || d.Name == ""
 }
 
 func (pd *podDiag) stageGenCert(ctx context.Context) (stageResult, error) {
@@ -391,7 +382,7 @@ func (pd *podDiag) stageGenCert(ctx context.Context) (stageResult, error) {
 }
 
 func (pd *podDiag) stageAgentCert(ctx context.Context) (stageResult, error) {
-	name := agentCertName(pd.pod)
+	name := pd.certName()
 	sec, err := pd.opts.Client.CoreV1().Secrets(pd.ns()).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return stageResult{status: check.Fail, summary: fmt.Sprintf("Secret %s/%s with the agent certificate does not exist", pd.ns(), name),

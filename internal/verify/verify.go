@@ -20,6 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/spirepod/spirepod/internal/retry"
 )
 
 // Options for Verify.
@@ -266,12 +268,8 @@ func (w *podWatcher) run(ctx context.Context) string {
 		}
 		// The stream ended (container restarted, connection dropped) or
 		// could not be opened yet: open it again, paced.
-		t := time.NewTimer(backoff)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if retry.Sleep(ctx, backoff) != nil {
 			return StateStopped
-		case <-t.C:
 		}
 		backoff = min(backoff*2, w.opts.RetryMax)
 	}
@@ -350,14 +348,10 @@ func (w *podWatcher) watchUntilReady(ctx context.Context, wi watch.Interface, la
 
 // pause waits RetryMin before trying the API again.
 func (w *podWatcher) pause(ctx context.Context) error {
-	t := time.NewTimer(w.opts.RetryMin)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
+	if err := retry.Sleep(ctx, w.opts.RetryMin); err != nil {
 		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
+	return nil
 }
 
 // logReady: the pod runs and its log container has started at least once.
