@@ -55,6 +55,9 @@ the command lists what was and was not applied. Running it again completes the j
   spirepod apply --wait=false`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.validate(); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -63,15 +66,16 @@ the command lists what was and was not applied. Running it again completes the j
 	}
 	fl := cmd.Flags()
 	opts.kube.AddFlags(fl)
-	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory (default: where spirepod.yaml is found, from here upward)")
+	addDirFlag(fl, &opts.Dir)
 	fl.StringVar(&opts.DryRun, "dry-run", "none", `"server": the API server validates and reports created/configured/unchanged; nothing is stored`)
 	fl.Lookup("dry-run").NoOptDefVal = "server"
 	fl.BoolVar(&opts.Wait, "wait", true, "wait for the ClusterIssuer to be Ready and the pods to be Running and ready")
-	fl.DurationVar(&opts.Timeout, "timeout", 5*time.Minute, "how long to retry an unreachable API server and to wait")
+	addTimeoutFlag(fl, &opts.Timeout, 5*time.Minute, "how long to retry an unreachable API server and to wait")
 	fl.BoolVar(&opts.Yes, "yes", false, "allow changing a protected context")
 	fl.BoolVar(&opts.ForceConflicts, "force-conflicts", false, "take ownership of fields another field manager owns")
 	fl.BoolVar(&opts.CreateNamespace, "create-namespace", false, "create the namespace if it does not exist")
 	fl.BoolVar(&opts.ReplaceCA, "replace-ca", false, "replace a CA Secret in cert-manager that holds another certificate (your own old CA)")
+	markCLIOnly(fl, "yes", "force-conflicts", "replace-ca", "create-namespace")
 	return cmd
 }
 
@@ -83,10 +87,7 @@ func (o *applyOptions) validate() error {
 	default:
 		return usageError(`use --dry-run=server or leave it out`, "--dry-run must be none or server, got %q", o.DryRun)
 	}
-	if o.Timeout <= 0 {
-		return usageError("for example --timeout 5m", "--timeout must be positive, got %v", o.Timeout)
-	}
-	return nil
+	return checkTimeout(o.Timeout)
 }
 
 // applyReport is what -o json prints.
@@ -102,17 +103,12 @@ type applyReport struct {
 }
 
 func applyRun(ctx context.Context, o *applyOptions) error {
-	if err := o.validate(); err != nil {
-		return err
-	}
 	p, err := o.f.Project(o.Dir)
 	if err != nil {
 		return err
 	}
-	ns := o.kube.Namespace(p.Namespace)
-	if ns != p.Namespace {
-		return usageError("the namespace is part of the scaffold: re-run `spirepod init --namespace "+ns+" --force` to change it",
-			"-n %s differs from the scaffold's namespace %s", ns, p.Namespace)
+	if _, err := o.kube.projectNamespace(p); err != nil {
+		return err
 	}
 	rep := &applyReport{DryRun: o.DryRun == "server"}
 	errOut := o.f.IO.ErrOut
@@ -126,7 +122,7 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 	if err != nil {
 		return failure(err, "fix the kustomization, or re-render it with `spirepod init --force`")
 	}
-	t, err := o.kube.Target()
+	t, err := o.f.Kube(o.kube)
 	if err != nil {
 		return err
 	}

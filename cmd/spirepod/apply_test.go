@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -14,31 +13,6 @@ import (
 
 	"github.com/spirepod/spirepod/internal/testbed"
 )
-
-// cliRun runs the CLI in-process with its own streams and environment.
-func cliRun(t *testing.T, dir string, env map[string]string, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	streams := &IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
-	getenv := func(k string) string {
-		if v, ok := env[k]; ok {
-			return v
-		}
-		return ""
-	}
-	f := newFactory(streams, getenv)
-	f.Getwd = func() (string, error) { return dir, nil }
-	root := newCmdRoot(f)
-	root.SetArgs(args)
-	root.SetOut(&out)
-	root.SetErr(&errOut)
-	root.SilenceErrors, root.SilenceUsage = true, true
-	code = exitOK
-	if err := root.ExecuteContext(context.Background()); err != nil {
-		code = reportError(context.Background(), &errOut, err)
-	}
-	return code, out.String(), errOut.String()
-}
 
 // TestApplyCLI drives `spirepod init`, `pki gen` and `apply` against a real
 // API server with cert-manager, and a second one without cert-manager.

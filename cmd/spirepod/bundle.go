@@ -60,13 +60,13 @@ contact. FILE must hold one or more PEM CA certificates and nothing else.`,
 			return bundleSetRun(opts)
 		},
 	}
-	cmd.Flags().StringVar(&opts.Dir, "dir", "", "scaffold directory (default: where spirepod.yaml is found, from here upward)")
+	addDirFlag(cmd.Flags(), &opts.Dir)
 	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "print the diff; write nothing")
 	return cmd
 }
 
 func bundleSetRun(o *bundleSetOptions) error {
-	pemData, err := os.ReadFile(o.File)
+	pemData, err := o.f.ReadFile(o.File)
 	if err != nil {
 		return usageError("pass the PEM file holding the SPIRE server's CA", "%s: %v", o.File, pathErr(err))
 	}

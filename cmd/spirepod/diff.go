@@ -31,6 +31,9 @@ Exit status, like kubectl diff: 0 when nothing would change, 1 when something wo
   spirepod diff -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkTimeout(opts.Timeout); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -38,8 +41,8 @@ Exit status, like kubectl diff: 0 when nothing would change, 1 when something wo
 		},
 	}
 	opts.kube.AddFlags(cmd.Flags())
-	cmd.Flags().StringVar(&opts.Dir, "dir", "", "scaffold directory (default: where spirepod.yaml is found, from here upward)")
-	cmd.Flags().DurationVar(&opts.Timeout, "timeout", time.Minute, "how long to retry an unreachable API server")
+	addDirFlag(cmd.Flags(), &opts.Dir)
+	addTimeoutFlag(cmd.Flags(), &opts.Timeout, time.Minute, "how long to retry an unreachable API server")
 	return cmd
 }
 
@@ -48,11 +51,14 @@ func diffRun(ctx context.Context, o *diffOptions) error {
 	if err != nil {
 		return err
 	}
+	if _, err := o.kube.projectNamespace(p); err != nil {
+		return err
+	}
 	layers, err := apply.Build(p.Dir)
 	if err != nil {
 		return failure(err, "run `spirepod pki gen` if the CA files are missing")
 	}
-	t, err := o.kube.Target()
+	t, err := o.f.Kube(o.kube)
 	if err != nil {
 		return err
 	}

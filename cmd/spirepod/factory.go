@@ -1,11 +1,13 @@
 package main
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spirepod/spirepod/internal/project"
@@ -20,6 +22,15 @@ type Factory struct {
 	Rand   io.Reader
 	// HTTPClient is the client every outgoing request (GitHub) uses.
 	HTTPClient func() *http.Client
+	// GHToken asks the gh CLI for a GitHub token (the last source tried).
+	GHToken func(ctx context.Context, host string) (string, error)
+	// Kube resolves --kubeconfig/--context into clients, as kubectl's
+	// Complete(f) does; tests may build their own targets.
+	Kube func(k *kubeFlags) (*kubeTarget, error)
+
+	// userProfiles is the config file's profiles: section, read once by
+	// applyConfigPrecedence.
+	userProfiles map[string]project.Profile
 
 	// Root flags.
 	ConfigPath string
@@ -35,6 +46,8 @@ func newFactory(streams *IOStreams, getenv func(string) string) *Factory {
 		Now:        time.Now,
 		Rand:       rand.Reader,
 		HTTPClient: func() *http.Client { return &http.Client{Timeout: 60 * time.Second} },
+		GHToken:    ghAuthToken,
+		Kube:       (*kubeFlags).Target,
 		ConfigPath: defaultConfigPath(getenv),
 		Output:     "text",
 	}
@@ -44,22 +57,35 @@ func newFactory(streams *IOStreams, getenv func(string) string) *Factory {
 func (f *Factory) JSON() bool { return f.Output == "json" }
 
 // Profiles returns the built-in environment profiles merged with the user config's.
-func (f *Factory) Profiles() (project.Profiles, error) {
-	ps, err := project.LoadProfiles(f.ConfigPath)
-	if err != nil {
-		return nil, usageError("fix the profiles: section of the config file", "%v", err)
+func (f *Factory) Profiles() project.Profiles { return project.MergeProfiles(f.userProfiles) }
+
+// Abs resolves a path the user gave against the working directory (Getwd,
+// which tests inject), never the process's.
+func (f *Factory) Abs(path string) (string, error) {
+	if filepath.IsAbs(path) {
+		return filepath.Clean(path), nil
 	}
-	return ps, nil
+	wd, err := f.Getwd()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(wd, path), nil
+}
+
+// ReadFile reads a file the user named, relative to the working directory.
+func (f *Factory) ReadFile(path string) ([]byte, error) {
+	abs, err := f.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	return os.ReadFile(abs)
 }
 
 // Project finds spirepod.yaml from dir (or the working directory) upward.
 func (f *Factory) Project(dir string) (*project.Project, error) {
-	if dir == "" {
-		wd, err := f.Getwd()
-		if err != nil {
-			return nil, err
-		}
-		dir = wd
+	dir, err := f.Abs(dir)
+	if err != nil {
+		return nil, err
 	}
 	p, err := project.Find(dir)
 	var nf *project.NotFoundError

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -55,6 +54,12 @@ changed inputs show a diff and need --force; files you added are left alone.`,
 			if len(args) == 1 {
 				opts.Dir = args[0]
 			}
+			if err := opts.askMissing(); err != nil {
+				return err
+			}
+			if err := opts.validate(); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -71,6 +76,7 @@ changed inputs show a diff and need --force; files you added are left alone.`,
 	fl.StringVar(&opts.ServerCA, "server-ca", "", "PEM file with the SPIRE server's CA, put into the bundle ConfigMap")
 	fl.StringVar(&opts.From, "from", "", "local city checkout to take "+scaffold.CityTemplatePath+" from (at HEAD) instead of the embedded copy")
 	fl.BoolVar(&opts.Force, "force", false, "overwrite files that differ from what would be written")
+	markCLIOnly(fl, "force")
 	fl.BoolVar(&opts.DryRun, "dry-run", false, "print the plan and the diff; write nothing")
 	return cmd
 }
@@ -173,23 +179,13 @@ type initResult struct {
 
 func initRun(cmd *cobra.Command, o *initOptions) error {
 	ctx := cmd.Context()
-	if err := o.askMissing(); err != nil {
-		return err
-	}
-	if err := o.validate(); err != nil {
-		return err
-	}
-	profiles, err := o.f.Profiles()
-	if err != nil {
-		return err
-	}
-	prof, err := profiles.Get(o.Env)
+	prof, err := o.f.Profiles().Get(o.Env)
 	if err != nil {
 		return usageError("run with --env dev or --env lab, or define the profile in the config file", "--env: %v", err)
 	}
 	var serverCA []byte
 	if o.ServerCA != "" {
-		serverCA, err = os.ReadFile(o.ServerCA)
+		serverCA, err = o.f.ReadFile(o.ServerCA)
 		if err != nil {
 			return usageError("pass the PEM file holding the SPIRE server's CA", "--server-ca %s: %v", o.ServerCA, pathErr(err))
 		}
@@ -199,12 +195,16 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 	}
 	src := &scaffold.Source{FS: spembed.Scaffold(), Origin: "embedded"}
 	if o.From != "" {
-		src, err = scaffold.FromCity(o.From)
+		from, err := o.f.Abs(o.From)
+		if err != nil {
+			return err
+		}
+		src, err = scaffold.FromCity(from)
 		if err != nil {
 			return usageError("point --from at a city checkout that has "+scaffold.CityTemplatePath+" committed", "--from: %v", err)
 		}
 	}
-	dir, err := filepath.Abs(o.Dir)
+	dir, err := o.f.Abs(o.Dir)
 	if err != nil {
 		return err
 	}

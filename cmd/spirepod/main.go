@@ -12,7 +12,7 @@ import (
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], systemStreams(), os.Getenv)
+	code := run(ctx, newFactory(systemStreams(), os.Getenv), os.Args[1:])
 	stop()
 	os.Exit(code)
 }

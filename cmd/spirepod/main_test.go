@@ -20,7 +20,7 @@ func TestMain(m *testing.M) {
 func scriptCommands() map[string]func() {
 	return map[string]func(){
 		"spirepod": func() {
-			os.Exit(run(context.Background(), os.Args[1:], systemStreams(), os.Getenv))
+			os.Exit(run(context.Background(), newFactory(systemStreams(), os.Getenv), os.Args[1:]))
 		},
 	}
 }
@@ -29,7 +29,7 @@ func TestScript(t *testing.T) {
 	testscript.Run(t, testscript.Params{
 		Dir:                 "testdata/script",
 		UpdateScripts:       os.Getenv("SPIREPOD_UPDATE_SCRIPTS") == "1",
-		RequireExplicitExec: false,
+		RequireExplicitExec: true,
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("HOME", env.WorkDir)
 			env.Setenv("XDG_CONFIG_HOME", env.WorkDir+"/.config")
@@ -51,5 +51,6 @@ func scriptCustomCommands() map[string]func(ts *testscript.TestScript, neg bool,
 		"pki-fixture": cmdPKIFixture,
 		"file-mode":   cmdFileMode,
 		"fakegithub":  cmdFakeGitHub,
+		"exits":       cmdExits,
 	}
 }

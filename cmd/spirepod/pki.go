@@ -45,7 +45,11 @@ certs/secret/agent-x509pop.crt.pem and agent-x509pop.key.pem (the key is git-ign
 // working directory.
 func pkiProject(f *Factory, dir string) (*project.Project, error) {
 	if dir != "" {
-		st, err := os.Stat(dir)
+		abs, err := f.Abs(dir)
+		if err != nil {
+			return nil, err
+		}
+		st, err := os.Stat(abs)
 		if err != nil {
 			return nil, usageError("pass the scaffold directory that `spirepod init` made", "--dir %s: %v", dir, pathErr(err))
 		}
@@ -62,7 +66,16 @@ func pkiProject(f *Factory, dir string) (*project.Project, error) {
 // used is an error naming the file, with the failing checks printed on stderr
 // (unless -o json) and the rule's hint.
 func loadTeamCA(f *Factory, certPath, keyPath, flag string) (*pki.TeamCA, error) {
-	o := pki.TeamCAOptions{CertPath: certPath, KeyPath: keyPath, Now: f.Now()}
+	o := pki.TeamCAOptions{Now: f.Now()}
+	var err error
+	if o.CertPath, err = f.Abs(certPath); err != nil {
+		return nil, err
+	}
+	if keyPath != "" {
+		if o.KeyPath, err = f.Abs(keyPath); err != nil {
+			return nil, err
+		}
+	}
 	o.Group = "team CA " + displayPath(f, o.CertPath)
 	t := pki.LoadTeamCA(o)
 	if err := teamCAInputError(f, t, flag); err != nil {
@@ -107,8 +120,8 @@ func scaffoldCAPaths(p *project.Project, withKey bool) (cert, key string) {
 
 // pkiReadFile reads an input file; a missing or unreadable file is a usage
 // error naming it and the flag or argument it came from.
-func pkiReadFile(what, path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
+func pkiReadFile(f *Factory, what, path string) ([]byte, error) {
+	data, err := f.ReadFile(path)
 	if err != nil {
 		return nil, usageError("check the path", "%s %s: %v", what, path, pathErr(err))
 	}
@@ -116,8 +129,8 @@ func pkiReadFile(what, path string) ([]byte, error) {
 }
 
 // pkiReadKey reads and parses a private key file.
-func pkiReadKey(what, path string) (crypto.Signer, error) {
-	data, err := pkiReadFile(what, path)
+func pkiReadKey(f *Factory, what, path string) (crypto.Signer, error) {
+	data, err := pkiReadFile(f, what, path)
 	if err != nil {
 		return nil, err
 	}
@@ -141,8 +154,8 @@ func pkiKeyHint(err error) string {
 }
 
 // pkiReadCerts reads and parses a PEM certificate file.
-func pkiReadCerts(what, path string) ([]*x509.Certificate, error) {
-	data, err := pkiReadFile(what, path)
+func pkiReadCerts(f *Factory, what, path string) ([]*x509.Certificate, error) {
+	data, err := pkiReadFile(f, what, path)
 	if err != nil {
 		return nil, err
 	}

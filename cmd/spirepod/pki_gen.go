@@ -47,6 +47,9 @@ x509pop:ca:fingerprint:<sha1> to put on your node aliases.`,
   spirepod pki gen --dir ./spire-envoy-integration -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.validate(); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -54,11 +57,12 @@ x509pop:ca:fingerprint:<sha1> to put on your node aliases.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory (default: find spirepod.yaml from the working directory upward)")
+	addDirFlag(fl, &opts.Dir)
 	fl.StringVar(&opts.KeyType, "key-type", string(pki.DefaultKeyType), "ec-p256, ec-p384, rsa-2048, rsa-3072 or rsa-4096")
 	fl.StringVar(&opts.Validity, "validity", "10y", "how long the CA is valid: 10y, 730d, 8760h… (at least 1d)")
 	fl.StringVar(&opts.Subject, "subject", "", `CA subject, "CN=…,O=…" or "/CN=…/O=…" (default: from the team)`)
 	fl.BoolVar(&opts.Force, "force", false, "replace an existing CA (agents of the old CA stop attesting once the server trusts only the new one)")
+	markCLIOnly(fl, "force")
 	return cmd
 }
 
@@ -97,9 +101,6 @@ type pkiCAOutput struct {
 }
 
 func pkiGenRun(ctx context.Context, o *pkiGenOptions) error {
-	if err := o.validate(); err != nil {
-		return err
-	}
 	p, err := pkiProject(o.f, o.Dir)
 	if err != nil {
 		return err

@@ -40,8 +40,9 @@ when a check fails or a file exists (unless --force).`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory (default: find spirepod.yaml from the working directory upward)")
+	addDirFlag(fl, &opts.Dir)
 	fl.BoolVar(&opts.Force, "force", false, "replace an existing team CA")
+	markCLIOnly(fl, "force")
 	return cmd
 }
 
@@ -52,11 +53,11 @@ type pkiImportOutput struct {
 }
 
 func pkiImportRun(ctx context.Context, o *pkiImportOptions) error {
-	certPEM, err := pkiReadFile("certificate", o.Cert)
+	certPEM, err := pkiReadFile(o.f, "certificate", o.Cert)
 	if err != nil {
 		return err
 	}
-	keyPEM, err := pkiReadFile("key", o.Key)
+	keyPEM, err := pkiReadFile(o.f, "key", o.Key)
 	if err != nil {
 		return err
 	}

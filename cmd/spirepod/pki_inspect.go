@@ -55,7 +55,7 @@ Exits 1 when any rule fails.`,
 	fl := cmd.Flags()
 	fl.StringVar(&opts.Key, "key", "", "private key to match against the first certificate")
 	fl.StringVar(&opts.CA, "ca", "", "team CA that agent certificates must chain to (default: a CA among FILEs, else the scaffold's)")
-	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory (default: find spirepod.yaml from the working directory upward)")
+	addDirFlag(fl, &opts.Dir)
 	return cmd
 }
 
@@ -101,21 +101,21 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 		ca = t.Cert
 	}
 	for _, path := range o.Files {
-		certs, err := pkiReadCerts("certificate", path)
+		certs, err := pkiReadCerts(o.f, "certificate", path)
 		if err != nil {
 			return err
 		}
 		targets = append(targets, inspectTarget{path: path, certs: certs, leaf: isAgentLeaf(certs[0])})
 	}
 	if o.Key != "" {
-		if key, err = pkiReadKey("--key", o.Key); err != nil {
+		if key, err = pkiReadKey(o.f, "--key", o.Key); err != nil {
 			return err
 		}
 	}
 	switch {
 	case len(o.Files) == 0:
 	case o.CA != "":
-		cs, err := pkiReadCerts("--ca", o.CA)
+		cs, err := pkiReadCerts(o.f, "--ca", o.CA)
 		if err != nil {
 			return err
 		}

@@ -39,6 +39,9 @@ cert-manager's default encoding). For clusters without cert-manager and for test
   spirepod pki issue --pod web-0 --out-dir /tmp/agent --ca ca.pem --ca-key ca.key.pem`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.validate(); err != nil {
+				return err
+			}
 			if runF != nil {
 				return runF(opts)
 			}
@@ -48,10 +51,11 @@ cert-manager's default encoding). For clusters without cert-manager and for test
 	fl := cmd.Flags()
 	fl.StringVar(&opts.Pod, "pod", "", "pod name; the certificate's CN is spire-agent-x509pop-<pod> (required)")
 	fl.StringVar(&opts.OutDir, "out-dir", ".", "directory to write the certificate and key into (must exist)")
-	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory whose team CA signs (default: find spirepod.yaml upward)")
+	addDirFlag(fl, &opts.Dir)
 	fl.StringVar(&opts.CA, "ca", "", "team CA certificate (instead of the scaffold's; needs --ca-key)")
 	fl.StringVar(&opts.CAKey, "ca-key", "", "team CA private key (with --ca)")
 	fl.BoolVar(&opts.Force, "force", false, "replace an existing certificate and key for this pod")
+	markCLIOnly(fl, "force")
 	return cmd
 }
 
@@ -86,10 +90,11 @@ type pkiIssueOutput struct {
 }
 
 func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {
-	if err := o.validate(); err != nil {
+	outDir, err := o.f.Abs(o.OutDir)
+	if err != nil {
 		return err
 	}
-	if st, err := os.Stat(o.OutDir); err != nil || !st.IsDir() {
+	if st, err := os.Stat(outDir); err != nil || !st.IsDir() {
 		if err == nil {
 			return usageError("pass an existing directory", "--out-dir %s is not a directory", o.OutDir)
 		}
@@ -116,7 +121,7 @@ func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {
 	if err != nil {
 		return err
 	}
-	res, err := pki.Issue(ctx, pki.IssueOptions{CA: tca.Cert, CAKey: tca.Key, CN: cn, OutDir: o.OutDir, Force: o.Force, Rand: o.f.Rand, Now: o.f.Now})
+	res, err := pki.Issue(ctx, pki.IssueOptions{CA: tca.Cert, CAKey: tca.Key, CN: cn, OutDir: outDir, Force: o.Force, Rand: o.f.Rand, Now: o.f.Now})
 	if err != nil {
 		return pkiWriteError(o.f, err)
 	}

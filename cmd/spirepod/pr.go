@@ -60,28 +60,22 @@ type prCommon struct {
 	Local   string
 	Push    bool
 	Timeout time.Duration
-	// GHToken asks the gh CLI for a token; replaced in tests.
-	GHToken func(ctx context.Context, host string) (string, error)
 }
 
 func (c *prCommon) addFlags(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringVar(&c.Dir, "dir", "", "scaffold directory (default: find spirepod.yaml from the working directory upward)")
+	addDirFlag(fl, &c.Dir)
 	fl.BoolVar(&c.DryRun, "dry-run", false, "print the branch, the diff of every file and the PR title and body; change nothing")
 	fl.StringVar(&c.Local, "local", "", "make the branch and commit in this local city checkout instead of through the GitHub API")
 	fl.BoolVar(&c.Push, "push", false, "with --local, push the branch to origin")
-	fl.DurationVar(&c.Timeout, "timeout", 5*time.Minute, "give up after this long (retries and rate-limit waits included)")
-	c.GHToken = ghAuthToken
+	addTimeoutFlag(fl, &c.Timeout, 5*time.Minute, "give up after this long (retries and rate-limit waits included)")
 }
 
 func (c *prCommon) validate() error {
 	if c.Push && c.Local == "" {
 		return usageError("add --local CITY_DIR, or drop --push", "--push needs --local")
 	}
-	if c.Timeout <= 0 {
-		return usageError("for example --timeout 5m", "--timeout must be positive, got %s", c.Timeout)
-	}
-	return nil
+	return checkTimeout(c.Timeout)
 }
 
 // gitHubHost is city.host, else GH_HOST, else github.com.
@@ -121,8 +115,8 @@ func (c *prCommon) resolveToken(ctx context.Context, host string) (string, error
 			return t, nil
 		}
 	}
-	if c.GHToken != nil {
-		if t, err := c.GHToken(ctx, host); err == nil && t != "" {
+	if c.f.GHToken != nil {
+		if t, err := c.f.GHToken(ctx, host); err == nil && t != "" {
 			return t, nil
 		}
 	}
@@ -168,11 +162,15 @@ func (c *prCommon) openChange(ctx context.Context, p *project.Project, ch *pr.Ch
 	if base == "" {
 		base = "main"
 	}
+	local, err := c.f.Abs(c.Local)
+	if err != nil {
+		return nil, err
+	}
 	switch {
 	case c.DryRun && c.Local != "":
-		return pr.PlanLocal(ctx, ch, pr.LocalOptions{Dir: c.Local, Base: base, Now: c.f.Now})
+		return pr.PlanLocal(ctx, ch, pr.LocalOptions{Dir: local, Base: base, Now: c.f.Now})
 	case c.Local != "":
-		return pr.OpenLocal(ctx, ch, pr.LocalOptions{Dir: c.Local, Base: base, Push: c.Push, Now: c.f.Now})
+		return pr.OpenLocal(ctx, ch, pr.LocalOptions{Dir: local, Base: base, Push: c.Push, Now: c.f.Now})
 	case c.DryRun:
 		o, err := c.gitHubOptions(ctx, p, false)
 		if err != nil {

@@ -34,6 +34,9 @@ func cmdFakeGitHub(ts *testscript.TestScript, neg bool, args []string) {
 	if len(args) == 0 {
 		ts.Fatalf("usage: fakegithub start|repo|reset|requests-max|changed|cat|pulls|merge|close ...")
 	}
+	if neg && args[0] == "start" {
+		ts.Fatalf("unsupported: ! fakegithub start")
+	}
 	if args[0] == "start" {
 		s := githubfake.New("alice", fakeToken)
 		fakes.Store(ts, s)
@@ -47,6 +50,9 @@ func cmdFakeGitHub(ts *testscript.TestScript, neg bool, args []string) {
 		ts.Fatalf("fakegithub start first")
 	}
 	s := v.(*githubfake.Server)
+	if neg && args[0] != "requests-max" && args[0] != "cat" {
+		ts.Fatalf("unsupported: ! fakegithub %s", args[0])
+	}
 	switch args[0] {
 	case "repo":
 		if len(args) < 3 {
@@ -94,7 +100,10 @@ func cmdFakeGitHub(ts *testscript.TestScript, neg bool, args []string) {
 		files, err := s.Files(args[1], args[2])
 		ts.Check(err)
 		c, ok := files[args[3]]
-		if !ok {
+		switch {
+		case ok && neg:
+			ts.Fatalf("%s exists at %s", args[3], args[2])
+		case !ok && !neg:
 			ts.Fatalf("no %s at %s", args[3], args[2])
 		}
 		fmt.Fprint(ts.Stdout(), c)

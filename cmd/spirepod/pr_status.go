@@ -16,7 +16,7 @@ type prStatusOptions struct {
 }
 
 func newCmdPRStatus(f *Factory, runF func(*prStatusOptions) error) *cobra.Command {
-	opts := &prStatusOptions{prCommon: prCommon{f: f, Timeout: time.Minute, GHToken: ghAuthToken}}
+	opts := &prStatusOptions{prCommon: prCommon{f: f, Timeout: time.Minute}}
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "State (open, merged, closed) and checks of the trust-ca and spiffe-id pull requests",
@@ -34,8 +34,8 @@ with a summary of the check runs on their head commit (none, pending, success, f
 			return prStatusRun(cmd.Context(), opts)
 		},
 	}
-	cmd.Flags().StringVar(&opts.Dir, "dir", "", "scaffold directory (default: find spirepod.yaml from the working directory upward)")
-	cmd.Flags().DurationVar(&opts.Timeout, "timeout", time.Minute, "give up after this long")
+	addDirFlag(cmd.Flags(), &opts.Dir)
+	addTimeoutFlag(cmd.Flags(), &opts.Timeout, time.Minute, "give up after this long")
 	return cmd
 }
 

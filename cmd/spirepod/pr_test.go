@@ -59,7 +59,8 @@ func TestResolveToken(t *testing.T) {
 	env := map[string]string{}
 	f, _, _ := testFactoryPKI(t, t.TempDir())
 	f.Getenv = func(k string) string { return env[k] }
-	c := &prCommon{f: f, GHToken: func(context.Context, string) (string, error) { return "from-gh", nil }}
+	f.GHToken = func(context.Context, string) (string, error) { return "from-gh", nil }
+	c := &prCommon{f: f}
 	ctx := context.Background()
 	for _, tc := range []struct {
 		host string
@@ -79,7 +80,7 @@ func TestResolveToken(t *testing.T) {
 		}
 	}
 	env = map[string]string{}
-	c.GHToken = nil
+	f.GHToken = nil
 	_, err := c.resolveToken(ctx, "github.com")
 	var ce *cliError
 	if !errors.As(err, &ce) || !strings.Contains(ce.hint, "GH_TOKEN") {

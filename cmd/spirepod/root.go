@@ -7,16 +7,22 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
 	"strings"
 
+	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+	"github.com/spirepod/spirepod/internal/project"
 )
 
-// run builds a fresh command tree, executes it and returns the exit code.
-func run(ctx context.Context, args []string, streams *IOStreams, getenv func(string) string) int {
-	f := newFactory(streams, getenv)
+// run builds a fresh command tree for f, executes it with args and returns
+// the exit code. main, the testscript `spirepod` command and every Go CLI
+// test call it: there is one run path.
+func run(ctx context.Context, f *Factory, args []string) int {
+	streams := f.IO
 	root := newCmdRoot(f)
 	root.SetArgs(args)
 	root.SetIn(streams.In)
@@ -107,15 +113,27 @@ from the current directory upward.
 	return cmd
 }
 
-// applyConfigPrecedence fills every flag the user did not set from
-// SPIREPOD_<FLAG> in the environment, then from the config file. Flags set on
-// the command line always win; the options structs stay the one source of truth.
+// cliOnly marks flags that switch a guard off (--yes, --force, --replace-ca,
+// --force-conflicts, …): they are taken from the command line only, never
+// from SPIREPOD_* or the config file, so no environment can disarm a guard.
+const cliOnly = "spirepod/cli-only"
+
+func markCLIOnly(fl *pflag.FlagSet, names ...string) {
+	for _, n := range names {
+		if err := fl.SetAnnotation(n, cliOnly, []string{"true"}); err != nil {
+			panic(err) // a programming error: the flag is not defined
+		}
+	}
+}
+
+// applyConfigPrecedence reads the user config once (viper is its one
+// reader), rejects keys it does not know, keeps its profiles: section for
+// Factory.Profiles, then fills every flag the user did not set from
+// SPIREPOD_<FLAG> in the environment, then from the config file. Flags set
+// on the command line always win; the options structs stay the one source of
+// truth.
 func applyConfigPrecedence(cmd *cobra.Command, f *Factory) error {
 	v := viper.New()
-	v.SetEnvPrefix("SPIREPOD")
-	v.SetEnvKeyReplacer(strings.NewReplacer("-", "_"))
-	v.AutomaticEnv()
-	// viper's AutomaticEnv reads os.Getenv; tests inject their own environment.
 	path := f.ConfigPath
 	if path != "" {
 		if _, err := os.Stat(path); err == nil {
@@ -124,6 +142,17 @@ func applyConfigPrecedence(cmd *cobra.Command, f *Factory) error {
 			if err := v.ReadInConfig(); err != nil {
 				return usageError("fix or remove the file", "config file %s: %v", path, err)
 			}
+			if err := checkConfigKeys(cmd.Root(), v, path); err != nil {
+				return err
+			}
+			var user map[string]project.Profile
+			if err := v.UnmarshalKey("profiles", &user, func(dc *mapstructure.DecoderConfig) {
+				dc.ErrorUnused, dc.TagName = true, "yaml"
+			}); err != nil {
+				return usageError("profile keys are trustDomain, spireServer, cityRepo, baseBranch, githubHost, teamPath, trustList, registrationFormat, className",
+					"config file %s: %s", path, profileDecodeError(err))
+			}
+			f.userProfiles = user
 		} else if !errors.Is(err, fs.ErrNotExist) || cmd.Flags().Changed("config") {
 			return usageError("pass an existing file to --config", "--config %s: %v", path, err)
 		}
@@ -143,6 +172,10 @@ func applyConfigPrecedence(cmd *cobra.Command, f *Factory) error {
 		if !ok {
 			return
 		}
+		if _, only := fl.Annotations[cliOnly]; only {
+			fmt.Fprintf(f.IO.ErrOut, "warning: %s is ignored: --%s disables a safety check and is taken from the command line only\n", src, fl.Name)
+			return
+		}
 		if sv, isSlice := fl.Value.(pflag.SliceValue); isSlice {
 			if err := sv.Replace(strings.Split(val, ",")); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", src, err))
@@ -157,6 +190,88 @@ func applyConfigPrecedence(cmd *cobra.Command, f *Factory) error {
 		return usageError("fix the environment variable or config key", "%v", errors.Join(errs...))
 	}
 	return nil
+}
+
+var invalidKeys = regexp.MustCompile(`'([^']*)' has invalid keys: ([^\n]*)`)
+
+// profileDecodeError turns mapstructure's multi-line report into one line
+// per problem: "profiles.staging: unknown key trustdomian".
+func profileDecodeError(err error) string {
+	var msgs []string
+	for _, m := range invalidKeys.FindAllStringSubmatch(err.Error(), -1) {
+		where := strings.Trim(strings.ReplaceAll(strings.ReplaceAll(m[1], "[", "."), "]", ""), ".")
+		msgs = append(msgs, fmt.Sprintf("profiles.%s: unknown key %s", where, m[2]))
+	}
+	if len(msgs) == 0 {
+		return "profiles: " + strings.Join(strings.Fields(err.Error()), " ")
+	}
+	return strings.Join(msgs, "; ")
+}
+
+// checkConfigKeys rejects top-level config keys that are neither a flag of
+// some command nor profiles:, naming the key and the closest known one.
+func checkConfigKeys(root *cobra.Command, v *viper.Viper, path string) error {
+	known := map[string]bool{"profiles": true}
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		c.LocalFlags().VisitAll(func(fl *pflag.Flag) { known[fl.Name] = true })
+		c.PersistentFlags().VisitAll(func(fl *pflag.Flag) { known[fl.Name] = true })
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	var unknown []string
+	for k := range v.AllSettings() {
+		if !known[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) == 0 {
+		return nil
+	}
+	sort.Strings(unknown)
+	names := make([]string, 0, len(known))
+	for k := range known {
+		names = append(names, k)
+	}
+	hint := "the config file holds flag defaults (flag names without --) and profiles:"
+	if s := closest(unknown[0], names); s != "" {
+		hint = fmt.Sprintf("did you mean %q? ", s) + hint
+	}
+	return usageError(hint, "config file %s: unknown key %s", path, strings.Join(unknown, ", "))
+}
+
+// closest is the known name nearest to s by edit distance, if near enough.
+func closest(s string, known []string) string {
+	best, bestD := "", len(s)/2+1
+	sort.Strings(known)
+	for _, k := range known {
+		if d := editDistance(s, k); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
 }
 
 func lookupEnv(getenv func(string) string, key string) (string, bool) {

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io/fs"
 	"math/big"
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -66,6 +68,9 @@ func cmdMtimes(ts *testscript.TestScript, neg bool, args []string) {
 //
 // -leaf makes a non-CA certificate. The key is written only when KEY is given.
 func cmdGenTestCA(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! gen-test-ca")
+	}
 	isCA := true
 	if len(args) > 0 && args[0] == "-leaf" {
 		isCA, args = false, args[1:]
@@ -101,6 +106,9 @@ func cmdGenTestCA(ts *testscript.TestScript, neg bool, args []string) {
 // template under ns/spire/docs-k8s/spire-envoy-integration plus a file
 // MARKER.md, committed; then an uncommitted edit that --from must ignore.
 func cmdGitCity(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! git-city")
+	}
 	if len(args) != 1 {
 		ts.Fatalf("usage: git-city DIR")
 	}
@@ -137,4 +145,35 @@ func cmdGitCity(ts *testscript.TestScript, neg bool, args []string) {
 	git("commit", "-q", "-m", "city")
 	// An uncommitted edit in the work tree: --from reads HEAD, so it must not show.
 	ts.Check(os.WriteFile(filepath.Join(tdir, "MARKER.md"), []byte("UNCOMMITTED\n"), 0o644))
+}
+
+// cmdExits runs a program like exec and asserts its exact exit code, so a
+// script that says "exit 2" checks 2, not just "not 0":
+//
+//	exits 2 spirepod --no-such-flag
+//
+// stdout and stderr are then checked by the next stdout/stderr commands.
+func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
+	if neg {
+		ts.Fatalf("unsupported: ! exits (say the code you expect)")
+	}
+	if len(args) < 2 {
+		ts.Fatalf("usage: exits CODE PROGRAM [ARGS...]")
+	}
+	want, err := strconv.Atoi(args[0])
+	if err != nil {
+		ts.Fatalf("exits: code %q is not a number", args[0])
+	}
+	err = ts.Exec(args[1], args[2:]...)
+	got := 0
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		got = ee.ExitCode()
+	case err != nil:
+		ts.Fatalf("exits: %v", err)
+	}
+	if got != want {
+		ts.Fatalf("exit code %d, want %d", got, want)
+	}
 }

@@ -19,12 +19,10 @@ type statusOptions struct {
 	Dir     string
 	Short   bool
 	Timeout time.Duration
-	// GHToken asks the gh CLI for a token; replaced in tests.
-	GHToken func(ctx context.Context, host string) (string, error)
 }
 
 func newCmdStatus(f *Factory, runF func(*statusOptions) error) *cobra.Command {
-	opts := &statusOptions{f: f, kube: newKubeFlags(), GHToken: ghAuthToken}
+	opts := &statusOptions{f: f, kube: newKubeFlags()}
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Where you are in the seven steps: one checklist, local and remote",
@@ -48,8 +46,8 @@ Exit codes: 0 nothing failed (warnings and skips allowed), 1 a check failed.`,
   spirepod status --context dev -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if opts.Timeout <= 0 {
-				return usageError("for example --timeout 30s", "--timeout must be positive, got %s", opts.Timeout)
+			if err := checkTimeout(opts.Timeout); err != nil {
+				return err
 			}
 			if runF != nil {
 				return runF(opts)
@@ -59,9 +57,9 @@ Exit codes: 0 nothing failed (warnings and skips allowed), 1 a check failed.`,
 	}
 	fl := cmd.Flags()
 	opts.kube.AddFlags(fl)
-	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory (default: where spirepod.yaml is found, from here upward)")
+	addDirFlag(fl, &opts.Dir)
 	fl.BoolVar(&opts.Short, "short", false, "one line per step")
-	fl.DurationVar(&opts.Timeout, "timeout", 30*time.Second, "give up on the cluster and GitHub after this long")
+	addTimeoutFlag(fl, &opts.Timeout, 30*time.Second, "give up on the cluster and GitHub after this long")
 	return cmd
 }
 
@@ -71,12 +69,15 @@ func statusRun(ctx context.Context, opts *statusOptions) error {
 	if err != nil {
 		return err
 	}
+	if _, err := opts.kube.projectNamespace(p); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	so := status.Options{Project: p, Now: f.Now}
 
 	// The cluster: skipped, with the reason, when none is configured or it does not answer.
-	if t, err := opts.kube.Target(); err != nil {
+	if t, err := f.Kube(opts.kube); err != nil {
 		so.ClusterSkip = "no cluster: " + err.Error()
 	} else {
 		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
@@ -90,7 +91,7 @@ func statusRun(ctx context.Context, opts *statusOptions) error {
 	}
 
 	// The pull requests: skipped without a token, using pr's token resolution.
-	pc := &prCommon{f: f, GHToken: opts.GHToken}
+	pc := &prCommon{f: f}
 	if o, err := pc.gitHubOptions(ctx, p, false); err != nil {
 		so.PullsSkip = err.Error()
 	} else if o.Token == "" {

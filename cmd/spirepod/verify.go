@@ -62,16 +62,16 @@ Exit codes: 0 every pod matched, 1 a different ID (or another failure), 124 time
 	}
 	fl := cmd.Flags()
 	opts.kube.AddFlags(fl)
-	fl.StringVar(&opts.Dir, "dir", "", "scaffold directory (default: where spirepod.yaml is found, from here upward)")
+	addDirFlag(fl, &opts.Dir)
 	fl.StringVar(&opts.Pod, "pod", "", "verify only this pod (default: every replica)")
 	fl.StringVar(&opts.Expect, "expect", "", "the SPIFFE ID to expect (default: from spirepod.yaml)")
-	fl.DurationVar(&opts.Timeout, "timeout", 5*time.Minute, "give up after this long (exit 124)")
+	addTimeoutFlag(fl, &opts.Timeout, 5*time.Minute, "give up after this long (exit 124)")
 	return cmd
 }
 
 func (o *verifyOptions) validate() error {
-	if o.Timeout <= 0 {
-		return usageError("for example --timeout 5m", "--timeout must be positive, got %s", o.Timeout)
+	if err := checkTimeout(o.Timeout); err != nil {
+		return err
 	}
 	if o.Expect != "" && !strings.HasPrefix(o.Expect, "spiffe://") {
 		return usageError("for example --expect spiffe://<trust domain>/ns/<namespace>/sa/<service account>", "--expect must be a spiffe:// ID, got %q", o.Expect)
@@ -101,7 +101,7 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 	if perr != nil {
 		p = nil
 	}
-	target, err := opts.kube.Target()
+	target, err := f.Kube(opts.kube)
 	if err != nil {
 		return err
 	}
@@ -110,8 +110,12 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 		pods              []string
 		teamCA            *x509.Certificate
 	)
+	var certName func(string) string
 	if p != nil {
-		ns, expected, sts, pods = opts.kube.Namespace(p.Namespace), p.WorkloadSpiffeID(), p.StatefulSet, p.PodNames()
+		if ns, err = opts.kube.projectNamespace(p); err != nil {
+			return err
+		}
+		expected, sts, pods, certName = p.WorkloadSpiffeID(), p.StatefulSet, p.PodNames(), p.CertificateName
 		cert, _ := scaffoldCAPaths(p, false)
 		teamCA = pki.LoadTeamCA(pki.TeamCAOptions{CertPath: cert, Now: f.Now()}).Cert
 	} else {
@@ -160,7 +164,7 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 			fmt.Fprintln(f.IO.ErrOut, "diagnosing…")
 			dctx, dcancel := context.WithTimeout(ctx, 60*time.Second)
 			ds, derr := verify.Diagnose(dctx, verify.DiagnoseOptions{Client: target.Client, Dynamic: target.Dynamic, Namespace: ns,
-				StatefulSet: sts, Pods: pods, Expected: expected, TeamCA: teamCA, Verify: res, Now: f.Now})
+				StatefulSet: sts, Pods: pods, Expected: expected, TeamCA: teamCA, CertificateName: certName, Verify: res, Now: f.Now})
 			dcancel()
 			if derr != nil {
 				fmt.Fprintf(f.IO.ErrOut, "warning: diagnosis incomplete: %v\n", derr)

@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/spirepod/spirepod/internal/certmanager"
@@ -99,8 +101,16 @@ func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
 	const group = "cluster"
 	var out []check.Result
 
+	// The cert-manager kinds the scaffold applies, and Certificate, which
+	// gen-cert creates in every pod.
+	kinds := []schema.GroupVersionKind{{Group: certmanager.Group, Version: "v1", Kind: "Certificate"}}
+	for _, obj := range All(o.Layers) {
+		if gvk := obj.GroupVersionKind(); gvk.Group == certmanager.Group && !slices.Contains(kinds, gvk) {
+			kinds = append([]schema.GroupVersionKind{gvk}, kinds...)
+		}
+	}
 	var missing []string
-	for _, gvk := range certmanager.Kinds {
+	for _, gvk := range kinds {
 		if _, err := o.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
 			if !meta.IsNoMatchError(err) {
 				return append(out, check.Result{Group: group, ID: "cluster-reachable", Name: "cluster reachable", Status: check.Fail,

@@ -36,13 +36,6 @@ var (
 	ClusterIssuerGVR = schema.GroupVersionResource{Group: Group, Version: "v1", Resource: "clusterissuers"}
 )
 
-// Kinds lists the cert-manager kinds a scaffold needs served.
-var Kinds = []schema.GroupVersionKind{
-	{Group: Group, Version: "v1", Kind: KindIssuer},
-	{Group: Group, Version: "v1", Kind: KindClusterIssuer},
-	{Group: Group, Version: "v1", Kind: "Certificate"},
-}
-
 // IssuerRef names the issuer that signs a team's agent certificates and the
 // Secret holding its CA.
 type IssuerRef struct {

@@ -1,16 +1,9 @@
 package project
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
-	"io"
-	"io/fs"
-	"os"
 	"sort"
 	"strings"
-
-	"go.yaml.in/yaml/v3"
 )
 
 // Profile is an environment's shared values: the Agora SPIRE deployment a
@@ -59,35 +52,16 @@ func builtinProfiles() map[string]Profile {
 	}
 }
 
-// UserConfig is the part of $XDG_CONFIG_HOME/spirepod/config.yaml this
-// package reads; its other top-level keys are flag defaults read by the CLI.
-type UserConfig struct {
-	Profiles map[string]Profile `yaml:"profiles"`
-}
-
 // Profiles holds the built-in profiles merged with the user's.
 type Profiles map[string]Profile
 
-// LoadProfiles returns the built-in profiles plus those defined in the user
-// config file at path (which may not exist). A user profile with a built-in
-// name overrides the fields it sets.
-func LoadProfiles(path string) (Profiles, error) {
+// MergeProfiles returns the built-in profiles plus the user's (from the
+// user config's profiles: section, which the CLI reads). A user profile with
+// a built-in name overrides the fields it sets; a new one starts from the
+// defaults every profile shares.
+func MergeProfiles(user map[string]Profile) Profiles {
 	ps := Profiles(builtinProfiles())
-	if path == "" {
-		return ps, nil
-	}
-	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return ps, nil
-	} else if err != nil {
-		return nil, err
-	}
-	var uc UserConfig
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&uc); err != nil && !errors.Is(err, io.EOF) {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	for name, up := range uc.Profiles {
+	for name, up := range user {
 		base, ok := ps[name]
 		if !ok {
 			base = Profile{BaseBranch: "main", GitHubHost: "github.com", TeamPath: "ns/{namespace}/spire-envoy-integration",
@@ -95,7 +69,7 @@ func LoadProfiles(path string) (Profiles, error) {
 		}
 		ps[name] = mergeProfile(base, up)
 	}
-	return ps, nil
+	return ps
 }
 
 func mergeProfile(base, over Profile) Profile {

@@ -130,6 +130,13 @@ func xfccLines(uri string) []string {
 // makePod creates a bare pod with the scaffold's containers (kwok runs it).
 func makePod(t *testing.T, c *testbed.Cluster, ns, name string, mutate func(*corev1.Pod)) {
 	t.Helper()
+	if err := createPod(c, ns, name, mutate); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// createPod is makePod for goroutines, which must not call t.Fatal.
+func createPod(c *testbed.Cluster, ns, name string, mutate func(*corev1.Pod)) error {
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{"app.kubernetes.io/name": "sei"}},
 		Spec: corev1.PodSpec{
@@ -140,9 +147,8 @@ func makePod(t *testing.T, c *testbed.Cluster, ns, name string, mutate func(*cor
 	if mutate != nil {
 		mutate(p)
 	}
-	if _, err := c.Client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	_, err := c.Client.CoreV1().Pods(ns).Create(context.Background(), p, metav1.CreateOptions{})
+	return err
 }
 
 func waitRunning(t *testing.T, c *testbed.Cluster, ns, name string) {
@@ -200,7 +206,8 @@ func TestVerifyLateLine(t *testing.T) {
 		delays[len(delays)/2].Round(time.Millisecond), delays[0].Round(time.Millisecond), delays[len(delays)-1].Round(time.Millisecond))
 }
 
-// TestVerifyWaitsForPod: verify starts before the pod exists and waits (watch).
+// TestVerifyWaitsForPod: verify starts before the pod exists and waits
+// (watch). The pod is created only once verify has reported it is waiting.
 func TestVerifyWaitsForPod(t *testing.T) {
 	c := cluster(t)
 	ns := namespace(t, c)
@@ -210,19 +217,41 @@ func TestVerifyWaitsForPod(t *testing.T) {
 	defer cancel()
 	var states []string
 	var mu sync.Mutex
-	go func() { // the stimulus: the pod appears after verify started, then the line
-		time.Sleep(time.Second)
-		makePod(t, c, ns, pod, nil)
+	waiting := make(chan struct{})
+	var once sync.Once
+	done := make(chan struct{})
+	go func() { // the stimulus: the pod appears after verify said it waits, then the line
+		defer close(done)
+		select {
+		case <-waiting:
+		case <-ctx.Done():
+			return
+		}
+		if err := createPod(c, ns, pod, nil); err != nil {
+			t.Error(err)
+			return
+		}
 		waitRunning(t, c, ns, pod)
 		appendLog(t, files["curl"], xfccLines(expected)...)
 	}()
 	res, err := verify.Verify(ctx, verify.Options{Client: c.Client, Namespace: ns, Pods: []string{pod}, Expected: expected,
-		Progress: func(ev verify.Event) { mu.Lock(); states = append(states, ev.State+":"+ev.Message); mu.Unlock() }})
+		Progress: func(ev verify.Event) {
+			mu.Lock()
+			states = append(states, ev.State+":"+ev.Message)
+			mu.Unlock()
+			if ev.State == verify.StateWaiting {
+				once.Do(func() { close(waiting) })
+			}
+		}})
+	cancel()
+	<-done
 	if err != nil || !res.Success {
 		t.Fatalf("Verify = %+v, %v", res, err)
 	}
-	if !strings.HasPrefix(states[0], verify.StateWaiting) {
-		t.Errorf("first progress event %q, want waiting (pod not found yet)", states[0])
+	mu.Lock()
+	defer mu.Unlock()
+	if len(states) == 0 || !strings.HasPrefix(states[0], verify.StateWaiting) {
+		t.Fatalf("progress %v: want the first event to be waiting (pod not found yet)", states)
 	}
 	t.Logf("progress: %v", states)
 }
@@ -321,13 +350,43 @@ func TestVerifyMultiplePods(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	// The stimulus follows verify's own progress: sei-1's line once both
+	// pods stream, sei-0's only after sei-1 matched. No sleeps decide the order.
+	streaming := map[string]bool{}
+	var mu sync.Mutex
+	bothStreaming, sei1Matched := make(chan struct{}), make(chan struct{})
+	var once1, once2 sync.Once
+	done := make(chan struct{})
 	go func() {
-		time.Sleep(300 * time.Millisecond)
-		appendLog(t, files["sei-1"]["curl"], xfccLines(expected)...)
-		time.Sleep(700 * time.Millisecond)
-		appendLog(t, files["sei-0"]["curl"], xfccLines(expected)...)
+		defer close(done)
+		for _, step := range []struct {
+			wait <-chan struct{}
+			pod  string
+		}{{bothStreaming, "sei-1"}, {sei1Matched, "sei-0"}} {
+			select {
+			case <-step.wait:
+			case <-ctx.Done():
+				return
+			}
+			appendLog(t, files[step.pod]["curl"], xfccLines(expected)...)
+		}
 	}()
-	res, err := verify.Verify(ctx, verify.Options{Client: c.Client, Namespace: ns, Pods: pods, Expected: expected})
+	res, err := verify.Verify(ctx, verify.Options{Client: c.Client, Namespace: ns, Pods: pods, Expected: expected,
+		Progress: func(ev verify.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			if ev.State == verify.StateStreaming {
+				streaming[ev.Pod] = true
+			}
+			if streaming["sei-0"] && streaming["sei-1"] {
+				once1.Do(func() { close(bothStreaming) })
+			}
+			if ev.Pod == "sei-1" && ev.State == verify.StateMatched {
+				once2.Do(func() { close(sei1Matched) })
+			}
+		}})
+	cancel()
+	<-done
 	if err != nil || !res.Success {
 		t.Fatalf("Verify = %+v, %v", res, err)
 	}
