@@ -54,15 +54,7 @@ the command lists what was and was not applied. Running it again completes the j
   spirepod apply --context prod-eu --yes --timeout 10m
   spirepod apply --wait=false`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.validate(); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return applyRun(cmd.Context(), opts)
-		},
+		RunE: runE(opts, opts.validate, runF, applyRun),
 	}
 	fl := cmd.Flags()
 	opts.kube.AddFlags(fl)

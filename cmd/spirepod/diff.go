@@ -30,15 +30,7 @@ Exit status, like kubectl diff: 0 when nothing would change, 1 when something wo
 		Example: `  spirepod diff --context dev-cluster
   spirepod diff -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkTimeout(opts.Timeout); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return diffRun(cmd.Context(), opts)
-		},
+		RunE: runE(opts, func() error { return checkTimeout(opts.Timeout) }, runF, diffRun),
 	}
 	opts.kube.AddFlags(cmd.Flags())
 	addDirFlag(cmd.Flags(), &opts.Dir)

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/spirepod/spirepod/internal/project"
@@ -10,6 +12,20 @@ import (
 
 // The flags several commands share are defined here once, with one help text
 // and one validation each.
+
+// runE is a leaf command's RunE: validate (pure, names the flag at fault)
+// before anything else, then runF when a test passes one, else run.
+func runE[O any](opts O, validate func() error, runF func(O) error, run func(context.Context, O) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		if err := validate(); err != nil {
+			return err
+		}
+		if runF != nil {
+			return runF(opts)
+		}
+		return run(cmd.Context(), opts)
+	}
+}
 
 // addDirFlag is --dir: where the scaffold is.
 func addDirFlag(fl *pflag.FlagSet, dst *string) {

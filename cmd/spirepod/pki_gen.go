@@ -46,15 +46,7 @@ x509pop:ca:fingerprint:<sha1> to put on your node aliases.`,
   spirepod pki gen --key-type rsa-3072 --validity 5y --subject "CN=payments agent CA,O=Payments"
   spirepod pki gen --dir ./spire-envoy-integration -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.validate(); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return pkiGenRun(cmd.Context(), opts)
-		},
+		RunE: runE(opts, opts.validate, runF, pkiGenRun),
 	}
 	fl := cmd.Flags()
 	addDirFlag(fl, &opts.Dir)

@@ -38,15 +38,7 @@ cert-manager's default encoding). For clusters without cert-manager and for test
 		Example: `  spirepod pki issue --pod spire-envoy-integration-0
   spirepod pki issue --pod web-0 --out-dir /tmp/agent --ca ca.pem --ca-key ca.key.pem`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.validate(); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return pkiIssueRun(cmd.Context(), opts)
-		},
+		RunE: runE(opts, opts.validate, runF, pkiIssueRun),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&opts.Pod, "pod", "", "pod name; the certificate's CN is spire-agent-x509pop-<pod> (required)")

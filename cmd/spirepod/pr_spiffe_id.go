@@ -40,15 +40,7 @@ Every ID is checked with go-spiffe and every selector's syntax before anything i
 		Example: `  spirepod pr spiffe-id --format entry-json --dry-run
   spirepod pr spiffe-id`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.validate(); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return prSpiffeIDRun(cmd.Context(), opts)
-		},
+		RunE: runE(opts, opts.validate, runF, prSpiffeIDRun),
 	}
 	opts.addFlags(cmd)
 	cmd.Flags().StringVar(&opts.CA, "ca", "", "team CA certificate whose fingerprint pins the node aliases (default: paths.caCert)")

@@ -24,15 +24,7 @@ func newCmdPRStatus(f *Factory, runF func(*prStatusOptions) error) *cobra.Comman
 with a summary of the check runs on their head commit (none, pending, success, failure).
 -o json gives {repo, pulls: [{kind, branch, state, url, number, checks, ...}], requests}.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.validate(); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return prStatusRun(cmd.Context(), opts)
-		},
+		RunE: runE(opts, opts.validate, runF, prStatusRun),
 	}
 	addDirFlag(cmd.Flags(), &opts.Dir)
 	addTimeoutFlag(cmd.Flags(), &opts.Timeout, time.Minute, "give up after this long")

@@ -33,15 +33,7 @@ The CA must pass ` + "`spirepod pki inspect`" + `; anything holding a private ke
   spirepod pr trust-ca
   spirepod pr trust-ca --local ~/src/city --push`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.validate(); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return prTrustCARun(cmd.Context(), opts)
-		},
+		RunE: runE(opts, opts.validate, runF, prTrustCARun),
 	}
 	opts.addFlags(cmd)
 	cmd.Flags().StringVar(&opts.CA, "ca", "", "team CA certificate (default: paths.caCert in spirepod.yaml)")

@@ -45,15 +45,7 @@ Exit codes: 0 nothing failed (warnings and skips allowed), 1 a check failed.`,
   spirepod status --short
   spirepod status --context dev -o json`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := checkTimeout(opts.Timeout); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return statusRun(cmd.Context(), opts)
-		},
+		RunE: runE(opts, func() error { return checkTimeout(opts.Timeout) }, runF, statusRun),
 	}
 	fl := cmd.Flags()
 	opts.kube.AddFlags(fl)

@@ -50,15 +50,7 @@ Exit codes: 0 every pod matched, 1 a different ID (or another failure), 124 time
   spirepod verify --pod spire-envoy-integration-1 --timeout 2m
   spirepod verify --context dev --expect spiffe://spire.cityos-dev.woven-planet.tech/ns/payments/sa/httpbin-client`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			if err := opts.validate(); err != nil {
-				return err
-			}
-			if runF != nil {
-				return runF(opts)
-			}
-			return verifyRun(cmd.Context(), opts)
-		},
+		RunE: runE(opts, opts.validate, runF, verifyRun),
 	}
 	fl := cmd.Flags()
 	opts.kube.AddFlags(fl)
