@@ -63,22 +63,10 @@ func dashes(n int) string {
 
 // checkStatusLine is the closing line of a checklist.
 func checkStatusLine(s *IOStreams, rs []check.Result) string {
-	var ok, warn, fail, skip int
-	for _, r := range rs {
-		switch r.Status {
-		case check.OK:
-			ok++
-		case check.Warn:
-			warn++
-		case check.Fail:
-			fail++
-		default:
-			skip++
-		}
-	}
+	c := check.Count(rs)
 	status := s.green("Status check results are √")
-	if fail > 0 {
+	if c.Fail > 0 {
 		status = s.red("Status check results are ×")
 	}
-	return fmt.Sprintf("%s (%d ok, %d warnings, %d failed, %d skipped)", status, ok, warn, fail, skip)
+	return fmt.Sprintf("%s (%d ok, %d warnings, %d failed, %d skipped)", status, c.OK, c.Warn, c.Fail, c.Skipped)
 }

@@ -42,3 +42,24 @@ func Find(rs []Result, id string) (Result, bool) {
 	}
 	return Result{}, false
 }
+
+// Counts are how many results have each status.
+type Counts struct{ OK, Warn, Fail, Skipped int }
+
+// Count counts results by status.
+func Count(rs []Result) Counts {
+	var c Counts
+	for _, r := range rs {
+		switch r.Status {
+		case OK:
+			c.OK++
+		case Warn:
+			c.Warn++
+		case Fail:
+			c.Fail++
+		default:
+			c.Skipped++
+		}
+	}
+	return c
+}

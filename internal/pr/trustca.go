@@ -26,14 +26,11 @@ type TrustCAOptions struct {
 	Inspect []check.Result
 }
 
-// CAInfo describes the team CA for the PR body and the CLI.
+// CAInfo describes the team CA for the PR body and the CLI: pki's facts
+// and the pki inspect verdict.
 type CAInfo struct {
-	Subject   string    `json:"subject"`
-	NotBefore time.Time `json:"notBefore"`
-	NotAfter  time.Time `json:"notAfter"`
-	SHA256    string    `json:"sha256"`
-	SHA1      string    `json:"sha1"`
-	Verdict   string    `json:"verdict"`
+	pki.CAInfo
+	Verdict string `json:"verdict"`
 }
 
 // TrustCA builds the change adding the team CA to the x509pop trust list.
@@ -43,8 +40,7 @@ func TrustCA(o TrustCAOptions) (*Change, *CAInfo, error) {
 	if ca == nil {
 		return nil, nil, errors.New("trust-ca: no team CA")
 	}
-	info := &CAInfo{Subject: ca.Subject.String(), NotBefore: ca.NotBefore.UTC(), NotAfter: ca.NotAfter.UTC(),
-		SHA256: pki.SHA256Fingerprint(ca), SHA1: pki.SHA1Fingerprint(ca), Verdict: "not inspected"}
+	info := &CAInfo{CAInfo: pki.Describe(ca), Verdict: "not inspected"}
 	if o.Inspect != nil {
 		if check.Failed(o.Inspect) {
 			return nil, nil, fmt.Errorf("trust-ca: the team CA fails pki inspect")
@@ -130,19 +126,15 @@ func bundleHas(data []byte, sha1 string) bool {
 }
 
 func verdict(rs []check.Result) string {
-	var ok, warn int
+	c := check.Count(rs)
 	var warns []string
 	for _, r := range rs {
-		switch r.Status {
-		case check.OK:
-			ok++
-		case check.Warn:
-			warn++
+		if r.Status == check.Warn {
 			warns = append(warns, r.Name)
 		}
 	}
-	v := fmt.Sprintf("passed (%d checks ok, %d warnings)", ok, warn)
-	if warn > 0 {
+	v := fmt.Sprintf("passed (%d checks ok, %d warnings)", c.OK, c.Warn)
+	if c.Warn > 0 {
 		v += ": " + strings.Join(warns, "; ")
 	}
 	return v
