@@ -38,6 +38,10 @@ type Options struct {
 	ContextName string
 	// Logf receives progress lines (start-up times).
 	Logf func(format string, args ...any)
+	// RealNode runs a real node (containerd + kubelet, see node.go and
+	// REALNODE.md) instead of kwok, with the Node authorizer on. Only inside
+	// the test's network namespace: call InNetns first.
+	RealNode bool
 }
 
 // Cluster is a running control plane.
@@ -52,6 +56,12 @@ type Cluster struct {
 	Bins       Bins
 
 	Etcd, APIServer, ControllerManager, Scheduler, Kwok, CertManager *Proc
+
+	// Node is the real node (Options.RealNode), else nil.
+	Node *Node
+	// PodReachableAddr is where pods reach servers the test runs (BridgeIP)
+	// on a real node; empty with kwok.
+	PodReachableAddr string
 
 	apiserverArgs []string
 	kwokArgs      []string
@@ -70,7 +80,11 @@ func StartCluster(t testing.TB, b Bins, opts Options) *Cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	timeout := 3 * time.Minute
+	if opts.RealNode {
+		timeout = 8 * time.Minute // a cold image build compiles the stand-ins
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	c, err := Start(ctx, b, dir, opts)
 	t.Cleanup(func() {
@@ -146,7 +160,13 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 	if err != nil {
 		return c, err
 	}
-	servingPath, servingKey, err := ca.issue("kube-apiserver", nil, true).write(pki, "apiserver")
+	serving := ca.issue("kube-apiserver", nil, true)
+	apiHost := "127.0.0.1"
+	if opts.RealNode {
+		serving = ca.issueServing("kube-apiserver", realNodeServingIPs(), serving.Cert.DNSNames)
+		apiHost, c.PodReachableAddr = BridgeIP, BridgeIP
+	}
+	servingPath, servingKey, err := serving.write(pki, "apiserver")
 	if err != nil {
 		return c, err
 	}
@@ -159,7 +179,7 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 	if err != nil {
 		return c, err
 	}
-	c.Server = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	c.Server = fmt.Sprintf("https://%s:%d", apiHost, apiPort)
 	c.Kubeconfig = filepath.Join(dir, "kubeconfig")
 	if err := writeKubeconfig(c.Kubeconfig, c.Context, c.Server, ca.CertPEM, admin.CertPEM, admin.KeyPEM); err != nil {
 		return c, err
@@ -183,6 +203,11 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 		"--allow-privileged=true",
 		"--kubelet-preferred-address-types", "InternalIP",
 		"--cert-dir", filepath.Join(dir, "apiserver-certs"),
+	}
+	if opts.RealNode {
+		if c.apiserverArgs, err = realNodeAPIServerArgs(c.apiserverArgs, pki, ca); err != nil {
+			return c, err
+		}
 	}
 	c.APIServer, err = c.start("kube-apiserver", b.Kube("kube-apiserver"), c.apiserverArgs...)
 	if err != nil {
@@ -231,38 +256,45 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 	}
 	step("controller-manager and scheduler started", t0)
 
-	// kwok: CRDs for Logs, stages, a fake node
-	t0 = time.Now()
-	if out, err := c.Kubectl(ctx, "apply", "--server-side", "-f", b.KwokCRDs()); err != nil {
-		return c, fmt.Errorf("kwok CRDs: %v\n%s", err, out)
+	if opts.RealNode {
+		// A real node (node.go) instead of kwok.
+		if c.Node, err = c.startRealNode(ctx, ca, apiPort); err != nil {
+			return c, err
+		}
+	} else {
+		// kwok: CRDs for Logs, stages, a fake node
+		t0 = time.Now()
+		if out, err := c.Kubectl(ctx, "apply", "--server-side", "-f", b.KwokCRDs()); err != nil {
+			return c, fmt.Errorf("kwok CRDs: %v\n%s", err, out)
+		}
+		if out, err := c.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"); err != nil {
+			return c, fmt.Errorf("kwok CRDs not established: %v\n%s", err, out)
+		}
+		stagesPath := filepath.Join(dir, "kwok-config.yaml")
+		if err := concatYAML(b.KwokStages(), stagesPath); err != nil {
+			return c, err
+		}
+		c.kwokArgs = []string{
+			"--kubeconfig", c.Kubeconfig,
+			"--config", stagesPath,
+			"--manage-all-nodes=false",
+			"--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
+			"--node-ip", "127.0.0.1",
+			"--node-port", itoa(kwokPort),
+			"--server-address", fmt.Sprintf("127.0.0.1:%d", kwokPort),
+			"--tls-cert-file", kwokCertPath, "--tls-private-key-file", kwokKeyPath,
+			"--enable-crds", "Logs,ClusterLogs",
+			"--cidr", "10.244.0.0/16",
+		}
+		c.Kwok, err = c.start("kwok", b.Kwok(), c.kwokArgs...)
+		if err != nil {
+			return c, err
+		}
+		if err := c.createNode(ctx); err != nil {
+			return c, err
+		}
+		step("kwok node Ready", t0)
 	}
-	if out, err := c.Kubectl(ctx, "wait", "--for=condition=Established", "--timeout=60s", "crd", "--all"); err != nil {
-		return c, fmt.Errorf("kwok CRDs not established: %v\n%s", err, out)
-	}
-	stagesPath := filepath.Join(dir, "kwok-config.yaml")
-	if err := concatYAML(b.KwokStages(), stagesPath); err != nil {
-		return c, err
-	}
-	c.kwokArgs = []string{
-		"--kubeconfig", c.Kubeconfig,
-		"--config", stagesPath,
-		"--manage-all-nodes=false",
-		"--manage-nodes-with-annotation-selector", "kwok.x-k8s.io/node=fake",
-		"--node-ip", "127.0.0.1",
-		"--node-port", itoa(kwokPort),
-		"--server-address", fmt.Sprintf("127.0.0.1:%d", kwokPort),
-		"--tls-cert-file", kwokCertPath, "--tls-private-key-file", kwokKeyPath,
-		"--enable-crds", "Logs,ClusterLogs",
-		"--cidr", "10.244.0.0/16",
-	}
-	c.Kwok, err = c.start("kwok", b.Kwok(), c.kwokArgs...)
-	if err != nil {
-		return c, err
-	}
-	if err := c.createNode(ctx); err != nil {
-		return c, err
-	}
-	step("kwok node Ready", t0)
 
 	// cert-manager
 	if !opts.NoCertManager {
@@ -334,6 +366,9 @@ func (c *Cluster) RestartKwok() error {
 
 // Stop stops every process, last started first.
 func (c *Cluster) Stop() {
+	if c.Node != nil {
+		c.Node.Stop()
+	}
 	for i := len(c.procs) - 1; i >= 0; i-- {
 		c.procs[i].Stop()
 	}
@@ -342,7 +377,11 @@ func (c *Cluster) Stop() {
 
 // DumpLogs prints the tail of each component's log.
 func (c *Cluster) DumpLogs(logf func(string, ...any)) {
-	for _, p := range c.procs {
+	var node []*Proc
+	if c.Node != nil {
+		node = c.Node.Procs()
+	}
+	for _, p := range append(c.procs, node...) {
 		logf("--- %s (%s) ---\n%s", p.Name, p.LogPath, p.Tail(2000))
 	}
 }
