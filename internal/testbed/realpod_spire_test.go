@@ -1,0 +1,282 @@
+package testbed
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/utils/ptr"
+)
+
+// TestRealPodSpireChain runs the scaffold's pod shape on the real node with
+// the local images: a real spire-agent container (non-root, uid 1000)
+// attesting with x509pop to a real SPIRE server through ExposeToPods, the
+// Envoy stand-in (uid 101) getting its SVID over SDS on the socket in the
+// shared emptyDir (unix attestor through shareProcessNamespace), and real
+// curl calling it on localhost; the xfccecho upstream runs on the bridge.
+// curl's log, read through apiserver → kubelet, shows the XFCC line with
+// this workload's SPIFFE ID. Pod Security "restricted" is enforced.
+func TestRealPodSpireChain(t *testing.T) {
+	b, _ := RequireRealNode(t)
+	if !InNetns(t) {
+		return
+	}
+	c := StartCluster(t, b, Options{RealNode: true, NoCertManager: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	const td = "realnode.test"
+	ns := "chain"
+	const pod = "chain-0"
+	cn := "spire-agent-x509pop-" + pod
+
+	ca := newCA("team-ca")
+	caPath, _, err := ca.write(dir, "team-ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := ca.issue(cn, nil, false)
+	srv, err := StartSpireServer(ctx, b, filepath.Join(dir, "server"), SpireServerConfig{TrustDomain: td, CABundlePath: caPath})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	fwd := ExposeToPods(t, fmt.Sprintf("127.0.0.1:%d", srv.Port))
+	bundle, err := os.ReadFile(srv.BundlePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// The upstream, on the host side of the bridge.
+	echoDir := filepath.Join(dir, "echo")
+	if err := os.MkdirAll(echoDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	echoID := fmt.Sprintf("spiffe://%s/ns/spire-sample/sa/httpbin", td)
+	if out, err := srv.Run(ctx, "x509", "mint", "-spiffeID", echoID, "-write", echoDir); err != nil {
+		t.Fatalf("x509 mint: %v\n%s", err, out)
+	}
+	echoBin, err := StandinBinary(ctx, dir, "xfccecho")
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoPort, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	echo, err := StartProc(dir, "xfccecho", echoBin, "-listen", fmt.Sprintf("%s:%d", c.PodReachableAddr, echoPort),
+		"-cert", filepath.Join(echoDir, "svid.pem"), "-key", filepath.Join(echoDir, "key.pem"), "-bundle", filepath.Join(echoDir, "bundle.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(echo.Stop)
+
+	workloadID := fmt.Sprintf("spiffe://%s/ns/%s/sa/httpbin-client", td, ns)
+	if out, err := srv.Run(ctx, "entry", "create", "-parentID", fmt.Sprintf("spiffe://%s/spire/agent/x509pop/%s", td, cn),
+		"-spiffeID", workloadID, "-selector", "unix:uid:101"); err != nil {
+		t.Fatalf("entry create: %v\n%s", err, out)
+	}
+
+	if err := c.CreateNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	nsObj, err := c.Client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nsObj.Labels["pod-security.kubernetes.io/enforce"] = "restricted"
+	if _, err := c.Client.CoreV1().Namespaces().Update(ctx, nsObj, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	agentConf := fmt.Sprintf(`agent {
+  data_dir = "/run/spire/data"
+  log_level = "DEBUG"
+  server_address = %q
+  server_port = "%d"
+  socket_path = "/run/spire/sockets/agent.sock"
+  trust_bundle_path = "/run/spire/bundle/bundle.crt"
+  trust_domain = %q
+}
+plugins {
+  NodeAttestor "x509pop" {
+    plugin_data {
+      certificate_path = "/run/spire/agent-certs/agent.crt.pem"
+      private_key_path = "/run/spire/agent-certs/agent.key.pem"
+    }
+  }
+  KeyManager "memory" {
+    plugin_data {}
+  }
+  WorkloadAttestor "unix" {
+    plugin_data {}
+  }
+}
+`, c.PodReachableAddr, fwd.Port(), td)
+	var envoyYAML bytes.Buffer
+	if err := standinBootstrap.Execute(&envoyYAML, map[string]any{
+		"Admin": 9901, "Listen": 8080, "Pipe": "/run/spire/sockets/agent.sock",
+		"UpstreamHost": c.PodReachableAddr, "UpstreamPort": echoPort,
+		"Secret": workloadID, "Validation": "spiffe://" + td, "SANPrefix": "spiffe://" + td + "/",
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cms := map[string]map[string]string{
+		"spire-agent":  {"agent.conf": agentConf},
+		"spire-bundle": {"bundle.crt": string(bundle)},
+		"envoy":        {"envoy.yaml": envoyYAML.String()},
+	}
+	for name, data := range cms {
+		if _, err := c.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: data}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The agent certificate gen-cert would write: here a Secret.
+	if _, err := c.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "agent-cert"},
+		Data:       map[string][]byte{"agent.crt.pem": leaf.CertPEM, "agent.key.pem": leaf.KeyPEM},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	sc := func(uid int64) *corev1.SecurityContext {
+		s := &corev1.SecurityContext{
+			RunAsNonRoot: ptr.To(true), AllowPrivilegeEscalation: ptr.To(false),
+			Capabilities:   &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		}
+		if uid != 0 {
+			s.RunAsUser, s.RunAsGroup = ptr.To(uid), ptr.To(uid)
+		}
+		return s
+	}
+	vol := func(name string, src corev1.VolumeSource) corev1.Volume {
+		return corev1.Volume{Name: name, VolumeSource: src}
+	}
+	cmVol := func(name string) corev1.VolumeSource {
+		return corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{LocalObjectReference: corev1.LocalObjectReference{Name: name}}}
+	}
+	im := c.Node.Images
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: pod, Namespace: ns},
+		Spec: corev1.PodSpec{
+			ShareProcessNamespace:         ptr.To(true),
+			TerminationGracePeriodSeconds: ptr.To[int64](2),
+			Containers: []corev1.Container{
+				{
+					Name: "spire-agent", Image: im.SpireAgent, Args: []string{"-config", "/run/spire/config/agent.conf"},
+					VolumeMounts: []corev1.VolumeMount{
+						{Name: "spire-agent-config", MountPath: "/run/spire/config", ReadOnly: true},
+						{Name: "spire-bundle", MountPath: "/run/spire/bundle", ReadOnly: true},
+						{Name: "agent-certs", MountPath: "/run/spire/agent-certs", ReadOnly: true},
+						{Name: "spire-agent-socket", MountPath: "/run/spire/sockets"},
+						{Name: "spire-agent-data", MountPath: "/run/spire/data"},
+					},
+					SecurityContext: sc(0),
+				},
+				{
+					Name: "envoy", Image: im.Envoy, Args: []string{"-c", "/etc/envoy/envoy.yaml", "-l", "info"},
+					VolumeMounts: []corev1.VolumeMount{
+						{Name: "envoy-config", MountPath: "/etc/envoy", ReadOnly: true},
+						{Name: "spire-agent-socket", MountPath: "/run/spire/sockets", ReadOnly: true},
+					},
+					SecurityContext: sc(101),
+				},
+				{
+					Name: "curl", Image: im.Curl,
+					Command: []string{"/bin/sh", "-c", `while true; do
+  curl -sS --max-time 10 http://127.0.0.1:8080/headers || echo "curl: request to envoy failed"
+  echo
+  sleep 2
+done`},
+					SecurityContext: sc(0),
+				},
+			},
+			Volumes: []corev1.Volume{
+				vol("spire-agent-config", cmVol("spire-agent")),
+				vol("spire-bundle", cmVol("spire-bundle")),
+				vol("envoy-config", cmVol("envoy")),
+				vol("agent-certs", corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "agent-cert", DefaultMode: ptr.To[int32](0o444)}}),
+				vol("spire-agent-socket", corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}),
+				vol("spire-agent-data", corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}),
+			},
+		},
+	}
+	t0 := time.Now()
+	if _, err := c.Client.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitPodRunning(ctx, ns, pod); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("pod Running in %v", time.Since(t0).Round(time.Millisecond))
+	want := "URI=" + workloadID
+	var last string
+	for {
+		rc, err := c.Client.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: "curl"}).Stream(ctx)
+		if err == nil {
+			bs, _ := io.ReadAll(rc)
+			rc.Close()
+			last = string(bs)
+			if strings.Contains(last, want) && strings.Contains(last, "By="+echoID) {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			logs := map[string]string{}
+			for _, ct := range []string{"spire-agent", "envoy"} {
+				if rc, err := c.Client.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: ct}).Stream(context.Background()); err == nil {
+					bs, _ := io.ReadAll(rc)
+					rc.Close()
+					logs[ct] = string(bs)
+				}
+			}
+			t.Fatalf("curl's log never showed %s:\n%s\n--- spire-agent:\n%s\n--- envoy stand-in:\n%s", want, last, logs["spire-agent"], logs["envoy"])
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	t.Logf("curl's log shows the XFCC line %v after the pod was created", time.Since(t0).Round(time.Millisecond))
+
+	// Deleting the pod leaves none of its processes.
+	procs := c.Node.Processes()
+	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, pod, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Client.CoreV1().Pods(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + pod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for ev := range w.ResultChan() {
+		if ev.Type == watch.Deleted {
+			break
+		}
+	}
+	w.Stop()
+	if err := waitFor(ctx, "the pod's processes to exit", nil, func(context.Context) bool {
+		for _, p := range procs {
+			if p.What != "containerd" && p.What != "kubelet" && processRunning(p.PID) {
+				return false
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatalf("%v: %+v", err, c.Node.Processes())
+	}
+}
+
+func processRunning(pid int) bool {
+	_, ok := startTime(pid)
+	return ok
+}
