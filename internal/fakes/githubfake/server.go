@@ -77,6 +77,8 @@ type Pull struct {
 	MergeCommit   plumbing.Hash
 	mergedHeadSHA plumbing.Hash
 	base          *Repo
+	// closedAt and mergedAt back closed_at and merged_at.
+	closedAt, mergedAt time.Time
 }
 
 // Fault is an injected failure, matched against each request in order.
@@ -395,6 +397,7 @@ func (s *Server) mergeLocked(r *Repo, p *Pull) (plumbing.Hash, error) {
 	}
 	r.refs["refs/heads/"+p.BaseRef] = h
 	p.State, p.Merged, p.MergeCommit, p.mergedHeadSHA = "closed", true, h, headSHA
+	p.closedAt, p.mergedAt = s.now(), s.now()
 	return h, nil
 }
 
@@ -408,7 +411,7 @@ func (s *Server) ClosePull(fullName string, number int) error {
 	}
 	for _, p := range r.pulls {
 		if p.Number == number {
-			p.State = "closed"
+			p.State, p.closedAt = "closed", s.now()
 			return nil
 		}
 	}
@@ -655,17 +658,21 @@ func (s *Server) getContents(w http.ResponseWriter, req *http.Request, r *Repo, 
 	}
 	var dir []*github.RepositoryContent
 	seen := map[string]bool{}
+	prefix := p + "/"
+	if p == "" { // contents/ lists the root directory
+		prefix = ""
+	}
 	for fp, h := range files {
-		if !strings.HasPrefix(fp, p+"/") {
+		if !strings.HasPrefix(fp, prefix) {
 			continue
 		}
-		rest := strings.TrimPrefix(fp, p+"/")
+		rest := strings.TrimPrefix(fp, prefix)
 		name, _, nested := strings.Cut(rest, "/")
 		if seen[name] {
 			continue
 		}
 		seen[name] = true
-		e := &github.RepositoryContent{Name: github.String(name), Path: github.String(p + "/" + name), Type: github.String("file"), SHA: github.String(h.String())}
+		e := &github.RepositoryContent{Name: github.String(name), Path: github.String(prefix + name), Type: github.String("file"), SHA: github.String(h.String())}
 		if nested {
 			e.Type, e.SHA = github.String("dir"), nil
 		}
@@ -800,7 +807,8 @@ func (s *Server) createTree(w http.ResponseWriter, req *http.Request, r *Repo) {
 	var entries []gittree.Entry
 	for _, e := range in.Tree {
 		mode, err := filemode.New(e.GetMode())
-		if err != nil || e.GetType() != "blob" {
+		// A blob entry is a file, an executable or a symlink (GitHub refuses other modes).
+		if err != nil || e.GetType() != "blob" || (mode != filemode.Regular && mode != filemode.Executable && mode != filemode.Symlink) {
 			writeErr(w, 422, "tree.mode or tree.type invalid for "+e.GetPath())
 			return
 		}
@@ -888,6 +896,10 @@ func (s *Server) pullJSON(p *Pull) *github.PullRequest {
 	}
 	if p.Merged {
 		out.MergeCommitSHA = github.String(p.MergeCommit.String())
+		out.MergedAt = &github.Timestamp{Time: p.mergedAt}
+	}
+	if !p.closedAt.IsZero() {
+		out.ClosedAt = &github.Timestamp{Time: p.closedAt}
 	}
 	return out
 }
@@ -915,7 +927,8 @@ func (s *Server) listPulls(w http.ResponseWriter, req *http.Request, r *Repo) {
 		if state != "all" && p.State != state {
 			continue
 		}
-		if h := q.Get("head"); h != "" {
+		// GitHub ignores a head without its "owner:" prefix.
+		if h := q.Get("head"); strings.Contains(h, ":") {
 			hr, ref := s.headRepo(r, h)
 			if hr != p.HeadRepo || ref != p.HeadRef {
 				continue
@@ -924,7 +937,11 @@ func (s *Server) listPulls(w http.ResponseWriter, req *http.Request, r *Repo) {
 		if b := q.Get("base"); b != "" && b != p.BaseRef {
 			continue
 		}
-		out = append(out, s.pullJSON(p))
+		// A listed pull request is GitHub's "pull-request-simple": it has
+		// merged_at but no merged field.
+		j := s.pullJSON(p)
+		j.Merged = nil
+		out = append(out, j)
 	}
 	writeJSON(w, 200, out)
 }
@@ -957,7 +974,12 @@ func (s *Server) createPull(w http.ResponseWriter, req *http.Request, r *Repo) {
 	}
 	hc, _ := object.GetCommit(r.store, headSHA)
 	bc, _ := object.GetCommit(r.store, baseSHA)
-	if hc == nil || bc == nil || hc.Hash == bc.Hash {
+	// No commits between: the head is already in the base (as GitHub judges).
+	inBase := hc == nil || bc == nil
+	if !inBase {
+		inBase, _ = hc.IsAncestor(bc)
+	}
+	if inBase {
 		writeErr(w, 422, "Validation Failed", "No commits between "+in.GetBase()+" and "+ref)
 		return
 	}
@@ -989,8 +1011,12 @@ func (s *Server) pull(w http.ResponseWriter, req *http.Request, r *Repo, num str
 		if in.Body != nil {
 			p.Body = in.GetBody()
 		}
-		if in.State != nil {
+		if in.State != nil && in.GetState() != p.State {
 			p.State = in.GetState()
+			p.closedAt = time.Time{}
+			if p.State == "closed" {
+				p.closedAt = s.now()
+			}
 		}
 	}
 	writeJSON(w, 200, s.pullJSON(p))
