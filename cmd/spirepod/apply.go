@@ -129,8 +129,9 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 	if len(patterns) == 0 {
 		patterns = apply.DefaultProtectedContexts
 	}
-	if pat, ok := apply.Protected(t.Context, patterns); ok && !o.Yes && !rep.DryRun {
-		return usageError("re-run with --yes if you mean it", "context %q matches protected pattern %q", t.Context, pat)
+	if pat, name, ok := apply.Protected([]string{t.Context, t.Cluster, t.Server}, patterns); ok && !o.Yes && !rep.DryRun {
+		return usageError("re-run with --yes on the command line if you mean it (SPIREPOD_YES and the config file cannot give it)",
+			"%q (context %s) matches protected pattern %q", name, t.Context, pat)
 	}
 
 	pctx, cancel := context.WithTimeout(ctx, o.Timeout)
@@ -151,7 +152,7 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 
 	prog := newProgress(o.f.IO)
 	res, applyErr := apply.Apply(pctx, apply.Options{
-		Layers: layers, Dynamic: t.Dynamic, Mapper: t.Mapper,
+		Layers: layers, Dynamic: t.Dynamic, Mapper: t.Mapper, FieldManager: p.FieldManager(),
 		DryRun: rep.DryRun, ForceConflicts: o.ForceConflicts, RetryFor: o.Timeout,
 		Progress: func(ev apply.Event) {
 			if ev.Object != nil && !o.f.JSON() {

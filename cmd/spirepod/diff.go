@@ -57,7 +57,7 @@ func diffRun(ctx context.Context, o *diffOptions) error {
 	fmt.Fprintf(o.f.IO.ErrOut, "Comparing with %s\n", t.describe())
 	dctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
-	diffs, err := apply.Diff(dctx, apply.Options{Layers: layers, Dynamic: t.Dynamic, Mapper: t.Mapper, RetryFor: o.Timeout})
+	diffs, err := apply.Diff(dctx, apply.Options{Layers: layers, Dynamic: t.Dynamic, Mapper: t.Mapper, FieldManager: p.FieldManager(), RetryFor: o.Timeout})
 	if err != nil {
 		return failure(err, kubeHint)
 	}

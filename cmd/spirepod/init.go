@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -25,6 +26,8 @@ type initOptions struct {
 	Replicas       int
 	ServiceAccount string
 	ServerCA       string
+	Naming         string
+	Issuer         string
 	From           string
 	Force          bool
 	DryRun         bool
@@ -73,12 +76,21 @@ changed inputs show a diff and need --force; files you added are left alone.`,
 	fl.StringVar(&opts.Name, "name", scaffold.TemplateName, "StatefulSet name; pods are <name>-0, <name>-1, …")
 	fl.IntVar(&opts.Replicas, "replicas", 1, "number of pods (each gets its own agent identity)")
 	fl.StringVar(&opts.ServiceAccount, "service-account", scaffold.TemplateServiceAccount, "service account of the pods; names the workload's SPIFFE ID")
+	fl.StringVar(&opts.Naming, "naming", project.NamingNamespaced, "agent names: namespaced (CN <pod>.<namespace>, alias spiffe://<td>/ns/<namespace>/spire-agent-x509pop-<pod>) or guide (the guide's spire-agent-x509pop-<pod>; needs a StatefulSet name no other team uses)")
+	fl.StringVar(&opts.Issuer, "issuer", project.IssuerNamespaced, "agent certificate issuer: namespaced (an Issuer and its CA Secret in your namespace) or cluster (a ClusterIssuer spire-agent-x509pop-<namespace>, CA Secret in cert-manager)")
 	fl.StringVar(&opts.ServerCA, "server-ca", "", "PEM file with the SPIRE server's CA, put into the bundle ConfigMap")
 	fl.StringVar(&opts.From, "from", "", "local city checkout to take "+scaffold.CityTemplatePath+" from (at HEAD) instead of the embedded copy")
 	fl.BoolVar(&opts.Force, "force", false, "overwrite files that differ from what would be written")
 	markCLIOnly(fl, "force")
 	fl.BoolVar(&opts.DryRun, "dry-run", false, "print the plan and the diff; write nothing")
 	return cmd
+}
+
+// migrateHint says how to move a scaffold to team-scoped names: init --force
+// from the scaffold's parent directory, with the scaffold's own values.
+func migrateHint(p *project.Project) string {
+	return fmt.Sprintf("move it to team-scoped names: from %s run `spirepod init %s --team %s --namespace %s --env %s --name %s --replicas %d --force` (it keeps the CA; then `spirepod apply` and new PRs)",
+		filepath.Dir(p.Dir), filepath.Base(p.Dir), p.Team, p.Namespace, p.Environment, p.StatefulSet, p.Replicas)
 }
 
 // askMissing prompts for required values on a terminal.
@@ -127,6 +139,26 @@ func (o *initOptions) validate() error {
 	if err := project.CheckStatefulSet(o.Name, o.Replicas); err != nil {
 		return usageError("choose a shorter --name or fewer --replicas", "--name/--replicas: %v", err)
 	}
+	switch o.Naming {
+	case project.NamingNamespaced, project.NamingGuide:
+	default:
+		return usageError("use --naming namespaced (the default) or --naming guide", "--naming must be namespaced or guide, got %q", o.Naming)
+	}
+	if o.Naming == project.NamingGuide && o.Name == project.DefaultStatefulSet {
+		return usageError("pass --name with a StatefulSet name no other team of the SPIRE server uses, or keep --naming namespaced",
+			"--naming guide with the default --name %s: every team's pods would share the node alias spiffe://<td>/spire-agent-x509pop-%s-0 and receive each other's SVIDs", o.Name, o.Name)
+	}
+	names := &project.Project{Naming: o.Naming, Namespace: o.Namespace, StatefulSet: o.Name}
+	last := names.PodName(o.Replicas - 1)
+	if err := project.CheckAgentCN(names.AgentCN(last)); err != nil {
+		return usageError("choose a shorter --name (or namespace), or fewer --replicas",
+			"--name/--replicas: pod %q: %v", last, err)
+	}
+	switch o.Issuer {
+	case project.IssuerNamespaced, project.IssuerCluster:
+	default:
+		return usageError("use --issuer namespaced (the default) or --issuer cluster", "--issuer must be namespaced or cluster, got %q", o.Issuer)
+	}
 	if o.ServiceAccount == "" {
 		return usageError("pass --service-account", "--service-account must not be empty")
 	}
@@ -146,6 +178,8 @@ func (o *initOptions) buildProject(prof project.Profile, dir string) *project.Pr
 		Environment:    o.Env,
 		StatefulSet:    o.Name,
 		Replicas:       o.Replicas,
+		Naming:         o.Naming,
+		IssuerScope:    o.Issuer,
 		ServiceAccount: o.ServiceAccount,
 		TrustDomain:    prof.TrustDomain,
 		SpireServer:    prof.SpireServer,

@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"crypto/x509"
 	"fmt"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -71,8 +70,24 @@ type inspectTarget struct {
 	leaf  bool
 }
 
+// isAgentLeaf: a certificate that is not a CA and whose common name is an
+// agent name (either naming form) is judged as an agent leaf; anything else
+// as a team CA.
 func isAgentLeaf(c *x509.Certificate) bool {
-	return !(c.BasicConstraintsValid && c.IsCA) && strings.HasPrefix(c.Subject.CommonName, project.AgentCNPrefix)
+	if c.BasicConstraintsValid && c.IsCA {
+		return false
+	}
+	_, err := project.ParseAgentCN(c.Subject.CommonName)
+	return err == nil
+}
+
+// agentCNs are the scaffold's agent common names, when there is a scaffold.
+func (o *pkiInspectOptions) agentCNs() []string {
+	p, err := pkiProject(o.f, o.Dir)
+	if err != nil {
+		return nil
+	}
+	return p.AgentCNs()
 }
 
 func pkiInspectRun(o *pkiInspectOptions) error {
@@ -139,7 +154,7 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 			k = nil
 		}
 		if t.leaf {
-			rs = append(rs, pki.InspectLeaf("agent certificate "+t.path, t.certs[0], t.certs[1:], ca, k, now)...)
+			rs = append(rs, pki.InspectLeaf(t.certs[0], pki.LeafOptions{Group: "agent certificate " + t.path, Intermediates: t.certs[1:], CA: ca, Key: k, Now: now, CNs: o.agentCNs()})...)
 			continue
 		}
 		for j, c := range t.certs {

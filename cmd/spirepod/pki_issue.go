@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -94,9 +95,12 @@ func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {
 	}
 	// The CN follows the scaffold's naming; without a scaffold, the guide's.
 	p, perr := pkiProject(o.f, o.Dir)
-	cn := project.AgentCNPrefix + o.Pod
+	cn, name := project.AgentCNPrefix+o.Pod, project.AgentCNPrefix+o.Pod
 	if perr == nil {
-		cn = p.AgentCN(o.Pod)
+		cn, name = p.AgentCN(o.Pod), p.CertificateName(o.Pod)
+		if !slices.Contains(p.PodNames(), o.Pod) {
+			fmt.Fprintf(o.f.IO.ErrOut, "warning: %s is not a pod of this scaffold (%s…); no node alias selects its common name %s\n", o.Pod, p.PodName(0), cn)
+		}
 	}
 	if err := project.CheckAgentCN(cn); err != nil {
 		return usageError("use a shorter pod (StatefulSet) name", "--pod %s: %v", o.Pod, err)
@@ -113,7 +117,7 @@ func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {
 	if err != nil {
 		return err
 	}
-	res, err := pki.Issue(ctx, pki.IssueOptions{CA: tca.Cert, CAKey: tca.Key, CN: cn, OutDir: outDir, Force: o.Force, Rand: o.f.Rand, Now: o.f.Now})
+	res, err := pki.Issue(ctx, pki.IssueOptions{CA: tca.Cert, CAKey: tca.Key, CN: cn, Name: name, OutDir: outDir, Force: o.Force, Rand: o.f.Rand, Now: o.f.Now})
 	if err != nil {
 		return pkiWriteError(o.f, err)
 	}

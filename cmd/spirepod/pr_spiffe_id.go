@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 
 	"github.com/spf13/cobra"
 
@@ -75,6 +76,9 @@ func prSpiffeIDRun(ctx context.Context, opts *prSpiffeIDOptions) error {
 	}
 	ca := tca.Cert
 	ch, _, err := pr.SpiffeID(pr.SpiffeIDOptions{Project: p, CA: ca, Format: format})
+	if errors.Is(err, pr.ErrLegacyNames) {
+		return usageError(migrateHint(p), "%v", err)
+	}
 	if err != nil {
 		return usageError("fix trustDomain, registration or statefulSet in spirepod.yaml", "%v", err)
 	}

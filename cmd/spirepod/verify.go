@@ -102,12 +102,15 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 		pods              []string
 		teamCA            *x509.Certificate
 	)
-	var certName func(string) string
+	var (
+		certName func(string) string
+		cns      []string
+	)
 	if p != nil {
 		if ns, err = opts.kube.projectNamespace(p); err != nil {
 			return err
 		}
-		expected, sts, pods, certName = p.WorkloadSpiffeID(), p.StatefulSet, p.PodNames(), p.CertificateName
+		expected, sts, pods, certName, cns = p.WorkloadSpiffeID(), p.StatefulSet, p.PodNames(), p.CertificateName, p.AgentCNs()
 		cert, _ := scaffoldCAPaths(p, false)
 		teamCA = pki.LoadTeamCA(pki.TeamCAOptions{CertPath: cert, Now: f.Now()}).Cert
 	} else {
@@ -156,7 +159,7 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 			fmt.Fprintln(f.IO.ErrOut, "diagnosing…")
 			dctx, dcancel := context.WithTimeout(ctx, 60*time.Second)
 			ds, derr := verify.Diagnose(dctx, verify.DiagnoseOptions{Client: target.Client, Dynamic: target.Dynamic, Namespace: ns,
-				StatefulSet: sts, Pods: pods, Expected: expected, TeamCA: teamCA, CertificateName: certName, Verify: res, Now: f.Now})
+				StatefulSet: sts, Pods: pods, Expected: expected, TeamCA: teamCA, CertificateName: certName, AgentCNs: cns, Verify: res, Now: f.Now})
 			dcancel()
 			if derr != nil {
 				fmt.Fprintf(f.IO.ErrOut, "warning: diagnosis incomplete: %v\n", derr)

@@ -18,9 +18,6 @@ import (
 	"k8s.io/client-go/dynamic"
 )
 
-// FieldManager is the server-side apply field manager.
-const FieldManager = "spirepod"
-
 // Outcome of applying one object.
 type Outcome string
 
@@ -70,6 +67,9 @@ type Options struct {
 	Mapper  meta.RESTMapper
 	// DryRun applies with dryRun=All: the server validates and reports, nothing is stored.
 	DryRun bool
+	// FieldManager is the server-side-apply field manager: one per team
+	// (project.FieldManager), so a cross-team overwrite is a conflict.
+	FieldManager string
 	// ForceConflicts takes ownership of fields other managers own.
 	ForceConflicts bool
 	// Deadline bounds retries when the API server is unreachable.
@@ -271,7 +271,7 @@ func applyOne(ctx context.Context, opts Options, layer string, o *unstructured.U
 	if err != nil {
 		return r, err
 	}
-	po := metav1.PatchOptions{FieldManager: FieldManager, Force: &opts.ForceConflicts}
+	po := metav1.PatchOptions{FieldManager: opts.FieldManager, Force: &opts.ForceConflicts}
 	if opts.DryRun {
 		po.DryRun = []string{metav1.DryRunAll}
 	}

@@ -39,6 +39,7 @@ func newScaffold(t *testing.T, ns string, replicas int) *project.Project {
 		APIVersion: project.APIVersion, Kind: project.Kind,
 		Team: "team-" + ns, Namespace: ns, Environment: "dev",
 		StatefulSet: "spire-envoy-integration", Replicas: replicas, ServiceAccount: "httpbin-client",
+		Naming: project.NamingNamespaced, IssuerScope: project.IssuerNamespaced,
 		TrustDomain: "spire.cityos-dev.woven-planet.tech", SpireServer: "spire-server.cityos-dev.woven-planet.tech:8081",
 		City: project.City{Repo: "wp-wcm/city", BaseBranch: "main", TeamPath: "ns/" + ns,
 			TrustList: project.TrustList{Mode: project.TrustListBundle, Path: "trust.pem"}},
@@ -67,6 +68,7 @@ func newScaffold(t *testing.T, ns string, replicas int) *project.Project {
 
 type env struct {
 	c    *testbed.Cluster
+	p    *project.Project
 	opts apply.Options
 }
 
@@ -81,7 +83,7 @@ func newEnv(t *testing.T, c *testbed.Cluster, p *project.Project) *env {
 		t.Fatal(err)
 	}
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
-	return &env{c: c, opts: apply.Options{Layers: layers, Dynamic: c.Dynamic, Mapper: mapper, RetryFor: 10 * time.Second}}
+	return &env{c: c, p: p, opts: apply.Options{Layers: layers, Dynamic: c.Dynamic, Mapper: mapper, FieldManager: p.FieldManager(), RetryFor: 10 * time.Second}}
 }
 
 func createNamespace(t *testing.T, c *testbed.Cluster, ns string) {
@@ -153,17 +155,17 @@ func TestApplyOnTestbed(t *testing.T) {
 		if got := outcomes(res); got[apply.Created] != len(res.Objects) || len(res.Objects) < 9 {
 			t.Fatalf("outcomes %v over %d objects, want all created", got, len(res.Objects))
 		}
-		// order: the CA Secret before the ClusterIssuer, config before the StatefulSet
+		// order: the CA Secret before the issuer, config before the StatefulSet
 		idx := map[string]int{}
 		for i, o := range res.Objects {
 			idx[o.Kind] = i
 		}
-		if !(idx["Secret"] < idx["ClusterIssuer"] && idx["ClusterIssuer"] < idx["StatefulSet"] && idx["ConfigMap"] < idx["StatefulSet"]) {
+		if !(idx["Secret"] < idx["Issuer"] && idx["Issuer"] < idx["StatefulSet"] && idx["ConfigMap"] < idx["StatefulSet"]) {
 			t.Fatalf("apply order wrong: %v", idx)
 		}
 		for _, o := range res.Objects {
-			if !managedBySpirepod(t, c, o) {
-				t.Errorf("%s has no managedFields entry for field manager spirepod", o.Ref())
+			if !managedBySpirepod(t, c, o, p.FieldManager()) {
+				t.Errorf("%s has no managedFields entry for field manager %s", o.Ref(), p.FieldManager())
 			}
 		}
 		t0 = time.Now()
@@ -304,7 +306,7 @@ func TestApplyAPIServerDiesMidApply(t *testing.T) {
 	}
 }
 
-func managedBySpirepod(t *testing.T, c *testbed.Cluster, o apply.ObjectResult) bool {
+func managedBySpirepod(t *testing.T, c *testbed.Cluster, o apply.ObjectResult, manager string) bool {
 	t.Helper()
 	args := []string{"get", strings.ToLower(o.Kind), o.Name, "--show-managed-fields", "-o", "jsonpath={.metadata.managedFields[*].manager}"}
 	if o.Namespace != "" {
@@ -314,11 +316,11 @@ func managedBySpirepod(t *testing.T, c *testbed.Cluster, o apply.ObjectResult) b
 	if err != nil {
 		t.Fatalf("kubectl %v: %v\n%s", args, err, out)
 	}
-	if !strings.Contains(out, apply.FieldManager) {
+	if !strings.Contains(out, manager) {
 		full, _ := c.Kubectl(context.Background(), "get", strings.ToLower(o.Kind), o.Name, "-n", o.Namespace, "--show-managed-fields", "-o", "yaml")
 		t.Logf("managers of %s: %q\n%s", o.Ref(), out, full)
 	}
-	return strings.Contains(out, apply.FieldManager)
+	return strings.Contains(out, manager)
 }
 
 func withReplicas(t *testing.T, layers []apply.Layer, n int64) []apply.Layer {
@@ -387,7 +389,7 @@ func runGenCert(t *testing.T, c *testbed.Cluster, layers []apply.Layer, p *proje
 		t.Fatal(err)
 	}
 	leaf := leaves[0]
-	if want := project.AgentCNPrefix + pod; leaf.Subject.CommonName != want {
+	if want := p.AgentCN(pod); leaf.Subject.CommonName != want {
 		t.Fatalf("CN %q, want %q", leaf.Subject.CommonName, want)
 	}
 	if leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
@@ -395,7 +397,7 @@ func runGenCert(t *testing.T, c *testbed.Cluster, layers []apply.Layer, p *proje
 	}
 	caPEM, _ := os.ReadFile(p.Path(p.Paths.CACert))
 	cas, _ := pki.ParseCertificates(caPEM)
-	rs := pki.InspectLeaf("agent", leaf, nil, cas[0], nil, time.Now())
+	rs := pki.InspectLeaf(leaf, pki.LeafOptions{Group: "agent", CA: cas[0], Now: time.Now(), CNs: p.AgentCNs()})
 	if check.Failed(rs) {
 		t.Fatalf("agent certificate fails pki inspect: %+v", rs)
 	}

@@ -52,7 +52,7 @@ func Diff(ctx context.Context, opts Options) ([]ObjectDiff, error) {
 			var want *unstructured.Unstructured
 			err = retryOp(ctx, opts, func() error {
 				want, err = rc.Patch(ctx, o.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{
-					FieldManager: FieldManager, Force: &opts.ForceConflicts, DryRun: []string{metav1.DryRunAll}})
+					FieldManager: opts.FieldManager, Force: &opts.ForceConflicts, DryRun: []string{metav1.DryRunAll}})
 				return err
 			})
 			if err != nil {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+
 	authzv1 "k8s.io/api/authorization/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -25,27 +27,34 @@ import (
 	"github.com/spirepod/spirepod/internal/check"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/retry"
 )
 
-// Protected reports whether a context name matches one of the patterns
-// (shell globs; a pattern without glob characters matches as a substring).
-func Protected(contextName string, patterns []string) (string, bool) {
+// Protected reports whether any of names (the context name, the cluster's
+// name, the server URL) matches one of the patterns, case-insensitively:
+// shell globs, or a substring for a pattern without glob characters. It
+// returns the pattern and the name it matched.
+func Protected(names []string, patterns []string) (pattern, name string, ok bool) {
 	for _, p := range patterns {
-		if !strings.ContainsAny(p, "*?[") {
-			if strings.Contains(contextName, p) {
-				return p, true
+		lp := strings.ToLower(p)
+		for _, n := range names {
+			ln := strings.ToLower(n)
+			if !strings.ContainsAny(lp, "*?[") {
+				if ln != "" && strings.Contains(ln, lp) {
+					return p, n, true
+				}
+				continue
 			}
-			continue
-		}
-		if ok, _ := path.Match(p, contextName); ok {
-			return p, true
+			if m, _ := path.Match(lp, ln); m {
+				return p, n, true
+			}
 		}
 	}
-	return "", false
+	return "", "", false
 }
 
 // DefaultProtectedContexts applies when the project file sets none.
-var DefaultProtectedContexts = []string{"*prod*"}
+var DefaultProtectedContexts = []string{"*prod*", "*prd*"}
 
 // CheckCA is the local preflight: the team CA exists and passes pki inspect.
 func CheckCA(p *project.Project, now time.Time) []check.Result {
@@ -94,6 +103,15 @@ type ClusterOptions struct {
 	Issuer certmanager.IssuerRef
 	// ReplaceCA allows replacing a CA Secret that holds another certificate.
 	ReplaceCA bool
+	// RetryFor bounds retries of reads the guard depends on (default 10 s).
+	RetryFor time.Duration
+}
+
+func (o ClusterOptions) retryFor() time.Duration {
+	if o.RetryFor > 0 {
+		return o.RetryFor
+	}
+	return 10 * time.Second
 }
 
 // CheckCluster checks cert-manager, the namespace and permissions.
@@ -153,24 +171,31 @@ func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
 	return append(out, checkPermissions(ctx, o)...)
 }
 
-// checkCASecret guards the cluster-wide CA Secret: the ClusterIssuer and
-// its Secret have fixed names, so in a shared cluster another team's apply
-// would silently replace a CA whose agents then stop attesting (their node
-// aliases are pinned to the old CA's fingerprint). Refuse when the live
-// Secret holds a different certificate, unless ReplaceCA.
+// checkCASecret guards the team-CA Secret: refuse when the live Secret holds
+// a different certificate (another team's CA on a shared name, or the team's
+// own old CA, whose agents then stop attesting: their node aliases are pinned
+// to its fingerprint), unless ReplaceCA. It fails closed: a Secret that
+// cannot be read, after retries, refuses the apply.
 func checkCASecret(ctx context.Context, o ClusterOptions) []check.Result {
-	const id, name = "ca-secret", "the cluster's team-CA Secret is ours or absent"
+	const id, name = "ca-secret", "the team-CA Secret is ours or absent"
 	for _, obj := range All(o.Layers) {
 		if obj.GetKind() != "Secret" || obj.GetNamespace() != o.Issuer.SecretNamespace || obj.GetName() != o.Issuer.SecretName {
 			continue
 		}
 		want, _, _ := unstructured.NestedString(obj.Object, "data", "tls.crt")
-		live, err := o.Client.CoreV1().Secrets(obj.GetNamespace()).Get(ctx, obj.GetName(), metav1.GetOptions{})
+		var live *corev1.Secret
+		err := retry.Backoff{For: o.retryFor()}.Do(ctx, func() error {
+			var err error
+			live, err = o.Client.CoreV1().Secrets(obj.GetNamespace()).Get(ctx, obj.GetName(), metav1.GetOptions{})
+			return err
+		})
 		if apierrors.IsNotFound(err) {
 			return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.OK}}
 		}
 		if err != nil {
-			return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.Warn, Message: "cannot read it: " + err.Error()}}
+			return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.Fail,
+				Message: fmt.Sprintf("cannot read Secret %s/%s to check it holds this team's CA: %v", obj.GetNamespace(), obj.GetName(), err),
+				Hint:    "apply replaces it only once it is known to be this team's (or absent): retry when the API server answers, or ask for get on secrets there"}}
 		}
 		wantPEM, _ := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(want), ""))
 		livePEM := live.Data["tls.crt"]
@@ -186,7 +211,7 @@ func checkCASecret(ctx context.Context, o ClusterOptions) []check.Result {
 			return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.Warn, Message: msg + "; replacing it (--replace-ca)"}}
 		}
 		return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.Fail, Message: msg,
-			Hint: "if another team uses this cluster, applying would break its agents: agree on the cluster's issuer first; if it is your own old CA, re-run with --replace-ca"}}
+			Hint: "if it is another team's, applying would break its agents: check spirepod.yaml's namespace and issuer; if it is your own old CA, re-run with --replace-ca (see `spirepod pki rotate` for a rotation without downtime)"}}
 	}
 	return nil
 }

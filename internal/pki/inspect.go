@@ -6,12 +6,11 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"fmt"
-	"strings"
+	"slices"
 	"time"
 
 	"github.com/spirepod/spirepod/internal/check"
 	"github.com/spirepod/spirepod/internal/project"
-	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Rule IDs, stable: they appear in `pki inspect -o json` and in tests.
@@ -100,10 +99,27 @@ func InspectCA(group string, ca *x509.Certificate, key crypto.Signer, now time.T
 	return rs
 }
 
+// LeafOptions are what an agent certificate is judged against.
+type LeafOptions struct {
+	// Group names the checks.
+	Group string
+	// Intermediates follow the leaf in its file.
+	Intermediates []*x509.Certificate
+	// CA is the team CA; nil skips chains-to-ca.
+	CA *x509.Certificate
+	// Key is the leaf's private key; nil skips key-matches.
+	Key crypto.Signer
+	Now time.Time
+	// CNs are the agent common names of the scaffold's pods; empty accepts
+	// either naming form (project.ParseAgentCN).
+	CNs []string
+}
+
 // InspectLeaf checks an agent certificate as SPIRE's x509pop server plugin
-// will. intermediates follow the leaf in its file; ca may be nil (chaining
-// is then skipped); key may be nil.
-func InspectLeaf(group string, leaf *x509.Certificate, intermediates []*x509.Certificate, ca *x509.Certificate, key crypto.Signer, now time.Time) []check.Result {
+// will, and its common name against the names the node aliases select.
+func InspectLeaf(leaf *x509.Certificate, o LeafOptions) []check.Result {
+	group, ca, key, now := o.Group, o.CA, o.Key, o.Now
+	intermediates := o.Intermediates
 	var rs []check.Result
 	add := func(r check.Result) { rs = append(rs, r) }
 
@@ -122,20 +138,27 @@ func InspectLeaf(group string, leaf *x509.Certificate, intermediates []*x509.Cer
 	} else {
 		add(result(group, RuleCNLength, "common name within 64 bytes", check.Fail,
 			fmt.Sprintf("common name %q is %d bytes; cert-manager refuses more than %d", cn, len(cn), project.MaxCNBytes),
-			fmt.Sprintf("pod names must be at most %d bytes", project.MaxCNBytes-len(project.AgentCNPrefix))))
+			"use a shorter StatefulSet name (or namespace)"))
 	}
-	pod, hasPrefix := strings.CutPrefix(cn, project.AgentCNPrefix)
+	const formName = "common name is an agent name the node aliases select"
+	issueHint := "issue agent certificates with `spirepod pki issue --pod NAME` or the scaffold's gen-cert"
 	switch {
-	case !hasPrefix || pod == "":
-		add(result(group, RuleCNForm, "common name is spire-agent-x509pop-<pod>", check.Fail,
-			fmt.Sprintf("common name %q is not %s<pod>; the node alias selector x509pop:subject:cn:%s<pod> will not match it", cn, project.AgentCNPrefix, project.AgentCNPrefix),
-			"issue agent certificates with `spirepod pki issue --pod NAME` or the scaffold's gen-cert"))
-	case len(validation.IsDNS1123Subdomain(pod)) > 0:
-		add(result(group, RuleCNForm, "common name is spire-agent-x509pop-<pod>", check.Fail,
-			fmt.Sprintf("%q is not a valid pod name: %s", pod, strings.Join(validation.IsDNS1123Subdomain(pod), "; ")),
-			"the part after spire-agent-x509pop- must be the pod's name"))
+	case len(o.CNs) > 0 && slices.Contains(o.CNs, cn):
+		add(result(group, RuleCNForm, formName, check.OK, "this scaffold's "+cn, ""))
+	case len(o.CNs) > 0:
+		add(result(group, RuleCNForm, formName, check.Fail,
+			fmt.Sprintf("common name %q is none of this scaffold's agent names (%s…); no node alias selector x509pop:subject:cn matches it", cn, o.CNs[0]),
+			issueHint))
 	default:
-		add(result(group, RuleCNForm, "common name is spire-agent-x509pop-<pod>", check.OK, "pod "+pod, ""))
+		a, err := project.ParseAgentCN(cn)
+		if err != nil {
+			add(result(group, RuleCNForm, formName, check.Fail,
+				fmt.Sprintf("common name %q: %v; the node alias selector x509pop:subject:cn will not match it", cn, err), issueHint))
+		} else if a.Namespace != "" {
+			add(result(group, RuleCNForm, formName, check.OK, "pod "+a.Pod+" in namespace "+a.Namespace, ""))
+		} else {
+			add(result(group, RuleCNForm, formName, check.OK, "pod "+a.Pod+" (guide naming)", ""))
+		}
 	}
 
 	if ca == nil {

@@ -167,7 +167,7 @@ func TestInspectLeaf(t *testing.T) {
 	}{
 		{name: "good leaf", pub: leafKey.Public(), parent: ca, parentK: caKey, mut: chain(nil, good), ca: ca, key: leafKey, wants: []want{
 			{RuleLeafDigitalSignature, check.OK, ""}, {RuleKeyAlgorithm, check.OK, ""}, {RuleCNLength, check.OK, ""},
-			{RuleCNForm, check.OK, "pod web-0"}, {RuleChainsToCA, check.OK, ""}, {RuleValidity, check.OK, ""}, {RuleKeyMatches, check.OK, ""},
+			{RuleCNForm, check.OK, "pod web-0 (guide naming)"}, {RuleChainsToCA, check.OK, ""}, {RuleValidity, check.OK, ""}, {RuleKeyMatches, check.OK, ""},
 		}},
 		{name: "client auth only", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true,
 			mut:   chain(func(c *x509.Certificate) { c.KeyUsage = 0 }, good),
@@ -185,6 +185,10 @@ func TestInspectLeaf(t *testing.T) {
 			wants: []want{{RuleCNLength, check.OK, "64 bytes"}, {RuleCNForm, check.OK, ""}}},
 		{name: "CN wrong form", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true,
 			mut: chain(nil, "web-0"), wants: []want{{RuleCNForm, check.Fail, "will not match"}}},
+		{name: "CN namespaced form", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca,
+			mut: chain(nil, "web-0.team-a"), wants: []want{{RuleCNForm, check.OK, "pod web-0 in namespace team-a"}}},
+		{name: "CN with two dots", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true,
+			mut: chain(nil, "web-0.team-a.x"), wants: []want{{RuleCNForm, check.Fail, "not <pod>.<namespace>"}}},
 		{name: "CN empty pod", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true,
 			mut: chain(nil, "spire-agent-x509pop-"), wants: []want{{RuleCNForm, check.Fail, ""}}},
 		{name: "CN bad pod name", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true,
@@ -210,7 +214,7 @@ func TestInspectLeaf(t *testing.T) {
 			if now.IsZero() {
 				now = testNow
 			}
-			rs := InspectLeaf("agent", leaf, nil, tt.ca, tt.key, now)
+			rs := InspectLeaf(leaf, LeafOptions{Group: "agent", CA: tt.ca, Key: tt.key, Now: now})
 			assertRules(t, rs, tt.wants)
 			if got := check.Failed(rs); got != tt.wantFail {
 				t.Errorf("Failed() = %v, want %v: %+v", got, tt.wantFail, rs)

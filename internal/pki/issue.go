@@ -23,7 +23,9 @@ type IssueOptions struct {
 	CAKey crypto.Signer
 	// CN is the agent certificate's common name (project.AgentCN).
 	CN string
-	// OutDir receives <CN>.crt.pem and <CN>.key.pem.
+	// Name is the files' base name (project.CertificateName); default CN.
+	Name string
+	// OutDir receives <Name>.crt.pem and <Name>.key.pem.
 	OutDir string
 	Force  bool
 	Rand   io.Reader
@@ -58,11 +60,14 @@ func Issue(ctx context.Context, opts IssueOptions) (*IssueResult, error) {
 	if !KeyMatches(opts.CA, opts.CAKey) {
 		return nil, errors.New("the CA private key does not match the CA certificate")
 	}
-	cn := opts.CN
+	cn, name := opts.CN, opts.Name
+	if name == "" {
+		name = cn
+	}
 	res := &IssueResult{
 		CN:       cn,
-		CertPath: filepath.Join(opts.OutDir, cn+".crt.pem"),
-		KeyPath:  filepath.Join(opts.OutDir, cn+".key.pem"),
+		CertPath: filepath.Join(opts.OutDir, name+".crt.pem"),
+		KeyPath:  filepath.Join(opts.OutDir, name+".key.pem"),
 	}
 	if err := checkTargets(res.CertPath, res.KeyPath, opts.Force); err != nil {
 		return nil, err

@@ -61,7 +61,7 @@ func TestIssue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs := InspectLeaf("", c, nil, ca.Cert, key, testNow)
+	rs := InspectLeaf(c, LeafOptions{CA: ca.Cert, Key: key, Now: testNow})
 	for _, r := range rs {
 		if r.Status != check.OK && r.ID != RuleRSASize {
 			t.Errorf("inspect of an issued leaf: %s %s %s", r.ID, r.Status, r.Message)

@@ -152,7 +152,7 @@ func FuzzLoad(f *testing.F) {
 			for _, c := range certs {
 				_ = Describe(c)
 				_ = InspectCA("", c, nil, testNow)
-				_ = InspectLeaf("", c, certs[1:], certs[len(certs)-1], nil, testNow)
+				_ = InspectLeaf(c, LeafOptions{Intermediates: certs[1:], CA: certs[len(certs)-1], Now: testNow})
 			}
 		}
 		if k, err := ParsePrivateKey(data); err == nil {

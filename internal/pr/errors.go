@@ -10,6 +10,13 @@ import (
 	"github.com/google/go-github/v60/github"
 )
 
+// ErrLegacyNames refuses to register the guide's shared names: a project
+// file without naming/issuer predates team-scoped names, and its node
+// aliases (spiffe://<td>/spire-agent-x509pop-<pod>) are the same for every
+// team with the same StatefulSet name, so those teams would receive each
+// other's SVIDs.
+var ErrLegacyNames = errors.New("spirepod.yaml has no naming: it uses the guide's shared node-alias IDs, which teams with the same pod names share (and then receive each other's SVIDs)")
+
 // APIError is a GitHub refusal translated into one message and a hint.
 type APIError struct {
 	Status     int    `json:"status"`

@@ -64,6 +64,7 @@ func testProject(mode string) *project.Project {
 		TrustDomain: "spire.cityos-dev.woven-planet.tech", SpireServer: "spire-server:8081",
 		City: project.City{Repo: cityRepo, BaseBranch: "main", TeamPath: "ns/{namespace}/spire-envoy-integration",
 			TrustList: project.TrustList{Mode: mode, Path: bundlePath}},
+		Naming: project.NamingNamespaced, IssuerScope: project.IssuerNamespaced,
 		Registration: project.Registration{Format: project.FormatSpiffeID, EnvoyUID: 101},
 		Paths:        project.DefaultPaths,
 	}
@@ -517,7 +518,7 @@ func TestSpiffeIDFormats(t *testing.T) {
 						if len(en.Selectors) != 2 || en.Selectors[1].Type != "x509pop" || en.Selectors[1].Value != "ca:fingerprint:"+fp {
 							t.Errorf("alias selectors %+v", en.Selectors)
 						}
-					} else if !strings.HasPrefix(en.ParentID, "spiffe://spire.cityos-dev.woven-planet.tech/spire-agent-x509pop-spire-envoy-integration-") ||
+					} else if !strings.HasPrefix(en.ParentID, "spiffe://spire.cityos-dev.woven-planet.tech/ns/payments/spire-agent-x509pop-spire-envoy-integration-") ||
 						en.SpiffeID != "spiffe://spire.cityos-dev.woven-planet.tech/ns/payments/sa/httpbin-client" {
 						t.Errorf("workload entry %+v", en)
 					}

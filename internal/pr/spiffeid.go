@@ -38,10 +38,10 @@ func Entries(p *project.Project, ca *x509.Certificate) []Entry {
 	pods := p.PodNames()
 	out := make([]Entry, 0, 2*len(pods))
 	for _, pod := range pods {
-		cn := project.AgentCNPrefix + pod
-		alias := "spiffe://" + td + "/" + cn
+		cn := p.AgentCN(pod)
+		alias := p.NodeAliasID(pod)
 		out = append(out,
-			Entry{Name: cn, SpiffeID: alias, ParentID: server, Node: true,
+			Entry{Name: p.CertificateName(pod), SpiffeID: alias, ParentID: server, Node: true,
 				Selectors: []string{"x509pop:subject:cn:" + cn, pki.SelectorPrefix + fp}},
 			Entry{Name: pod + "-envoy", SpiffeID: p.WorkloadSpiffeID(), ParentID: alias,
 				Selectors: []string{"unix:uid:" + strconv.Itoa(p.Registration.EnvoyUID)}},
@@ -138,6 +138,9 @@ func TeamPath(p *project.Project) string {
 // SpiffeID builds the change registering node aliases and workload entries.
 func SpiffeID(o SpiffeIDOptions) (*Change, []Entry, error) {
 	p := o.Project
+	if p.Legacy() {
+		return nil, nil, ErrLegacyNames
+	}
 	es := Entries(p, o.CA)
 	if err := ValidateEntries(p.TrustDomain, es); err != nil {
 		return nil, nil, err
@@ -291,12 +294,15 @@ func spiffeIDBody(p *project.Project, ca *x509.Certificate, format, file string)
 	td := p.TrustDomain
 	fmt.Fprintf(&b, "Registers the SPIFFE IDs of team **%s** (namespace `%s`, environment %s) in `%s` (format %s).\n\n", p.Team, p.Namespace, p.Environment, file, format)
 	fmt.Fprintf(&b, "For each of the %d pods `%s-<i>` of StatefulSet `%s`:\n", p.Replicas, p.StatefulSet, p.StatefulSet)
-	fmt.Fprintf(&b, "- a node alias `spiffe://%s/spire-agent-x509pop-<pod>`, parent `spiffe://%s/spire/server`, selectors `x509pop:subject:cn:spire-agent-x509pop-<pod>` and `x509pop:ca:fingerprint:%s`\n", td, td, pki.SHA1Fingerprint(ca))
+	pod0 := p.PodName(0)
+	fmt.Fprintf(&b, "- a node alias `%s` (for pod `%s`), parent `spiffe://%s/spire/server`, selectors `x509pop:subject:cn:%s` and `x509pop:ca:fingerprint:%s`\n",
+		p.NodeAliasID(pod0), pod0, td, p.AgentCN(pod0), pki.SHA1Fingerprint(ca))
 	fmt.Fprintf(&b, "- a workload entry `%s` for Envoy, parented to that alias, selector `unix:uid:%d`\n\n", p.WorkloadSpiffeID(), p.Registration.EnvoyUID)
 	b.WriteString("### Reviewer checklist\n")
 	b.WriteString("- [ ] The trust-ca PR of this team is merged and the SPIRE server restarted\n")
-	b.WriteString("- [ ] Every node alias carries the `x509pop:ca:fingerprint` selector of this team's CA (without it any team on the trust list could claim these pods' names)\n")
-	fmt.Fprintf(&b, "- [ ] The workload SPIFFE ID `%s` belongs to this team's namespace\n", p.WorkloadSpiffeID())
+	b.WriteString("- [ ] Every node alias carries the `x509pop:ca:fingerprint` selector of this team's CA (without it any team on the trust list could mint these agents' common names)\n")
+	fmt.Fprintf(&b, "- [ ] Every ID is under this team's scope `%s` and no other folder registers it (spirepod checked the base branch; `spirepod city check` does it in CI)\n", p.Scope())
+	b.WriteString("- [ ] The SPIRE server's x509pop `agent_path_template` names agents by certificate fingerprint (the default): with a common-name template another trusted CA could take these agents' IDs\n")
 	b.WriteString("\n_Opened by `spirepod pr spiffe-id`._\n")
 	return b.String()
 }

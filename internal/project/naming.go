@@ -29,15 +29,84 @@ func (p *Project) PodNames() []string {
 // PodName is the name of the StatefulSet's pod with ordinal i.
 func (p *Project) PodName(i int) string { return fmt.Sprintf("%s-%d", p.StatefulSet, i) }
 
+// Naming forms of agent common names and node aliases.
+const (
+	// NamingNamespaced scopes both by the team's namespace: the agent CN is
+	// <pod>.<namespace> and the alias spiffe://<td>/ns/<namespace>/spire-agent-x509pop-<pod>.
+	// Two teams never share a name, whatever their StatefulSets are called.
+	NamingNamespaced = "namespaced"
+	// NamingGuide is the guide's literal form: CN spire-agent-x509pop-<pod>,
+	// alias spiffe://<td>/spire-agent-x509pop-<pod>. Unique only if the
+	// StatefulSet name is unique across every team of the SPIRE server.
+	NamingGuide = "guide"
+)
+
+// Issuer scopes.
+const (
+	// IssuerNamespaced: a cert-manager Issuer and its CA Secret in the
+	// team's namespace. No cluster-wide object; no other namespace can use it.
+	IssuerNamespaced = "namespaced"
+	// IssuerCluster: the guide's ClusterIssuer, with team-scoped names
+	// (spire-agent-x509pop-<namespace>, cert-manager/agent-x509pop-root-<namespace>).
+	IssuerCluster = "cluster"
+)
+
+// DefaultStatefulSet is the StatefulSet name every scaffold starts with.
+const DefaultStatefulSet = "spire-envoy-integration"
+
+// Legacy reports whether the project file predates team-scoped names: it
+// sets neither naming nor issuer, so it uses the guide's shared names
+// (alias spiffe://<td>/spire-agent-x509pop-<pod>, ClusterIssuer
+// spire-agent-x509pop-issuer, Secret cert-manager/agent-x509pop-root).
+func (p *Project) Legacy() bool { return p.Naming == "" || p.IssuerScope == "" }
+
+// naming is the effective naming form.
+func (p *Project) naming() string {
+	if p.Naming == "" {
+		return NamingGuide
+	}
+	return p.Naming
+}
+
 // AgentCN is the common name of pod's x509pop agent certificate: what
 // gen-cert asks cert-manager for and what the node alias selects.
-func (p *Project) AgentCN(pod string) string { return AgentCNPrefix + pod }
+func (p *Project) AgentCN(pod string) string {
+	if p.naming() == NamingNamespaced {
+		return pod + "." + p.Namespace
+	}
+	return AgentCNPrefix + pod
+}
+
+// AgentCNs are the agent common names of every pod.
+func (p *Project) AgentCNs() []string {
+	out := make([]string, 0, p.Replicas)
+	for _, pod := range p.PodNames() {
+		out = append(out, p.AgentCN(pod))
+	}
+	return out
+}
+
+// AgentCNTemplate is AgentCN with the pod's name and namespace left as the
+// ${POD_NAME} and ${POD_NAMESPACE} that gen-cert fills in.
+func (p *Project) AgentCNTemplate() string {
+	if p.naming() == NamingNamespaced {
+		return "${POD_NAME}.${POD_NAMESPACE}"
+	}
+	return AgentCNPrefix + "${POD_NAME}"
+}
 
 // NodeAliasID is the SPIFFE ID of pod's node alias: the parent of the pod's
 // workload entry, matched by the agent that holds the pod's certificate.
 func (p *Project) NodeAliasID(pod string) string {
-	return "spiffe://" + p.TrustDomain + "/" + p.AgentCN(pod)
+	if p.naming() == NamingNamespaced {
+		return "spiffe://" + p.TrustDomain + "/ns/" + p.Namespace + "/" + AgentCNPrefix + pod
+	}
+	return "spiffe://" + p.TrustDomain + "/" + AgentCNPrefix + pod
 }
+
+// Scope is the SPIFFE ID path prefix the team owns: every ID it registers
+// (aliases and workloads) starts with it. spiffe://<td>/ns/<namespace>/.
+func (p *Project) Scope() string { return "spiffe://" + p.TrustDomain + "/ns/" + p.Namespace + "/" }
 
 // CertificateName names pod's cert-manager Certificate and its Secret, in the
 // team's namespace.
@@ -46,9 +115,21 @@ func (p *Project) CertificateName(pod string) string { return AgentCNPrefix + po
 // Issuer is the issuer that signs the team's agent certificates, and where
 // its CA Secret lives.
 func (p *Project) Issuer() certmanager.IssuerRef {
+	switch p.IssuerScope {
+	case IssuerNamespaced:
+		return certmanager.IssuerRef{Kind: certmanager.KindIssuer, Name: GuideIssuerName, Namespace: p.Namespace,
+			SecretNamespace: p.Namespace, SecretName: GuideCASecretName}
+	case IssuerCluster:
+		return certmanager.IssuerRef{Kind: certmanager.KindClusterIssuer, Name: "spire-agent-x509pop-" + p.Namespace,
+			SecretNamespace: certmanager.ClusterResourceNamespace, SecretName: GuideCASecretName + "-" + p.Namespace}
+	}
 	return certmanager.IssuerRef{Kind: certmanager.KindClusterIssuer, Name: GuideIssuerName,
 		SecretNamespace: certmanager.ClusterResourceNamespace, SecretName: GuideCASecretName}
 }
+
+// FieldManager is the server-side-apply field manager of the team's objects:
+// one per team, so the API server reports a cross-team overwrite as a conflict.
+func (p *Project) FieldManager() string { return "spirepod-" + p.Namespace }
 
 // CheckPodName checks a pod name as Kubernetes does (a DNS-1123 subdomain).
 func CheckPodName(pod string) error {
@@ -71,4 +152,35 @@ func CheckAgentCN(cn string) error {
 		return fmt.Errorf("agent common name %q is %d bytes; the limit is %d", cn, len(cn), MaxCNBytes)
 	}
 	return nil
+}
+
+// AgentName is what an agent common name says.
+type AgentName struct {
+	Pod string
+	// Namespace is empty for the guide's form.
+	Namespace string
+}
+
+// ParseAgentCN reads an agent common name in either naming form:
+// <pod>.<namespace> (two DNS-1123 labels) or spire-agent-x509pop-<pod>.
+func ParseAgentCN(cn string) (AgentName, error) {
+	if pod, ok := strings.CutPrefix(cn, AgentCNPrefix); ok && !strings.Contains(pod, ".") {
+		if pod == "" {
+			return AgentName{}, errors.New("no pod name after " + AgentCNPrefix)
+		}
+		if errs := validation.IsDNS1123Label(pod); len(errs) > 0 {
+			return AgentName{}, fmt.Errorf("%q is not a valid pod name: %s", pod, strings.Join(errs, "; "))
+		}
+		return AgentName{Pod: pod}, nil
+	}
+	pod, ns, ok := strings.Cut(cn, ".")
+	if !ok || strings.Contains(ns, ".") {
+		return AgentName{}, fmt.Errorf("not <pod>.<namespace> nor %s<pod>", AgentCNPrefix)
+	}
+	for what, v := range map[string]string{"pod": pod, "namespace": ns} {
+		if errs := validation.IsDNS1123Label(v); len(errs) > 0 {
+			return AgentName{}, fmt.Errorf("%q is not a valid %s name: %s", v, what, strings.Join(errs, "; "))
+		}
+	}
+	return AgentName{Pod: pod, Namespace: ns}, nil
 }

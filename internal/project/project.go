@@ -41,6 +41,13 @@ type Project struct {
 	Environment    string       `yaml:"environment" json:"environment"`
 	StatefulSet    string       `yaml:"statefulSet" json:"statefulSet"`
 	Replicas       int          `yaml:"replicas" json:"replicas"`
+	// Naming is how agent common names and node aliases are formed:
+	// NamingNamespaced (default) or NamingGuide; empty in files written
+	// before spirepod knew about many teams (the guide's shared names).
+	Naming string `yaml:"naming,omitempty" json:"naming,omitempty"`
+	// IssuerScope is where agent certificates are issued: IssuerNamespaced
+	// (default) or IssuerCluster; empty as for Naming.
+	IssuerScope string `yaml:"issuer,omitempty" json:"issuer,omitempty"`
 	ServiceAccount string       `yaml:"serviceAccount" json:"serviceAccount"`
 	TrustDomain    string       `yaml:"trustDomain" json:"trustDomain"`
 	SpireServer    string       `yaml:"spireServer" json:"spireServer"`
@@ -148,8 +155,9 @@ func CheckNamespace(ns string) error {
 	return nil
 }
 
-// CheckStatefulSet checks the StatefulSet name and that every pod name keeps
-// the agent CN spire-agent-x509pop-<pod> within 64 bytes.
+// CheckStatefulSet checks the StatefulSet name and the replica count.
+// Whether every pod's agent common name fits in 64 bytes depends on the
+// naming and the namespace: Validate checks it.
 func CheckStatefulSet(name string, replicas int) error {
 	if name == "" {
 		return errors.New("must not be empty")
@@ -159,11 +167,6 @@ func CheckStatefulSet(name string, replicas int) error {
 	}
 	if replicas < 1 || replicas > 1000 {
 		return fmt.Errorf("replicas must be between 1 and 1000, got %d", replicas)
-	}
-	last := fmt.Sprintf("%s-%d", name, replicas-1)
-	if cn := AgentCNPrefix + last; len(cn) > MaxCNBytes {
-		return fmt.Errorf("pod %q gives agent common name %q of %d bytes; the limit is %d (pod names must be at most %d bytes)",
-			last, cn, len(cn), MaxCNBytes, MaxCNBytes-len(AgentCNPrefix))
 	}
 	return nil
 }
@@ -189,6 +192,25 @@ func (p *Project) Validate() error {
 	}
 	add("namespace", CheckNamespace(p.Namespace))
 	add("statefulSet", CheckStatefulSet(p.StatefulSet, p.Replicas))
+	switch p.Naming {
+	case "", NamingNamespaced:
+	case NamingGuide:
+		if p.StatefulSet == DefaultStatefulSet {
+			add("naming", fmt.Errorf("guide needs a StatefulSet name no other team of the SPIRE server uses; %q is every team's default (pick one with `spirepod init --name`)", DefaultStatefulSet))
+		}
+	default:
+		add("naming", fmt.Errorf("%q must be %q or %q", p.Naming, NamingNamespaced, NamingGuide))
+	}
+	switch p.IssuerScope {
+	case "", IssuerNamespaced, IssuerCluster:
+	default:
+		add("issuer", fmt.Errorf("%q must be %q or %q", p.IssuerScope, IssuerNamespaced, IssuerCluster))
+	}
+	if p.Namespace != "" && p.StatefulSet != "" && p.Replicas > 0 {
+		if err := CheckAgentCN(p.AgentCN(p.PodName(p.Replicas - 1))); err != nil {
+			add("statefulSet", fmt.Errorf("%v: use a shorter StatefulSet name (--name) or namespace", err))
+		}
+	}
 	if errs := validation.IsDNS1123Subdomain(p.ServiceAccount); len(errs) > 0 {
 		add("serviceAccount", fmt.Errorf("%q: %s", p.ServiceAccount, strings.Join(errs, "; ")))
 	}

@@ -107,13 +107,79 @@ func TestFindSearchesUpward(t *testing.T) {
 	}
 }
 
-func TestCheckStatefulSetCNLimit(t *testing.T) {
-	// spire-agent-x509pop- is 20 bytes: pod names may have 44.
-	if err := CheckStatefulSet(strings.Repeat("a", 42), 10); err != nil { // last pod "<42>-9" = 44 bytes
-		t.Fatalf("44-byte pod name refused: %v", err)
+func TestAgentCNLimitAndNaming(t *testing.T) {
+	base, err := Parse([]byte(valid))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := CheckStatefulSet(strings.Repeat("a", 42), 11); err == nil { // "<42>-10" = 45 bytes
-		t.Fatal("45-byte pod name accepted")
+	for _, tc := range []struct {
+		name, naming, sts, ns string
+		replicas           int
+		cn, alias          string // for pod 0
+		ok                 bool
+	}{
+		// namespaced: <pod>.<ns> — 64 bytes fit, 65 do not
+		{"namespaced fits", NamingNamespaced, strings.Repeat("a", 30), strings.Repeat("n", 31), 1,
+			strings.Repeat("a", 30) + "-0." + strings.Repeat("n", 31), "spiffe://spire.cityos-dev.woven-planet.tech/ns/" + strings.Repeat("n", 31) + "/spire-agent-x509pop-" + strings.Repeat("a", 30) + "-0", true},
+		{"namespaced 65 bytes", NamingNamespaced, strings.Repeat("a", 30), strings.Repeat("n", 31), 11, "", "", false},
+		// guide: spire-agent-x509pop-<pod> — 44-byte pod names fit, 45 do not
+		{"guide fits", NamingGuide, strings.Repeat("a", 42), "team-a", 10,
+			"spire-agent-x509pop-" + strings.Repeat("a", 42) + "-0", "spiffe://spire.cityos-dev.woven-planet.tech/spire-agent-x509pop-" + strings.Repeat("a", 42) + "-0", true},
+		{"guide 45 bytes", NamingGuide, strings.Repeat("a", 42), "team-a", 11, "", "", false},
+		{"guide refuses the default StatefulSet name", NamingGuide, DefaultStatefulSet, "team-a", 1, "", "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := *base
+			p.Naming, p.IssuerScope, p.StatefulSet, p.Namespace, p.Replicas = tc.naming, IssuerNamespaced, tc.sts, tc.ns, tc.replicas
+			err := p.Validate()
+			if (err == nil) != tc.ok {
+				t.Fatalf("Validate = %v, want ok=%v", err, tc.ok)
+			}
+			if tc.ok {
+				if got := p.AgentCN(p.PodName(0)); got != tc.cn {
+					t.Errorf("AgentCN = %q, want %q", got, tc.cn)
+				}
+				if got := p.NodeAliasID(p.PodName(0)); got != tc.alias {
+					t.Errorf("NodeAliasID = %q, want %q", got, tc.alias)
+				}
+			}
+		})
+	}
+}
+
+// TestTwoDefaultTeamsShareNoName: two teams that keep every default
+// (StatefulSet name, pod names) get distinct CNs, aliases, issuers, CA
+// Secrets and field managers; the legacy layout shares them all.
+func TestTwoDefaultTeamsShareNoName(t *testing.T) {
+	base, err := Parse([]byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(ns, naming, issuer string) *Project {
+		p := *base
+		p.Namespace, p.Naming, p.IssuerScope = ns, naming, issuer
+		return &p
+	}
+	for _, issuer := range []string{IssuerNamespaced, IssuerCluster} {
+		a, b := mk("alpha", NamingNamespaced, issuer), mk("beta", NamingNamespaced, issuer)
+		pod := a.PodName(0)
+		if a.AgentCN(pod) == b.AgentCN(pod) || a.NodeAliasID(pod) == b.NodeAliasID(pod) || a.FieldManager() == b.FieldManager() {
+			t.Errorf("%s: shared names: %q %q %q", issuer, a.AgentCN(pod), a.NodeAliasID(pod), a.FieldManager())
+		}
+		ia, ib := a.Issuer(), b.Issuer()
+		if ia.String() == ib.String() || ia.Secret() == ib.Secret() {
+			t.Errorf("%s: shared issuer %s or Secret %s", issuer, ia, ia.Secret())
+		}
+		if !strings.HasPrefix(a.NodeAliasID(pod), a.Scope()) {
+			t.Errorf("alias %s outside the team's scope %s", a.NodeAliasID(pod), a.Scope())
+		}
+	}
+	if a := mk("alpha", NamingNamespaced, IssuerNamespaced); a.Issuer().Cluster() || a.Issuer().SecretNamespace != "alpha" {
+		t.Errorf("namespaced issuer %+v", a.Issuer())
+	}
+	la, lb := mk("alpha", "", ""), mk("beta", "", "")
+	if !la.Legacy() || la.NodeAliasID("x-0") != lb.NodeAliasID("x-0") || la.Issuer() != lb.Issuer() {
+		t.Errorf("legacy layout: want the guide's shared names")
 	}
 }
 

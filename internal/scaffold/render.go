@@ -27,6 +27,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/spirepod/spirepod/internal/certmanager"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 )
@@ -44,6 +45,16 @@ const (
 	// BundleConfigMap and BundleKey hold the SPIRE server CA.
 	BundleConfigMap = "spire-bundle"
 	BundleKey       = "bundle.crt"
+)
+
+// Issuer files: the guide's ClusterIssuer file, and the namespaced Issuer's.
+const (
+	ClusterIssuerFile = "certs/spire-cluster-issuer.yaml"
+	IssuerFile        = "certs/spire-issuer.yaml"
+	// GenCertConfigMap holds gen_cert.sh and the Certificate template.
+	GenCertConfigMap = "init-gen-cert"
+	// CertTemplateKey is the Certificate template's key in it.
+	CertTemplateKey = "cert.yaml.tpl"
 )
 
 // BundleFile is the bundle ConfigMap's file name for an environment.
@@ -169,12 +180,23 @@ func splitServer(addr string) (host, port string, err error) {
 	return host, port, nil
 }
 
-// fileName renames the environment's bundle ConfigMap file.
+// fileName renames the environment's bundle ConfigMap file, and the issuer's
+// file after the issuer's kind.
 func (rw *rewriter) fileName(name string) string {
 	if path.Base(name) == BundleFile(TemplateEnvironment) && rw.p.Environment != TemplateEnvironment {
 		return path.Join(path.Dir(name), BundleFile(rw.p.Environment))
 	}
+	if name == ClusterIssuerFile || name == IssuerFile {
+		return rw.issuerFile()
+	}
 	return name
+}
+
+func (rw *rewriter) issuerFile() string {
+	if rw.p.Issuer().Cluster() {
+		return ClusterIssuerFile
+	}
+	return IssuerFile
 }
 
 func (rw *rewriter) text(s string) string {
@@ -200,7 +222,13 @@ func (rw *rewriter) rewriteYAML(name string, data []byte, serverCA []byte) ([]by
 		kind := scalar(root, "kind")
 		switch {
 		case kind == "Kustomization":
-			rw.kustomization(root)
+			rw.kustomization(name, root)
+		case kind == certmanager.KindIssuer || kind == certmanager.KindClusterIssuer:
+			rw.issuer(root)
+		case kind == "ConfigMap" && scalar(lookup(root, "metadata"), "name") == GenCertConfigMap:
+			if err := rw.certTemplate(root); err != nil {
+				return nil, err
+			}
 		case kind == "StatefulSet":
 			rw.statefulSet(root)
 		case kind == "ServiceAccount" && scalar(lookup(root, "metadata"), "name") == TemplateServiceAccount:
@@ -247,16 +275,81 @@ func (rw *rewriter) rewriteStrings(n *yaml.Node) {
 	}
 }
 
-func (rw *rewriter) kustomization(root *yaml.Node) {
+func (rw *rewriter) kustomization(name string, root *yaml.Node) {
+	ref := rw.p.Issuer()
+	// certs/secret: the CA Secret, where the issuer reads it.
+	if gens := lookup(root, "secretGenerator"); gens != nil && path.Dir(name) == "certs/secret" {
+		setScalar(root, "namespace", ref.SecretNamespace)
+		for _, g := range gens.Content {
+			if n := scalar(g, "name"); n == project.GuideCASecretName || strings.HasPrefix(n, project.GuideCASecretName+"-") {
+				setScalar(g, "name", ref.SecretName)
+			}
+		}
+	}
 	res := lookup(root, "resources")
-	if res == nil || rw.p.Environment == TemplateEnvironment {
+	if res == nil {
 		return
 	}
 	for _, r := range res.Content {
-		if r.Kind == yaml.ScalarNode && path.Base(r.Value) == BundleFile(TemplateEnvironment) {
+		if r.Kind != yaml.ScalarNode {
+			continue
+		}
+		if rw.p.Environment != TemplateEnvironment && path.Base(r.Value) == BundleFile(TemplateEnvironment) {
 			r.Value = path.Join(path.Dir(r.Value), BundleFile(rw.p.Environment))
 		}
+		if p := path.Join(path.Dir(name), r.Value); p == ClusterIssuerFile || p == IssuerFile {
+			r.Value = path.Base(rw.issuerFile())
+		}
 	}
+}
+
+// issuer makes the template's issuer the project's: kind, name, namespace
+// (only an Issuer has one) and the CA Secret it reads.
+func (rw *rewriter) issuer(root *yaml.Node) {
+	ref := rw.p.Issuer()
+	setScalar(root, "kind", ref.Kind)
+	md := lookup(root, "metadata")
+	setScalar(md, "name", ref.Name)
+	if ref.Cluster() {
+		deleteKey(md, "namespace")
+	} else {
+		setScalar(md, "namespace", ref.Namespace)
+	}
+	if ca := lookup(lookup(root, "spec"), "ca"); ca != nil {
+		setScalar(ca, "secretName", ref.SecretName)
+	}
+}
+
+// certTemplate makes gen-cert's Certificate template ask the project's
+// issuer for the project's common name form.
+func (rw *rewriter) certTemplate(cm *yaml.Node) error {
+	tpl := lookup(lookup(cm, "data"), CertTemplateKey)
+	if tpl == nil {
+		return nil
+	}
+	docs, err := decodeDocs([]byte(tpl.Value))
+	if err != nil {
+		return fmt.Errorf("%s in ConfigMap %s: %w", CertTemplateKey, GenCertConfigMap, err)
+	}
+	ref := rw.p.Issuer()
+	for _, d := range docs {
+		root := d.Content[0]
+		if scalar(root, "kind") != "Certificate" {
+			continue
+		}
+		spec := lookup(root, "spec")
+		setScalar(spec, "commonName", rw.p.AgentCNTemplate())
+		if ir := lookup(spec, "issuerRef"); ir != nil {
+			setScalar(ir, "kind", ref.Kind)
+			setScalar(ir, "name", ref.Name)
+		}
+	}
+	out, err := encodeDocs(docs)
+	if err != nil {
+		return err
+	}
+	tpl.Value = string(out)
+	return nil
 }
 
 func (rw *rewriter) statefulSet(root *yaml.Node) {
@@ -424,6 +517,18 @@ func scalar(m *yaml.Node, key string) string {
 		return v.Value
 	}
 	return ""
+}
+
+func deleteKey(m *yaml.Node, key string) {
+	if m == nil || m.Kind != yaml.MappingNode {
+		return
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			m.Content = append(m.Content[:i], m.Content[i+2:]...)
+			return
+		}
+	}
 }
 
 func setScalar(m *yaml.Node, key, val string) {

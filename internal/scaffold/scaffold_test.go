@@ -36,6 +36,7 @@ func testProject(dir string) *project.Project {
 		TrustDomain: "spire.cityos-dev.woven-planet.tech", SpireServer: "spire-server.cityos-dev.woven-planet.tech:8081",
 		City: project.City{Repo: "wp-wcm/city", BaseBranch: "main", TeamPath: "ns/team-a/spire-envoy-integration",
 			TrustList: project.TrustList{Mode: project.TrustListBundle, Path: "ns/spire/x509pop/bundle.pem"}},
+		Naming: project.NamingNamespaced, IssuerScope: project.IssuerNamespaced,
 		Registration: project.Registration{Format: project.FormatSpiffeID, EnvoyUID: 101},
 		Paths:        project.DefaultPaths,
 		Dir:          dir,
@@ -165,7 +166,7 @@ func TestFreshScaffoldBuilds(t *testing.T) {
 	certs := build(t, filepath.Join(dir, "certs"))
 	build(t, dir)
 	if n := len(certs.Resources()); n != 2 {
-		t.Fatalf("certs/ builds %d objects, want the Secret and the ClusterIssuer", n)
+		t.Fatalf("certs/ builds %d objects, want the Secret and the Issuer", n)
 	}
 	// a real CA is never overwritten by a later init, even with --force
 	if err := os.WriteFile(p.Path(p.Paths.CACert), []byte("real"), 0o644); err != nil {
@@ -183,34 +184,58 @@ func TestFreshScaffoldBuilds(t *testing.T) {
 // TestKustomizeBuild builds certs/ and the root with kustomize/api and checks
 // the invariants the guide's traps break.
 func TestKustomizeBuild(t *testing.T) {
-	for _, tc := range []struct{ name, ns, env string }{
-		{"dev", "team-a", "dev"},
-		{"lab", "payments-lab", "lab"},
+	for _, tc := range []struct{ name, ns, env, issuer, naming string }{
+		{"dev", "team-a", "dev", project.IssuerNamespaced, project.NamingNamespaced},
+		{"lab", "payments-lab", "lab", project.IssuerNamespaced, project.NamingNamespaced},
+		{"cluster issuer", "team-c", "dev", project.IssuerCluster, project.NamingNamespaced},
+		{"guide naming", "team-g", "dev", project.IssuerNamespaced, project.NamingGuide},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := testProject("")
-			p.Namespace, p.Environment = tc.ns, tc.env
+			p.Namespace, p.Environment, p.IssuerScope, p.Naming = tc.ns, tc.env, tc.issuer, tc.naming
+			if tc.naming == project.NamingGuide {
+				p.StatefulSet = "payments-web"
+			}
+			ref := p.Issuer()
 			dir := writeScaffoldWithCA(t, p)
 			certs := build(t, filepath.Join(dir, "certs"))
 			root := build(t, dir)
 
-			var secretName, issuerSecret string
+			var secret, issuerSecret, issuerKind, issuerName, issuerNS string
 			for _, r := range certs.Resources() {
 				switch r.GetKind() {
 				case "Secret":
-					secretName = r.GetName()
-					if r.GetNamespace() != certmanager.ClusterResourceNamespace {
-						t.Errorf("CA Secret in namespace %q, want cert-manager", r.GetNamespace())
-					}
+					secret = r.GetNamespace() + "/" + r.GetName()
 					if typ, _ := r.GetString("type"); typ != "kubernetes.io/tls" {
 						t.Errorf("CA Secret type %q, want kubernetes.io/tls", typ)
 					}
-				case "ClusterIssuer":
+				case certmanager.KindIssuer, certmanager.KindClusterIssuer:
+					issuerKind, issuerName, issuerNS = r.GetKind(), r.GetName(), r.GetNamespace()
 					issuerSecret, _ = r.GetString("spec.ca.secretName")
 				}
 			}
-			if secretName == "" || secretName != issuerSecret {
-				t.Errorf("ClusterIssuer secretName %q != generated Secret %q", issuerSecret, secretName)
+			if secret != ref.Secret() {
+				t.Errorf("CA Secret %s, want %s", secret, ref.Secret())
+			}
+			if issuerKind != ref.Kind || issuerName != ref.Name || issuerNS != ref.Namespace || issuerSecret != ref.SecretName {
+				t.Errorf("issuer %s %s/%s reading %s, want %s reading %s", issuerKind, issuerNS, issuerName, issuerSecret, ref, ref.SecretName)
+			}
+			// gen-cert's Certificate asks this issuer for this naming's CN.
+			found := false
+			for _, r := range root.Resources() {
+				if r.GetKind() != "ConfigMap" || r.GetName() != scaffold.GenCertConfigMap {
+					continue
+				}
+				found = true
+				tpl, _ := r.GetString("data." + strings.ReplaceAll(scaffold.CertTemplateKey, ".", "\\."))
+				for _, want := range []string{"commonName: " + p.AgentCNTemplate(), "kind: " + ref.Kind, "name: " + ref.Name} {
+					if !strings.Contains(tpl, want+"\n") {
+						t.Errorf("cert.yaml.tpl lacks %q:\n%s", want, tpl)
+					}
+				}
+			}
+			if !found {
+				t.Errorf("no ConfigMap %s in the build", scaffold.GenCertConfigMap)
 			}
 
 			yamlOut, err := root.AsYaml()
@@ -223,7 +248,7 @@ func TestKustomizeBuild(t *testing.T) {
 			have := map[string]bool{}
 			for _, r := range root.Resources() {
 				have[r.GetKind()+"/"+r.GetName()] = true
-				if r.GetKind() == "ClusterIssuer" {
+				if r.GetKind() == certmanager.KindClusterIssuer {
 					continue
 				}
 				if r.GetNamespace() != tc.ns {

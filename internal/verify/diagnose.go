@@ -60,6 +60,9 @@ type DiagnoseOptions struct {
 	Expected    string
 	// TeamCA, when known, is the CA agent certificates must chain to.
 	TeamCA *x509.Certificate
+	// AgentCNs are the agent common names of the scaffold's pods (empty:
+	// either naming form is accepted).
+	AgentCNs []string
 	// CertificateName names a pod's cert-manager Certificate and its Secret;
 	// nil means the guide's spire-agent-x509pop-<pod>.
 	CertificateName func(pod string) string
@@ -396,7 +399,7 @@ func (pd *podDiag) stageAgentCert(ctx context.Context) (stageResult, error) {
 		return stageResult{status: check.Fail, summary: fmt.Sprintf("Secret %s has no parseable tls.crt: %v", name, err),
 			fix: pd.kubectl("delete certificate,secret "+name) + ", then restart the pod"}, nil
 	}
-	rs := pki.InspectLeaf("", certs[0], certs[1:], pd.opts.TeamCA, nil, pd.opts.Now())
+	rs := pki.InspectLeaf(certs[0], pki.LeafOptions{Intermediates: certs[1:], CA: pd.opts.TeamCA, Now: pd.opts.Now(), CNs: pd.opts.AgentCNs})
 	for _, r := range rs {
 		if r.Status == check.Fail {
 			return stageResult{status: check.Fail,
