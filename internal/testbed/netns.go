@@ -42,8 +42,9 @@ const (
 const netnsEnv = "SPIREPOD_TESTBED_NETNS"
 
 // InNetns runs the calling test inside a network namespace (and a private
-// mount namespace) of its own, made with `unshare --net --mount`: the test
-// binary re-executes itself there with -test.run naming only this test.
+// mount namespace and a PID namespace) of its own, made with `unshare --net
+// --mount --pid`: the test binary re-executes itself there with -test.run
+// naming only this test.
 //
 // In the parent it returns false once the child has finished, having
 // streamed the child's output into the test log and passed on its result
@@ -58,7 +59,8 @@ const netnsEnv = "SPIREPOD_TESTBED_NETNS"
 //	c := testbed.StartCluster(t, b, testbed.Options{RealNode: true})
 //
 // When the child exits the namespaces go with it: the bridge, the veths,
-// the iptables rule and every mount the kubelet and containerd made.
+// the iptables rule, every mount the kubelet and containerd made, and any
+// process still running in it.
 func InNetns(t *testing.T) bool {
 	t.Helper()
 	if parent := os.Getenv(netnsEnv); parent != "" {
@@ -113,7 +115,12 @@ func runInNetns(t *testing.T) {
 	for i, p := range parts {
 		parts[i] = "^" + regexp.QuoteMeta(p) + "$"
 	}
-	args := []string{"--net", "--mount", "--propagation", "private", "--", self,
+	// --pid with --kill-child: the child is PID 1 of a PID namespace of its
+	// own, so when it ends for any reason (a panic, a timeout, SIGKILL) the
+	// kernel kills every process left in it — containers and shims too;
+	// and when unshare dies (this process went), the child gets SIGTERM and
+	// stops what it started. --mount-proc shows that namespace's /proc.
+	args := []string{"--net", "--mount", "--propagation", "private", "--pid", "--kill-child=SIGTERM", "--mount-proc", "--", self,
 		"-test.run=" + strings.Join(parts, "/"), "-test.v=true", "-test.count=1"}
 	if dl, ok := t.Deadline(); ok {
 		// Leave the parent time to report the child's own timeout panic.

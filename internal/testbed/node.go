@@ -160,6 +160,16 @@ func (c *Cluster) startRealNode(ctx context.Context, ca *keyPair, apiPort int) (
 		logf: c.logf, seen: map[int]procID{},
 	}
 	c.Node = n
+	// The node's state (containerd's content and unpacked snapshots, the
+	// kubelet's pod directories, logs) lives on a tmpfs mounted in the test's
+	// private mount namespace: fast, and gone with the namespace however the
+	// test ends, so an interrupted run leaves no gigabyte of snapshots.
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return n, err
+	}
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
+		return n, fmt.Errorf("mount tmpfs on %s: %w", dir, err)
+	}
 	for _, d := range []string{"containerd/root", "containerd/state", "containerd/opt", "cni/net.d", "cni/ipam", "kubelet/pki", "pod-logs", "volume-plugins"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return n, err
@@ -206,8 +216,12 @@ func (c *Cluster) startRealNode(ctx context.Context, ca *keyPair, apiPort int) (
 		return n, b.err
 	}
 	t1 := time.Now()
+	errs := make(chan error, len(b.tars))
 	for _, ref := range TestImages.All() {
-		if err := n.ImportImage(ctx, b.tars[ref]); err != nil {
+		go func() { errs <- n.ImportImage(ctx, b.tars[ref]) }()
+	}
+	for range TestImages.All() {
+		if err := <-errs; err != nil {
 			return n, err
 		}
 	}
