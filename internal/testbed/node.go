@@ -49,6 +49,9 @@ type Node struct {
 	Images Images
 	// ContainerdSocket is containerd's gRPC (and CRI) socket.
 	ContainerdSocket string
+	// DNS is the pods' cluster DNS (on BridgeIP:53): it knows the node's
+	// name and kubernetes.default.svc.cluster.local; tests Add more.
+	DNS *DNS
 
 	Containerd, Kubelet *Proc
 
@@ -227,8 +230,17 @@ func (c *Cluster) startRealNode(ctx context.Context, ca *keyPair, apiPort int) (
 	}
 	step(fmt.Sprintf("%d images imported", len(b.tars)), t1)
 
-	// kubelet
+	// cluster DNS, then the kubelet
 	t1 = time.Now()
+	if n.DNS, err = startDNS(BridgeIP); err != nil {
+		return n, fmt.Errorf("cluster DNS: %w", err)
+	}
+	if err := n.DNS.Add(n.Name, n.IP); err != nil {
+		return n, err
+	}
+	if err := n.DNS.Add("kubernetes.default.svc.cluster.local", KubernetesServiceIP); err != nil {
+		return n, err
+	}
 	if err := n.startKubelet(ctx, c, ca); err != nil {
 		return n, err
 	}
@@ -396,7 +408,9 @@ enforceNodeAllocatable: []
 localStorageCapacityIsolation: false
 failSwapOn: false
 clusterDomain: cluster.local
-# No DNS server is reachable from pods: an empty resolv.conf.
+# ClusterFirst pods ask the test bed's DNS (dns.go); dnsPolicy Default pods
+# get an empty resolv.conf: nothing outside the namespace resolves.
+clusterDNS: [%s]
 resolvConf: ""
 podLogsDir: %s
 volumePluginDir: %s
@@ -416,7 +430,7 @@ rotateCertificates: false
 serverTLSBootstrap: false
 kubeAPIQPS: 50
 kubeAPIBurst: 100
-`, n.IP, KubeletPort, healthz, servCrt, servKey, caPath, n.ContainerdSocket, n.ContainerdSocket,
+`, n.IP, KubeletPort, healthz, servCrt, servKey, caPath, n.ContainerdSocket, n.ContainerdSocket, BridgeIP,
 		filepath.Join(n.Dir, "pod-logs"), filepath.Join(n.Dir, "volume-plugins"))
 	cfgPath := filepath.Join(kdir, "config.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -650,6 +664,9 @@ func (n *Node) Stop() {
 		n.Containerd.Stop()
 	}
 	n.waitGone(5 * time.Second)
+	if n.DNS != nil {
+		n.DNS.Close()
+	}
 	unmountUnder(n.Dir)
 }
 

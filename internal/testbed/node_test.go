@@ -166,6 +166,7 @@ exec sleep 86400`},
 echo "read: $(cat /shared/msg)"
 echo "pid1: $(tr '\0' ' ' < /proc/1/cmdline)"
 echo "uid=$(id -u)"
+echo "apiserver healthz by name: $(curl -sk --max-time 5 https://kubernetes.default.svc.cluster.local/healthz)"
 curl --version | head -1
 exec sleep 86400`},
 					VolumeMounts:    mounts,
@@ -240,7 +241,7 @@ func TestRealPodSmoke(t *testing.T) {
 		t.Errorf("in-cluster kubectl did not get its own pod:\n%s", kl)
 	}
 	rl := waitLog(ctx, t, c, ns, "smoke", "reader", "curl ")
-	for _, want := range []string{"read: hello from smoke", "pid1: /pause", "uid=100"} {
+	for _, want := range []string{"read: hello from smoke", "pid1: /pause", "uid=100", "apiserver healthz by name: ok"} {
 		if !strings.Contains(rl, want) {
 			t.Errorf("reader log lacks %q:\n%s", want, rl)
 		}

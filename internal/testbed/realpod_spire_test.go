@@ -80,6 +80,12 @@ func TestRealPodSpireChain(t *testing.T) {
 	}
 	t.Cleanup(echo.Stop)
 
+	// The scaffold's upstream name resolves, through the cluster DNS, to
+	// the echo server on the bridge.
+	if err := c.Node.DNS.Add("httpbin.spire-sample.svc.cluster.local", c.PodReachableAddr); err != nil {
+		t.Fatal(err)
+	}
+
 	workloadID := fmt.Sprintf("spiffe://%s/ns/%s/sa/httpbin-client", td, ns)
 	if out, err := srv.Run(ctx, "entry", "create", "-parentID", fmt.Sprintf("spiffe://%s/spire/agent/x509pop/%s", td, cn),
 		"-spiffeID", workloadID, "-selector", "unix:uid:101"); err != nil {
@@ -125,7 +131,7 @@ plugins {
 	var envoyYAML bytes.Buffer
 	if err := standinBootstrap.Execute(&envoyYAML, map[string]any{
 		"Admin": 9901, "Listen": 8080, "Pipe": "/run/spire/sockets/agent.sock",
-		"UpstreamHost": c.PodReachableAddr, "UpstreamPort": echoPort,
+		"UpstreamHost": "httpbin.spire-sample.svc.cluster.local", "UpstreamPort": echoPort,
 		"Secret": workloadID, "Validation": "spiffe://" + td, "SANPrefix": "spiffe://" + td + "/",
 	}); err != nil {
 		t.Fatal(err)
