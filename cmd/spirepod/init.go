@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -89,8 +88,7 @@ changed inputs show a diff and need --force; files you added are left alone.`,
 // migrateHint says how to move a scaffold to team-scoped names: init --force
 // from the scaffold's parent directory, with the scaffold's own values.
 func migrateHint(p *project.Project) string {
-	return fmt.Sprintf("move it to team-scoped names: from %s run `spirepod init %s --team %s --namespace %s --env %s --name %s --replicas %d --force` (it keeps the CA; then `spirepod apply` and new PRs)",
-		filepath.Dir(p.Dir), filepath.Base(p.Dir), p.Team, p.Namespace, p.Environment, p.StatefulSet, p.Replicas)
+	return "move it to team-scoped names: `" + p.ReinitCommand() + "` (it keeps the team CA; then `spirepod apply` and new PRs)"
 }
 
 // askMissing prompts for required values on a terminal.

@@ -70,7 +70,15 @@ func newClient(o GitHubOptions) (*client, error) {
 	if o.Retries == 0 {
 		o.Retries = 4
 	}
-	tr := &apiTransport{base: base, token: o.Token, sleep: o.Sleep, now: o.Now, retries: o.Retries,
+	apiRoot := "https://api.github.com/"
+	if o.BaseURL != "" {
+		apiRoot = o.BaseURL
+	}
+	api, err := url.Parse(apiRoot)
+	if err != nil || api.Host == "" {
+		return nil, fmt.Errorf("GitHub API URL %q is not an absolute URL", apiRoot)
+	}
+	tr := &apiTransport{base: base, token: o.Token, api: api, sleep: o.Sleep, now: o.Now, retries: o.Retries,
 		minDelay: 500 * time.Millisecond, attemptTimeout: hc.Timeout}
 	wrapped := *hc
 	wrapped.Transport = tr
@@ -83,7 +91,6 @@ func newClient(o GitHubOptions) (*client, error) {
 		if !strings.HasSuffix(u, "/") {
 			u += "/"
 		}
-		var err error
 		if gh, err = gh.WithEnterpriseURLs(u, u); err != nil {
 			return nil, fmt.Errorf("GitHub API URL %q: %w", o.BaseURL, err)
 		}

@@ -4,17 +4,23 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
 
 // transport adds the token, counts requests, retries 5xx with exponential
 // backoff and waits out rate limits when the reset falls within the
-// context's deadline. The token is only ever put in the Authorization header.
+// context's deadline. The token is only ever put in the Authorization header,
+// and only on requests to the API's own scheme and host: never on a redirect
+// elsewhere (archive downloads, another host, https to http).
 type apiTransport struct {
-	base     http.RoundTripper
-	token    string
+	base  http.RoundTripper
+	token string
+	// api is the REST root the token belongs to.
+	api      *url.URL
 	sleep    func(context.Context, time.Duration) error
 	now      func() time.Time
 	count    atomic.Int64
@@ -36,7 +42,8 @@ func (t *apiTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			}
 			r.Body = body
 		}
-		if t.token != "" {
+		r.Header.Del("Authorization")
+		if t.token != "" && t.forAPI(r.URL) {
 			r.Header.Set("Authorization", "Bearer "+t.token)
 		}
 		t.count.Add(1)
@@ -77,6 +84,11 @@ func (t *apiTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 	}
+}
+
+// forAPI reports whether u is on the API's scheme and host (port included).
+func (t *apiTransport) forAPI(u *url.URL) bool {
+	return t.api != nil && strings.EqualFold(u.Scheme, t.api.Scheme) && strings.EqualFold(u.Host, t.api.Host)
 }
 
 func (t *apiTransport) attempt(r *http.Request) (*http.Response, error) {

@@ -3,6 +3,7 @@ package project
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 
 	"github.com/spirepod/spirepod/internal/certmanager"
@@ -125,6 +126,22 @@ func (p *Project) Issuer() certmanager.IssuerRef {
 	}
 	return certmanager.IssuerRef{Kind: certmanager.KindClusterIssuer, Name: GuideIssuerName,
 		SecretNamespace: certmanager.ClusterResourceNamespace, SecretName: GuideCASecretName}
+}
+
+// ReinitCommand is the `spirepod init … --force` that re-renders this
+// scaffold with its own values (naming and issuer the current defaults when
+// the file predates them), run from the scaffold's parent directory so it
+// re-renders this scaffold rather than nesting a new one inside it.
+func (p *Project) ReinitCommand() string {
+	naming, issuer := p.Naming, p.IssuerScope
+	if naming == "" {
+		naming = NamingNamespaced
+	}
+	if issuer == "" {
+		issuer = IssuerNamespaced
+	}
+	return fmt.Sprintf("cd %s && spirepod init %s --team %s --namespace %s --env %s --name %s --replicas %d --service-account %s --naming %s --issuer %s --force",
+		filepath.Dir(p.Dir), filepath.Base(p.Dir), p.Team, p.Namespace, p.Environment, p.StatefulSet, p.Replicas, p.ServiceAccount, naming, issuer)
 }
 
 // FieldManager is the server-side-apply field manager of the team's objects:

@@ -29,6 +29,10 @@ const Kind = "Project"
 // of every node alias: spire-agent-x509pop-<pod>.
 const AgentCNPrefix = "spire-agent-x509pop-"
 
+// StateDir is spirepod's local state in a scaffold (never committed, never
+// copied from a template).
+const StateDir = ".spirepod"
+
 // MaxCNBytes is the longest common name cert-manager accepts (RFC 5280 ub-common-name).
 const MaxCNBytes = 64
 

@@ -86,6 +86,9 @@ func Render(opts Options) (map[string][]byte, error) {
 			return err
 		}
 		if d.IsDir() {
+			if name == project.StateDir {
+				return fs.SkipDir // a template's local state is never copied
+			}
 			return nil
 		}
 		if name == project.FileName {
@@ -120,6 +123,7 @@ func Render(opts Options) (map[string][]byte, error) {
 		return nil, err
 	}
 	out[project.FileName] = pf
+	out[".gitignore"] = withIgnoreRules(out[".gitignore"], p)
 	// Empty placeholders for the team CA, so certs/ builds from day one;
 	// `spirepod pki gen` replaces them, and init never touches them again.
 	for _, rel := range []string{p.Paths.CACert, p.Paths.CAKey} {
@@ -128,6 +132,40 @@ func Render(opts Options) (map[string][]byte, error) {
 		}
 	}
 	return out, nil
+}
+
+// IgnoreRules are the .gitignore lines every scaffold has, whatever its
+// template holds: the team CA's key (and any key), the temp files of an
+// interrupted atomic write, and spirepod's local state.
+func IgnoreRules(p *project.Project) []string {
+	rules := []string{"*.key.pem", "*.key", ".*.tmp-*", "/" + project.StateDir + "/"}
+	if k := path.Clean(p.Paths.CAKey); !path.IsAbs(k) && !strings.HasPrefix(k, "..") {
+		rules = append(rules, "/"+k)
+	}
+	return rules
+}
+
+// withIgnoreRules appends to a template's .gitignore the rules it lacks.
+func withIgnoreRules(data []byte, p *project.Project) []byte {
+	have := map[string]bool{}
+	for _, l := range strings.Split(string(data), "\n") {
+		have[strings.TrimSpace(l)] = true
+	}
+	var missing []string
+	for _, r := range IgnoreRules(p) {
+		if !have[r] {
+			missing = append(missing, r)
+		}
+	}
+	if len(missing) == 0 {
+		return data
+	}
+	out := append([]byte(nil), data...)
+	if len(out) > 0 && !bytes.HasSuffix(out, []byte("\n")) {
+		out = append(out, '\n')
+	}
+	out = append(out, "# spirepod: private keys, interrupted writes and local state never go into git.\n"...)
+	return append(out, strings.Join(missing, "\n")+"\n"...)
 }
 
 func isYAML(name string) bool {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -298,5 +299,32 @@ func TestKustomizeBuild(t *testing.T) {
 				t.Errorf("bundle or init-gen-cert ConfigMap missing: %v", have)
 			}
 		})
+	}
+}
+
+// TestIgnoreRulesAndNoState: a template without a .gitignore still yields
+// one that ignores the CA key, interrupted writes and .spirepod/, and a
+// template's .spirepod/ (a last-verify record) is never copied.
+func TestIgnoreRulesAndNoState(t *testing.T) {
+	src := fstest.MapFS{
+		"kustomization.yaml":              {Data: []byte("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n")},
+		".spirepod/last-verify.json":      {Data: []byte(`{"outcome":"success"}`)},
+		"certs/secret/kustomization.yaml": {Data: []byte("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n")},
+	}
+	p := testProject("/x")
+	files, err := scaffold.Render(scaffold.Options{Source: src, Project: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for f := range files {
+		if strings.HasPrefix(f, project.StateDir+"/") {
+			t.Errorf("%s copied from the template", f)
+		}
+	}
+	gi := string(files[".gitignore"])
+	for _, rule := range scaffold.IgnoreRules(p) {
+		if !strings.Contains(gi, "\n"+rule+"\n") {
+			t.Errorf(".gitignore lacks %q:\n%s", rule, gi)
+		}
 	}
 }

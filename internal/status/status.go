@@ -136,7 +136,25 @@ func scaffoldChecks(p *project.Project) []check.Result {
 	default:
 		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.OK, "", ""))
 	}
+	out = append(out, namesCheck(p), ignoreCheck(p))
 	return out
+}
+
+// namesCheck says when a scaffold still uses names another team can share.
+func namesCheck(p *project.Project) check.Result {
+	const id, name = "team-scoped-names", "names are scoped to the team"
+	switch {
+	case p.Legacy():
+		return res(Step1, id, name, check.Warn,
+			fmt.Sprintf("spirepod.yaml predates team-scoped names: its node aliases (%s…) and %s with Secret %s are the same for every team with the same pod names",
+				p.NodeAliasID(p.PodName(0)), p.Issuer(), p.Issuer().Secret()),
+			"`"+p.ReinitCommand()+"`, then `spirepod apply` and `spirepod pr spiffe-id`")
+	case p.Naming == project.NamingGuide:
+		return res(Step1, id, name, check.Warn,
+			fmt.Sprintf("naming: guide — the alias %s is unique only while no other team of the SPIRE server has a StatefulSet %s", p.NodeAliasID(p.PodName(0)), p.StatefulSet),
+			"`spirepod city check` in the city repository catches a shared alias")
+	}
+	return res(Step1, id, name, check.OK, fmt.Sprintf("aliases under %s, %s", p.Scope(), p.Issuer()), "")
 }
 
 func caCheck(p *project.Project, now time.Time) check.Result {

@@ -10,10 +10,11 @@ import (
 	"time"
 
 	"github.com/spirepod/spirepod/internal/atomicfile"
+	"github.com/spirepod/spirepod/internal/project"
 )
 
 // RecordDir is the scaffold's directory for local state; it ignores itself in git.
-const RecordDir = ".spirepod"
+const RecordDir = project.StateDir
 
 // RecordFile is the last verification, relative to the scaffold.
 const RecordFile = RecordDir + "/last-verify.json"
