@@ -100,6 +100,11 @@ func planFrom(bs *bootstrapv3.Bootstrap) (*plan, error) {
 	pipes := map[string]string{}
 	sr := bs.GetStaticResources()
 	for _, cl := range sr.GetClusters() {
+		switch cl.GetType() {
+		case clusterv3.Cluster_STATIC, clusterv3.Cluster_LOGICAL_DNS, clusterv3.Cluster_STRICT_DNS:
+		default:
+			return nil, fmt.Errorf("cluster %s: type %s is not supported here (STATIC, LOGICAL_DNS, STRICT_DNS)", cl.GetName(), cl.GetType())
+		}
 		cp := &clusterPlan{name: cl.GetName(), v4Only: cl.GetDnsLookupFamily() == clusterv3.Cluster_V4_ONLY, connectTimeout: 5 * time.Second}
 		if d := cl.GetConnectTimeout(); d != nil {
 			cp.connectTimeout = d.AsDuration()
@@ -183,6 +188,11 @@ func planFrom(bs *bootstrapv3.Bootstrap) (*plan, error) {
 				hcm := &hcmv3.HttpConnectionManager{}
 				if err := f.GetTypedConfig().UnmarshalTo(hcm); err != nil {
 					return nil, fmt.Errorf("listener %s: only the HTTP connection manager is supported here: %w", l.GetName(), err)
+				}
+				for _, hf := range hcm.GetHttpFilters() {
+					if hf.GetName() != "envoy.filters.http.router" {
+						return nil, fmt.Errorf("listener %s: http filter %s is not supported here (router only)", l.GetName(), hf.GetName())
+					}
 				}
 				rc := hcm.GetRouteConfig()
 				if rc == nil {
