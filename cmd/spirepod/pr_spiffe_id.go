@@ -3,11 +3,13 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"github.com/spf13/cobra"
 
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/registration"
 )
 
 type prSpiffeIDOptions struct {
@@ -79,6 +81,15 @@ func prSpiffeIDRun(ctx context.Context, opts *prSpiffeIDOptions) error {
 	if errors.Is(err, pr.ErrLegacyNames) {
 		return usageError(migrateHint(p), "%v", err)
 	}
+	var ve *pr.ValidationError
+	if errors.As(err, &ve) {
+		if !f.JSON() {
+			for _, fd := range ve.Findings {
+				fmt.Fprintf(f.IO.ErrOut, "%s %s: %s\n", f.IO.red("×"), fd.Code, fd.Message)
+			}
+		}
+		return usageError(validationHint(ve), "%s: the registration would not work (nothing was sent)", format)
+	}
 	if err != nil {
 		return usageError("fix trustDomain, registration or statefulSet in spirepod.yaml", "%v", err)
 	}
@@ -89,4 +100,17 @@ func prSpiffeIDRun(ctx context.Context, opts *prSpiffeIDOptions) error {
 		return translatePRError(err)
 	}
 	return renderResult(f, res)
+}
+
+// validationHint is the way out of the first finding.
+func validationHint(ve *pr.ValidationError) string {
+	for _, fd := range ve.Findings {
+		switch fd.Code {
+		case registration.CodeRegistrarRewrites:
+			return "use --format entry-json (spire-server entry create -data) or --format cluster-static-entry (spire-controller-manager); set registration.format in spirepod.yaml to keep it"
+		case registration.CodeNoClassName:
+			return "set registration.className in spirepod.yaml to your spire-controller-manager's className (the Helm chart's is <namespace>-<release>), or registration.watchClassless: true if it watches classless objects"
+		}
+	}
+	return "fix spirepod.yaml (trustDomain, registration, statefulSet)"
 }

@@ -170,6 +170,9 @@ func (c *client) write(ctx context.Context, baseTree string, files []File, paren
 	for i, f := range files {
 		entries[i] = &github.TreeEntry{Path: github.String(f.Path), Mode: github.String("100644"),
 			Type: github.String("blob"), Content: github.String(string(f.New))}
+		if f.Delete { // no sha and no content: go-github sends "sha": null, which removes the path
+			entries[i].Content = nil
+		}
 	}
 	tree, _, err := c.gh.Git.CreateTree(ctx, c.headOwner, c.headName, baseTree, entries)
 	if err != nil {

@@ -48,6 +48,31 @@ func addResource(data []byte, exists bool, path, item string) ([]byte, error) {
 	return []byte(s), err
 }
 
+// removeResource drops item from resources: of a kustomization; unchanged
+// data when it is not listed.
+func removeResource(data []byte, path, item string) ([]byte, error) {
+	n, err := parseKustomization(data, true, path)
+	if err != nil {
+		return nil, err
+	}
+	seq, err := n.Pipe(yaml.Lookup("resources"))
+	if err != nil || seq == nil {
+		return data, err
+	}
+	var kept []*yaml.Node
+	for _, e := range seq.YNode().Content {
+		if strings.TrimPrefix(e.Value, "./") != item {
+			kept = append(kept, e)
+		}
+	}
+	if len(kept) == len(seq.YNode().Content) {
+		return data, nil
+	}
+	seq.YNode().Content = kept
+	s, err := n.String()
+	return []byte(s), err
+}
+
 // DefaultTrustListGenerator names the configMapGenerator spirepod creates in
 // a trust-list directory whose kustomization has no generator yet.
 const DefaultTrustListGenerator = "spire-x509pop-trust-list"

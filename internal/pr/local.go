@@ -111,6 +111,10 @@ func (l *local) write(_ context.Context, baseTree string, files []File, parents 
 	}
 	var entries []gittree.Entry
 	for _, f := range files {
+		if f.Delete {
+			entries = append(entries, gittree.Entry{Path: f.Path, Delete: true})
+			continue
+		}
 		h, err := gittree.WriteBlob(l.repo.Storer, f.New)
 		if err != nil {
 			return "", err

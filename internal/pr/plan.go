@@ -33,7 +33,7 @@ func Diff(files []File) (string, error) {
 	for _, f := range files {
 		fmt.Fprintf(&b, "diff --git a/%s b/%s\n", f.Path, f.Path)
 		b.WriteString(unidiff.Diff(unidiff.Side{Name: "a/" + f.Path, Text: f.Old, Exists: f.OldExists},
-			unidiff.Side{Name: "b/" + f.Path, Text: f.New, Exists: true}))
+			unidiff.Side{Name: "b/" + f.Path, Text: f.New, Exists: !f.Delete}))
 	}
 	return b.String(), nil
 }

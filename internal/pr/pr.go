@@ -38,6 +38,8 @@ type File struct {
 	OldExists bool   `json:"oldExists"`
 	Old       []byte `json:"-"`
 	New       []byte `json:"-"`
+	// Delete removes the file (New is ignored).
+	Delete bool `json:"delete,omitempty"`
 }
 
 // Change is a pull request to make: what it is called and how to compute its
@@ -118,7 +120,7 @@ func compute(ctx context.Context, c *Change, read ReadFunc) ([]File, error) {
 	}
 	out := files[:0]
 	for _, f := range files {
-		if f.OldExists && string(f.Old) == string(f.New) {
+		if (f.Delete && !f.OldExists) || (!f.Delete && f.OldExists && string(f.Old) == string(f.New)) {
 			continue
 		}
 		out = append(out, f)

@@ -24,6 +24,7 @@ import (
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/registration"
 )
 
 const (
@@ -479,7 +480,9 @@ func TestSpiffeIDFormats(t *testing.T) {
 	ca, _ := genCA(t, "payments CA")
 	cert := mustCert(t, ca)
 	fp := pki.SHA1Fingerprint(cert)
-	for _, format := range []string{project.FormatEntryJSON, project.FormatSpiffeID, project.FormatClusterStaticEntry} {
+	// spiffeid is refused (the registrar cannot express x509pop aliases):
+	// TestSpiffeIDFormatRefused.
+	for _, format := range []string{project.FormatEntryJSON, project.FormatClusterStaticEntry} {
 		t.Run(format, func(t *testing.T) {
 			e := newEnv(t, true, map[string]string{"ns/payments/spire-envoy-integration/kustomization.yaml": "resources:\n- statefulset.yaml\n"})
 			p := testProject(project.TrustListBundle)
@@ -495,7 +498,7 @@ func TestSpiffeIDFormats(t *testing.T) {
 			t.Logf("spiffe-id %s first run: %d requests", format, res.Requests)
 			files, _ := e.fake.Files(cityRepo, "spirepod/payments/spiffe-id")
 			dir := "ns/payments/spire-envoy-integration/"
-			body := files[dir+pr.SpiffeIDFile(format)]
+			body := files[dir+registration.File(format)]
 			if body == "" {
 				t.Fatalf("no registration file: %v", files)
 			}
@@ -556,31 +559,71 @@ func TestSpiffeIDFormats(t *testing.T) {
 	}
 }
 
-func TestValidateSelector(t *testing.T) {
-	for _, tc := range []struct {
-		sel string
-		ok  bool
-	}{
-		{"x509pop:subject:cn:spire-agent-x509pop-a-0", true},
-		{"x509pop:ca:fingerprint:" + strings.Repeat("a", 40), true},
-		{"x509pop:ca:fingerprint:" + strings.Repeat("A", 40), false},
-		{"x509pop:ca:fingerprint:aa:bb", false},
-		{"unix:uid:101", true},
-		{"unix:uid:envoy", false},
-		{"nocolon", false},
-		{"Bad:x", false},
-		{"k8s:", false},
-	} {
-		t.Run(tc.sel, func(t *testing.T) {
-			if err := pr.ValidateSelector(tc.sel); (err == nil) != tc.ok {
-				t.Errorf("ValidateSelector(%q) = %v", tc.sel, err)
-			}
-		})
+func TestSpiffeIDFormatRefused(t *testing.T) {
+	ca, _ := genCA(t, "payments CA")
+	p := testProject(project.TrustListBundle)
+	_, _, err := pr.SpiffeID(pr.SpiffeIDOptions{Project: p, CA: mustCert(t, ca), Format: project.FormatSpiffeID})
+	var ve *pr.ValidationError
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), registration.CodeRegistrarRewrites) {
+		t.Fatalf("spiffeid: %v, want a ValidationError with %s", err, registration.CodeRegistrarRewrites)
 	}
-	err := pr.ValidateEntries("example.org", []pr.Entry{{Name: "x", SpiffeID: "spiffe://other.org/a", ParentID: "not a uri", Selectors: []string{"unix:uid:1"}}})
-	if err == nil || !strings.Contains(err.Error(), "not in trust domain") || !strings.Contains(err.Error(), "not a uri") {
-		t.Errorf("ValidateEntries: %v", err)
+	// cluster-static-entry without className, unless the controller is classless
+	_, _, err = pr.SpiffeID(pr.SpiffeIDOptions{Project: p, CA: mustCert(t, ca), Format: project.FormatClusterStaticEntry})
+	if !errors.As(err, &ve) || !strings.Contains(err.Error(), registration.CodeNoClassName) {
+		t.Fatalf("cluster-static-entry without className: %v", err)
 	}
+	p.Registration.WatchClassless = true
+	if _, _, err = pr.SpiffeID(pr.SpiffeIDOptions{Project: p, CA: mustCert(t, ca), Format: project.FormatClusterStaticEntry}); err != nil {
+		t.Fatalf("classless controller: %v", err)
+	}
+}
+
+// TestSpiffeIDSwitchFormat: switching --format leaves exactly one format's
+// file in the branch, and the kustomization lists only what exists.
+func TestSpiffeIDSwitchFormat(t *testing.T) {
+	e := newEnv(t, true, map[string]string{"ns/payments/spire-envoy-integration/kustomization.yaml": "resources:\n- statefulset.yaml\n"})
+	ca, _ := genCA(t, "payments CA")
+	p := testProject(project.TrustListBundle)
+	p.Registration.ClassName = "agora"
+	dir := "ns/payments/spire-envoy-integration/"
+	open := func(format string) map[string]string {
+		ch, _, err := pr.SpiffeID(pr.SpiffeIDOptions{Project: p, CA: mustCert(t, ca), Format: format})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.open(ch)
+		files, err := e.fake.Files(cityRepo, "spirepod/payments/spiffe-id")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return files
+	}
+	files := open(project.FormatClusterStaticEntry)
+	if _, ok := files[dir+"spiffe-ids.yaml"]; !ok || !strings.Contains(files[dir+"kustomization.yaml"], "- spiffe-ids.yaml") {
+		t.Fatalf("first run: %v", keysOf(files))
+	}
+	files = open(project.FormatEntryJSON)
+	if _, ok := files[dir+"spiffe-ids.yaml"]; ok {
+		t.Errorf("switching to entry-json left spiffe-ids.yaml in the branch")
+	}
+	if _, ok := files[dir+"spiffe-ids.json"]; !ok {
+		t.Errorf("no spiffe-ids.json after switching")
+	}
+	if k := files[dir+"kustomization.yaml"]; strings.Contains(k, "spiffe-ids") || !strings.Contains(k, "statefulset.yaml") {
+		t.Errorf("kustomization after switching:\n%s", k)
+	}
+	files = open(project.FormatClusterStaticEntry)
+	if _, ok := files[dir+"spiffe-ids.json"]; ok {
+		t.Errorf("switching back left spiffe-ids.json")
+	}
+}
+
+func keysOf(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
 
 func TestStatusChecks(t *testing.T) {

@@ -78,7 +78,7 @@ func upsertOnce(ctx context.Context, b backend, c *Change, res *Result) error {
 		res.Action, res.Commit = ActionCreated, sha
 		return nil
 	}
-	headTree, headMsg, err := b.commitInfo(ctx, headSHA)
+	_, headMsg, err := b.commitInfo(ctx, headSHA)
 	if err != nil {
 		return err
 	}
@@ -88,7 +88,7 @@ func upsertOnce(ctx context.Context, b backend, c *Change, res *Result) error {
 		if err != nil {
 			return err
 		}
-		if !ok || string(got) != string(f.New) {
+		if ok == f.Delete || (!f.Delete && string(got) != string(f.New)) {
 			same = false
 			break
 		}
@@ -98,7 +98,10 @@ func upsertOnce(ctx context.Context, b backend, c *Change, res *Result) error {
 		return nil
 	}
 	if trailerBase(headMsg) == baseSHA {
-		sha, err := b.write(ctx, headTree, files, []string{headSHA}, msg)
+		// A new commit on the branch whose tree is the base's plus exactly
+		// this change: files an earlier run wrote and this one does not
+		// (another --format's) are gone.
+		sha, err := b.write(ctx, baseTree, files, []string{headSHA}, msg)
 		if err != nil {
 			return err
 		}

@@ -37,7 +37,7 @@ func builtinProfiles() map[string]Profile {
 			GitHubHost:         "github.com",
 			TeamPath:           "ns/{namespace}/spire-envoy-integration",
 			TrustList:          TrustList{Mode: TrustListBundle, Path: "ns/spire/server/dev/x509pop/agent-ca-bundle.pem"},
-			RegistrationFormat: FormatSpiffeID,
+			RegistrationFormat: FormatEntryJSON,
 		},
 		"lab": {
 			TrustDomain:        "spire.agora-lab.woven-planet.tech",
@@ -47,7 +47,7 @@ func builtinProfiles() map[string]Profile {
 			GitHubHost:         "github.com",
 			TeamPath:           "ns/{namespace}/spire-envoy-integration",
 			TrustList:          TrustList{Mode: TrustListBundle, Path: "ns/spire/server/lab/x509pop/agent-ca-bundle.pem"},
-			RegistrationFormat: FormatSpiffeID,
+			RegistrationFormat: FormatEntryJSON,
 		},
 	}
 }
@@ -65,7 +65,7 @@ func MergeProfiles(user map[string]Profile) Profiles {
 		base, ok := ps[name]
 		if !ok {
 			base = Profile{BaseBranch: "main", GitHubHost: "github.com", TeamPath: "ns/{namespace}/spire-envoy-integration",
-				RegistrationFormat: FormatSpiffeID, TrustList: TrustList{Mode: TrustListBundle}}
+				RegistrationFormat: FormatEntryJSON, TrustList: TrustList{Mode: TrustListBundle}}
 		}
 		ps[name] = mergeProfile(base, up)
 	}

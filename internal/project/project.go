@@ -110,6 +110,9 @@ type Registration struct {
 	EnvoyUID int `yaml:"envoyUID" json:"envoyUID"`
 	// ClassName is the spire-controller-manager class for cluster-static-entry.
 	ClassName string `yaml:"className,omitempty" json:"className,omitempty"`
+	// WatchClassless states that the environment's spire-controller-manager
+	// runs with watchClassless: true, so a ClusterStaticEntry needs no className.
+	WatchClassless bool `yaml:"watchClassless,omitempty" json:"watchClassless,omitempty"`
 }
 
 // Paths are relative to the project directory.
