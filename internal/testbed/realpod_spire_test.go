@@ -30,7 +30,8 @@ func TestRealPodSpireChain(t *testing.T) {
 	if !InNetns(t) {
 		return
 	}
-	c := StartCluster(t, b, Options{RealNode: true, NoCertManager: true})
+	// With cert-manager, as the end-to-end tests run it.
+	c := StartCluster(t, b, Options{RealNode: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	dir := t.TempDir()
