@@ -46,6 +46,7 @@ type client struct {
 	forked      bool
 	progress    io.Writer
 	sleep       func(context.Context, time.Duration) error
+	graphqlURL  string
 }
 
 func newClient(o GitHubOptions) (*client, error) {
@@ -100,8 +101,10 @@ func newClient(o GitHubOptions) (*client, error) {
 		progress = io.Discard
 	}
 	return &client{gh: gh, tr: tr, owner: owner, name: name, headOwner: owner, headName: name,
-		baseBranch: o.Base, progress: progress, sleep: o.Sleep}, nil
+		baseBranch: o.Base, progress: progress, sleep: o.Sleep, graphqlURL: graphqlURL(api)}, nil
 }
+
+func (c *client) tree(sha string) BaseTree { return &remoteTree{c: c, sha: sha} }
 
 func (c *client) repo() string     { return c.owner + "/" + c.name }
 func (c *client) headRepo() string { return c.headOwner + "/" + c.headName }

@@ -74,6 +74,8 @@ func (l *local) read(_ context.Context, ref, p string, _ bool) ([]byte, bool, er
 	return gittree.ReadFile(l.repo.Storer, c.TreeHash, p)
 }
 
+func (l *local) tree(sha string) BaseTree { return &localTree{l: l, sha: sha} }
+
 func (l *local) branch(_ context.Context, name string) (string, bool, error) {
 	ref, err := l.repo.Reference(plumbing.NewBranchReferenceName(name), true)
 	if errors.Is(err, plumbing.ErrReferenceNotFound) {
@@ -171,7 +173,7 @@ func PlanLocal(ctx context.Context, ch *Change, o LocalOptions) (*Result, error)
 	if err != nil {
 		return nil, err
 	}
-	res, err := Plan(ctx, ch, func(ctx context.Context, p string) ([]byte, bool, error) { return l.read(ctx, sha, p, false) }, o.Base)
+	res, err := plan(ctx, ch, func(ctx context.Context, p string) ([]byte, bool, error) { return l.read(ctx, sha, p, false) }, l.tree(sha), o.Base)
 	if res != nil {
 		res.Repo, res.BaseSHA = o.Dir, sha
 	}

@@ -11,11 +11,18 @@ import (
 // Plan computes the change against read (nil: an empty base) and returns
 // what a run would do, with the unified diff of every file. It writes nothing.
 func Plan(ctx context.Context, ch *Change, read ReadFunc, base string) (*Result, error) {
+	return plan(ctx, ch, read, emptyTree{}, base)
+}
+
+func plan(ctx context.Context, ch *Change, read ReadFunc, tree BaseTree, base string) (*Result, error) {
 	if read == nil {
 		read = func(context.Context, string) ([]byte, bool, error) { return nil, false, nil }
 	}
 	files, err := compute(ctx, ch, memoRead(read))
 	if err != nil {
+		return nil, err
+	}
+	if err := verify(ctx, ch, tree, files); err != nil {
 		return nil, err
 	}
 	res := &Result{Kind: ch.Kind, Base: base, Branch: ch.Branch, Title: ch.Title, Body: ch.Body,
@@ -49,7 +56,7 @@ func PlanGitHub(ctx context.Context, ch *Change, o GitHubOptions) (*Result, erro
 	if err != nil {
 		return nil, err
 	}
-	res, err := Plan(ctx, ch, func(ctx context.Context, p string) ([]byte, bool, error) { return c.read(ctx, sha, p, false) }, o.Base)
+	res, err := plan(ctx, ch, func(ctx context.Context, p string) ([]byte, bool, error) { return c.read(ctx, sha, p, false) }, c.tree(sha), o.Base)
 	if res != nil {
 		res.Repo, res.BaseSHA, res.Requests = c.repo(), sha, int(c.tr.count.Load())
 	}

@@ -56,6 +56,17 @@ type Change struct {
 	// Compute returns the files to write, reading the base with read. Files
 	// whose content equals the base are dropped by the caller.
 	Compute func(ctx context.Context, read ReadFunc) ([]File, error)
+	// Verify, when set, judges the files against the whole base (the rules
+	// the platform's city check runs) before anything is written; an error
+	// refuses the change.
+	Verify func(ctx context.Context, base BaseTree, files []File) error
+}
+
+func verify(ctx context.Context, c *Change, base BaseTree, files []File) error {
+	if c.Verify == nil {
+		return nil
+	}
+	return c.Verify(ctx, base, files)
 }
 
 // Actions a run can end with.

@@ -20,6 +20,8 @@ type backend interface {
 	write(ctx context.Context, baseTree string, files []File, parents []string, msg string) (string, error)
 	// setBranch creates or moves the branch; errRefMoved when it changed under us.
 	setBranch(ctx context.Context, name, sha string, create, force bool) error
+	// tree is the base repository at a commit, read in bulk.
+	tree(sha string) BaseTree
 }
 
 // errRefMoved means a ref changed while we worked: start over.
@@ -61,6 +63,9 @@ func upsertOnce(ctx context.Context, b backend, c *Change, res *Result) error {
 	if len(files) == 0 {
 		res.Action = ActionInBase
 		return nil
+	}
+	if err := verify(ctx, c, b.tree(baseSHA), files); err != nil {
+		return err
 	}
 	msg := commitMessage(c, baseSHA)
 	headSHA, exists, err := b.branch(ctx, c.Branch)

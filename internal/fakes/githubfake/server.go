@@ -502,6 +502,10 @@ func (s *Server) serve(w http.ResponseWriter, req *http.Request) {
 			seg[i] = u
 		}
 	}
+	if len(seg) >= 1 && seg[len(seg)-1] == "graphql" && req.Method == http.MethodPost {
+		s.graphql(w, req)
+		return
+	}
 	if len(seg) == 1 && seg[0] == "user" && req.Method == http.MethodGet {
 		writeJSON(w, 200, &github.User{Login: github.String(s.user), Type: github.String("User")})
 		return
@@ -551,6 +555,8 @@ func (s *Server) route(w http.ResponseWriter, req *http.Request, r *Repo, rest [
 		s.createBlob(w, req, r)
 	case at(0, "git") && at(1, "trees") && len(rest) == 2 && m == http.MethodPost:
 		s.createTree(w, req, r)
+	case at(0, "git") && at(1, "trees") && len(rest) == 3 && m == http.MethodGet:
+		s.getTree(w, req, r, rest[2])
 	case at(0, "git") && at(1, "commits") && len(rest) == 3 && m == http.MethodGet:
 		s.getCommit(w, r, rest[2])
 	case at(0, "git") && at(1, "commits") && len(rest) == 2 && m == http.MethodPost:
