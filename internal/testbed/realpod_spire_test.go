@@ -12,14 +12,19 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 )
 
 // TestRealPodSpireChain runs the scaffold's pod shape on the real node with
-// the local images: a real spire-agent container (non-root, uid 1000)
-// attesting with x509pop to a real SPIRE server through ExposeToPods, the
+// the local images: a gen-cert init container (busybox + in-cluster kubectl)
+// getting the agent certificate from real cert-manager, a real spire-agent
+// container (non-root, uid 1000) attesting with x509pop to a real SPIRE
+// server through ExposeToPods, the
 // Envoy stand-in (uid 101) getting its SVID over SDS on the socket in the
 // shared emptyDir (unix attestor through shareProcessNamespace), and real
 // curl calling it on localhost; the xfccecho upstream runs on the bridge.
@@ -45,7 +50,6 @@ func TestRealPodSpireChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf := ca.issue(cn, nil, false)
 	srv, err := StartSpireServer(ctx, b, filepath.Join(dir, "server"), SpireServerConfig{TrustDomain: td, CABundlePath: caPath})
 	if err != nil {
 		t.Fatal(err)
@@ -147,13 +151,10 @@ plugins {
 			t.Fatal(err)
 		}
 	}
-	// The agent certificate gen-cert would write: here a Secret.
-	if _, err := c.Client.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "agent-cert"},
-		Data:       map[string][]byte{"agent.crt.pem": leaf.CertPEM, "agent.key.pem": leaf.KeyPEM},
-	}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	// The agent certificate comes from real cert-manager: a CA ClusterIssuer
+	// with the team CA, and a gen-cert init container (the gen-cert image:
+	// busybox + kubectl, in-cluster with the pod's token) that asks for it.
+	setupGenCert(ctx, t, c, ns, ca)
 
 	sc := func(uid int64) *corev1.SecurityContext {
 		s := &corev1.SecurityContext{
@@ -178,6 +179,19 @@ plugins {
 		Spec: corev1.PodSpec{
 			ShareProcessNamespace:         ptr.To(true),
 			TerminationGracePeriodSeconds: ptr.To[int64](2),
+			InitContainers: []corev1.Container{{
+				Name: "gen-cert", Image: im.GenCert, Command: []string{"/bin/sh", "/opt/gen-cert/gen_cert.sh"},
+				Env: []corev1.EnvVar{
+					{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
+					{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+				},
+				VolumeMounts: []corev1.VolumeMount{
+					{Name: "init-gen-cert", MountPath: "/opt/gen-cert", ReadOnly: true},
+					{Name: "agent-certs", MountPath: "/run/spire/agent-certs"},
+				},
+				// The agent's uid: the key is written 0600 and the agent must read it.
+				SecurityContext: sc(1000),
+			}},
 			Containers: []corev1.Container{
 				{
 					Name: "spire-agent", Image: im.SpireAgent, Args: []string{"-config", "/run/spire/config/agent.conf"},
@@ -212,7 +226,8 @@ done`},
 				vol("spire-agent-config", cmVol("spire-agent")),
 				vol("spire-bundle", cmVol("spire-bundle")),
 				vol("envoy-config", cmVol("envoy")),
-				vol("agent-certs", corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "agent-cert", DefaultMode: ptr.To[int32](0o444)}}),
+				vol("init-gen-cert", cmVol("init-gen-cert")),
+				vol("agent-certs", corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{Medium: corev1.StorageMediumMemory}}),
 				vol("spire-agent-socket", corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}),
 				vol("spire-agent-data", corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}),
 			},
@@ -255,6 +270,15 @@ done`},
 		}
 	}
 	t.Logf("curl's log shows the XFCC line %v after the pod was created", time.Since(t0).Round(time.Millisecond))
+	rc, err := c.Client.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: "gen-cert"}).Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl, _ := io.ReadAll(rc)
+	rc.Close()
+	if !strings.Contains(string(gl), "gen-cert: wrote /run/spire/agent-certs/agent.crt.pem for "+cn) {
+		t.Errorf("gen-cert's log does not show the certificate written:\n%s", gl)
+	}
 
 	// Deleting the pod leaves none of its processes.
 	procs := c.Node.Processes()
@@ -280,6 +304,109 @@ done`},
 		return true
 	}); err != nil {
 		t.Fatalf("%v: %+v", err, c.Node.Processes())
+	}
+}
+
+// genCertScript does what the scaffold's gen_cert.sh does, with the same
+// tools: sed, kubectl apply/wait/get in-cluster, base64, umask, mkdir, mv,
+// chmod.
+const genCertScript = `set -eu
+NAME="spire-agent-x509pop-${POD_NAME}"
+DIR=/run/spire/agent-certs
+echo "gen-cert: requesting Certificate ${POD_NAMESPACE}/${NAME}"
+sed -e "s|\${POD_NAME}|${POD_NAME}|g" -e "s|\${POD_NAMESPACE}|${POD_NAMESPACE}|g" /opt/gen-cert/cert.yaml.tpl |
+  kubectl apply --server-side --field-manager=spirepod-gen-cert -f -
+kubectl -n "$POD_NAMESPACE" wait --for=condition=Ready "certificate/${NAME}" --timeout=120s
+mkdir -p "$DIR"
+umask 077
+kubectl -n "$POD_NAMESPACE" get secret "$NAME" -o jsonpath='{.data.tls\.crt}' | base64 -d > "$DIR/.agent.crt.pem.tmp"
+kubectl -n "$POD_NAMESPACE" get secret "$NAME" -o jsonpath='{.data.tls\.key}' | base64 -d > "$DIR/.agent.key.pem.tmp"
+[ -s "$DIR/.agent.crt.pem.tmp" ] && [ -s "$DIR/.agent.key.pem.tmp" ]
+mv "$DIR/.agent.crt.pem.tmp" "$DIR/agent.crt.pem"
+mv "$DIR/.agent.key.pem.tmp" "$DIR/agent.key.pem"
+chmod 0644 "$DIR/agent.crt.pem"
+echo "gen-cert: wrote $DIR/agent.crt.pem for ${NAME}"
+`
+
+const certTemplate = `apiVersion: cert-manager.io/v1
+kind: Certificate
+metadata:
+  name: spire-agent-x509pop-${POD_NAME}
+  namespace: ${POD_NAMESPACE}
+spec:
+  secretName: spire-agent-x509pop-${POD_NAME}
+  commonName: spire-agent-x509pop-${POD_NAME}
+  duration: 8760h
+  privateKey:
+    algorithm: ECDSA
+    size: 256
+  usages:
+    - digital signature
+    - client auth
+  issuerRef:
+    group: cert-manager.io
+    kind: ClusterIssuer
+    name: spire-agent-x509pop-issuer
+`
+
+var clusterIssuerGVR = schema.GroupVersionResource{Group: "cert-manager.io", Version: "v1", Resource: "clusterissuers"}
+
+// setupGenCert makes the team CA a Ready ClusterIssuer, the gen-cert
+// ConfigMap, and lets the namespace's default ServiceAccount ask for
+// Certificates and read their Secrets.
+func setupGenCert(ctx context.Context, t *testing.T, c *Cluster, ns string, ca *keyPair) {
+	t.Helper()
+	if _, err := c.Client.CoreV1().Secrets("cert-manager").Create(ctx, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "agent-x509pop-root"}, Type: corev1.SecretTypeTLS,
+		Data: map[string][]byte{"tls.crt": ca.CertPEM, "tls.key": ca.KeyPEM},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	issuer := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "cert-manager.io/v1", "kind": "ClusterIssuer",
+		"metadata": map[string]any{"name": "spire-agent-x509pop-issuer"},
+		"spec":     map[string]any{"ca": map[string]any{"secretName": "agent-x509pop-root"}},
+	}}
+	if _, err := c.Dynamic.Resource(clusterIssuerGVR).Create(ctx, issuer, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitFor(ctx, "ClusterIssuer Ready", c.CertManager, func(ctx context.Context) bool {
+		u, err := c.Dynamic.Resource(clusterIssuerGVR).Get(ctx, "spire-agent-x509pop-issuer", metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, cd := range conds {
+			if m, ok := cd.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
+				return true
+			}
+		}
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "init-gen-cert"},
+		Data:       map[string]string{"gen_cert.sh": genCertScript, "cert.yaml.tpl": certTemplate},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.Role{
+		ObjectMeta: metav1.ObjectMeta{Name: "gen-cert"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"cert-manager.io"}, Resources: []string{"certificates"}, Verbs: []string{"get", "list", "watch", "create", "patch"}},
+			{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"get"}},
+		},
+	}
+	if _, err := c.Client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "gen-cert"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "gen-cert"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: "default", Namespace: ns}},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
 	}
 }
 
