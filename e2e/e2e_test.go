@@ -38,8 +38,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
-	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/fakes/githubfake"
+	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/testbed"
 )
@@ -191,7 +191,7 @@ func TestE2E(t *testing.T) {
 	logFiles := map[string]string{}
 	step("3-apply", func() {
 		c.run(dir, append([]string{"apply", "--create-namespace", "--timeout", "2m"}, kubeFlags...)...)
-		c.checkIssuerReady(teamCA)
+		c.checkIssuerReady(p, teamCA)
 		c.checkPodsRunning(ns, pods)
 		// kwok serves each pod's curl container log from a file step 7 writes.
 		for _, pod := range pods {
@@ -212,7 +212,7 @@ func TestE2E(t *testing.T) {
 		}
 		certDir := statefulSetEnv(t, c, ns, p.StatefulSet, "gen-cert", "CERT_DIR")
 		for _, pod := range pods {
-			c.genCert(pod, ns, cm, filepath.Join(podRoot(pod), certDir), teamCA)
+			c.genCert(p, pod, ns, cm, filepath.Join(podRoot(pod), certDir), teamCA)
 		}
 	})
 
@@ -297,7 +297,7 @@ func TestE2E(t *testing.T) {
 			if !strings.Contains(out, agentID) {
 				t.Fatalf("agent list lacks %s:\n%s", agentID, out)
 			}
-			c.checkAliasResolves(srv, p.TrustDomain, pod, agentID)
+			c.checkAliasResolves(p, srv, pod, agentID)
 		}
 	})
 
@@ -345,7 +345,7 @@ func TestE2E(t *testing.T) {
 	})
 	t.Run("9-negative-ca-without-keycertsign", func(t *testing.T) {
 		c := c.with(t)
-		c.negativeNoKeyCertSign(teamCA)
+		c.negativeNoKeyCertSign(p, teamCA)
 	})
 }
 

@@ -40,15 +40,23 @@ func (c *chain) negativeOtherTeam(beta *team, p *project.Project, pod, agentConf
 	if err := os.MkdirAll(issued, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	c.run(beta.dir, "pki", "issue", "--pod", pod, "--out-dir", issued)
-	cn := project.AgentCNPrefix + pod
-	leaf := readCert(t, filepath.Join(issued, cn+".crt.pem"))
+	// The impostor mints the first team's agent CN with its own (trusted) CA.
+	// spirepod's pki issue only names its own pods, so it uses the library.
+	cn, name := p.AgentCN(pod), p.CertificateName(pod)
+	betaCA := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: beta.p.Path(beta.p.Paths.CACert), KeyPath: beta.p.Path(beta.p.Paths.CAKey), Now: time.Now()})
+	if betaCA.Err != nil {
+		t.Fatal(betaCA.Err)
+	}
+	if _, err := pki.Issue(c.ctx, pki.IssueOptions{CA: betaCA.Cert, CAKey: betaCA.Key, CN: cn, Name: name, OutDir: issued, Rand: rand.Reader, Now: time.Now}); err != nil {
+		t.Fatal(err)
+	}
+	leaf := readCert(t, filepath.Join(issued, name+".crt.pem"))
 	if leaf.Cert.Subject.CommonName != cn || leaf.Cert.CheckSignatureFrom(beta.ca.Cert) != nil {
 		t.Fatalf("impostor leaf: CN %q, issued by the second team's CA: %v", leaf.Cert.Subject.CommonName, leaf.Cert.CheckSignatureFrom(beta.ca.Cert))
 	}
 	// Where the scaffold's agent.conf reads its certificate.
 	conf := mapAgentConf(t, agentConf, evil, srv.Port, 1)
-	for src, dst := range map[string]string{cn + ".crt.pem": "certificate_path", cn + ".key.pem": "private_key_path"} {
+	for src, dst := range map[string]string{name + ".crt.pem": "certificate_path", name + ".key.pem": "private_key_path"} {
 		data, err := os.ReadFile(filepath.Join(issued, src))
 		if err != nil {
 			t.Fatal(err)
@@ -61,7 +69,7 @@ func (c *chain) negativeOtherTeam(beta *team, p *project.Project, pod, agentConf
 	}
 	agent := c.startAgent("impostor", agentConf, evil, srv, string(bundle))
 
-	agentID := x509popAgentID(t, p.TrustDomain, filepath.Join(issued, cn+".crt.pem"))
+	agentID := x509popAgentID(t, p.TrustDomain, filepath.Join(issued, name+".crt.pem"))
 	out, err := srv.Run(c.ctx, "agent", "show", "-spiffeID", agentID)
 	if err != nil || !strings.Contains(out, pki.SelectorPrefix+pki.SHA1Fingerprint(beta.ca.Cert)+"\n") {
 		t.Fatalf("the impostor agent did not attest with the second team's CA: %v\n%s", err, out)
@@ -109,7 +117,7 @@ func readSVIDURI(dir string) string {
 
 // negativeNoKeyCertSign: a team CA without keyCertSign is stopped by
 // `pki inspect` and by `apply`'s preflight before anything reaches the cluster.
-func (c *chain) negativeNoKeyCertSign(firstCA *x509Cert) {
+func (c *chain) negativeNoKeyCertSign(first *project.Project, firstCA *x509Cert) {
 	t := c.t
 	ns := "e2e-g-" + randHex(t, 4)
 	dir := filepath.Join(c.root, "gamma")
@@ -135,12 +143,14 @@ func (c *chain) negativeNoKeyCertSign(firstCA *x509Cert) {
 		t.Fatalf("pki inspect of a CA without keyCertSign: exit %d, want 1 naming ca-keycertsign\n%s%s", code, out, errOut)
 	}
 
-	issuer, err := c.cluster.Dynamic.Resource(gvrClusterIssuer).Get(c.ctx, "spire-agent-x509pop-issuer", metav1.GetOptions{})
+	// The first team's issuer and CA Secret, which a failed apply of another
+	// team must leave alone.
+	ref := first.Issuer()
+	issuer, err := ref.Get(c.ctx, c.cluster.Dynamic)
 	if err != nil {
 		t.Fatal(err)
 	}
-	secretName := "agent-x509pop-root"
-	secret, err := c.cluster.Client.CoreV1().Secrets("cert-manager").Get(c.ctx, secretName, metav1.GetOptions{})
+	secret, err := c.cluster.Client.CoreV1().Secrets(ref.SecretNamespace).Get(c.ctx, ref.SecretName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,19 +167,19 @@ func (c *chain) negativeNoKeyCertSign(firstCA *x509Cert) {
 	if _, err := c.cluster.Client.CoreV1().Namespaces().Get(c.ctx, ns, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Fatalf("namespace %s exists after a failed preflight (err %v)", ns, err)
 	}
-	s2, err := c.cluster.Client.CoreV1().Secrets("cert-manager").Get(c.ctx, secretName, metav1.GetOptions{})
+	s2, err := c.cluster.Client.CoreV1().Secrets(ref.SecretNamespace).Get(c.ctx, ref.SecretName, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if s2.ResourceVersion != secret.ResourceVersion || !fingerprints(t, s2.Data["tls.crt"])[pki.SHA1Fingerprint(firstCA.Cert)] {
 		t.Fatalf("CA Secret changed by a failed apply (resourceVersion %s → %s)", secret.ResourceVersion, s2.ResourceVersion)
 	}
-	i2, err := c.cluster.Dynamic.Resource(gvrClusterIssuer).Get(c.ctx, issuer.GetName(), metav1.GetOptions{})
+	i2, err := ref.Get(c.ctx, c.cluster.Dynamic)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if i2.GetResourceVersion() != issuer.GetResourceVersion() {
-		t.Fatalf("ClusterIssuer changed by a failed apply")
+		t.Fatalf("%s changed by a failed apply", ref)
 	}
 }
 

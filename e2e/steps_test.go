@@ -182,13 +182,14 @@ func statefulSetEnv(t interface {
 	return ""
 }
 
-// checkIssuerReady: the ClusterIssuer is Ready through real cert-manager, with the team CA.
-func (c *chain) checkIssuerReady(ca *x509Cert) {
+// checkIssuerReady: the team's issuer is Ready through real cert-manager, with the team CA.
+func (c *chain) checkIssuerReady(p *project.Project, ca *x509Cert) {
 	t := c.t
 	t.Helper()
-	ci, err := c.cluster.Dynamic.Resource(gvrClusterIssuer).Get(c.ctx, "spire-agent-x509pop-issuer", metav1.GetOptions{})
+	ref := p.Issuer()
+	ci, err := ref.Get(c.ctx, c.cluster.Dynamic)
 	if err != nil {
-		t.Fatalf("ClusterIssuer: %v", err)
+		t.Fatalf("%s: %v", ref, err)
 	}
 	conds, _, _ := unstructured.NestedSlice(ci.Object, "status", "conditions")
 	ready := false
@@ -199,15 +200,15 @@ func (c *chain) checkIssuerReady(ca *x509Cert) {
 		}
 	}
 	if !ready {
-		t.Fatalf("ClusterIssuer not Ready: %v", conds)
+		t.Fatalf("%s not Ready: %v", ref, conds)
 	}
 	secretName, _, _ := unstructured.NestedString(ci.Object, "spec", "ca", "secretName")
-	sec, err := c.cluster.Client.CoreV1().Secrets("cert-manager").Get(c.ctx, secretName, metav1.GetOptions{})
+	sec, err := c.cluster.Client.CoreV1().Secrets(ref.SecretNamespace).Get(c.ctx, secretName, metav1.GetOptions{})
 	if err != nil {
-		t.Fatalf("CA Secret cert-manager/%s: %v", secretName, err)
+		t.Fatalf("CA Secret %s/%s: %v", ref.SecretNamespace, secretName, err)
 	}
 	if got := fingerprints(t, sec.Data["tls.crt"]); !got[pki.SHA1Fingerprint(ca.Cert)] || len(got) != 1 {
-		t.Fatalf("ClusterIssuer's CA Secret holds %v, want the team CA %s", got, pki.SHA1Fingerprint(ca.Cert))
+		t.Fatalf("%s's CA Secret holds %v, want the team CA %s", ref, got, pki.SHA1Fingerprint(ca.Cert))
 	}
 }
 
@@ -227,7 +228,7 @@ func (c *chain) checkPodsRunning(ns string, pods []string) {
 
 // genCert runs the scaffold's own gen_cert.sh for one pod, as its gen-cert
 // init container would, with kubectl pointed at the test API server.
-func (c *chain) genCert(pod, ns string, cm *corev1.ConfigMap, certDir string, ca *x509Cert) {
+func (c *chain) genCert(p *project.Project, pod, ns string, cm *corev1.ConfigMap, certDir string, ca *x509Cert) {
 	t := c.t
 	t.Helper()
 	mount := filepath.Join(c.root, pod, "opt", "gen-cert")
@@ -243,7 +244,7 @@ func (c *chain) genCert(pod, ns string, cm *corev1.ConfigMap, certDir string, ca
 		t.Fatalf("gen_cert.sh for %s: %v\n%s", pod, err, out)
 	}
 	leaf := readCert(t, filepath.Join(certDir, "agent.crt.pem"))
-	if want := project.AgentCNPrefix + pod; leaf.Cert.Subject.CommonName != want {
+	if want := p.AgentCN(pod); leaf.Cert.Subject.CommonName != want {
 		t.Fatalf("%s: agent certificate CN %q, want %q", pod, leaf.Cert.Subject.CommonName, want)
 	}
 	// Issued by real cert-manager from the team CA. (Key usages are left to
@@ -292,17 +293,18 @@ func (c *chain) startAgent(name, agentConf, podRoot string, srv *testbed.SpireSe
 // this pod's CN, and every one of its selectors is on the attested agent, so
 // the alias applies to it. (Whether the alias is pinned tightly enough is
 // judged by behaviour, in the negative chain.)
-func (c *chain) checkAliasResolves(srv *testbed.SpireServer, td, pod, agentID string) {
+func (c *chain) checkAliasResolves(p *project.Project, srv *testbed.SpireServer, pod, agentID string) {
 	t := c.t
 	t.Helper()
-	alias := fmt.Sprintf("spiffe://%s/%s%s", td, project.AgentCNPrefix, pod)
+	td := p.TrustDomain
+	alias := p.NodeAliasID(pod)
 	out, err := srv.Run(c.ctx, "entry", "show", "-spiffeID", alias)
 	if err != nil || !strings.Contains(out, "Parent ID        : spiffe://"+td+"/spire/server") {
 		t.Fatalf("node alias %s: %v\n%s", alias, err, out)
 	}
 	aliasSel := selectorLines(out)
-	if !contains(aliasSel, "x509pop:subject:cn:"+project.AgentCNPrefix+pod) {
-		t.Fatalf("node alias %s does not select CN %s%s:\n%s", alias, project.AgentCNPrefix, pod, out)
+	if !contains(aliasSel, "x509pop:subject:cn:"+p.AgentCN(pod)) {
+		t.Fatalf("node alias %s does not select CN %s:\n%s", alias, p.AgentCN(pod), out)
 	}
 	out, err = srv.Run(c.ctx, "agent", "show", "-spiffeID", agentID)
 	if err != nil {
