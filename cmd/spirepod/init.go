@@ -27,6 +27,7 @@ type initOptions struct {
 	ServerCA       string
 	Naming         string
 	Issuer         string
+	Upstream       project.Upstream
 	From           string
 	Force          bool
 	DryRun         bool
@@ -77,6 +78,10 @@ changed inputs show a diff and need --force; files you added are left alone.`,
 	fl.StringVar(&opts.ServiceAccount, "service-account", scaffold.TemplateServiceAccount, "service account of the pods; names the workload's SPIFFE ID")
 	fl.StringVar(&opts.Naming, "naming", project.NamingNamespaced, "agent names: namespaced (CN <pod>.<namespace>, alias spiffe://<td>/ns/<namespace>/spire-agent-x509pop-<pod>) or guide (the guide's spire-agent-x509pop-<pod>; needs a StatefulSet name no other team uses)")
 	fl.StringVar(&opts.Issuer, "issuer", project.IssuerNamespaced, "agent certificate issuer: namespaced (an Issuer and its CA Secret in your namespace) or cluster (a ClusterIssuer spire-agent-x509pop-<namespace>, CA Secret in cert-manager)")
+	fl.StringVar(&opts.Upstream.Host, "upstream-host", "", "the remote service Envoy calls over mTLS (default httpbin.spire-sample.svc.cluster.local)")
+	fl.IntVar(&opts.Upstream.Port, "upstream-port", 0, "its port (default 8443)")
+	fl.StringVar(&opts.Upstream.SNI, "upstream-sni", "", "the TLS server name Envoy sends (default: --upstream-host)")
+	fl.StringVar(&opts.Upstream.SpiffeID, "upstream-id", "", "the upstream's SPIFFE ID; Envoy accepts exactly this one (default spiffe://<trust domain>/ns/spire-sample/sa/httpbin)")
 	fl.StringVar(&opts.ServerCA, "server-ca", "", "PEM file with the SPIRE server's CA, put into the bundle ConfigMap")
 	fl.StringVar(&opts.From, "from", "", "local city checkout to take "+scaffold.CityTemplatePath+" from (at HEAD) instead of the embedded copy")
 	fl.BoolVar(&opts.Force, "force", false, "overwrite files that differ from what would be written")
@@ -190,12 +195,32 @@ func (o *initOptions) buildProject(prof project.Profile, dir string) *project.Pr
 		},
 		Registration: project.Registration{
 			Format:    prof.RegistrationFormat,
-			EnvoyUID:  101,
+			EnvoyUID:  project.DefaultEnvoyUID,
+			EnvoyGID:  project.DefaultEnvoyGID,
 			ClassName: prof.ClassName,
 		},
+		Images:   prof.PodImages(),
+		Agent:    project.DefaultAgent(),
+		Upstream: o.upstream(prof.TrustDomain),
 		Paths: project.DefaultPaths,
 		Dir:   dir,
 	}
+}
+
+// upstream is the flags' upstream over the default one.
+func (o *initOptions) upstream(td string) project.Upstream {
+	u := project.DefaultUpstream(td)
+	if o.Upstream.Host != "" {
+		u.Host = o.Upstream.Host
+	}
+	if o.Upstream.Port != 0 {
+		u.Port = o.Upstream.Port
+	}
+	u.SNI = o.Upstream.SNI
+	if o.Upstream.SpiffeID != "" {
+		u.SpiffeID = o.Upstream.SpiffeID
+	}
+	return u
 }
 
 // initResult is what -o json prints.

@@ -46,6 +46,7 @@ func newScaffold(t *testing.T, ns string, replicas int) *project.Project {
 		Registration: project.Registration{Format: project.FormatEntryJSON, EnvoyUID: 101},
 		Paths:        project.DefaultPaths, Dir: dir,
 	}
+	p.ApplyDefaults()
 	files, err := scaffold.Render(scaffold.Options{Source: spembed.Scaffold(), Project: p})
 	if err != nil {
 		t.Fatal(err)

@@ -72,6 +72,7 @@ func testProject(mode string) *project.Project {
 	if mode == project.TrustListDirectory {
 		p.City.TrustList.Path = "ns/spire/server/dev/x509pop/cas"
 	}
+	p.ApplyDefaults()
 	return p
 }
 

@@ -141,7 +141,7 @@ func spiffeIDBody(p *project.Project, ca *x509.Certificate, format, file string)
 	pod0 := p.PodName(0)
 	fmt.Fprintf(&b, "- a node alias `%s` (for pod `%s`), parent `spiffe://%s/spire/server`, selectors `x509pop:subject:cn:%s` and `x509pop:ca:fingerprint:%s`\n",
 		p.NodeAliasID(pod0), pod0, td, p.AgentCN(pod0), pki.SHA1Fingerprint(ca))
-	fmt.Fprintf(&b, "- a workload entry `%s` for Envoy, parented to that alias, selector `unix:uid:%d`\n\n", p.WorkloadSpiffeID(), p.Registration.EnvoyUID)
+	fmt.Fprintf(&b, "- a workload entry `%s` for Envoy, parented to that alias, selectors `unix:uid:%d` and `unix:gid:%d`\n\n", p.WorkloadSpiffeID(), p.Registration.EnvoyUID, p.Registration.EnvoyGID)
 	b.WriteString("### Reviewer checklist\n")
 	b.WriteString("- [ ] The trust-ca PR of this team is merged and the SPIRE server restarted\n")
 	b.WriteString("- [ ] Every node alias carries the `x509pop:ca:fingerprint` selector of this team's CA (without it any team on the trust list could mint these agents' common names)\n")

@@ -19,6 +19,12 @@ type Profile struct {
 	TrustList          TrustList `yaml:"trustList" json:"trustList"`
 	RegistrationFormat string    `yaml:"registrationFormat" json:"registrationFormat"`
 	ClassName          string    `yaml:"className,omitempty" json:"className,omitempty"`
+	// SpireVersion is the environment's SPIRE server version (the oldest one,
+	// during an upgrade): the agent image's tag, since agents must not be
+	// newer than the server.
+	SpireVersion string `yaml:"spireVersion,omitempty" json:"spireVersion,omitempty"`
+	// Images override the default images (DefaultImages) field by field.
+	Images Images `yaml:"images,omitempty" json:"images,omitempty"`
 }
 
 // DefaultEnvironment is used when --env is not given.
@@ -38,6 +44,7 @@ func builtinProfiles() map[string]Profile {
 			TeamPath:           "ns/{namespace}/spire-envoy-integration",
 			TrustList:          TrustList{Mode: TrustListBundle, Path: "ns/spire/server/dev/x509pop/agent-ca-bundle.pem"},
 			RegistrationFormat: FormatEntryJSON,
+			SpireVersion:       DefaultSpireVersion,
 		},
 		"lab": {
 			TrustDomain:        "spire.agora-lab.woven-planet.tech",
@@ -48,6 +55,7 @@ func builtinProfiles() map[string]Profile {
 			TeamPath:           "ns/{namespace}/spire-envoy-integration",
 			TrustList:          TrustList{Mode: TrustListBundle, Path: "ns/spire/server/lab/x509pop/agent-ca-bundle.pem"},
 			RegistrationFormat: FormatEntryJSON,
+			SpireVersion:       DefaultSpireVersion,
 		},
 	}
 }
@@ -88,6 +96,11 @@ func mergeProfile(base, over Profile) Profile {
 	set(&base.TrustList.Path, over.TrustList.Path)
 	set(&base.RegistrationFormat, over.RegistrationFormat)
 	set(&base.ClassName, over.ClassName)
+	set(&base.SpireVersion, over.SpireVersion)
+	set(&base.Images.GenCert, over.Images.GenCert)
+	set(&base.Images.SpireAgent, over.Images.SpireAgent)
+	set(&base.Images.Envoy, over.Images.Envoy)
+	set(&base.Images.Curl, over.Images.Curl)
 	return base
 }
 
@@ -110,6 +123,9 @@ func (ps Profiles) Get(name string) (Profile, error) {
 	}
 	return p, nil
 }
+
+// PodImages are the profile's images over the defaults for its SPIRE version.
+func (pr Profile) PodImages() Images { return pr.Images.merge(DefaultImages(pr.SpireVersion)) }
 
 // TeamPathFor expands the profile's team path.
 func (pr Profile) TeamPathFor(team, namespace string) string {

@@ -55,7 +55,11 @@ type Project struct {
 	ServiceAccount string       `yaml:"serviceAccount" json:"serviceAccount"`
 	TrustDomain    string       `yaml:"trustDomain" json:"trustDomain"`
 	SpireServer    string       `yaml:"spireServer" json:"spireServer"`
-	City           City         `yaml:"city" json:"city"`
+	// Images, Agent and Upstream shape the pod (spirepod init renders them).
+	Images   Images   `yaml:"images" json:"images"`
+	Agent    Agent    `yaml:"agent" json:"agent"`
+	Upstream Upstream `yaml:"upstream" json:"upstream"`
+	City     City     `yaml:"city" json:"city"`
 	Registration   Registration `yaml:"registration" json:"registration"`
 	Paths          Paths        `yaml:"paths" json:"paths"`
 	// ProtectedContexts are glob patterns of kube contexts that `apply` only
@@ -108,6 +112,8 @@ type Registration struct {
 	SpiffeID string `yaml:"spiffeID,omitempty" json:"spiffeID,omitempty"`
 	// EnvoyUID is the uid Envoy runs as in the template; the workload entry selects unix:uid:<EnvoyUID>.
 	EnvoyUID int `yaml:"envoyUID" json:"envoyUID"`
+	// EnvoyGID is Envoy's group; the workload entry also selects unix:gid:<EnvoyGID>.
+	EnvoyGID int `yaml:"envoyGID" json:"envoyGID"`
 	// ClassName is the spire-controller-manager class for cluster-static-entry.
 	ClassName string `yaml:"className,omitempty" json:"className,omitempty"`
 	// WatchClassless states that the environment's spire-controller-manager
@@ -241,6 +247,7 @@ func (p *Project) Validate() error {
 		add("registration.format", fmt.Errorf("%q must be one of %s, %s, %s", p.Registration.Format,
 			FormatSpiffeID, FormatClusterStaticEntry, FormatEntryJSON))
 	}
+	p.validateWorkload(add)
 	if p.Paths.CACert == "" || p.Paths.CAKey == "" {
 		add("paths", errors.New("caCert and caKey must be set"))
 	}
@@ -299,6 +306,7 @@ func Parse(data []byte) (*Project, error) {
 	if err := dec.Decode(&p); err != nil {
 		return nil, fmt.Errorf("parse: %w", cleanYAMLError(err))
 	}
+	p.ApplyDefaults()
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}

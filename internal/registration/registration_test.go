@@ -16,13 +16,15 @@ import (
 )
 
 func testProject() *project.Project {
-	return &project.Project{
+	p := &project.Project{
 		APIVersion: project.APIVersion, Kind: project.Kind, Team: "payments", Namespace: "payments",
 		Environment: "dev", StatefulSet: "spire-envoy-integration", Replicas: 2, ServiceAccount: "httpbin-client",
 		Naming: project.NamingNamespaced, IssuerScope: project.IssuerNamespaced,
 		TrustDomain: "example.org", SpireServer: "spire:8081",
 		Registration: project.Registration{EnvoyUID: 101, ClassName: "spire-system-spire"},
 	}
+	p.ApplyDefaults()
+	return p
 }
 
 func testCA(t *testing.T) *x509.Certificate {

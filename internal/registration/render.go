@@ -29,7 +29,7 @@ func Entries(p *project.Project, ca *x509.Certificate) []Entry {
 			Entry{Name: p.CertificateName(pod), SpiffeID: alias, ParentID: server, Node: true,
 				Selectors: []string{"x509pop:subject:cn:" + cn, pki.SelectorPrefix + fp}},
 			Entry{Name: pod + "-envoy", SpiffeID: p.WorkloadSpiffeID(), ParentID: alias,
-				Selectors: []string{"unix:uid:" + strconv.Itoa(p.Registration.EnvoyUID)}},
+				Selectors: []string{"unix:uid:" + strconv.Itoa(p.Registration.EnvoyUID), "unix:gid:" + strconv.Itoa(p.Registration.EnvoyGID)}},
 		)
 	}
 	return out

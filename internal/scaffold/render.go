@@ -53,6 +53,16 @@ const (
 	IssuerFile        = "certs/spire-issuer.yaml"
 	// GenCertConfigMap holds gen_cert.sh and the Certificate template.
 	GenCertConfigMap = "init-gen-cert"
+	// GenCertRole is gen-cert's Role.
+	GenCertRole = "spire-agent-gen-cert"
+	// AgentConfigMap holds the agent's configuration.
+	AgentConfigMap = "spire-agent"
+	AgentConfKey   = "agent.conf"
+	// EnvoyConfigMap holds Envoy's bootstrap; its upstream cluster is named
+	// EnvoyUpstreamCluster.
+	EnvoyConfigMap       = "envoy"
+	EnvoyConfKey         = "envoy.yaml"
+	EnvoyUpstreamCluster = "upstream_mtls"
 	// CertTemplateKey is the Certificate template's key in it.
 	CertTemplateKey = "cert.yaml.tpl"
 )
@@ -124,6 +134,14 @@ func Render(opts Options) (map[string][]byte, error) {
 	}
 	out[project.FileName] = pf
 	out[".gitignore"] = withIgnoreRules(out[".gitignore"], p)
+	if p.Agent.K8sAttestor {
+		out[K8sAttestorRBACFile] = k8sAttestorRBAC(p)
+		k, err := addResourceOnce(out["kustomization.yaml"], K8sAttestorRBACFile)
+		if err != nil {
+			return nil, err
+		}
+		out["kustomization.yaml"] = k
+	}
 	// Empty placeholders for the team CA, so certs/ builds from day one;
 	// `spirepod pki gen` replaces them, and init never touches them again.
 	for _, rel := range []string{p.Paths.CACert, p.Paths.CAKey} {
@@ -268,7 +286,19 @@ func (rw *rewriter) rewriteYAML(name string, data []byte, serverCA []byte) ([]by
 				return nil, err
 			}
 		case kind == "StatefulSet":
-			rw.statefulSet(root)
+			if err := rw.statefulSet(root); err != nil {
+				return nil, err
+			}
+		case kind == "Role" && scalar(lookup(root, "metadata"), "name") == GenCertRole:
+			rw.role(root)
+		case kind == "ConfigMap" && scalar(lookup(root, "metadata"), "name") == AgentConfigMap:
+			if v := lookup(lookup(root, "data"), AgentConfKey); v != nil {
+				v.Value = rw.agentConf(v.Value)
+			}
+		case kind == "ConfigMap" && scalar(lookup(root, "metadata"), "name") == EnvoyConfigMap:
+			if err := rw.envoyConf(root); err != nil {
+				return nil, err
+			}
 		case kind == "ServiceAccount" && scalar(lookup(root, "metadata"), "name") == TemplateServiceAccount:
 			setScalar(lookup(root, "metadata"), "name", rw.p.ServiceAccount)
 		case kind == "RoleBinding":
@@ -377,6 +407,8 @@ func (rw *rewriter) certTemplate(cm *yaml.Node) error {
 		}
 		spec := lookup(root, "spec")
 		setScalar(spec, "commonName", rw.p.AgentCNTemplate())
+		setScalar(spec, "duration", rw.p.Agent.CertDuration)
+		setScalar(spec, "renewBefore", rw.p.Agent.CertRenewBefore)
 		if ir := lookup(spec, "issuerRef"); ir != nil {
 			setScalar(ir, "kind", ref.Kind)
 			setScalar(ir, "name", ref.Name)
@@ -390,21 +422,62 @@ func (rw *rewriter) certTemplate(cm *yaml.Node) error {
 	return nil
 }
 
-func (rw *rewriter) statefulSet(root *yaml.Node) {
+func (rw *rewriter) statefulSet(root *yaml.Node) error {
 	md := lookup(root, "metadata")
 	if scalar(md, "name") != TemplateName {
-		return
+		return nil
 	}
 	// The StatefulSet's name also names its labels and governing service.
 	replaceExact(root, TemplateName, rw.p.StatefulSet)
 	spec := lookup(root, "spec")
 	if spec == nil {
-		return
+		return nil
 	}
-	setScalar(spec, "replicas", strconv.Itoa(rw.p.Replicas))
-	if pod := lookup(lookup(lookup(spec, "template"), "spec"), "serviceAccountName"); pod != nil && pod.Value == TemplateServiceAccount {
-		pod.Value = rw.p.ServiceAccount
+	setInt(spec, "replicas", rw.p.Replicas)
+	podSpec := lookup(lookup(spec, "template"), "spec")
+	if sa := lookup(podSpec, "serviceAccountName"); sa != nil && sa.Value == TemplateServiceAccount {
+		sa.Value = rw.p.ServiceAccount
 	}
+	return rw.podSpec(podSpec)
+}
+
+// envoyConf points Envoy's upstream cluster at the project's upstream: its
+// address and port, the SNI it sends and the one SPIFFE ID it accepts.
+func (rw *rewriter) envoyConf(cm *yaml.Node) error {
+	v := lookup(lookup(cm, "data"), EnvoyConfKey)
+	if v == nil {
+		return nil
+	}
+	docs, err := decodeDocs([]byte(v.Value))
+	if err != nil || len(docs) != 1 {
+		return fmt.Errorf("%s in ConfigMap %s: %v", EnvoyConfKey, EnvoyConfigMap, err)
+	}
+	u := rw.p.Upstream
+	clusters := lookup(lookup(docs[0].Content[0], "static_resources"), "clusters")
+	c := namedItem(clusters, EnvoyUpstreamCluster)
+	if c == nil {
+		return fmt.Errorf("%s: no cluster %s", EnvoyConfKey, EnvoyUpstreamCluster)
+	}
+	for _, ep := range lookup(lookup(c, "load_assignment"), "endpoints").Content {
+		for _, lb := range lookup(ep, "lb_endpoints").Content {
+			sa := lookup(lookup(lookup(lb, "endpoint"), "address"), "socket_address")
+			setScalar(sa, "address", u.Host)
+			setInt(sa, "port_value", u.Port)
+		}
+	}
+	tc := lookup(lookup(c, "transport_socket"), "typed_config")
+	setScalar(tc, "sni", u.ServerName())
+	dvc := lookup(lookup(lookup(tc, "common_tls_context"), "combined_validation_context"), "default_validation_context")
+	if dvc != nil {
+		sans := mustNode(fmt.Sprintf("[{san_type: URI, matcher: {exact: %q}}]", u.SpiffeID))
+		setNode(dvc, "match_typed_subject_alt_names", sans)
+	}
+	out, err := encodeDocs(docs)
+	if err != nil {
+		return err
+	}
+	v.Value = string(out)
+	return nil
 }
 
 // replaceExact replaces scalar values equal to old.
@@ -587,4 +660,20 @@ func SortedPaths(files map[string][]byte) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// addResourceOnce lists file under resources: of a rendered kustomization.
+func addResourceOnce(data []byte, file string) ([]byte, error) {
+	docs, err := decodeDocs(data)
+	if err != nil || len(docs) != 1 {
+		return nil, fmt.Errorf("kustomization.yaml: %v", err)
+	}
+	res := ensureSeq(docs[0].Content[0], "resources")
+	for _, r := range res.Content {
+		if r.Value == file {
+			return data, nil
+		}
+	}
+	res.Content = append(res.Content, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: file})
+	return encodeDocs(docs)
 }

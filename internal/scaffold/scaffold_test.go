@@ -7,15 +7,23 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"flag"
+	"io/fs"
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
 	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	"sigs.k8s.io/yaml"
 
 	"sigs.k8s.io/kustomize/api/krusty"
 	"sigs.k8s.io/kustomize/api/resmap"
@@ -30,7 +38,7 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden scaffold under testdata/golden")
 
 func testProject(dir string) *project.Project {
-	return &project.Project{
+	p := &project.Project{
 		APIVersion: project.APIVersion, Kind: project.Kind,
 		Team: "payments", Namespace: "team-a", Environment: "dev",
 		StatefulSet: "spire-envoy-integration", Replicas: 2, ServiceAccount: "httpbin-client",
@@ -42,6 +50,8 @@ func testProject(dir string) *project.Project {
 		Paths:        project.DefaultPaths,
 		Dir:          dir,
 	}
+	p.ApplyDefaults()
+	return p
 }
 
 func render(t *testing.T, p *project.Project) map[string][]byte {
@@ -325,6 +335,184 @@ func TestIgnoreRulesAndNoState(t *testing.T) {
 	for _, rule := range scaffold.IgnoreRules(p) {
 		if !strings.Contains(gi, "\n"+rule+"\n") {
 			t.Errorf(".gitignore lacks %q:\n%s", rule, gi)
+		}
+	}
+}
+
+// podOf builds the scaffold and returns its StatefulSet's pod spec and Role.
+func podOf(t *testing.T, p *project.Project) (corev1.PodSpec, rbacv1.Role, string) {
+	t.Helper()
+	dir := writeScaffoldWithCA(t, p)
+	root := build(t, dir)
+	var spec corev1.PodSpec
+	var role rbacv1.Role
+	var envoy string
+	for _, r := range root.Resources() {
+		data, err := r.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case r.GetKind() == "StatefulSet":
+			var sts appsv1.StatefulSet
+			if err := json.Unmarshal(data, &sts); err != nil {
+				t.Fatal(err)
+			}
+			spec = sts.Spec.Template.Spec
+		case r.GetKind() == "Role":
+			if err := json.Unmarshal(data, &role); err != nil {
+				t.Fatal(err)
+			}
+		case r.GetKind() == "ConfigMap" && r.GetName() == scaffold.EnvoyConfigMap:
+			var cm corev1.ConfigMap
+			if err := json.Unmarshal(data, &cm); err != nil {
+				t.Fatal(err)
+			}
+			envoy = cm.Data[scaffold.EnvoyConfKey]
+		}
+	}
+	return spec, role, envoy
+}
+
+// TestPodHardened: what `kubectl kustomize` of a fresh scaffold shows: the
+// project's images (no bitnami), Pod Security restricted on the pod and every
+// container, resources everywhere, the only API token in gen-cert, gen-cert a
+// native sidecar, Envoy's and the agent's users from the project, gen-cert's
+// Role limited to the StatefulSet's names, Envoy's upstream exact.
+func TestPodHardened(t *testing.T) {
+	p := testProject("")
+	p.Upstream = project.Upstream{Host: "echo.tools.svc", Port: 9443, SpiffeID: "spiffe://" + p.TrustDomain + "/ns/tools/sa/echo"}
+	p.Registration.EnvoyUID, p.Registration.EnvoyGID = 1101, 1102
+	spec, role, envoy := podOf(t, p)
+	if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+		t.Error("the pod automounts a service-account token")
+	}
+	psc := spec.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil || psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("pod securityContext %+v", psc)
+	}
+	images := p.Images.List()
+	all := append(append([]corev1.Container{}, spec.InitContainers...), spec.Containers...)
+	if len(all) != 4 {
+		t.Fatalf("%d containers", len(all))
+	}
+	for _, c := range all {
+		if strings.Contains(c.Image, "bitnami/") || c.Image != images[c.Name] {
+			t.Errorf("%s: image %q, want %q", c.Name, c.Image, images[c.Name])
+		}
+		sc := c.SecurityContext
+		if sc == nil || sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation || sc.Capabilities == nil ||
+			len(sc.Capabilities.Drop) != 1 || sc.Capabilities.Drop[0] != "ALL" || sc.RunAsUser == nil || *sc.RunAsUser == 0 {
+			t.Errorf("%s: securityContext %+v is not restricted and non-root", c.Name, sc)
+		}
+		if c.Resources.Requests.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
+			t.Errorf("%s: no requests/limits", c.Name)
+		}
+		for _, m := range c.VolumeMounts {
+			if strings.HasPrefix(m.MountPath, "/var/run/secrets/kubernetes.io") && c.Name != scaffold.ContainerGenCert {
+				t.Errorf("%s mounts an API token", c.Name)
+			}
+		}
+	}
+	gc := spec.InitContainers[0]
+	if gc.Name != scaffold.ContainerGenCert || gc.RestartPolicy == nil || *gc.RestartPolicy != corev1.ContainerRestartPolicyAlways || gc.StartupProbe == nil {
+		t.Errorf("gen-cert is not a native sidecar with a startup probe: %+v", gc)
+	}
+	for _, c := range spec.Containers {
+		switch c.Name {
+		case scaffold.ContainerEnvoy:
+			if *c.SecurityContext.RunAsUser != 1101 || *c.SecurityContext.RunAsGroup != 1102 || c.ReadinessProbe == nil {
+				t.Errorf("envoy runs as %d:%d (probe %v), want 1101:1102 with a readiness probe", *c.SecurityContext.RunAsUser, *c.SecurityContext.RunAsGroup, c.ReadinessProbe != nil)
+			}
+		case scaffold.ContainerSpireAgent:
+			if *c.SecurityContext.RunAsUser != int64(p.Agent.UID) || *gc.SecurityContext.RunAsUser != int64(p.Agent.UID) || c.LivenessProbe == nil {
+				t.Errorf("the agent and gen-cert must run as agent.uid %d", p.Agent.UID)
+			}
+		}
+	}
+	var certs []string
+	for _, pod := range p.PodNames() {
+		certs = append(certs, p.CertificateName(pod))
+	}
+	for _, r := range role.Rules {
+		if strings.Join(r.ResourceNames, ",") != strings.Join(certs, ",") || slices.Contains(r.Verbs, "create") || slices.Contains(r.Verbs, "*") {
+			t.Errorf("Role rule %+v: want resourceNames %v and no create", r, certs)
+		}
+	}
+	for _, want := range []string{"address: echo.tools.svc", "port_value: 9443", "sni: echo.tools.svc", `exact: "spiffe://` + p.TrustDomain + `/ns/tools/sa/echo"`} {
+		if !strings.Contains(envoy, want) {
+			t.Errorf("envoy.yaml lacks %q", want)
+		}
+	}
+	if strings.Contains(envoy, "matcher: {prefix") {
+		t.Errorf("envoy.yaml still validates the upstream by prefix")
+	}
+}
+
+// TestGuideEraTemplateHardened: a city template from before spirepod (the
+// guide's bitnami gen-cert, no securityContext) is rendered restricted too.
+func TestGuideEraTemplateHardened(t *testing.T) {
+	old, err := os.ReadFile("testdata/guide-era/spire-envoy-integration.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := fstest.MapFS{}
+	if err := fs.WalkDir(spembed.Scaffold(), ".", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(spembed.Scaffold(), path)
+		src[path] = &fstest.MapFile{Data: b}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	src["spire-envoy-integration.yaml"] = &fstest.MapFile{Data: old}
+	p := testProject("")
+	files, err := scaffold.Render(scaffold.Options{Source: src, Project: p})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sts appsv1.StatefulSet
+	if err := yaml.Unmarshal(files["spire-envoy-integration.yaml"], &sts); err != nil {
+		t.Fatal(err)
+	}
+	spec := sts.Spec.Template.Spec
+	for _, c := range append(spec.InitContainers, spec.Containers...) {
+		if strings.Contains(c.Image, "bitnami") || c.SecurityContext == nil || c.SecurityContext.Capabilities == nil || c.Resources.Limits == nil {
+			t.Errorf("%s not hardened: image %s, securityContext %+v", c.Name, c.Image, c.SecurityContext)
+		}
+	}
+	if spec.SecurityContext == nil || spec.AutomountServiceAccountToken == nil {
+		t.Errorf("pod not hardened: %+v", spec.SecurityContext)
+	}
+}
+
+// TestK8sAttestorOption: the k8s workload attestor comes only when asked,
+// with the agent's token and the ClusterRole it needs in the kustomization.
+func TestK8sAttestorOption(t *testing.T) {
+	p := testProject("")
+	files := render(t, p)
+	if strings.Contains(string(files["spire-agent-configmap.yaml"]), `WorkloadAttestor "k8s"`) || files[scaffold.K8sAttestorRBACFile] != nil {
+		t.Fatal("the k8s attestor is on by default")
+	}
+	p.Agent.K8sAttestor = true
+	spec, _, _ := podOf(t, p)
+	files = render(t, p)
+	if !strings.Contains(string(files["spire-agent-configmap.yaml"]), `WorkloadAttestor "k8s"`) ||
+		!strings.Contains(string(files["kustomization.yaml"]), scaffold.K8sAttestorRBACFile) ||
+		!strings.Contains(string(files[scaffold.K8sAttestorRBACFile]), "nodes/proxy") {
+		t.Fatal("agent.k8sAttestor renders no attestor or no RBAC")
+	}
+	for _, c := range spec.Containers {
+		if c.Name == scaffold.ContainerSpireAgent {
+			has := false
+			for _, m := range c.VolumeMounts {
+				has = has || strings.HasPrefix(m.MountPath, "/var/run/secrets/kubernetes.io")
+			}
+			if !has {
+				t.Error("the agent has no token for the k8s attestor")
+			}
 		}
 	}
 }
