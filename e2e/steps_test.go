@@ -107,11 +107,11 @@ func mapAgentConf(t interface {
 		// it mounted there; here the same mount lives under root, so the
 		// plugin is told where (token_path) and startAgent writes a real token.
 		{regexp.MustCompile(`(?m)^(\s*)WorkloadAttestor "k8s" \{\n(\s*)plugin_data \{\n`),
-			"${0}${2}  token_path = \"" + root + saTokenPath + "\"\n", 1},
+			"${0}${2}  token_path = \"" + root + saTokenPath + "\"\n", -1},
 	}
 	for _, r := range rewrites {
 		n := len(r.re.FindAllStringIndex(conf, -1))
-		if (r.n > 0 && n != r.n) || n == 0 {
+		if r.n >= 0 && ((r.n > 0 && n != r.n) || n == 0) {
 			t.Fatalf("agent.conf: %d matches of %s, want %d: the template changed", n, r.re, r.n)
 		}
 		conf = r.re.ReplaceAllString(conf, r.repl)
@@ -234,7 +234,7 @@ func (c *chain) genCert(p *project.Project, pod, ns string, cm *corev1.ConfigMap
 	mount := filepath.Join(c.root, pod, "opt", "gen-cert")
 	writeFile(t, filepath.Join(mount, "gen_cert.sh"), cm.Data["gen_cert.sh"], 0o755)
 	writeFile(t, filepath.Join(mount, "cert.yaml.tpl"), cm.Data["cert.yaml.tpl"], 0o644)
-	cmd := exec.CommandContext(c.ctx, "/bin/sh", filepath.Join(mount, "gen_cert.sh"))
+	cmd := exec.CommandContext(c.ctx, "/bin/sh", filepath.Join(mount, "gen_cert.sh"), "once")
 	cmd.Env = append(os.Environ(),
 		"POD_NAME="+pod, "POD_NAMESPACE="+ns, "CERT_DIR="+certDir,
 		"CERT_TEMPLATE="+filepath.Join(mount, "cert.yaml.tpl"), "CERT_TIMEOUT=60s",
@@ -269,7 +269,9 @@ func (c *chain) startAgent(name, agentConf, podRoot string, srv *testbed.SpireSe
 	}
 	conf := mapAgentConf(t, agentConf, podRoot, srv.Port, health)
 	writeFile(t, hclString(t, conf, "trust_bundle_path"), bundle, 0o644)
-	writeFile(t, hclString(t, conf, "token_path"), c.saToken, 0o600)
+	if strings.Contains(conf, "token_path") {
+		writeFile(t, hclString(t, conf, "token_path"), c.saToken, 0o600)
+	}
 	sock := hclString(t, conf, "socket_path")
 	for _, d := range []string{filepath.Dir(sock), hclString(t, conf, "data_dir")} {
 		if err := os.MkdirAll(d, 0o755); err != nil {

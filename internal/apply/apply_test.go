@@ -365,7 +365,7 @@ func runGenCert(t *testing.T, c *testbed.Cluster, layers []apply.Layer, p *proje
 	if err := os.WriteFile(filepath.Join(dir, "cert.yaml.tpl"), []byte(tpl), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("sh", filepath.Join(dir, "gen_cert.sh"))
+	cmd := exec.Command("sh", filepath.Join(dir, "gen_cert.sh"), "once")
 	cmd.Env = append(os.Environ(),
 		"POD_NAME="+pod, "POD_NAMESPACE="+p.Namespace, "CERT_DIR="+certDir,
 		"CERT_TEMPLATE="+filepath.Join(dir, "cert.yaml.tpl"),
