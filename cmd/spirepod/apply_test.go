@@ -52,7 +52,7 @@ func TestApplyCLI(t *testing.T) {
 
 	t.Run("protected context needs --yes", func(t *testing.T) {
 		code, _, errOut := cliRun(t, dir, env, "apply", "--kubeconfig", c.Kubeconfig, "--context", "team-prod-eu", "--create-namespace")
-		if code != exitUsage || !strings.Contains(errOut, `context "team-prod-eu" matches protected pattern "*prod*"`) || !strings.Contains(errOut, "--yes") {
+		if code != exitUsage || !strings.Contains(errOut, `"team-prod-eu" (context team-prod-eu) matches protected pattern "*prod*"`) || !strings.Contains(errOut, "--yes") {
 			t.Fatalf("code %d, stderr:\n%s", code, errOut)
 		}
 		if !strings.Contains(errOut, `Applying to context "team-prod-eu"`) {
@@ -65,7 +65,7 @@ func TestApplyCLI(t *testing.T) {
 			t.Fatal(err)
 		}
 		code, _, errOut := cliRun(t, dir, env, "apply", "--kubeconfig", c.Kubeconfig, "--context", "viewer-ctx", "--create-namespace")
-		if code != exitFailure || !strings.Contains(errOut, "permission to apply") || !strings.Contains(errOut, "create secrets in namespace cert-manager") {
+		if code != exitFailure || !strings.Contains(errOut, "permission to apply") || !strings.Contains(errOut, "create secrets in namespace team-cli") {
 			t.Fatalf("code %d, stderr:\n%s", code, errOut)
 		}
 	})
@@ -77,12 +77,12 @@ func TestApplyCLI(t *testing.T) {
 			t.Fatalf("apply: %d\n%s\n%s", code, out, errOut)
 		}
 		t.Logf("spirepod apply --wait: %v", time.Since(t0).Round(time.Millisecond))
-		for _, want := range []string{"created    Secret cert-manager/agent-x509pop-root", "created    ClusterIssuer/spire-agent-x509pop-issuer", "created    StatefulSet team-cli/spire-envoy-integration"} {
+		for _, want := range []string{"created    Secret team-cli/agent-x509pop-root", "created    Issuer team-cli/spire-agent-x509pop-issuer", "created    StatefulSet team-cli/spire-envoy-integration"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("stdout lacks %q:\n%s", want, out)
 			}
 		}
-		if !strings.Contains(errOut, "ClusterIssuer spire-agent-x509pop-issuer Ready; pods ready: spire-envoy-integration-0, spire-envoy-integration-1") {
+		if !strings.Contains(errOut, "Issuer team-cli/spire-agent-x509pop-issuer Ready; pods ready: spire-envoy-integration-0, spire-envoy-integration-1") {
 			t.Errorf("stderr lacks the wait result:\n%s", errOut)
 		}
 	})
@@ -128,32 +128,45 @@ func TestApplyCLI(t *testing.T) {
 		}
 	})
 
-	t.Run("another team's CA in the shared Secret is not replaced silently", func(t *testing.T) {
+	t.Run("a second team with all defaults applies alongside, and a changed CA is not replaced silently", func(t *testing.T) {
 		other := filepath.Join(work, "other")
-		if code, _, errOut := cliRun(t, work, env, "init", "--team", "other", "--namespace", "team-other", other); code != 0 {
+		if code, _, errOut := cliRun(t, work, env, "init", "--team", "other", "--namespace", "team-other", "--replicas", "2", other); code != 0 {
 			t.Fatalf("init: %s", errOut)
 		}
 		if code, _, errOut := cliRun(t, other, env, "pki", "gen"); code != 0 {
 			t.Fatalf("pki gen: %s", errOut)
 		}
-		before, err := c.Client.CoreV1().Secrets("cert-manager").Get(context.Background(), "agent-x509pop-root", metav1.GetOptions{})
+		before, err := c.Client.CoreV1().Secrets("team-cli").Get(context.Background(), "agent-x509pop-root", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		code, _, errOut := cliRun(t, other, env, append([]string{"apply", "--create-namespace"}, kube...)...)
+		if code, out, errOut := cliRun(t, other, env, append([]string{"apply", "--create-namespace", "--timeout", "2m"}, kube...)...); code != 0 {
+			t.Fatalf("the second team's apply: %d\n%s%s", code, out, errOut)
+		}
+		after, _ := c.Client.CoreV1().Secrets("team-cli").Get(context.Background(), "agent-x509pop-root", metav1.GetOptions{})
+		if after.ResourceVersion != before.ResourceVersion {
+			t.Fatal("the second team's apply changed the first team's CA Secret")
+		}
+		// The first team replaces its CA: apply refuses until --replace-ca.
+		if code, _, errOut := cliRun(t, dir, env, "pki", "gen", "--force"); code != 0 {
+			t.Fatalf("pki gen --force: %s", errOut)
+		}
+		code, _, errOut := cliRun(t, dir, env, append([]string{"apply", "--wait=false"}, kube...)...)
 		if code != exitFailure || !strings.Contains(errOut, "holds CA CN=cli x509pop agent CA") || !strings.Contains(errOut, "--replace-ca") {
 			t.Fatalf("code %d, stderr:\n%s", code, errOut)
 		}
-		after, _ := c.Client.CoreV1().Secrets("cert-manager").Get(context.Background(), "agent-x509pop-root", metav1.GetOptions{})
-		if after.ResourceVersion != before.ResourceVersion {
-			t.Fatal("the first team's CA Secret was changed")
+		if again, _ := c.Client.CoreV1().Secrets("team-cli").Get(context.Background(), "agent-x509pop-root", metav1.GetOptions{}); again.ResourceVersion != before.ResourceVersion {
+			t.Fatal("the CA Secret was replaced without --replace-ca")
+		}
+		if code, _, errOut := cliRun(t, dir, env, append([]string{"apply", "--wait=false", "--replace-ca"}, kube...)...); code != 0 {
+			t.Fatalf("apply --replace-ca: %s", errOut)
 		}
 	})
 
 	t.Run("a cluster without cert-manager gets the hint", func(t *testing.T) {
 		bare := testbed.StartCluster(t, b, testbed.Options{NoCertManager: true})
 		code, _, errOut := cliRun(t, dir, env, "apply", "--kubeconfig", bare.Kubeconfig, "--context", bare.Context, "--create-namespace")
-		if code != exitFailure || !strings.Contains(errOut, "does not serve ClusterIssuer.cert-manager.io") || !strings.Contains(errOut, "hint: install cert-manager") {
+		if code != exitFailure || !strings.Contains(errOut, "does not serve Issuer.cert-manager.io") || !strings.Contains(errOut, "hint: install cert-manager") {
 			t.Fatalf("code %d, stderr:\n%s", code, errOut)
 		}
 		if _, err := bare.Client.CoreV1().Namespaces().Get(context.Background(), "team-cli", metav1.GetOptions{}); err == nil {

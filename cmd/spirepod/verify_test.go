@@ -103,9 +103,9 @@ func TestVerifyStatusCLI(t *testing.T) {
 			name := "spire-agent-x509pop-" + pod(i)
 			createObj(t, c, &unstructured.Unstructured{Object: map[string]any{
 				"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": map[string]any{"name": name, "namespace": "team-v"},
-				"spec": map[string]any{"secretName": name, "commonName": name, "duration": "8760h", "usages": usages,
+				"spec": map[string]any{"secretName": name, "commonName": pod(i) + ".team-v", "duration": "8760h", "usages": usages,
 					"privateKey": map[string]any{"algorithm": "ECDSA", "size": int64(256)},
-					"issuerRef":  map[string]any{"group": "cert-manager.io", "kind": "ClusterIssuer", "name": "spire-agent-x509pop-issuer"}}}})
+					"issuerRef":  map[string]any{"group": "cert-manager.io", "kind": "Issuer", "name": "spire-agent-x509pop-issuer"}}}})
 		}
 	}
 	for i := range 3 {
@@ -179,7 +179,7 @@ func TestVerifyStatusCLI(t *testing.T) {
 		wants := []string{"× trust-list PR merged\n    no pull request in wp-wcm/city", "√ namespace team-v exists",
 			"× last verification succeeded\n    timeout", "√ pods Running (3/3)"}
 		if withCM {
-			wants = append(wants, "√ objects in the cluster match the scaffold", "√ ClusterIssuer spire-agent-x509pop-issuer Ready")
+			wants = append(wants, "√ objects in the cluster match the scaffold", "√ Issuer team-v/spire-agent-x509pop-issuer Ready")
 		}
 		for _, want := range wants {
 			if !strings.Contains(out, want) {
