@@ -24,6 +24,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -336,33 +337,97 @@ func sameStrings(a, b []string) bool {
 	return true
 }
 
-// checkX509popEntries: the server holds exactly, per pod, the node alias
-// (parent the server, selecting the pod's CN and pinned to the team CA) and
-// the Envoy workload entry (parent that alias, unix:uid of Envoy).
-func (ft *formatTest) checkX509popEntries(got []serverEntry) {
+// checkX509popEntries: the server holds exactly the entries the merged file
+// declares, and they are the design: per pod, the node alias (parent the
+// server, selecting exactly the pod's CN and the team CA's fingerprint) and
+// the Envoy workload entry (the team's workload ID, parent that alias,
+// unix: selectors only, Envoy's uid among them).
+func (ft *formatTest) checkX509popEntries(got, declared []serverEntry) {
 	t := ft.t
 	t.Helper()
-	var want []serverEntry
+	if !sameEntries(got, declared) {
+		t.Fatalf("server entries differ from the file's:\nserver:\n%sfile:\n%s", entryList(got), entryList(declared))
+	}
+	if len(got) != 2*len(ft.pods) {
+		t.Fatalf("server holds %d entries, want 2 per pod (%d pods):\n%s", len(got), len(ft.pods), entryList(got))
+	}
 	for _, pod := range ft.pods {
-		want = append(want,
-			serverEntry{SpiffeID: ft.alias(pod), ParentID: ft.serverID(),
-				Selectors: sorted("x509pop:subject:cn:"+ft.cn(pod), "x509pop:ca:fingerprint:"+ft.fingerprint())},
-			serverEntry{SpiffeID: ft.wantID, ParentID: ft.alias(pod), Selectors: sorted(fmt.Sprintf("unix:uid:%d", envoyUID))})
-	}
-	if len(got) != len(want) {
-		t.Fatalf("server holds %d entries, want %d:\n%s", len(got), len(want), entryList(got))
-	}
-	for _, w := range want {
-		found := false
+		var alias, workload int
 		for _, g := range got {
-			if g.SpiffeID == w.SpiffeID && g.ParentID == w.ParentID && sameStrings(g.Selectors, w.Selectors) {
-				found = true
+			switch {
+			case g.SpiffeID == ft.alias(pod):
+				alias++
+				want := sorted("x509pop:subject:cn:"+ft.cn(pod), "x509pop:ca:fingerprint:"+ft.fingerprint())
+				if g.ParentID != ft.serverID() || !sameStrings(g.Selectors, want) {
+					t.Fatalf("node alias %s, want parent %s and selectors %v", g, ft.serverID(), want)
+				}
+			case g.ParentID == ft.alias(pod):
+				workload++
+				if g.SpiffeID != ft.wantID || !contains(g.Selectors, fmt.Sprintf("unix:uid:%d", envoyUID)) {
+					t.Fatalf("workload entry %s, want %s selecting unix:uid:%d", g, ft.wantID, envoyUID)
+				}
+				for _, sel := range g.Selectors {
+					if !strings.HasPrefix(sel, "unix:") {
+						t.Fatalf("workload entry %s: selector %s is not a unix: one", g, sel)
+					}
+				}
 			}
 		}
-		if !found {
-			t.Fatalf("no entry %s <- %s %v on the server:\n%s", w.SpiffeID, w.ParentID, w.Selectors, entryList(got))
+		if alias != 1 || workload != 1 {
+			t.Fatalf("%s: %d node aliases and %d workload entries, want one each:\n%s", pod, alias, workload, entryList(got))
 		}
 	}
+}
+
+// sameEntries compares entries by SPIFFE ID, parent and selector set, ignoring IDs.
+func sameEntries(a, b []serverEntry) bool {
+	key := func(e serverEntry) string {
+		return e.SpiffeID + " " + e.ParentID + " " + strings.Join(sorted(e.Selectors...), ",")
+	}
+	var ka, kb []string
+	for _, e := range a {
+		ka = append(ka, key(e))
+	}
+	for _, e := range b {
+		kb = append(kb, key(e))
+	}
+	return sameStrings(ka, kb)
+}
+
+// declaredJSON reads the entries of an entry-json file.
+func declaredJSON(t *testing.T, content string) []serverEntry {
+	t.Helper()
+	var doc struct {
+		Entries []struct {
+			SpiffeID  string `json:"spiffe_id"`
+			ParentID  string `json:"parent_id"`
+			Selectors []struct{ Type, Value string }
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(content), &doc); err != nil {
+		t.Fatalf("entry-json: %v", err)
+	}
+	var out []serverEntry
+	for _, e := range doc.Entries {
+		se := serverEntry{SpiffeID: e.SpiffeID, ParentID: e.ParentID}
+		for _, s := range e.Selectors {
+			se.Selectors = append(se.Selectors, s.Type+":"+s.Value)
+		}
+		out = append(out, se)
+	}
+	return out
+}
+
+// declaredCSE reads the entries ClusterStaticEntry objects declare.
+func declaredCSE(objs []*unstructured.Unstructured) []serverEntry {
+	var out []serverEntry
+	for _, o := range objs {
+		id, _, _ := unstructured.NestedString(o.Object, "spec", "spiffeID")
+		parent, _, _ := unstructured.NestedString(o.Object, "spec", "parentID")
+		sel, _, _ := unstructured.NestedStringSlice(o.Object, "spec", "selectors")
+		out = append(out, serverEntry{SpiffeID: id, ParentID: parent, Selectors: sel})
+	}
+	return out
 }
 
 func entryIDList(es []serverEntry) []string {
@@ -384,15 +449,12 @@ func entryList(es []serverEntry) string {
 // startPodAgent runs the scaffold's spire-agent config for one pod under
 // runRoot/<pod>, with a leaf `spirepod pki issue --pod` issued from the team
 // CA (the certificate the pod's cert-manager Certificate would get), and the
-// server's bundle as its trust bundle. edit, if set, changes the agent.conf
-// before it is mapped to this machine.
-func (ft *formatTest) startPodAgent(runRoot, pod string, srv *testbed.SpireServer, edit func(string) string) *testbed.SpireAgent {
+// server's bundle as its trust bundle. kubeletPort > 0 gives the agent SPIRE's
+// k8s workload attestor reading that kubelet port (added when the scaffold's
+// config has none).
+func (ft *formatTest) startPodAgent(runRoot, pod string, srv *testbed.SpireServer, kubeletPort int) *testbed.SpireAgent {
 	t := ft.t
 	t.Helper()
-	agentConf := configMapKey(t, filepath.Join(ft.dir, "spire-agent-configmap.yaml"), "agent.conf")
-	if edit != nil {
-		agentConf = edit(agentConf)
-	}
 	podRoot := filepath.Join(runRoot, pod)
 	issued := filepath.Join(podRoot, "issued")
 	// Envoy's uid must reach the agent socket under podRoot; the key stays private.
@@ -407,14 +469,78 @@ func (ft *formatTest) startPodAgent(runRoot, pod string, srv *testbed.SpireServe
 	if got := readCert(t, crt).Cert.Subject.CommonName; got != ft.cn(pod) {
 		t.Fatalf("pki issue --pod %s: CN %q, want %q", pod, got, ft.cn(pod))
 	}
-	mapped := mapAgentConf(t, agentConf, podRoot, srv.Port, 1)
-	copyFile(t, crt, hclString(t, mapped, "certificate_path"), 0o644)
-	copyFile(t, key, hclString(t, mapped, "private_key_path"), 0o600)
-	bundle, err := os.ReadFile(srv.BundlePath)
+	health, err := testbed.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return ft.startAgent(filepath.Base(runRoot)+"-"+pod, agentConf, podRoot, srv, string(bundle))
+	conf := ft.agentConf(podRoot, srv.Port, health, kubeletPort)
+	copyFile(t, crt, hclString(t, conf, "certificate_path"), 0o644)
+	copyFile(t, key, hclString(t, conf, "private_key_path"), 0o600)
+	copyFile(t, srv.BundlePath, hclString(t, conf, "trust_bundle_path"), 0o644)
+	sock := hclString(t, conf, "socket_path")
+	for _, d := range []string{filepath.Dir(sock), hclString(t, conf, "data_dir")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	confDir := filepath.Join(podRoot, "run", "spire", "config")
+	if err := os.MkdirAll(confDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	a, err := testbed.StartSpireAgent(ft.ctx, ft.bins, podRoot, "spire-agent-"+filepath.Base(runRoot)+"-"+pod, ft.agentValidate(conf, confDir), sock)
+	if err != nil {
+		t.Fatalf("spire-agent for %s: %v", pod, err)
+	}
+	t.Cleanup(a.Stop)
+	return a
+}
+
+var (
+	reServerAddress = regexp.MustCompile(`(?m)^(\s*server_address\s*=\s*)"[^"]*"`)
+	reServerPort    = regexp.MustCompile(`(?m)^(\s*server_port\s*=\s*)"?[0-9]+"?`)
+	reHealthPort    = regexp.MustCompile(`(?m)^(\s*bind_port\s*=\s*)"?[0-9]+"?`)
+	reK8sAttestor   = regexp.MustCompile(`(?m)^(\s*)WorkloadAttestor "k8s" \{\n(\s*)plugin_data \{\n`)
+	reUnixAttestor  = regexp.MustCompile(`(?m)^(\s*)WorkloadAttestor "unix" \{`)
+)
+
+// agentConf maps the scaffold's agent.conf to this machine, as a pod's
+// mounts would place it: every /run/spire/... path under podRoot, the server
+// at 127.0.0.1:serverPort, the health listener on healthPort. With
+// kubeletPort, the k8s workload attestor (the scaffold's, or the usual block
+// added before the unix one) reads the kubelet at MY_NODE_NAME:kubeletPort
+// with the pod's service-account token, written where the pod mounts it.
+func (ft *formatTest) agentConf(podRoot string, serverPort, healthPort, kubeletPort int) string {
+	t := ft.t
+	t.Helper()
+	conf := configMapKey(t, filepath.Join(ft.dir, "spire-agent-configmap.yaml"), "agent.conf")
+	one := func(re *regexp.Regexp, repl string) {
+		t.Helper()
+		if n := len(re.FindAllStringIndex(conf, -1)); n != 1 {
+			t.Fatalf("agent.conf: %d matches of %s, want 1: the template changed\n%s", n, re, conf)
+		}
+		conf = re.ReplaceAllString(conf, repl)
+	}
+	one(reServerAddress, `${1}"127.0.0.1"`)
+	one(reServerPort, fmt.Sprintf(`${1}"%d"`, serverPort))
+	if reHealthPort.MatchString(conf) {
+		one(reHealthPort, fmt.Sprintf(`${1}"%d"`, healthPort))
+	}
+	if kubeletPort > 0 {
+		if !reK8sAttestor.MatchString(conf) {
+			one(reUnixAttestor, "${1}WorkloadAttestor \"k8s\" {\n${1}  plugin_data {\n${1}    node_name_env = \"MY_NODE_NAME\"\n${1}    skip_kubelet_verification = true\n${1}  }\n${1}}\n\n${0}")
+		}
+		tokenPath := podRoot + saTokenPath
+		one(reK8sAttestor, fmt.Sprintf("${0}${2}  kubelet_secure_port = %d\n${2}  token_path = %q\n", kubeletPort, tokenPath))
+		writeFile(t, tokenPath, ft.saToken, 0o600)
+	} else if reK8sAttestor.MatchString(conf) {
+		// The scaffold's k8s attestor needs its token to start; without a
+		// kubelet it only logs an error per attestation.
+		tokenPath := podRoot + saTokenPath
+		one(reK8sAttestor, fmt.Sprintf("${0}${2}  token_path = %q\n", tokenPath))
+		writeFile(t, tokenPath, ft.saToken, 0o600)
+	}
+	conf = strings.ReplaceAll(conf, `"/run/spire/`, `"`+podRoot+`/run/spire/`)
+	return conf
 }
 
 func onlyFile(t *testing.T, dir, glob string) string {
@@ -441,7 +567,7 @@ func (ft *formatTest) svidForEveryPod(runRoot string, srv *testbed.SpireServer) 
 	t := ft.t
 	t.Helper()
 	for _, pod := range ft.pods {
-		a := ft.startPodAgent(runRoot, pod, srv, nil)
+		a := ft.startPodAgent(runRoot, pod, srv, 0)
 		wait, dir := ft.fetchSVID(a.Socket, filepath.Join(runRoot, pod+"-svid"), syncBound)
 		if got := svidURI(t, filepath.Join(dir, "svid.0.pem")); got != ft.wantID {
 			t.Fatalf("%s: SVID URI SAN %q, want %q", pod, got, ft.wantID)
@@ -491,7 +617,7 @@ func TestFormatEntryJSON(t *testing.T) {
 		t.Fatalf("entry create -data %s: %v\n%s", reg.File, err, out)
 	}
 	first := ft.entries(srv)
-	ft.checkX509popEntries(first)
+	ft.checkX509popEntries(first, declaredJSON(t, reg.Content))
 	if len(fileIDs) > 0 && !sameStrings(entryIDList(first), fileIDs) {
 		t.Fatalf("the file names entry IDs %v; the server holds %v", fileIDs, entryIDList(first))
 	}
@@ -680,7 +806,7 @@ func TestFormatClusterStaticEntry(t *testing.T) {
 				t.Fatalf("ClusterStaticEntry %s: masked %v, unrendered %v", n, s.masked, s.unrendered)
 			}
 		}
-		ft.checkX509popEntries(ft.entries(srv))
+		ft.checkX509popEntries(ft.entries(srv), declaredCSE(objs))
 		// FACT (v0.6.2): `set` means "created or updated in the last pass": the
 		// next reconcile (gcInterval, 10 s) writes set=false for an entry that
 		// is already current. A check reading `set` later must not expect true.
@@ -688,18 +814,24 @@ func TestFormatClusterStaticEntry(t *testing.T) {
 		if flipped != len(objs) {
 			t.Fatalf("status.set went back to false on %d of %d objects within 30 s; measured before: on all, at the next reconcile", flipped, len(objs))
 		}
-		ft.checkX509popEntries(ft.entries(srv))
+		ft.checkX509popEntries(ft.entries(srv), declaredCSE(objs))
 		t.Logf("FACT status.set went back to false on the next reconcile for all %d objects; the entries stay", len(objs))
 		ft.svidForEveryPod(filepath.Join(ft.root, "cse-agents"), srv)
 		m.Stop()
-		if out, err := ft.cluster.Kubectl(ft.ctx, "delete", "clusterstaticentries", "--all", "--wait"); err != nil {
-			t.Fatalf("delete: %v\n%s", err, out)
-		}
 	})
 
 	t.Run("className-missing-is-ignored", func(t *testing.T) {
 		ft := ft.with(t)
+		if out, err := ft.cluster.Kubectl(ft.ctx, "delete", "clusterstaticentries", "--all", "--wait"); err != nil {
+			t.Fatalf("delete: %v\n%s", err, out)
+		}
 		srv := ft.startServer("trap-server", trust, defaultAgentPathTemplate)
+		// An entry loaded another way (entry create) before the controller starts:
+		// without entryIDPrefix the controller owns every entry of the server.
+		strangerID := "spiffe://" + ft.td() + "/testbed/loaded-by-entry-create"
+		if out, err := srv.Run(ft.ctx, "entry", "create", "-spiffeID", strangerID, "-parentID", ft.serverID(), "-selector", "x509pop:subject:cn:stranger"); err != nil {
+			t.Fatalf("entry create: %v\n%s", err, out)
+		}
 		ft.startControllerManager("trap-controller", srv, testbed.ControllerManagerOptions{ClassName: helmClassName})
 		var docs []string
 		for _, o := range objs {
@@ -732,7 +864,7 @@ func TestFormatClusterStaticEntry(t *testing.T) {
 		w.waitAllSet(30 * time.Second)
 		es := ft.entries(srv)
 		if len(es) != 1 || es[0].SpiffeID != controlID {
-			t.Fatalf("with className missing, the controller (className %s, watchClassless false) made entries:\n%s", helmClassName, entryList(es))
+			t.Fatalf("want only the control's entry (none for the classless objects, and the entry-create one deleted: the controller owns the server's entries), have:\n%s", entryList(es))
 		}
 		sts, err := ft.cluster.ClusterStaticEntryStatuses(ft.ctx)
 		if err != nil {
@@ -744,6 +876,7 @@ func TestFormatClusterStaticEntry(t *testing.T) {
 			}
 		}
 		t.Logf("FACT %d ClusterStaticEntry objects without className: no entries, no status, nothing in kubectl's answer", len(objs))
+		t.Logf("FACT the controller (no entryIDPrefix) deleted %s, an entry no object declares", strangerID)
 	})
 }
 
@@ -1175,7 +1308,7 @@ func TestFormatSpiffeID(t *testing.T) {
 		// none of these entries can apply to them.
 		sockets := map[string]string{}
 		for _, pod := range ft.pods {
-			a := ft.startPodAgent(filepath.Join(ft.root, "cli-agents"), pod, srv, nil)
+			a := ft.startPodAgent(filepath.Join(ft.root, "cli-agents"), pod, srv, 0)
 			sockets[pod] = a.Socket
 		}
 		out, err := srv.Run(ft.ctx, "agent", "list")
@@ -1370,23 +1503,17 @@ func (ft *formatTest) spiffeIDShapes(srv *testbed.SpireServer) {
 	}
 
 	// The kubelet's pod list (see testbed.PodListServer), and agents whose k8s
-	// attestor reads it: the scaffold's agent.conf, its kubelet port mapped.
+	// attestor reads it: the scaffold's agent.conf with SPIRE's k8s workload
+	// attestor (the scaffold's when it has one), its kubelet port mapped.
 	pl, err := ft.cluster.StartPodListServer(testbed.NodeName)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pl.Close)
 	t.Setenv("MY_NODE_NAME", "127.0.0.1") // the node's address, as the kubelet's host
-	kubeletPort := func(conf string) string {
-		const anchor = "skip_kubelet_verification = true"
-		if strings.Count(conf, anchor) != 1 {
-			t.Fatalf("agent.conf: the k8s attestor has no %q: the template changed", anchor)
-		}
-		return strings.Replace(conf, anchor, anchor+fmt.Sprintf("\n          kubelet_secure_port = %d", pl.Port), 1)
-	}
 	agents := map[string]*testbed.SpireAgent{}
 	for _, pod := range ft.pods {
-		agents[pod] = ft.startPodAgent(filepath.Join(ft.root, "shape-agents"), pod, srv, kubeletPort)
+		agents[pod] = ft.startPodAgent(filepath.Join(ft.root, "shape-agents"), pod, srv, pl.Port)
 	}
 	// Each pod's Envoy container: a runtime ID in the pod's status, and a
 	// cgroup named after the pod and that ID, for the fetch process.
