@@ -64,6 +64,7 @@ func TestBenchApply(t *testing.T) {
 	scaffold := func(ns string) string {
 		dir := filepath.Join(work, ns)
 		mustRun(t, env, work, bin, "init", "--team", "bench", "--namespace", ns, dir)
+		mustRun(t, env, dir, bin, "bundle", "set", filepath.Join(caDir, "certs", "secret", "agent-x509pop.crt.pem"))
 		for _, f := range []string{"agent-x509pop.crt.pem", "agent-x509pop.key.pem"} {
 			data, err := os.ReadFile(filepath.Join(caDir, "certs", "secret", f))
 			if err != nil {
@@ -89,7 +90,7 @@ func TestBenchApply(t *testing.T) {
 		// --force-conflicts: the shared CA Secret's data was last written by
 		// kubectl's client-side apply in the other arm; SSA reports that as a
 		// conflict even for equal values. Forcing costs no extra request.
-		sp = append(sp, mustRun(t, env, d1, bin, append([]string{"apply", "--wait=false", "--force-conflicts"}, kc...)...))
+		sp = append(sp, mustRun(t, env, d1, bin, append([]string{"apply", "--wait=false", "--force-conflicts", "--skip-image-check"}, kc...)...))
 		d2 := scaffold(fmt.Sprintf("kc-%d", i))
 		t0 := time.Now()
 		mustRun(t, env, d2, b.Kubectl(), append([]string{"apply", "-k", "certs"}, kc...)...)

@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -158,9 +159,13 @@ func TestE2E(t *testing.T) {
 	var p *project.Project
 	var teamCA *x509Cert
 
+	upCert, upKey := c.upstreamCA()
 	step("1-init+pki", func() {
 		c.run(root, "init", "--team", team, "--namespace", ns, "--replicas", fmt.Sprint(replicas), dir)
 		c.run(dir, "pki", "gen")
+		// Guide step 3: the SPIRE server's CA, handed out by its operators
+		// (here the server's upstream root, so it is known before it starts).
+		c.run(dir, "bundle", "set", upCert)
 		p = loadProject(t, dir)
 		if p.Registration.EnvoyUID != envoyUID || p.Replicas != replicas || p.Namespace != ns {
 			t.Fatalf("spirepod.yaml: envoyUID %d replicas %d namespace %q", p.Registration.EnvoyUID, p.Replicas, p.Namespace)
@@ -256,7 +261,7 @@ func TestE2E(t *testing.T) {
 		// with SPIRE 1.13.3). The fingerprint pin only protects when agent IDs
 		// are unique per certificate.
 		srv, err = testbed.StartSpireServer(c.ctx, c.bins, sdir, testbed.SpireServerConfig{TrustDomain: p.TrustDomain, CABundlePath: trustListFile,
-			AgentPathTemplate: defaultAgentPathTemplate})
+			AgentPathTemplate: defaultAgentPathTemplate, UpstreamCACert: upCert, UpstreamCAKey: upKey})
 		if err != nil {
 			t.Fatalf("spire-server: %v", err)
 		}
@@ -384,6 +389,25 @@ func (c *chain) exec(dir string, args ...string) (stdout, stderr string, code in
 		c.t.Fatalf("spirepod %s: %v", strings.Join(args, " "), err)
 	}
 	return o.String(), e.String(), code
+}
+
+// upstreamCA makes the SPIRE server's upstream root (made at run time, as
+// every test key is): the bundle teams put in their scaffold before applying.
+func (c *chain) upstreamCA() (cert, key string) {
+	c.t.Helper()
+	dir := filepath.Join(c.root, "upstream")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		c.t.Fatal(err)
+	}
+	cert, key = filepath.Join(dir, "ca.crt.pem"), filepath.Join(dir, "ca.key.pem")
+	if _, err := os.Stat(cert); err == nil {
+		return cert, key
+	}
+	if _, err := pki.Generate(c.ctx, pki.GenerateOptions{CertPath: cert, KeyPath: key, Subject: pkix.Name{CommonName: "e2e SPIRE upstream CA"},
+		Validity: 24 * time.Hour, Rand: rand.Reader, Now: time.Now}); err != nil {
+		c.t.Fatal(err)
+	}
+	return cert, key
 }
 
 // buildCLI builds the real binary once, as users run it.

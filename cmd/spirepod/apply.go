@@ -29,6 +29,7 @@ type applyOptions struct {
 	ForceConflicts  bool
 	CreateNamespace bool
 	ReplaceCA       bool
+	SkipImageCheck  bool
 }
 
 func newCmdApply(f *Factory, runF func(*applyOptions) error) *cobra.Command {
@@ -67,7 +68,8 @@ the command lists what was and was not applied. Running it again completes the j
 	fl.BoolVar(&opts.ForceConflicts, "force-conflicts", false, "take ownership of fields another field manager owns")
 	fl.BoolVar(&opts.CreateNamespace, "create-namespace", false, "create the namespace if it does not exist")
 	fl.BoolVar(&opts.ReplaceCA, "replace-ca", false, "replace a CA Secret in cert-manager that holds another certificate (your own old CA)")
-	markCLIOnly(fl, "yes", "force-conflicts", "replace-ca", "create-namespace")
+	fl.BoolVar(&opts.SkipImageCheck, "skip-image-check", false, "do not resolve the pod's images in their registries first (an air-gapped mirror the machine cannot reach)")
+	markCLIOnly(fl, "yes", "force-conflicts", "replace-ca", "create-namespace", "skip-image-check")
 	return cmd
 }
 
@@ -113,6 +115,25 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 	layers, err := apply.Build(p.Dir)
 	if err != nil {
 		return failure(err, "fix the kustomization, or re-render it with `spirepod init --force`")
+	}
+	rep.Preflight = append(rep.Preflight, apply.CheckBundle(layers, o.f.Now())...)
+	if check.Failed(rep.Preflight) {
+		return o.preflightFailed(rep)
+	}
+	if !o.SkipImageCheck {
+		fmt.Fprintln(errOut, "Checking images in their registries…")
+		imgs := apply.CheckImages(ctx, apply.All(layers), o.f.ImageCheck)
+		rep.Preflight = append(rep.Preflight, imgs...)
+		if check.Failed(imgs) {
+			if err := o.preflightFailed(rep); err != nil {
+				var ce *cliError
+				if errors.As(err, &ce) {
+					ce.code = exitUsage // a definite "no such image": the input is wrong
+				}
+				return err
+			}
+		}
+		printWarnings(o.f, imgs)
 	}
 	t, err := o.f.Kube(o.kube)
 	if err != nil {

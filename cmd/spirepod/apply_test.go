@@ -29,6 +29,28 @@ func TestApplyCLI(t *testing.T) {
 		t.Fatalf("init: %d %s", code, errOut)
 	}
 	kube := []string{"--kubeconfig", c.Kubeconfig, "--context", c.Context}
+	serverCA := writeServerCA(t, work, 24*time.Hour)
+
+	t.Run("an empty server CA bundle is refused", func(t *testing.T) {
+		if code, _, errOut := cliRun(t, dir, env, "pki", "gen"); code != 0 {
+			t.Fatalf("pki gen: %s", errOut)
+		}
+		code, _, errOut := cliRun(t, dir, env, append([]string{"apply", "--wait=false", "--create-namespace"}, kube...)...)
+		if code != exitFailure || !strings.Contains(errOut, "the bundle is empty") || !strings.Contains(errOut, "hint: put the server's CA in with `spirepod bundle set") {
+			t.Fatalf("code %d, stderr:\n%s", code, errOut)
+		}
+		if _, err := c.Client.CoreV1().Namespaces().Get(context.Background(), "team-cli", metav1.GetOptions{}); err == nil {
+			t.Fatal("the namespace was created by a refused apply")
+		}
+		if code, _, errOut := cliRun(t, dir, env, "bundle", "set", serverCA); code != 0 {
+			t.Fatalf("bundle set: %s", errOut)
+		}
+		for _, f := range []string{"agent-x509pop.crt.pem", "agent-x509pop.key.pem"} {
+			if err := os.Remove(filepath.Join(dir, "certs", "secret", f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 
 	t.Run("missing CA points at pki gen and changes nothing", func(t *testing.T) {
 		code, _, errOut := cliRun(t, dir, env, append([]string{"apply", "--wait=false"}, kube...)...)
@@ -135,6 +157,9 @@ func TestApplyCLI(t *testing.T) {
 		}
 		if code, _, errOut := cliRun(t, other, env, "pki", "gen"); code != 0 {
 			t.Fatalf("pki gen: %s", errOut)
+		}
+		if code, _, errOut := cliRun(t, other, env, "bundle", "set", serverCA); code != 0 {
+			t.Fatalf("bundle set: %s", errOut)
 		}
 		before, err := c.Client.CoreV1().Secrets("team-cli").Get(context.Background(), "agent-x509pop-root", metav1.GetOptions{})
 		if err != nil {

@@ -27,6 +27,7 @@ type bundleSetOptions struct {
 	File   string
 	Dir    string
 	DryRun bool
+	Force  bool
 }
 
 type bundleSetResult struct {
@@ -48,7 +49,11 @@ func newCmdBundleSet(f *Factory, runF func(*bundleSetOptions) error) *cobra.Comm
 		Short: "Put (or replace) the SPIRE server CA in spire-bundle-configmap-<env>.yaml",
 		Long: `Put the SPIRE server's CA certificate(s) into the scaffold's bundle ConfigMap (spire-bundle,
 key bundle.crt), replacing what is there. The agent uses it to verify the server on first
-contact. FILE must hold one or more PEM CA certificates and nothing else.`,
+contact. FILE must hold one or more PEM CA certificates; text around them is dropped and the
+bundle is written as certificates only, with LF line ends.
+
+A CA that is expired or not yet valid is refused (--force to write it anyway); one that ends
+within 30 days is written with a warning.`,
 		Example: `  spirepod bundle set spire-server-ca.pem
   spirepod bundle set --dir ./spire-envoy-integration ca.pem --dry-run`,
 		Args: cobra.ExactArgs(1),
@@ -62,6 +67,8 @@ contact. FILE must hold one or more PEM CA certificates and nothing else.`,
 	}
 	addDirFlag(cmd.Flags(), &opts.Dir)
 	cmd.Flags().BoolVar(&opts.DryRun, "dry-run", false, "print the diff; write nothing")
+	cmd.Flags().BoolVar(&opts.Force, "force", false, "write a server CA that is expired or not yet valid")
+	markCLIOnly(cmd.Flags(), "force")
 	return cmd
 }
 
@@ -74,6 +81,13 @@ func bundleSetRun(o *bundleSetOptions) error {
 	if err != nil {
 		return usageError("ask the Agora team for the SPIRE server's CA certificate (PEM)", "%s: %v", o.File, err)
 	}
+	if pr := scaffold.JudgeBundle(certs, o.f.Now()); pr != nil {
+		if pr.Fatal && !o.Force {
+			return usageError("ask the SPIRE operators for the current server CA, or pass --force if you mean this one", "%s: %s", o.File, pr.Message)
+		}
+		fmt.Fprintf(o.f.IO.ErrOut, "warning: %s\n", pr.Message)
+	}
+	pemData = scaffold.NormalizeBundle(certs)
 	p, err := o.f.Project(o.Dir)
 	if err != nil {
 		return err

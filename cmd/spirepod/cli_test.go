@@ -3,8 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"crypto/x509/pkix"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/spirepod/spirepod/internal/pki"
 )
 
 // cliRun runs the CLI in-process with its own streams and environment.
@@ -43,4 +50,16 @@ func TestRunExitCodes(t *testing.T) {
 	if code, out, errOut := cliRun(t, dir+"/rel", env, "status", "--short", "--kubeconfig", "/nonexistent"); code == exitUsage {
 		t.Fatalf("status in the scaffold made under the injected directory: %d\n%s%s", code, out, errOut)
 	}
+}
+
+// writeServerCA makes a SPIRE server CA valid for d (made at run time, as
+// every test key is) and returns its certificate's path.
+func writeServerCA(t *testing.T, dir string, d time.Duration) string {
+	t.Helper()
+	cert := filepath.Join(dir, fmt.Sprintf("server-ca-%d.pem", time.Now().UnixNano()))
+	if _, err := pki.Generate(context.Background(), pki.GenerateOptions{CertPath: cert, KeyPath: cert + ".key",
+		Subject: pkix.Name{CommonName: "test SPIRE server CA"}, Validity: d, Rand: rand.Reader, Now: time.Now}); err != nil {
+		t.Fatal(err)
+	}
+	return cert
 }

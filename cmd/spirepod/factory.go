@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/spirepod/spirepod/internal/apply"
 	"github.com/spirepod/spirepod/internal/project"
 )
 
@@ -24,6 +25,8 @@ type Factory struct {
 	HTTPClient func() *http.Client
 	// GHToken asks the gh CLI for a GitHub token (the last source tried).
 	GHToken func(ctx context.Context, host string) (string, error)
+	// ImageCheck is how apply resolves images (the user's docker keychain).
+	ImageCheck apply.ImageCheckOptions
 	// Kube resolves --kubeconfig/--context into clients, as kubectl's
 	// Complete(f) does; tests may build their own targets.
 	Kube func(k *kubeFlags) (*kubeTarget, error)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -202,8 +203,8 @@ func (o *initOptions) buildProject(prof project.Profile, dir string) *project.Pr
 		Images:   prof.PodImages(),
 		Agent:    project.DefaultAgent(),
 		Upstream: o.upstream(prof.TrustDomain),
-		Paths: project.DefaultPaths,
-		Dir:   dir,
+		Paths:    project.DefaultPaths,
+		Dir:      dir,
 	}
 }
 
@@ -272,6 +273,16 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 	if err := p.Validate(); err != nil {
 		return usageError("check --env's profile in the config file", "%v", err)
 	}
+
+	if serverCA == nil {
+		// Re-rendering keeps the server CA already in the scaffold (for the
+		// same environment): only --server-ca replaces it.
+		if data, err := os.ReadFile(filepath.Join(dir, scaffold.BundleFile(p.Environment))); err == nil {
+			if certs, err := scaffold.BundleCerts(data); err == nil && len(certs) > 0 {
+				serverCA = scaffold.NormalizeBundle(certs)
+			}
+		}
+	}
 	files, err := scaffold.Render(scaffold.Options{Source: src.FS, Project: p, ServerCA: serverCA})
 	if err != nil {
 		return failure(fmt.Errorf("render scaffold from %s: %w", src.Origin, err), "")
@@ -300,6 +311,7 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 		return failure(err, "")
 	}
 	res.Next = nextSteps(o.Dir, serverCA != nil)
+
 	if o.f.JSON() {
 		return writeJSON(out, res)
 	}

@@ -70,3 +70,15 @@ func checkStatusLine(s *IOStreams, rs []check.Result) string {
 	}
 	return fmt.Sprintf("%s (%d ok, %d warnings, %d failed, %d skipped)", status, c.OK, c.Warn, c.Fail, c.Skipped)
 }
+
+// printWarnings prints the warnings of a checklist on stderr (text output).
+func printWarnings(f *Factory, rs []check.Result) {
+	if f.JSON() {
+		return
+	}
+	for _, r := range rs {
+		if r.Status == check.Warn {
+			fmt.Fprintf(f.IO.ErrOut, "warning: %s: %s\n", r.Name, r.Message)
+		}
+	}
+}

@@ -59,6 +59,10 @@ func cmdPKIFixture(ts *testscript.TestScript, neg bool, args []string) {
 		tmpl.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign
 	case "ca-expired":
 		tmpl.NotBefore, tmpl.NotAfter = now.Add(-48*time.Hour), now.Add(-24*time.Hour)
+	case "ca-future":
+		tmpl.NotBefore, tmpl.NotAfter = now.Add(24*time.Hour), now.Add(48*time.Hour)
+	case "ca-ending":
+		tmpl.NotAfter = now.Add(10 * 24 * time.Hour)
 	case "non-ca":
 		tmpl.IsCA, tmpl.KeyUsage = false, x509.KeyUsageDigitalSignature
 	case "leaf-no-digsig":

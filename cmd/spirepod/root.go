@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -87,8 +88,8 @@ from the current directory upward.
 			if err := applyConfigPrecedence(cmd, f); err != nil {
 				return err
 			}
-			if f.Output != "text" && f.Output != "json" {
-				return usageError("use -o text or -o json", "-o/--output must be text or json, got %q", f.Output)
+			if formats := outputFormats(cmd); !slices.Contains(formats, f.Output) {
+				return usageError("use -o "+strings.Join(formats, " or -o "), "-o/--output must be %s, got %q", strings.Join(formats, " or "), f.Output)
 			}
 			f.IO.Color = decideColor(f.IO, f.Getenv, f.NoColor)
 			return nil
@@ -96,7 +97,7 @@ from the current directory upward.
 	}
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.ConfigPath, "config", f.ConfigPath, "user config file (flag defaults and environment profiles)")
-	pf.StringVarP(&f.Output, "output", "o", "text", "output format: text or json")
+	pf.StringVarP(&f.Output, "output", "o", "text", "output format: text or json (city check: also sarif)")
 	pf.BoolVar(&f.NoColor, "no-color", false, "disable colour (also NO_COLOR)")
 
 	cmd.AddCommand(
@@ -109,8 +110,22 @@ from the current directory upward.
 		newCmdDiff(f, nil),
 		newCmdVerify(f, nil),
 		newCmdStatus(f, nil),
+		newCmdCity(f),
 	)
 	return cmd
+}
+
+// extraOutputs is a command annotation listing -o formats it accepts
+// besides text and json (comma-separated; `city check` adds sarif).
+const extraOutputs = "spirepod/extra-outputs"
+
+// outputFormats are the -o values cmd accepts.
+func outputFormats(cmd *cobra.Command) []string {
+	formats := []string{"text", "json"}
+	if extra := cmd.Annotations[extraOutputs]; extra != "" {
+		formats = append(formats, strings.Split(extra, ",")...)
+	}
+	return formats
 }
 
 // cliOnly marks flags that switch a guard off (--yes, --force, --replace-ca,

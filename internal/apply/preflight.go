@@ -3,6 +3,7 @@ package apply
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/retry"
+	"github.com/spirepod/spirepod/internal/scaffold"
 )
 
 // Protected reports whether any of names (the context name, the cluster's
@@ -268,4 +270,35 @@ func qualified(resource, group string) string {
 		return resource
 	}
 	return resource + "." + group
+}
+
+// CheckBundle judges the SPIRE server CA bundle the scaffold will apply (the
+// spire-bundle ConfigMap): empty, unparseable, expired or not yet valid
+// refuses the apply (the agent would crash-loop); near its end warns.
+func CheckBundle(layers []Layer, now time.Time) []check.Result {
+	const group, id, name = "scaffold", "server-ca-bundle", "the SPIRE server CA bundle is usable"
+	hint := "put the server's CA in with `spirepod bundle set SERVER_CA.pem` (ask the SPIRE operators for it)"
+	for _, obj := range All(layers) {
+		if obj.GetKind() != "ConfigMap" || obj.GetName() != scaffold.BundleConfigMap {
+			continue
+		}
+		data, _, _ := unstructured.NestedString(obj.Object, "data", scaffold.BundleKey)
+		var certs []*x509.Certificate
+		if strings.TrimSpace(data) != "" {
+			var err error
+			if certs, err = scaffold.ParseServerCA([]byte(data)); err != nil {
+				return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail, Message: "ConfigMap " + scaffold.BundleConfigMap + ": " + err.Error(), Hint: hint}}
+			}
+		}
+		switch pr := scaffold.JudgeBundle(certs, now); {
+		case pr == nil:
+			return []check.Result{{Group: group, ID: id, Name: name, Status: check.OK, Message: fmt.Sprintf("%d CA(s)", len(certs))}}
+		case pr.Fatal:
+			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail, Message: pr.Message, Hint: hint}}
+		default:
+			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Warn, Message: pr.Message}}
+		}
+	}
+	return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail, Message: "the scaffold has no ConfigMap " + scaffold.BundleConfigMap,
+		Hint: "re-render the scaffold with `spirepod init --force`"}}
 }

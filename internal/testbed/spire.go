@@ -16,6 +16,16 @@ type SpireServerConfig struct {
 	CABundlePath string
 	// AgentPathTemplate defaults to /{{ .PluginName }}/{{ .Subject.CommonName }}.
 	AgentPathTemplate string
+	// UpstreamCACert and UpstreamCAKey, when set, sign the server's CA (the
+	// UpstreamAuthority "disk" plugin): the trust bundle is then that
+	// upstream root, known before the server starts and kept across restarts,
+	// as when the SPIRE operators hand a team "the server CA" in advance.
+	UpstreamCACert, UpstreamCAKey string
+	// AgentTTL is the agents' SVID lifetime (default: SPIRE's, 1h). Agents
+	// rotate (x509pop: re-attest) at half of it.
+	AgentTTL string
+	// Port, when not 0, is the port to bind (a restart keeps the address).
+	Port int
 }
 
 // SpireServer is a running spire-server.
@@ -37,9 +47,19 @@ func StartSpireServer(ctx context.Context, b Bins, dir string, cfg SpireServerCo
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	port, err := FreePort()
-	if err != nil {
-		return nil, err
+	port := cfg.Port
+	if port == 0 {
+		var err error
+		if port, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	var extraServer, extraPlugins string
+	if cfg.AgentTTL != "" {
+		extraServer = fmt.Sprintf("  agent_ttl = %q\n", cfg.AgentTTL)
+	}
+	if cfg.UpstreamCACert != "" {
+		extraPlugins = fmt.Sprintf("  UpstreamAuthority \"disk\" {\n    plugin_data {\n      cert_file_path = %q\n      key_file_path = %q\n    }\n  }\n", cfg.UpstreamCACert, cfg.UpstreamCAKey)
 	}
 	tmpl := cfg.AgentPathTemplate
 	if tmpl == "" {
@@ -55,8 +75,9 @@ func StartSpireServer(ctx context.Context, b Bins, dir string, cfg SpireServerCo
   log_level = "DEBUG"
   ca_ttl = "24h"
   default_x509_svid_ttl = "1h"
-}
+%s}
 plugins {
+%s
   DataStore "sql" {
     plugin_data {
       database_type = "sqlite3"
@@ -76,11 +97,12 @@ plugins {
 health_checks {
   listener_enabled = false
 }
-`, port, s.Socket, cfg.TrustDomain, filepath.Join(dir, "data"), filepath.Join(dir, "data", "datastore.sqlite3"), cfg.CABundlePath, tmpl)
+`, port, s.Socket, cfg.TrustDomain, filepath.Join(dir, "data"), extraServer, extraPlugins, filepath.Join(dir, "data", "datastore.sqlite3"), cfg.CABundlePath, tmpl)
 	confPath := filepath.Join(dir, "server.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}
+	var err error
 	s.Proc, err = StartProc(dir, "spire-server", s.bin, "run", "-config", confPath)
 	if err != nil {
 		return nil, err
