@@ -78,7 +78,7 @@ func printWarnings(f *Factory, rs []check.Result) {
 	}
 	for _, r := range rs {
 		if r.Status == check.Warn {
-			fmt.Fprintf(f.IO.ErrOut, "warning: %s: %s\n", r.Name, r.Message)
+			fmt.Fprintf(f.IO.ErrOut, "warning: %s\n", r.Message)
 		}
 	}
 }

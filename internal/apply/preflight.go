@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+
 	corev1 "k8s.io/api/core/v1"
 
 	authzv1 "k8s.io/api/authorization/v1"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 
@@ -170,7 +173,8 @@ func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
 			Message: err.Error(), Hint: "check --kubeconfig and --context"})
 	}
 	out = append(out, checkCASecret(ctx, o)...)
-	return append(out, checkPermissions(ctx, o)...)
+	out = append(out, checkPermissions(ctx, o)...)
+	return append(out, CheckPodAdmission(ctx, o)...)
 }
 
 // checkCASecret guards the team-CA Secret: refuse when the live Secret holds
@@ -301,4 +305,56 @@ func CheckBundle(layers []Layer, now time.Time) []check.Result {
 	}
 	return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail, Message: "the scaffold has no ConfigMap " + scaffold.BundleConfigMap,
 		Hint: "re-render the scaffold with `spirepod init --force`"}}
+}
+
+// CheckPodAdmission asks the API server whether the StatefulSet's pods would
+// be admitted in the namespace — Pod Security above all — with a dry-run
+// create of its first pod, so a refused pod is named, with the field at
+// fault, before anything changes. It is skipped when the namespace does not
+// exist yet or the user may not create pods.
+func CheckPodAdmission(ctx context.Context, o ClusterOptions) []check.Result {
+	const group, id, name = "cluster", "pod-admission", "the pods pass the namespace's admission (Pod Security)"
+	for _, obj := range All(o.Layers) {
+		if obj.GetKind() != "StatefulSet" {
+			continue
+		}
+		var sts appsv1.StatefulSet
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &sts); err != nil {
+			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Warn, Message: err.Error()}}
+		}
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: sts.Name + "-0", Namespace: o.Namespace, Labels: sts.Spec.Template.Labels},
+			Spec:       *sts.Spec.Template.Spec.DeepCopy(),
+		}
+		// The ServiceAccount may not exist yet: admission of the pod's security
+		// does not depend on it.
+		pod.Spec.ServiceAccountName = ""
+		_, err := o.Client.CoreV1().Pods(o.Namespace).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		switch {
+		case err == nil:
+			return []check.Result{{Group: group, ID: id, Name: name, Status: check.OK}}
+		case apierrors.IsNotFound(err):
+			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Skipped, Message: "namespace " + o.Namespace + " does not exist yet"}}
+		case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "PodSecurity"):
+			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail,
+				Message: fmt.Sprintf("StatefulSet %s's pods would be refused: %v", sts.Name, apiMessage(err)),
+				Hint:    "fix the fields named above in spire-envoy-integration.yaml (`spirepod init --force` renders them restricted), or ask for a namespace whose Pod Security level allows them"}}
+		case apierrors.IsForbidden(err):
+			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Skipped, Message: "cannot ask (no permission to create pods): " + apiMessage(err)}}
+		case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
+			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail,
+				Message: fmt.Sprintf("StatefulSet %s's pods would be refused: %v", sts.Name, apiMessage(err)), Hint: "fix the pod template"}}
+		default:
+			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Warn, Message: "could not ask: " + err.Error()}}
+		}
+	}
+	return nil
+}
+
+func apiMessage(err error) string {
+	var se apierrors.APIStatus
+	if errors.As(err, &se) {
+		return se.Status().Message
+	}
+	return err.Error()
 }
