@@ -73,7 +73,7 @@ format), 2 usage (a bad flag, CITY_DIR or --base).`,
   spirepod city check ~/src/city --base origin/main
   spirepod city check --base main -o sarif > city-check.sarif
   spirepod city check --env lab --trust-list-mode directory --trust-list-path ns/spire/x509pop`,
-		Args: cobra.MaximumNArgs(1),
+		Args:        cobra.MaximumNArgs(1),
 		Annotations: map[string]string{extraOutputs: "sarif"},
 	}
 	cmd.RunE = func(c *cobra.Command, args []string) error {

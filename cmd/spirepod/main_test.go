@@ -52,5 +52,6 @@ func scriptCustomCommands() map[string]func(ts *testscript.TestScript, neg bool,
 		"file-mode":   cmdFileMode,
 		"fakegithub":  cmdFakeGitHub,
 		"exits":       cmdExits,
+		"gen-city":    cmdGenCity,
 	}
 }

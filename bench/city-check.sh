@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Times `spirepod city check` as a whole process on generated cities (git
+# repositories, packed like a clone): teams × 3 pods, formats mixed (entry-json,
+# ClusterStaticEntry, entry-json aliases + SpiffeID workloads), the scaffold
+# in every team folder. For each size: the full check and `--base HEAD~1`
+# with one team's registration file changed; median of RUNS runs each,
+# alternating. Sizes 100, 1000, 5000 show how cost grows with teams.
+#   bench/city-check.sh [RUNS] [SIZES...]   (defaults 11; 100 1000 5000)
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+runs=${1:-11}; shift || true
+sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(100 1000 5000)
+work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
+build_spirepod "$work/spirepod"
+for n in "${sizes[@]}"; do
+  city="$work/city-$n"
+  (cd "$here/.." && SPIREPOD_BENCH_CITY="$city" BENCH_TEAMS="$n" BENCH_CHANGE=1 \
+    go test ./bench -run TestBenchCityGenerate -count=1 >/dev/null)
+  : > "$work/full"; : > "$work/base"
+  for _ in $(seq "$runs"); do
+    t0=$(now_ns); "$work/spirepod" city check "$city" >/dev/null; t1=$(now_ns)
+    echo $((t1 - t0)) >> "$work/full"
+    t0=$(now_ns); "$work/spirepod" city check "$city" --base HEAD~1 >/dev/null; t1=$(now_ns)
+    echo $((t1 - t0)) >> "$work/base"
+  done
+  files=$(git -C "$city" ls-files | wc -l)
+  echo "$n teams ($files files): full $(ms "$(median < "$work/full")") ms, --base one team changed $(ms "$(median < "$work/base")") ms (medians of $runs runs)"
+done

@@ -1,0 +1,331 @@
+package city
+
+import (
+	"bytes"
+	"context"
+	"path"
+	"reflect"
+	"sort"
+
+	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/registration"
+)
+
+// Change is what differs between a base city and a head city: the paths,
+// and the facts that appeared, vanished or changed owner in them (node-alias
+// IDs, trust-list blocks). A finding is the change's when it involves any of
+// them: a finding in an unchanged file counts when the change removed the
+// alias its workload hangs under, or the CA its alias is pinned to.
+type Change struct {
+	// Paths are the changed paths (added, modified or deleted), sorted.
+	Paths []string `json:"paths"`
+	keys  map[string]bool
+	// needles are the IDs, common names and fingerprints the changed files
+	// (before and after) and the changed trust-list blocks mention: an
+	// unchanged file can only take part in a finding of the change if its
+	// text holds one of them.
+	needles [][]byte
+}
+
+// concerns says whether a file (path and content) may take part in a
+// finding of the change: it changed, or its text mentions a needle. A file
+// with a backslash is always read (an escape could hide a needle).
+func (ch *Change) concerns(p string, data []byte) bool {
+	if ch.keys[fileKey(p)] || bytes.IndexByte(data, '\\') >= 0 {
+		return true
+	}
+	for _, n := range ch.needles {
+		if bytes.Contains(data, n) {
+			return true
+		}
+	}
+	return false
+}
+
+// Changed compares base and head. Two commits of one repository are
+// compared by their trees (unchanged folders are never read); an Overlay by
+// the files it replaces; other trees by reading the files the rules read.
+func Changed(ctx context.Context, base, head Tree, cfg Config) (*Change, error) {
+	cfg, tp, err := cfg.prepare()
+	if err != nil {
+		return nil, err
+	}
+	paths, err := changedPaths(ctx, base, head, cfg, tp)
+	if err != nil {
+		return nil, err
+	}
+	ch := &Change{Paths: paths, keys: map[string]bool{}}
+	var regs []string
+	trustChanged := false
+	for _, p := range paths {
+		ch.keys[fileKey(p)] = true
+		if registrationNames[path.Base(p)] || (!cfg.Light && candidate(p, tp)) {
+			regs = append(regs, p)
+		}
+		if inTrustList(p, cfg.TrustList) {
+			trustChanged = true
+		}
+	}
+	if len(regs) > 0 {
+		b, err := base.Read(ctx, regs)
+		if err != nil {
+			return nil, err
+		}
+		h, err := head.Read(ctx, regs)
+		if err != nil {
+			return nil, err
+		}
+		bAliases, bNeedles := facts(b)
+		hAliases, hNeedles := facts(h)
+		for id := range symmetricDiff(bAliases, hAliases) {
+			ch.keys[aliasKey(id)] = true
+		}
+		for n := range bNeedles {
+			hNeedles[n] = true
+		}
+		for n := range hNeedles {
+			ch.needles = append(ch.needles, []byte(n))
+		}
+	}
+	if trustChanged {
+		b, err := trustSignatures(ctx, base, cfg)
+		if err != nil {
+			return nil, err
+		}
+		h, err := trustSignatures(ctx, head, cfg)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range []map[string]string{b, h} {
+			for k := range m {
+				if h[k] != b[k] && !ch.keys[trustKey(k)] {
+					ch.keys[trustKey(k)] = true
+					ch.needles = append(ch.needles, []byte(k))
+				}
+			}
+		}
+	}
+	return ch, nil
+}
+
+// CheckChange keeps the findings of the whole city that involve ch.
+func (c *City) CheckChange(ch *Change) []registration.Finding {
+	return c.keep(func(f finding) bool { return f.involvesAny(ch.keys) })
+}
+
+// CheckOverlay judges base with files written and deleted (a PR's change)
+// and returns the findings that involve the change: what the platform's
+// `city check --base` would report on that PR.
+func CheckOverlay(ctx context.Context, base Tree, cfg Config, files map[string][]byte, deleted []string) ([]registration.Finding, error) {
+	c, _, err := LoadChange(ctx, base, Overlay(base, files, deleted), cfg)
+	if err != nil {
+		return nil, err
+	}
+	return c.Check(), nil
+}
+
+// LoadChange judges head for a change against base: the whole city is
+// read, but only the files that can take part in a finding of the change
+// are parsed and judged (those that changed, or mention an ID, CN or CA
+// the change touches). The City's Check returns the change's findings:
+// the same as CheckChange on a full Load, at a fraction of the cost.
+func LoadChange(ctx context.Context, base, head Tree, cfg Config) (*City, *Change, error) {
+	ch, err := Changed(ctx, base, head, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := load(ctx, head, cfg, ch)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, ch, nil
+}
+
+func changedPaths(ctx context.Context, base, head Tree, cfg Config, tp *teamPath) ([]string, error) {
+	if o, ok := head.(*overlay); ok && sameTree(o.base, base) {
+		var cand []string
+		for p := range o.files {
+			cand = append(cand, p)
+		}
+		old, err := base.Read(ctx, cand)
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, p := range cand {
+			if b, existed := old[p]; !existed || !bytes.Equal(b, o.files[p]) {
+				out = append(out, p)
+			}
+		}
+		if len(o.deleted) > 0 {
+			var del []string
+			for p := range o.deleted {
+				del = append(del, p)
+			}
+			existed, err := base.Read(ctx, del)
+			if err != nil {
+				return nil, err
+			}
+			for p := range existed {
+				out = append(out, p)
+			}
+		}
+		sort.Strings(out)
+		return out, nil
+	}
+	if hg, ok := head.(*GitTree); ok {
+		if bg, ok := base.(*GitTree); ok && hg.sameRepo(bg) {
+			return hg.changedPaths(ctx, bg)
+		}
+	}
+	// Any two trees: compare the files the rules read.
+	bf, err := base.Files(ctx)
+	if err != nil {
+		return nil, err
+	}
+	hf, err := head.Files(ctx)
+	if err != nil {
+		return nil, err
+	}
+	relevant := map[string]bool{}
+	for _, list := range [][]string{bf, hf} {
+		for _, p := range list {
+			if registrationNames[path.Base(p)] || (!cfg.Light && candidate(p, tp)) || serverCandidate(p, cfg, tp) || inTrustList(p, cfg.TrustList) {
+				relevant[p] = true
+			}
+		}
+	}
+	var rel []string
+	for p := range relevant {
+		rel = append(rel, p)
+	}
+	b, err := base.Read(ctx, rel)
+	if err != nil {
+		return nil, err
+	}
+	h, err := head.Read(ctx, rel)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range rel {
+		bb, inB := b[p]
+		hb, inH := h[p]
+		if inB != inH || !bytes.Equal(bb, hb) {
+			out = append(out, p)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// sameTree says whether two Trees are the same value (a MapTree is a map,
+// which == cannot compare).
+func sameTree(a, b Tree) bool {
+	ta, tb := reflect.TypeOf(a), reflect.TypeOf(b)
+	if ta != tb {
+		return false
+	}
+	if ta.Comparable() {
+		return a == b
+	}
+	va, vb := reflect.ValueOf(a), reflect.ValueOf(b)
+	if va.Kind() == reflect.Map {
+		return va.Pointer() == vb.Pointer()
+	}
+	return false
+}
+
+func inTrustList(p string, tl project.TrustList) bool {
+	if tl.Mode == project.TrustListDirectory {
+		return path.Dir(p) == tl.Path
+	}
+	return p == tl.Path
+}
+
+// facts are the node-alias IDs of registration files, and the needles
+// they hold: every SPIFFE ID (but the server's, which every alias names),
+// agent common name and CA fingerprint.
+func facts(data map[string][]byte) (aliases, needles map[string]bool) {
+	aliases, needles = map[string]bool{}, map[string]bool{}
+	for p, b := range data {
+		if !mayHoldEntries(b) {
+			continue
+		}
+		es, _ := registration.Parse(p, b)
+		for _, e := range es {
+			if e.Node {
+				aliases[e.SpiffeID] = true
+			}
+			for _, id := range []string{e.SpiffeID, e.ParentID} {
+				if id != "" && !registration.IsServerID(id) {
+					needles[id] = true
+				}
+			}
+			for _, v := range selectorValues(e, "x509pop:subject:cn:") {
+				needles[v] = true
+			}
+			for _, v := range selectorValues(e, pki.SelectorPrefix) {
+				needles[v] = true
+			}
+		}
+	}
+	return aliases, needles
+}
+
+func symmetricDiff(a, b map[string]bool) map[string]bool {
+	out := map[string]bool{}
+	for k := range a {
+		if !b[k] {
+			out[k] = true
+		}
+	}
+	for k := range b {
+		if !a[k] {
+			out[k] = true
+		}
+	}
+	return out
+}
+
+// trustSignatures describes each trust-list block of a tree by what a
+// change to it could alter: present, trusted, owner comment.
+func trustSignatures(ctx context.Context, t Tree, cfg Config) (map[string]string, error) {
+	files, err := t.Files(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tf := trustPaths(files, cfg.TrustList)
+	data, err := t.Read(ctx, tf)
+	if err != nil {
+		return nil, err
+	}
+	tl := readTrustList(cfg.TrustList, data)
+	owners := map[string]map[string]Owner{}
+	for f, cs := range tl.Comments {
+		owners[f] = map[string]Owner{}
+		for _, o := range cs {
+			if _, dup := owners[f][o.SHA1]; !dup {
+				owners[f][o.SHA1] = o
+			}
+		}
+	}
+	out := map[string]string{}
+	for _, b := range tl.Blocks {
+		if b.Key == "" {
+			continue
+		}
+		o := owners[b.File][b.Key]
+		sig := b.File + "|" + b.Type
+		if b.Trusted {
+			sig += "|trusted"
+		}
+		sig += "|" + o.Team + "|" + o.Namespace
+		if b.above != nil {
+			sig += "|above:" + b.above.SHA1
+		}
+		out[b.Key] += sig + ";"
+	}
+	return out, nil
+}

@@ -1,0 +1,683 @@
+// Package city judges a city repository as the platform team reviews it:
+// every team folder's registration entries (the three formats of package
+// registration), the x509pop trust list and the SPIRE server config, with
+// rules that cross folders (one team registering another's alias, pinning
+// another's CA, a common-name agent path template). `spirepod city check`
+// runs it on a checkout; `pr trust-ca` and `pr spiffe-id` run it on the base
+// they build on plus their own change (Overlay) and keep the findings that
+// involve that change.
+package city
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/registration"
+)
+
+// City is a city read from a Tree, with its findings.
+type City struct {
+	cfg     Config
+	tp      *teamPath
+	folders map[string]Folder // by path
+	// entries, each with the folder key of its file.
+	entries []registration.Entry
+	keyOf   []string
+	trust   *trustList
+	servers []serverConfig
+	// regFiles are the files holding registration entries.
+	regFiles map[string]bool
+
+	findings []finding
+	// withHistory: the tree has a git history to fall back on for owners.
+	withHistory bool
+	// focus is the change a LoadChange city was judged for.
+	focus *Change
+}
+
+// finding is a registration.Finding and what it involves: keys of the form
+// file:<path>, alias:<SPIFFE ID> and trust:<block sha1>. A change reports a
+// finding when it touches any of them.
+type finding struct {
+	registration.Finding
+	involves []string
+}
+
+// Summary counts what a city holds.
+type Summary struct {
+	Folders           int `json:"folders"`
+	RegistrationFiles int `json:"registrationFiles"`
+	Entries           int `json:"entries"`
+	Aliases           int `json:"aliases"`
+	TrustListCAs      int `json:"trustListCAs"`
+	ServerConfigs     int `json:"serverConfigs"`
+	// ChangeOnly: only the files that can take part in a finding of the
+	// change were parsed (LoadChange), so the counts are of those.
+	ChangeOnly bool `json:"changeOnly,omitempty"`
+}
+
+// Summary counts the folders, entries, CAs and server configs read.
+func (c *City) Summary() Summary {
+	s := Summary{Folders: len(c.folders), RegistrationFiles: len(c.regFiles), Entries: len(c.entries), ServerConfigs: len(c.servers), ChangeOnly: c.focus != nil}
+	for _, e := range c.entries {
+		if e.Node {
+			s.Aliases++
+		}
+	}
+	if c.trust != nil {
+		for _, b := range c.trust.Blocks {
+			if b.isCert() && b.Cert != nil {
+				s.TrustListCAs++
+			}
+		}
+	}
+	return s
+}
+
+// Load reads a city from t and judges it with every rule.
+func Load(ctx context.Context, t Tree, cfg Config) (*City, error) {
+	return load(ctx, t, cfg, nil)
+}
+
+// load reads and judges the city; with a focus, only the files that can
+// take part in the change's findings are parsed, and server configs only
+// when they changed.
+func load(ctx context.Context, t Tree, cfg Config, focus *Change) (*City, error) {
+	cfg, tp, err := cfg.prepare()
+	if err != nil {
+		return nil, err
+	}
+	files, err := t.Files(ctx)
+	if err != nil {
+		return nil, err
+	}
+	c := &City{cfg: cfg, tp: tp, folders: map[string]Folder{}, regFiles: map[string]bool{}, focus: focus}
+	var regs, servers []string
+	for _, p := range files {
+		if f, ok := tp.folderOf(p); ok {
+			c.folders[f.Path] = f
+		}
+		if registrationNames[path.Base(p)] || (!cfg.Light && candidate(p, tp)) {
+			regs = append(regs, p)
+		}
+		if serverCandidate(p, cfg, tp) && (focus == nil || focus.keys[fileKey(p)]) {
+			servers = append(servers, p)
+		}
+	}
+	trustFiles := trustPaths(files, cfg.TrustList)
+	data, err := t.Read(ctx, append(append(append([]string(nil), regs...), servers...), trustFiles...))
+	if err != nil {
+		return nil, err
+	}
+
+	c.readRegistrations(regs, data, focus)
+	trustData := make(map[string][]byte, len(trustFiles))
+	for _, p := range trustFiles {
+		trustData[p] = data[p]
+	}
+	c.trust = readTrustList(cfg.TrustList, trustData)
+	for _, p := range servers {
+		if len(cfg.ServerConfigs) == 0 && !mentionsX509pop(data[p]) {
+			continue
+		}
+		scs, errs := parseServerFile(p, data[p])
+		c.servers = append(c.servers, scs...)
+		for _, err := range errs {
+			c.add(CodeServerUnparsable, sevW, p, lineIn(err), []string{fileKey(p)},
+				"SPIRE server config does not parse as HCL (spire-server reads it with HCL v1): %v", err)
+		}
+	}
+	if err := c.resolveOwners(ctx, t); err != nil {
+		return nil, err
+	}
+	c.judge()
+	return c, nil
+}
+
+// registrationMarkers: a file without any of them holds no registration
+// entry in any format, so it is not parsed.
+var registrationMarkers = [][]byte{[]byte(registration.SpiffeIDKind), []byte(registration.ClusterStaticEntryKind), []byte(`"entries"`)}
+
+func mayHoldEntries(data []byte) bool {
+	for _, m := range registrationMarkers {
+		if bytes.Contains(data, m) {
+			return true
+		}
+	}
+	return false
+}
+
+// parsed is one file's registration entries (or why it has none).
+type parsed struct {
+	es  []registration.Entry
+	err error
+}
+
+func (c *City) readRegistrations(regs []string, data map[string][]byte, focus *Change) {
+	results := make([]parsed, len(regs))
+	parallel(len(regs), func(i int) {
+		p := regs[i]
+		b, ok := data[p]
+		if !ok || !mayHoldEntries(b) || (focus != nil && !focus.concerns(p, b)) {
+			results[i].err = registration.ErrNotRegistration
+			return
+		}
+		results[i].es, results[i].err = registration.Parse(p, b)
+	})
+	for i, p := range regs {
+		es, err := results[i].es, results[i].err
+		if errors.Is(err, registration.ErrNotRegistration) {
+			continue
+		}
+		if err != nil {
+			msg := leadingLine.ReplaceAllString(strings.TrimPrefix(err.Error(), p+": "), "")
+			c.add(CodeUnparsable, sevE, p, lineIn(err), []string{fileKey(p)}, "does not parse: %s", msg)
+		}
+		if len(es) == 0 {
+			continue
+		}
+		c.regFiles[p] = true
+		key := c.folderKey(p)
+		for _, e := range es {
+			c.entries = append(c.entries, e)
+			c.keyOf = append(c.keyOf, key)
+		}
+	}
+}
+
+// parallel runs f(0..n-1) on every CPU.
+func parallel(n int, f func(i int)) {
+	workers := min(runtime.GOMAXPROCS(0), n)
+	if workers <= 1 {
+		for i := 0; i < n; i++ {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// folderKey is the team folder's path, or for a file outside every team
+// folder its own directory (files side by side count as one folder).
+func (c *City) folderKey(p string) string {
+	if f, ok := c.tp.folderOf(p); ok {
+		return f.Path
+	}
+	return "?" + path.Dir(p)
+}
+
+func (c *City) folder(key string) (Folder, bool) {
+	f, ok := c.folders[key]
+	return f, ok
+}
+
+// describeFolder names a folder for a message.
+func (c *City) describeFolder(key string) string {
+	f, ok := c.folder(key)
+	if !ok {
+		return "no team folder (" + strings.TrimPrefix(key, "?") + ")"
+	}
+	switch {
+	case f.Namespace != "" && f.Team != "":
+		return fmt.Sprintf("team %s, namespace %s", f.Team, f.Namespace)
+	case f.Namespace != "":
+		return "namespace " + f.Namespace
+	}
+	return "team " + f.Team
+}
+
+var (
+	lineRE      = regexp.MustCompile(`(?:line |At )(\d+)`)
+	leadingLine = regexp.MustCompile(`^line \d+: `)
+)
+
+func lineIn(err error) int {
+	if m := lineRE.FindStringSubmatch(err.Error()); m != nil {
+		n, _ := strconv.Atoi(m[1])
+		return n
+	}
+	return 0
+}
+
+func fileKey(p string) string   { return "file:" + p }
+func aliasKey(id string) string { return "alias:" + id }
+func trustKey(k string) string  { return "trust:" + k }
+
+func (c *City) add(code string, sev registration.Severity, file string, line int, involves []string, format string, args ...any) {
+	c.findings = append(c.findings, finding{
+		Finding:  registration.Finding{Code: code, Severity: sev, File: file, Line: line, Message: fmt.Sprintf(format, args...)},
+		involves: involves,
+	})
+}
+
+// Check returns every finding of every rule, sorted by file, line and code.
+// For a city from LoadChange, those of the change.
+func (c *City) Check() []registration.Finding {
+	if c.focus != nil {
+		return c.CheckChange(c.focus)
+	}
+	return c.keep(func(finding) bool { return true })
+}
+
+func (c *City) keep(ok func(finding) bool) []registration.Finding {
+	out := []registration.Finding{}
+	for _, f := range c.findings {
+		if ok(f) {
+			out = append(out, f.Finding)
+		}
+	}
+	return out
+}
+
+func sortFindings(fs []finding) {
+	sort.SliceStable(fs, func(i, j int) bool {
+		a, b := fs[i].Finding, fs[j].Finding
+		if a.File != b.File {
+			return a.File < b.File
+		}
+		if a.Line != b.Line {
+			return a.Line < b.Line
+		}
+		if a.Code != b.Code {
+			return a.Code < b.Code
+		}
+		return a.Message < b.Message
+	})
+}
+
+// CheckFiles keeps the findings that involve any of paths: located in one
+// of them, or naming one of them (a duplicate alias is reported when either
+// file is given). The team side passes the files its PR writes.
+func (c *City) CheckFiles(paths ...string) []registration.Finding {
+	want := map[string]bool{}
+	for _, p := range paths {
+		want[fileKey(clean(p))] = true
+	}
+	return c.keep(func(f finding) bool { return f.involvesAny(want) })
+}
+
+func (f finding) involvesAny(keys map[string]bool) bool {
+	for _, k := range f.involves {
+		if keys[k] {
+			return true
+		}
+	}
+	return false
+}
+
+// judge runs every rule.
+func (c *City) judge() {
+	c.judgeFormats()
+	c.judgeOwnership()
+	c.judgeTrustList()
+	c.judgeServers()
+	sortFindings(c.findings)
+}
+
+// judgeFormats runs the offline validator (SPD2xx) folder by folder: its
+// duplicate rule then compares entries of one folder, and entries of
+// different folders are judged by the ownership rules.
+func (c *City) judgeFormats() {
+	byFolder := map[string][]registration.Entry{}
+	var order []string
+	for i, e := range c.entries {
+		k := c.keyOf[i]
+		if _, seen := byFolder[k]; !seen {
+			order = append(order, k)
+		}
+		byFolder[k] = append(byFolder[k], e)
+	}
+	opts := registration.ValidateOptions{TrustDomain: c.cfg.TrustDomain, Classless: c.cfg.Classless}
+	for _, k := range order {
+		es := byFolder[k]
+		first := map[string]registration.Entry{}
+		for _, e := range es {
+			if _, ok := first[entryKey(e)]; !ok {
+				first[entryKey(e)] = e
+			}
+		}
+		for _, f := range registration.Validate(es, opts) {
+			inv := []string{fileKey(f.File)}
+			if f.Code == registration.CodeDuplicate {
+				for _, e := range es {
+					if e.File == f.File && e.Line == f.Line {
+						inv = append(inv, fileKey(first[entryKey(e)].File))
+					}
+				}
+			}
+			c.findings = append(c.findings, finding{Finding: f, involves: inv})
+		}
+	}
+}
+
+// entryKey is registration.Validate's notion of the same entry.
+func entryKey(e registration.Entry) string {
+	sel := append([]string(nil), e.Selectors...)
+	sort.Strings(sel)
+	return e.SpiffeID + "\x00" + e.ParentID + "\x00" + strings.Join(sel, ",")
+}
+
+// alias is a node alias with what its selectors claim.
+type alias struct {
+	i   int // index into entries
+	cns []string
+	fps []string // "" when unpinned
+}
+
+func selectorValues(e registration.Entry, prefix string) []string {
+	var out []string
+	for _, s := range e.Selectors {
+		if v, ok := strings.CutPrefix(s, prefix); ok {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func (c *City) where(i int) string {
+	e := c.entries[i]
+	return fmt.Sprintf("%s:%d (%s)", e.File, e.Line, c.describeFolder(c.keyOf[i]))
+}
+
+// scope is the SPIFFE ID prefix a folder's namespace owns, or "" when the
+// folder's namespace is unknown.
+func (c *City) scope(key, id string) string {
+	f, ok := c.folder(key)
+	if !ok || f.Namespace == "" {
+		return ""
+	}
+	td := c.cfg.TrustDomain
+	if td == "" {
+		p, err := spiffeid.FromString(id)
+		if err != nil {
+			return ""
+		}
+		td = p.TrustDomain().Name()
+	}
+	return "spiffe://" + td + "/ns/" + f.Namespace + "/"
+}
+
+var guideAlias = regexp.MustCompile(`^spiffe://[^/]+/` + regexp.QuoteMeta(project.AgentCNPrefix) + `[^/]+$`)
+
+func (c *City) judgeOwnership() {
+	aliasesByID := map[string][]int{}
+	var aliases []alias
+	for i, e := range c.entries {
+		if e.Node {
+			aliasesByID[e.SpiffeID] = append(aliasesByID[e.SpiffeID], i)
+			aliases = append(aliases, alias{i: i, cns: selectorValues(e, "x509pop:subject:cn:"), fps: selectorValues(e, pki.SelectorPrefix)})
+		}
+	}
+	for f := range c.regFiles {
+		if _, ok := c.tp.folderOf(f); !ok {
+			c.add(CodeOutsideTeamFolder, sevW, f, c.firstLine(f), []string{fileKey(f)},
+				"registration file outside every team folder (%s): it belongs to no team, so its entries cannot be judged for ownership", c.cfg.TeamPath)
+		}
+	}
+
+	// SPD101: one alias ID, several folders.
+	for id, idx := range aliasesByID {
+		folders := map[string]bool{}
+		for _, i := range idx {
+			folders[c.keyOf[i]] = true
+		}
+		if len(folders) < 2 {
+			continue
+		}
+		inv := []string{aliasKey(id)}
+		for _, i := range idx {
+			inv = append(inv, fileKey(c.entries[i].File))
+		}
+		for _, i := range idx {
+			var others []string
+			for _, j := range idx {
+				if c.keyOf[j] != c.keyOf[i] {
+					others = append(others, c.where(j))
+				}
+			}
+			e := c.entries[i]
+			c.add(CodeAliasShared, sevE, e.File, e.Line, inv,
+				"node alias %s is also registered by %s: an agent matching either alias receives the SVIDs of every workload parented to this ID, whichever team registered it",
+				id, strings.Join(others, ", "))
+		}
+	}
+
+	// SPD102: alias IDs in their folder's scope.
+	for _, a := range aliases {
+		e := c.entries[a.i]
+		scope := c.scope(c.keyOf[a.i], e.SpiffeID)
+		if scope == "" || strings.HasPrefix(e.SpiffeID, scope) {
+			continue
+		}
+		if guideAlias.MatchString(e.SpiffeID) {
+			c.add(CodeAliasOutOfScope, sevW, e.File, e.Line, []string{fileKey(e.File)},
+				"node alias %s has the guide's form: it is unique only while no other team's StatefulSet has the same name; the team-scoped form is %s%s",
+				e.SpiffeID, scope, path.Base(e.SpiffeID))
+			continue
+		}
+		c.add(CodeAliasOutOfScope, sevE, e.File, e.Line, []string{fileKey(e.File)},
+			"node alias %s is outside the folder's scope %s", e.SpiffeID, scope)
+	}
+
+	// Workloads: parents and scope.
+	for i, e := range c.entries {
+		if e.Node {
+			continue
+		}
+		if scope := c.scope(c.keyOf[i], e.SpiffeID); scope != "" && !strings.HasPrefix(e.SpiffeID, scope) {
+			c.add(CodeWorkloadOutOfScope, sevE, e.File, e.Line, []string{fileKey(e.File)},
+				"workload ID %s is outside the folder's namespace path %s", e.SpiffeID, scope)
+		}
+		owners := aliasesByID[e.ParentID]
+		if len(owners) == 0 {
+			if isAgentOrServer(e.ParentID) {
+				continue
+			}
+			c.add(CodeParentNowhere, sevW, e.File, e.Line, []string{fileKey(e.File), aliasKey(e.ParentID)},
+				"parent %s of %s is registered nowhere in the city: no agent matches it, so the workload gets no SVID", e.ParentID, e.SpiffeID)
+			continue
+		}
+		own := false
+		for _, j := range owners {
+			own = own || c.keyOf[j] == c.keyOf[i]
+		}
+		if own {
+			continue
+		}
+		inv := []string{fileKey(e.File), aliasKey(e.ParentID)}
+		var where []string
+		for _, j := range owners {
+			inv = append(inv, fileKey(c.entries[j].File))
+			where = append(where, c.where(j))
+		}
+		c.add(CodeParentOtherFolder, sevE, e.File, e.Line, inv,
+			"workload %s is parented to node alias %s, which another folder registers (%s): that team's agents receive this SVID",
+			e.SpiffeID, e.ParentID, strings.Join(where, ", "))
+	}
+
+	c.judgePins(aliases)
+	c.judgeCNs(aliases)
+}
+
+// isAgentOrServer: a parent that is an agent's own ID or the server needs
+// no alias.
+func isAgentOrServer(id string) bool {
+	p, err := spiffeid.FromString(id)
+	if err != nil {
+		return true // SPD201 says it
+	}
+	return p.Path() == "/spire/server" || strings.HasPrefix(p.Path(), "/spire/agent/")
+}
+
+func (c *City) firstLine(file string) int {
+	line := 0
+	for _, e := range c.entries {
+		if e.File == file && (line == 0 || e.Line < line) {
+			line = e.Line
+		}
+	}
+	return line
+}
+
+// judgePins: SPD105, SPD106.
+func (c *City) judgePins(aliases []alias) {
+	if c.trust == nil || !c.trust.Present {
+		return
+	}
+	trusted := c.trust.trusted()
+	all := map[string]*trustBlock{}
+	for _, b := range c.trust.Blocks {
+		if b.Key != "" {
+			if _, ok := all[b.Key]; !ok {
+				all[b.Key] = b
+			}
+		}
+	}
+	for _, a := range aliases {
+		e := c.entries[a.i]
+		for _, fp := range a.fps {
+			if !sha1Hex.MatchString(fp) {
+				continue // SPD204
+			}
+			inv := []string{fileKey(e.File), trustKey(fp)}
+			b, ok := trusted[fp]
+			if !ok {
+				why := "not on the trust list " + c.trust.Path
+				if ob, present := all[fp]; present {
+					why = fmt.Sprintf("at %s:%d, which the server does not load (see the trust-list findings)", ob.File, ob.Line)
+				}
+				c.add(CodePinNotTrusted, sevE, e.File, e.Line, inv,
+					"node alias %s is pinned to CA %s, %s: the server rejects that CA's agents, so the alias never matches", e.SpiffeID, fp, why)
+				continue
+			}
+			f, ok := c.folder(c.keyOf[a.i])
+			if !ok || !ownerKnown(b.Owner) {
+				continue
+			}
+			if sameTeam(b.Owner, f) {
+				continue
+			}
+			c.add(CodePinOtherTeam, sevE, e.File, e.Line, inv,
+				"node alias %s (folder of %s) is pinned to CA %s, which %s put on the trust list (%s:%d, owner from %s)",
+				e.SpiffeID, c.describeFolder(f.Path), fp, b.Owner, b.File, b.Line, b.Owner.Source)
+		}
+	}
+}
+
+var sha1Hex = regexp.MustCompile(`^[0-9a-f]{40}$`)
+
+func ownerKnown(o Owner) bool { return o.Team != "" || o.Namespace != "" }
+
+// sameTeam compares an owner with a folder by namespace when both know it,
+// else by team; anything else compares as the same (no finding on a guess:
+// SPD307 says the owner is not known well enough).
+func sameTeam(o Owner, f Folder) bool {
+	switch {
+	case o.Namespace != "" && f.Namespace != "":
+		return o.Namespace == f.Namespace
+	case o.Team != "" && f.Team != "":
+		return o.Team == f.Team
+	}
+	return true
+}
+
+// judgeCNs: SPD107 (one CN, several CAs across folders), SPD108 (one CN and
+// CA, several folders).
+func (c *City) judgeCNs(aliases []alias) {
+	type claim struct {
+		a   alias
+		fps []string
+	}
+	byCN := map[string][]claim{}
+	for _, a := range aliases {
+		fps := a.fps
+		if len(fps) == 0 {
+			fps = []string{""}
+		}
+		for _, cn := range a.cns {
+			byCN[cn] = append(byCN[cn], claim{a: a, fps: fps})
+		}
+	}
+	for cn, cl := range byCN {
+		folders := map[string]bool{}
+		for _, x := range cl {
+			folders[c.keyOf[x.a.i]] = true
+		}
+		if len(folders) < 2 {
+			continue
+		}
+		for _, x := range cl {
+			var sameCA, otherCA []string
+			inv := []string{fileKey(c.entries[x.a.i].File)}
+			for _, y := range cl {
+				if c.keyOf[y.a.i] == c.keyOf[x.a.i] {
+					continue
+				}
+				inv = append(inv, fileKey(c.entries[y.a.i].File))
+				if overlap(x.fps, y.fps) {
+					sameCA = append(sameCA, c.where(y.a.i))
+				} else {
+					otherCA = append(otherCA, fmt.Sprintf("%s pinned to %s", c.where(y.a.i), pinName(y.fps)))
+				}
+			}
+			e := c.entries[x.a.i]
+			if len(sameCA) > 0 {
+				c.add(CodeCNTwoFolders, sevE, e.File, e.Line, inv,
+					"agent CN %s with CA %s is also claimed by %s: the same agent matches both folders' aliases and receives both teams' workloads",
+					cn, pinName(x.fps), strings.Join(sameCA, ", "))
+			}
+			if len(otherCA) > 0 {
+				c.add(CodeCNTwoCAs, sevE, e.File, e.Line, inv,
+					"agent CN %s (pinned to %s here) is also claimed by %s: with a common-name agent_path_template both agents get the same agent ID",
+					cn, pinName(x.fps), strings.Join(otherCA, ", "))
+			}
+		}
+	}
+}
+
+func overlap(a, b []string) bool {
+	for _, x := range a {
+		for _, y := range b {
+			if x == y {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func pinName(fps []string) string {
+	if len(fps) == 1 && fps[0] == "" {
+		return "no CA (unpinned)"
+	}
+	return strings.Join(fps, "+")
+}
