@@ -198,9 +198,11 @@ func cityCheckRun(ctx context.Context, o *cityCheckOptions) error {
 				out.Changed = []string{}
 			}
 		}
+	case !errors.Is(gerr, city.ErrNoRepository) && !errors.Is(gerr, city.ErrRevision):
+		return failure(gerr, "check the repository with `git fsck`")
 	case o.Base != "":
-		return usageError("run it in a git checkout of the city repository", "--base needs a git repository: %s: %v", dir, errors.Unwrap(gerr))
-	default:
+		return usageError("run it in a git checkout of the city repository (with at least one commit)", "--base needs a git repository with commits: %v", gerr)
+	default: // not in git, or no commit yet: the files on disk
 		c, err = city.Load(ctx, city.DirTree(abs), cfg)
 	}
 	if err != nil {

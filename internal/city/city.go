@@ -80,7 +80,7 @@ func (c *City) Summary() Summary {
 	}
 	if c.trust != nil {
 		for _, b := range c.trust.Blocks {
-			if b.isCert() && b.Cert != nil {
+			if b.isCert() {
 				s.TrustListCAs++
 			}
 		}
@@ -553,15 +553,6 @@ func (c *City) judgePins(aliases []alias) {
 	if c.trust == nil || !c.trust.Present {
 		return
 	}
-	trusted := c.trust.trusted()
-	all := map[string]*trustBlock{}
-	for _, b := range c.trust.Blocks {
-		if b.Key != "" {
-			if _, ok := all[b.Key]; !ok {
-				all[b.Key] = b
-			}
-		}
-	}
 	for _, a := range aliases {
 		e := c.entries[a.i]
 		for _, fp := range a.fps {
@@ -569,10 +560,10 @@ func (c *City) judgePins(aliases []alias) {
 				continue // SPD204
 			}
 			inv := []string{fileKey(e.File), trustKey(fp)}
-			b, ok := trusted[fp]
-			if !ok {
+			b := c.trust.trustedBlock(fp)
+			if b == nil {
 				why := "not on the trust list " + c.trust.Path
-				if ob, present := all[fp]; present {
+				if ob := c.trust.blockOf(fp); ob != nil {
 					why = fmt.Sprintf("at %s:%d, which the server does not load (see the trust-list findings)", ob.File, ob.Line)
 				}
 				c.add(CodePinNotTrusted, sevE, e.File, e.Line, inv,

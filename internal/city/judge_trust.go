@@ -2,6 +2,7 @@ package city
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"strings"
 	"time"
@@ -130,7 +131,16 @@ func (c *City) judgeTrustList() {
 	for _, b := range tl.Blocks {
 		n := number[b.File]
 		number[b.File]++
+		if c.focus != nil && !c.focus.keys[trustKey(b.Key)] && !c.focus.keys[fileKey(b.File)] {
+			// Not the change's: its findings would not be reported. A
+			// duplicate is still seen, so a later changed copy is judged.
+			if _, dup := seen[b.Key]; !dup && b.isCert() {
+				seen[b.Key] = b
+			}
+			continue
+		}
 		inv := []string{trustKey(b.Key)}
+		cert, parseErr := b.parse()
 		switch {
 		case b.Type == "":
 			inv = []string{fileKey(b.File)}
@@ -145,12 +155,12 @@ func (c *City) judgeTrustList() {
 			c.add(CodeNotCertificate, sevW, b.File, b.Line, inv,
 				"a PEM %q block, not a certificate: SPIRE's loader skips it", b.Type)
 			continue
-		case b.ParseErr != nil:
+		case parseErr != nil:
 			c.add(CodeNotCertificate, sevE, b.File, b.Line, append(inv, fileKey(b.File)),
-				"a CERTIFICATE block that does not parse (%v): SPIRE refuses the whole bundle (\"unable to parse certificate in block %d\"), so no agent of any team attests", b.ParseErr, n)
+				"a CERTIFICATE block that does not parse (%v): SPIRE refuses the whole bundle (\"unable to parse certificate in block %d\"), so no agent of any team attests", parseErr, n)
 			continue
 		}
-		name := fmt.Sprintf("CA %q (sha1 %s)", b.Cert.Subject.CommonName, b.Key)
+		name := fmt.Sprintf("CA %q (sha1 %s)", cert.Subject.CommonName, b.Key)
 		if first, dup := seen[b.Key]; dup {
 			also := ""
 			if ownerKnown(first.Owner) && ownerKnown(b.Owner) && (first.Owner.Team != b.Owner.Team || first.Owner.Namespace != b.Owner.Namespace) {
@@ -160,7 +170,7 @@ func (c *City) judgeTrustList() {
 			continue
 		}
 		seen[b.Key] = b
-		c.judgeCA(b, name, inv)
+		c.judgeCA(b, cert, name, inv)
 		if !ownerKnown(b.Owner) {
 			how := "no owner comment above it"
 			switch {
@@ -182,9 +192,9 @@ func (c *City) judgeTrustList() {
 }
 
 // judgeCA maps pki.InspectCA's verdict (the one judge of a team CA) to codes.
-func (c *City) judgeCA(b *trustBlock, name string, inv []string) {
+func (c *City) judgeCA(b *trustBlock, cert *x509.Certificate, name string, inv []string) {
 	now := c.cfg.Now
-	for _, r := range pki.InspectCA("", b.Cert, nil, now) {
+	for _, r := range pki.InspectCA("", cert, nil, now) {
 		if r.Status != check.Fail {
 			continue
 		}
@@ -197,10 +207,10 @@ func (c *City) judgeCA(b *trustBlock, name string, inv []string) {
 			c.add(CodeNotValid, sevE, b.File, b.Line, inv, "%s: %s", name, r.Message)
 		}
 	}
-	left := b.Cert.NotAfter.Sub(now)
-	if !now.Before(b.Cert.NotBefore) && left > 0 && left < time.Duration(c.cfg.ExpiryDays)*24*time.Hour {
+	left := cert.NotAfter.Sub(now)
+	if !now.Before(cert.NotBefore) && left > 0 && left < time.Duration(c.cfg.ExpiryDays)*24*time.Hour {
 		c.add(CodeExpiresSoon, sevW, b.File, b.Line, inv, "%s expires in %d days (%s): every agent it signed stops attesting then",
-			name, int(left.Hours()/24), b.Cert.NotAfter.UTC().Format(time.RFC3339))
+			name, int(left.Hours()/24), cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 }
 

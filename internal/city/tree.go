@@ -205,12 +205,18 @@ type GitTree struct {
 // ErrRevision means a revision does not name a commit of the repository.
 var ErrRevision = errors.New("unknown revision")
 
+// ErrNoRepository means a directory is not inside a git repository.
+var ErrNoRepository = errors.New("not a git repository")
+
 // OpenGit opens the repository holding dir (found upward, like git does) at
 // rev: a branch (main), a remote branch (origin/main), a tag, a full or
 // abbreviated commit hash, or HEAD (the default when rev is empty). Paths
 // are relative to the repository's root.
 func OpenGit(dir, rev string) (*GitTree, error) {
 	repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true, EnableDotGitCommonDir: true})
+	if errors.Is(err, git.ErrRepositoryNotExists) {
+		return nil, fmt.Errorf("%s: %w", dir, ErrNoRepository)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open git repository at %s: %w", dir, err)
 	}

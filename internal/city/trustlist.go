@@ -22,9 +22,13 @@ type trustBlock struct {
 	Type string
 	// Key is the SHA-1 of the block's bytes: for a certificate, its
 	// x509pop:ca:fingerprint.
-	Key      string
-	Cert     *x509.Certificate
-	ParseErr error
+	Key string
+	der []byte
+	// cert and parseErr are filled by parse, on first use: a check of a
+	// change parses only the certificates it involves.
+	cert     *x509.Certificate
+	parseErr error
+	parsed   bool
 	// Trusted is false for a directory-mode file the kustomization does not
 	// list: the server never sees it.
 	Trusted bool
@@ -34,6 +38,15 @@ type trustBlock struct {
 }
 
 func (b *trustBlock) isCert() bool { return b.Type == "CERTIFICATE" }
+
+// parse is the block's certificate, parsed once.
+func (b *trustBlock) parse() (*x509.Certificate, error) {
+	if !b.parsed {
+		b.cert, b.parseErr = x509.ParseCertificate(b.der)
+		b.parsed = true
+	}
+	return b.cert, b.parseErr
+}
 
 // trustList is the x509pop trust list as the city holds it.
 type trustList struct {
@@ -51,6 +64,7 @@ type trustList struct {
 	Kustomization string
 
 	bySHA1 map[string]map[string][]Owner // file → sha1 → comments, in order
+	byKey  map[string]*trustBlock
 }
 
 // commentsFor lists a file's owner comments naming sha1, in file order.
@@ -190,7 +204,7 @@ func pemBlocks(file string, data []byte) ([]*trustBlock, []Owner) {
 		sum := sha1.Sum(b.Bytes) //nolint:gosec
 		tb := &trustBlock{File: file, Line: lines.at(off + last), Type: b.Type, Key: hex.EncodeToString(sum[:])}
 		if tb.isCert() {
-			tb.Cert, tb.ParseErr = x509.ParseCertificate(b.Bytes)
+			tb.der = b.Bytes
 		}
 		tb.above = above[tb.Line]
 		out = append(out, tb)
@@ -243,17 +257,31 @@ func kustomizationFiles(data []byte) []listed {
 	return out
 }
 
-// fingerprints lists the trusted certificates' fingerprints, first block of each.
-func (t *trustList) trusted() map[string]*trustBlock {
-	out := map[string]*trustBlock{}
+// trustedBlock is the first block of certificate fp that the server loads
+// (a listed file, a certificate that parses), or nil.
+func (t *trustList) trustedBlock(fp string) *trustBlock {
 	for _, b := range t.Blocks {
-		if b.isCert() && b.Cert != nil && b.Trusted {
-			if _, dup := out[b.Key]; !dup {
-				out[b.Key] = b
+		if b.Key != fp || !b.isCert() || !b.Trusted {
+			continue
+		}
+		if _, err := b.parse(); err == nil {
+			return b
+		}
+	}
+	return nil
+}
+
+// blockOf is the first block of fp, trusted or not.
+func (t *trustList) blockOf(fp string) *trustBlock {
+	if t.byKey == nil {
+		t.byKey = map[string]*trustBlock{}
+		for _, b := range t.Blocks {
+			if _, dup := t.byKey[b.Key]; !dup && b.Key != "" {
+				t.byKey[b.Key] = b
 			}
 		}
 	}
-	return out
+	return t.byKey[fp]
 }
 
 // teamFromFileName is a directory-mode file's team: <team>.crt.pem.
