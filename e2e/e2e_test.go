@@ -17,7 +17,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"crypto/x509/pkix"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -399,12 +398,12 @@ func (c *chain) upstreamCA() (cert, key string) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		c.t.Fatal(err)
 	}
-	cert, key = filepath.Join(dir, "ca.crt.pem"), filepath.Join(dir, "ca.key.pem")
+	cert, key = filepath.Join(dir, "upstream.crt"), filepath.Join(dir, "upstream.key")
 	if _, err := os.Stat(cert); err == nil {
 		return cert, key
 	}
-	if _, err := pki.Generate(c.ctx, pki.GenerateOptions{CertPath: cert, KeyPath: key, Subject: pkix.Name{CommonName: "e2e SPIRE upstream CA"},
-		Validity: 24 * time.Hour, Rand: rand.Reader, Now: time.Now}); err != nil {
+	cert, key, err := testbed.WriteUpstreamCA(dir, "upstream")
+	if err != nil {
 		c.t.Fatal(err)
 	}
 	return cert, key

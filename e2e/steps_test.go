@@ -233,11 +233,10 @@ func (c *chain) genCert(p *project.Project, pod, ns string, cm *corev1.ConfigMap
 	t.Helper()
 	mount := filepath.Join(c.root, pod, "opt", "gen-cert")
 	writeFile(t, filepath.Join(mount, "gen_cert.sh"), cm.Data["gen_cert.sh"], 0o755)
-	writeFile(t, filepath.Join(mount, "cert.yaml.tpl"), cm.Data["cert.yaml.tpl"], 0o644)
 	cmd := exec.CommandContext(c.ctx, "/bin/sh", filepath.Join(mount, "gen_cert.sh"), "once")
 	cmd.Env = append(os.Environ(),
 		"POD_NAME="+pod, "POD_NAMESPACE="+ns, "CERT_DIR="+certDir,
-		"CERT_TEMPLATE="+filepath.Join(mount, "cert.yaml.tpl"), "CERT_TIMEOUT=60s",
+		"CERT_TIMEOUT=60s",
 		fmt.Sprintf("KUBECTL=%s --kubeconfig %s --context %s", c.bins.Kubectl(), c.cluster.Kubeconfig, c.cluster.Context))
 	out, err := cmd.CombinedOutput()
 	if err != nil {

@@ -283,7 +283,7 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 			}
 		}
 	}
-	files, err := scaffold.Render(scaffold.Options{Source: src.FS, Project: p, ServerCA: serverCA})
+	files, err := scaffold.Render(scaffold.Options{Source: src.FS, Base: spembed.Scaffold(), Project: p, ServerCA: serverCA})
 	if err != nil {
 		return failure(fmt.Errorf("render scaffold from %s: %w", src.Origin, err), "")
 	}

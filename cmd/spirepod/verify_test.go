@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -80,6 +81,22 @@ func TestVerifyStatusCLI(t *testing.T) {
 		}
 	}
 
+	// The scaffold holds one Certificate per pod; pod 2's is broken on purpose
+	// in the scaffold itself (client auth only drops digitalSignature, which
+	// x509pop needs), so the cluster matches the scaffold.
+	certsFile := filepath.Join(dir, "agent-certificates.yaml")
+	data, err := os.ReadFile(certsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := strings.Split(string(data), "---\n")
+	if len(docs) != 3 || !strings.Contains(docs[2], pod(2)) {
+		t.Fatalf("agent-certificates.yaml: %d documents", len(docs))
+	}
+	docs[2] = strings.Replace(docs[2], "    - digital signature\n", "", 1)
+	if err := os.WriteFile(certsFile, []byte(strings.Join(docs, "---\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// The scaffold's objects, as kustomize builds them (certs/ only with cert-manager).
 	layers, err := apply.Build(dir)
 	if err != nil {
@@ -91,21 +108,6 @@ func TestVerifyStatusCLI(t *testing.T) {
 		}
 		for _, o := range l.Objects {
 			createObj(t, c, o)
-		}
-	}
-	if withCM {
-		// gen-cert does not run under kwok: make the agent Certificates it would.
-		for i := range 3 {
-			usages := []any{"digital signature", "client auth"}
-			if i == 2 {
-				usages = []any{"client auth"}
-			}
-			name := "spire-agent-x509pop-" + pod(i)
-			createObj(t, c, &unstructured.Unstructured{Object: map[string]any{
-				"apiVersion": "cert-manager.io/v1", "kind": "Certificate", "metadata": map[string]any{"name": name, "namespace": "team-v"},
-				"spec": map[string]any{"secretName": name, "commonName": pod(i) + ".team-v", "duration": "8760h", "usages": usages,
-					"privateKey": map[string]any{"algorithm": "ECDSA", "size": int64(256)},
-					"issuerRef":  map[string]any{"group": "cert-manager.io", "kind": "Issuer", "name": "spire-agent-x509pop-issuer"}}}})
 		}
 	}
 	for i := range 3 {

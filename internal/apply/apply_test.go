@@ -251,8 +251,28 @@ func TestApplyOnTestbed(t *testing.T) {
 		}
 	})
 
-	t.Run("gen_cert.sh issues the agent certificate through real cert-manager", func(t *testing.T) {
-		runGenCert(t, c, e.opts.Layers, p, "spire-envoy-integration-0")
+	t.Run("gen_cert.sh gets the agent certificate from real cert-manager, with only the scaffold's Role", func(t *testing.T) {
+		// The pods' service account, with exactly the scaffold's Role: read
+		// only, limited to the StatefulSet's Certificates and Secrets.
+		kc, err := c.ServiceAccountKubeconfig(ctx, t.TempDir(), p.Namespace, p.ServiceAccount)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runGenCert(t, c, e.opts.Layers, p, "spire-envoy-integration-0", c.Bins.Kubectl()+" --kubeconfig "+kc)
+		// ... and nothing else: another name, or Secrets at large, are refused.
+		for _, args := range [][]string{
+			{"get", "secret", "agent-x509pop-root", "-n", p.Namespace},
+			{"get", "secrets", "-n", p.Namespace},
+			{"get", "certificate", "spire-agent-x509pop-other-0", "-n", p.Namespace},
+			{"create", "secret", "generic", "x", "-n", p.Namespace},
+			{"delete", "certificate", p.CertificateName("spire-envoy-integration-0"), "-n", p.Namespace},
+			{"annotate", "certificate", p.CertificateName("spire-envoy-integration-0"), "x=y", "-n", p.Namespace},
+		} {
+			out, err := exec.Command(c.Bins.Kubectl(), append([]string{"--kubeconfig", kc}, args...)...).CombinedOutput()
+			if err == nil || !strings.Contains(strings.ToLower(string(out)), "forbidden") {
+				t.Errorf("kubectl %v as the pods' service account: %v\n%s — want forbidden", args, err, out)
+			}
+		}
 	})
 }
 
@@ -342,34 +362,29 @@ func withReplicas(t *testing.T, layers []apply.Layer, n int64) []apply.Layer {
 	return out
 }
 
-// runGenCert extracts gen_cert.sh and cert.yaml.tpl from the built
-// init-gen-cert ConfigMap and runs it as the init container would, with the
-// real kubectl against the test API server.
-func runGenCert(t *testing.T, c *testbed.Cluster, layers []apply.Layer, p *project.Project, pod string) {
+// runGenCert extracts gen_cert.sh from the built init-gen-cert ConfigMap and
+// runs it once as the gen-cert sidecar would, with the real kubectl against
+// the test API server.
+func runGenCert(t *testing.T, c *testbed.Cluster, layers []apply.Layer, p *project.Project, pod, kubectl string) {
 	t.Helper()
-	var script, tpl string
+	var script string
 	for _, o := range apply.All(layers) {
 		if o.GetKind() == "ConfigMap" && o.GetName() == "init-gen-cert" {
 			script, _, _ = unstructured.NestedString(o.Object, "data", "gen_cert.sh")
-			tpl, _, _ = unstructured.NestedString(o.Object, "data", "cert.yaml.tpl")
 		}
 	}
-	if script == "" || tpl == "" {
-		t.Fatal("init-gen-cert ConfigMap has no gen_cert.sh or cert.yaml.tpl")
+	if script == "" {
+		t.Fatal("init-gen-cert ConfigMap has no gen_cert.sh")
 	}
 	dir := t.TempDir()
 	certDir := filepath.Join(dir, "certs")
 	if err := os.WriteFile(filepath.Join(dir, "gen_cert.sh"), []byte(script), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "cert.yaml.tpl"), []byte(tpl), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	cmd := exec.Command("sh", filepath.Join(dir, "gen_cert.sh"), "once")
 	cmd.Env = append(os.Environ(),
 		"POD_NAME="+pod, "POD_NAMESPACE="+p.Namespace, "CERT_DIR="+certDir,
-		"CERT_TEMPLATE="+filepath.Join(dir, "cert.yaml.tpl"),
-		"KUBECTL="+c.Bins.Kubectl()+" --kubeconfig "+c.Kubeconfig+" --context "+c.Context,
+		"KUBECTL="+kubectl,
 		"CERT_TIMEOUT=60s")
 	t0 := time.Now()
 	out, err := cmd.CombinedOutput()

@@ -6,7 +6,7 @@ import (
 )
 
 // The agent leaf profile: what the scaffold's cert-manager Certificate
-// (init-gen-cert ConfigMap, cert.yaml.tpl) asks for. `pki issue` issues
+// (agent-certificates.yaml) asks for. `pki issue` issues
 // exactly this; profile_test.go reads the embedded template and fails when
 // the two drift apart.
 const (

@@ -16,19 +16,9 @@ import (
 // scaffold's gen-cert init container applies and fails when `pki issue`'s
 // leaf profile has drifted from it.
 func TestLeafProfileMatchesScaffold(t *testing.T) {
-	data, err := fs.ReadFile(spembed.Scaffold(), "init-gen-cert-configmap.yaml")
+	tpl, err := fs.ReadFile(spembed.Scaffold(), "agent-certificates.yaml")
 	if err != nil {
 		t.Fatal(err)
-	}
-	var cm struct {
-		Data map[string]string `yaml:"data"`
-	}
-	if err := yaml.Unmarshal(data, &cm); err != nil {
-		t.Fatal(err)
-	}
-	tpl, ok := cm.Data["cert.yaml.tpl"]
-	if !ok {
-		t.Fatal("init-gen-cert ConfigMap has no cert.yaml.tpl")
 	}
 	var cert struct {
 		Kind string `yaml:"kind"`
@@ -43,11 +33,11 @@ func TestLeafProfileMatchesScaffold(t *testing.T) {
 			Usages []string `yaml:"usages"`
 		} `yaml:"spec"`
 	}
-	if err := yaml.Unmarshal([]byte(tpl), &cert); err != nil {
-		t.Fatalf("cert.yaml.tpl: %v", err)
+	if err := yaml.Unmarshal(tpl, &cert); err != nil {
+		t.Fatalf("agent-certificates.yaml: %v", err)
 	}
 	if cert.Kind != "Certificate" {
-		t.Fatalf("cert.yaml.tpl kind %q", cert.Kind)
+		t.Fatalf("agent-certificates.yaml kind %q", cert.Kind)
 	}
 	s := cert.Spec
 	// The common name is the project's (init renders it; scaffold's tests

@@ -63,8 +63,10 @@ const (
 	EnvoyConfigMap       = "envoy"
 	EnvoyConfKey         = "envoy.yaml"
 	EnvoyUpstreamCluster = "upstream_mtls"
-	// CertTemplateKey is the Certificate template's key in it.
-	CertTemplateKey = "cert.yaml.tpl"
+	// GenCertScriptKey is gen-cert's script in it.
+	GenCertScriptKey = "gen_cert.sh"
+	// AgentCertificatesFile holds one Certificate per pod.
+	AgentCertificatesFile = "agent-certificates.yaml"
 )
 
 // BundleFile is the bundle ConfigMap's file name for an environment.
@@ -78,7 +80,15 @@ type Options struct {
 	Project *project.Project
 	// ServerCA is the SPIRE server CA bundle (PEM) for the bundle ConfigMap; nil keeps the source's.
 	ServerCA []byte
+	// Base is spirepod's own template (the embedded one): what spirepod owns
+	// (gen-cert's script, the agent Certificates) comes from it when Source is
+	// a city checkout's folder. nil means Source.
+	Base fs.FS
 }
+
+// ownedFiles are the scaffold files spirepod owns: taken from Base when the
+// source lacks them, and listed in the root kustomization.
+var ownedFiles = []string{AgentCertificatesFile}
 
 // Render returns every file of the scaffold, keyed by slash path.
 func Render(opts Options) (map[string][]byte, error) {
@@ -90,8 +100,16 @@ func Render(opts Options) (map[string][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	base := opts.Base
+	if base == nil {
+		base = opts.Source
+	}
+	if rw.genCertData, err = genCertData(base); err != nil {
+		return nil, err
+	}
+	source := overlayFS{primary: opts.Source, fallback: base, only: ownedFiles}
 	out := map[string][]byte{}
-	err = fs.WalkDir(opts.Source, ".", func(name string, d fs.DirEntry, err error) error {
+	err = fs.WalkDir(source, ".", func(name string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -104,11 +122,16 @@ func Render(opts Options) (map[string][]byte, error) {
 		if name == project.FileName {
 			return nil // the team's own project file is written from values
 		}
-		data, err := fs.ReadFile(opts.Source, name)
+		data, err := fs.ReadFile(source, name)
 		if err != nil {
 			return err
 		}
 		target := rw.fileName(name)
+		if name == AgentCertificatesFile {
+			if data, err = rw.agentCertificates(data); err != nil {
+				return fmt.Errorf("render %s: %w", name, err)
+			}
+		}
 		switch {
 		case isYAML(name):
 			data, err = rw.rewriteYAML(name, data, opts.ServerCA)
@@ -134,6 +157,13 @@ func Render(opts Options) (map[string][]byte, error) {
 	}
 	out[project.FileName] = pf
 	out[".gitignore"] = withIgnoreRules(out[".gitignore"], p)
+	for _, f := range ownedFiles {
+		k, err := addResourceOnce(out["kustomization.yaml"], f)
+		if err != nil {
+			return nil, err
+		}
+		out["kustomization.yaml"] = k
+	}
 	if p.Agent.K8sAttestor {
 		out[K8sAttestorRBACFile] = k8sAttestorRBAC(p)
 		k, err := addResourceOnce(out["kustomization.yaml"], K8sAttestorRBACFile)
@@ -192,10 +222,12 @@ func isYAML(name string) bool {
 
 // rewriter holds the replacements for one project.
 type rewriter struct {
-	p        *project.Project
-	strings  *strings.Replacer
-	portExpr *regexp.Regexp
-	port     string
+	p *project.Project
+	// genCertData is spirepod's init-gen-cert ConfigMap data.
+	genCertData *yaml.Node
+	strings     *strings.Replacer
+	portExpr    *regexp.Regexp
+	port        string
 }
 
 func newRewriter(p *project.Project) (*rewriter, error) {
@@ -281,10 +313,11 @@ func (rw *rewriter) rewriteYAML(name string, data []byte, serverCA []byte) ([]by
 			rw.kustomization(name, root)
 		case kind == certmanager.KindIssuer || kind == certmanager.KindClusterIssuer:
 			rw.issuer(root)
-		case kind == "ConfigMap" && scalar(lookup(root, "metadata"), "name") == GenCertConfigMap:
-			if err := rw.certTemplate(root); err != nil {
-				return nil, err
-			}
+		case kind == "ConfigMap" && scalar(lookup(root, "metadata"), "name") == GenCertConfigMap && rw.genCertData != nil:
+			// gen-cert's script is spirepod's, whatever the template holds.
+			data := cloneNode(rw.genCertData)
+			rw.rewriteStrings(data)
+			setNode(root, "data", data)
 		case kind == "StatefulSet":
 			if err := rw.statefulSet(root); err != nil {
 				return nil, err
@@ -386,40 +419,6 @@ func (rw *rewriter) issuer(root *yaml.Node) {
 	if ca := lookup(lookup(root, "spec"), "ca"); ca != nil {
 		setScalar(ca, "secretName", ref.SecretName)
 	}
-}
-
-// certTemplate makes gen-cert's Certificate template ask the project's
-// issuer for the project's common name form.
-func (rw *rewriter) certTemplate(cm *yaml.Node) error {
-	tpl := lookup(lookup(cm, "data"), CertTemplateKey)
-	if tpl == nil {
-		return nil
-	}
-	docs, err := decodeDocs([]byte(tpl.Value))
-	if err != nil {
-		return fmt.Errorf("%s in ConfigMap %s: %w", CertTemplateKey, GenCertConfigMap, err)
-	}
-	ref := rw.p.Issuer()
-	for _, d := range docs {
-		root := d.Content[0]
-		if scalar(root, "kind") != "Certificate" {
-			continue
-		}
-		spec := lookup(root, "spec")
-		setScalar(spec, "commonName", rw.p.AgentCNTemplate())
-		setScalar(spec, "duration", rw.p.Agent.CertDuration)
-		setScalar(spec, "renewBefore", rw.p.Agent.CertRenewBefore)
-		if ir := lookup(spec, "issuerRef"); ir != nil {
-			setScalar(ir, "kind", ref.Kind)
-			setScalar(ir, "name", ref.Name)
-		}
-	}
-	out, err := encodeDocs(docs)
-	if err != nil {
-		return err
-	}
-	tpl.Value = string(out)
-	return nil
 }
 
 func (rw *rewriter) statefulSet(root *yaml.Node) error {

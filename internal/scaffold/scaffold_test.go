@@ -231,22 +231,26 @@ func TestKustomizeBuild(t *testing.T) {
 			if issuerKind != ref.Kind || issuerName != ref.Name || issuerNS != ref.Namespace || issuerSecret != ref.SecretName {
 				t.Errorf("issuer %s %s/%s reading %s, want %s reading %s", issuerKind, issuerNS, issuerName, issuerSecret, ref, ref.SecretName)
 			}
-			// gen-cert's Certificate asks this issuer for this naming's CN.
-			found := false
+			// One Certificate per pod, asking this issuer for this naming's CN.
+			agentCerts := map[string]bool{}
 			for _, r := range root.Resources() {
-				if r.GetKind() != "ConfigMap" || r.GetName() != scaffold.GenCertConfigMap {
+				if r.GetKind() != "Certificate" {
 					continue
 				}
-				found = true
-				tpl, _ := r.GetString("data." + strings.ReplaceAll(scaffold.CertTemplateKey, ".", "\\."))
-				for _, want := range []string{"commonName: " + p.AgentCNTemplate(), "kind: " + ref.Kind, "name: " + ref.Name} {
-					if !strings.Contains(tpl, want+"\n") {
-						t.Errorf("cert.yaml.tpl lacks %q:\n%s", want, tpl)
-					}
+				cn, _ := r.GetString("spec.commonName")
+				kind, _ := r.GetString("spec.issuerRef.kind")
+				name, _ := r.GetString("spec.issuerRef.name")
+				sec, _ := r.GetString("spec.secretName")
+				agentCerts[r.GetName()] = true
+				pod := strings.TrimPrefix(r.GetName(), project.AgentCNPrefix)
+				if cn != p.AgentCN(pod) || kind != ref.Kind || name != ref.Name || sec != r.GetName() || r.GetNamespace() != tc.ns {
+					t.Errorf("Certificate %s: CN %s from %s %s into %s, want CN %s from %s", r.GetName(), cn, kind, name, sec, p.AgentCN(pod), ref)
 				}
 			}
-			if !found {
-				t.Errorf("no ConfigMap %s in the build", scaffold.GenCertConfigMap)
+			for _, pod := range p.PodNames() {
+				if !agentCerts[p.CertificateName(pod)] {
+					t.Errorf("no Certificate %s (have %v)", p.CertificateName(pod), agentCerts)
+				}
 			}
 
 			yamlOut, err := root.AsYaml()

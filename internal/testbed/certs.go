@@ -119,3 +119,13 @@ func writeSAKeys(dir string) (pub, priv string, err error) {
 	err = os.WriteFile(priv, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}), 0o600)
 	return pub, priv, err
 }
+
+// WriteUpstreamCA writes a new CA (no path length limit, so the SPIRE server
+// can hang its own CA under it) as dir/<name>.crt and dir/<name>.key: made at
+// run time, as every test key is.
+func WriteUpstreamCA(dir, name string) (certPath, keyPath string, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", err
+	}
+	return newCA(name).write(dir, name)
+}

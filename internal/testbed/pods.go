@@ -8,11 +8,15 @@ import (
 	"strings"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
 )
 
 // LogsGVR is kwok's namespaced Logs resource.
@@ -93,4 +97,26 @@ func (c *Cluster) CreateNamespace(ctx context.Context, name string) error {
 		}
 	}
 	return fmt.Errorf("namespace %s: no default ServiceAccount: %w", name, ctx.Err())
+}
+
+// ServiceAccountKubeconfig writes a kubeconfig that authenticates as a
+// service account (a token from the TokenRequest API), for tests that run a
+// pod's in-cluster tool with exactly the RBAC the pod gets.
+func (c *Cluster) ServiceAccountKubeconfig(ctx context.Context, dir, ns, sa string) (string, error) {
+	tok, err := c.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](3600)}}, metav1.CreateOptions{})
+	if err != nil {
+		return "", err
+	}
+	cfg, err := clientcmd.LoadFromFile(c.Kubeconfig)
+	if err != nil {
+		return "", err
+	}
+	out := clientcmdapi.NewConfig()
+	out.Clusters["testbed"] = cfg.Clusters["testbed"]
+	out.AuthInfos[sa] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
+	out.Contexts[sa] = &clientcmdapi.Context{Cluster: "testbed", AuthInfo: sa, Namespace: ns}
+	out.CurrentContext = sa
+	path := filepath.Join(dir, "kubeconfig-"+ns+"-"+sa)
+	return path, clientcmd.WriteToFile(*out, path)
 }

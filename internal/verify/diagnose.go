@@ -309,8 +309,8 @@ func (pd *podDiag) stageCertificate(ctx context.Context) (stageResult, error) {
 		if _, failed := pd.genCertFailed(); failed {
 			return skipped("Certificate " + name + " not created: see gen-cert"), nil
 		}
-		return stageResult{status: check.Fail, summary: fmt.Sprintf("Certificate %s/%s does not exist; the gen-cert init container creates it", pd.ns(), name),
-			evidence: pd.logTail(ctx, ContainerGenCert, 20), fix: pd.kubectl("logs " + pd.pod + " -c gen-cert")}, nil
+		return stageResult{status: check.Fail, summary: fmt.Sprintf("Certificate %s/%s does not exist; `spirepod apply` creates one per pod (agent-certificates.yaml)", pd.ns(), name),
+			fix: "`spirepod apply` (if the StatefulSet was scaled by hand, set replicas in spirepod.yaml and re-render with `spirepod init --force`)"}, nil
 	case err != nil:
 		return stageResult{}, err
 	}
