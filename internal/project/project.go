@@ -55,6 +55,9 @@ type Project struct {
 	ServiceAccount string       `yaml:"serviceAccount" json:"serviceAccount"`
 	TrustDomain    string       `yaml:"trustDomain" json:"trustDomain"`
 	SpireServer    string       `yaml:"spireServer" json:"spireServer"`
+	// SpireVersion is the environment's (oldest) SPIRE server version, from
+	// the profile: the agent must not be newer.
+	SpireVersion string `yaml:"spireVersion,omitempty" json:"spireVersion,omitempty"`
 	// Images, Agent and Upstream shape the pod (spirepod init renders them).
 	Images   Images   `yaml:"images" json:"images"`
 	Agent    Agent    `yaml:"agent" json:"agent"`

@@ -203,3 +203,23 @@ func TestProfiles(t *testing.T) {
 		t.Fatalf("unknown profile error: %v", err)
 	}
 }
+
+func TestAgentVersionSkew(t *testing.T) {
+	for _, tc := range []struct {
+		agent, server string
+		ok, known     bool
+	}{
+		{"ghcr.io/spiffe/spire-agent:1.13.3", "1.13.3", true, true},
+		{"ghcr.io/spiffe/spire-agent:1.12.0", "1.13.3", true, true},
+		{"ghcr.io/spiffe/spire-agent:1.14.0", "1.13.3", false, true},
+		{"ghcr.io/spiffe/spire-agent:1.11.0", "v1.13.3", false, true},
+		{"ghcr.io/spiffe/spire-agent@sha256:" + strings.Repeat("a", 64), "1.13.3", true, false},
+		{"ghcr.io/spiffe/spire-agent:1.13.3", "", true, false},
+	} {
+		p := &Project{Images: Images{SpireAgent: tc.agent}, SpireVersion: tc.server}
+		ok, known, msg := p.AgentVersionSkew()
+		if ok != tc.ok || known != tc.known {
+			t.Errorf("%s vs %s: ok %v known %v (%s), want %v %v", tc.agent, tc.server, ok, known, msg, tc.ok, tc.known)
+		}
+	}
+}

@@ -208,3 +208,33 @@ func CheckImage(img string) error {
 	}
 	return nil
 }
+
+// AgentVersionSkew compares the agent image's tag with the SPIRE server
+// version: ok false when the agent is newer than the server (SPIRE supports
+// agents up to one minor version older than the server, never newer), or
+// older by more than one minor. msg says what was compared; unknown when
+// either version cannot be read.
+func (p *Project) AgentVersionSkew() (ok, known bool, msg string) {
+	agent, server := Tag(p.Images.SpireAgent), p.SpireVersion
+	am, aok := minorOf(agent)
+	sm, sok := minorOf(server)
+	if !aok || !sok {
+		return true, false, fmt.Sprintf("agent image tag %q, server version %q", agent, server)
+	}
+	switch {
+	case am > sm:
+		return false, true, fmt.Sprintf("agent %s is newer than the SPIRE server %s: agents must not be newer than the server", agent, server)
+	case am < sm-1:
+		return false, true, fmt.Sprintf("agent %s is more than one minor version behind the SPIRE server %s", agent, server)
+	}
+	return true, true, fmt.Sprintf("agent %s, server %s", agent, server)
+}
+
+// minorOf reads "1.13.3" or "v1.13.3" as 1*1000+13.
+func minorOf(v string) (int, bool) {
+	var major, minor int
+	if _, err := fmt.Sscanf(strings.TrimPrefix(v, "v"), "%d.%d", &major, &minor); err != nil {
+		return 0, false
+	}
+	return major*1000 + minor, true
+}

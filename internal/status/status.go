@@ -136,7 +136,7 @@ func scaffoldChecks(p *project.Project) []check.Result {
 	default:
 		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.OK, "", ""))
 	}
-	out = append(out, namesCheck(p), ignoreCheck(p))
+	out = append(out, namesCheck(p), ignoreCheck(p), versionCheck(p))
 	return out
 }
 
@@ -575,4 +575,18 @@ func summarize(rs []check.Result) []StepSummary {
 		out = append(out, s)
 	}
 	return out
+}
+
+// versionCheck reports the agent image's version against the environment's
+// SPIRE server version, when both are known.
+func versionCheck(p *project.Project) check.Result {
+	const id, name = "agent-version", "the agent is not newer than the SPIRE server"
+	ok, known, msg := p.AgentVersionSkew()
+	switch {
+	case !known:
+		return res(Step1, id, name, check.Skipped, "versions unknown: "+msg, "")
+	case !ok:
+		return res(Step1, id, name, check.Fail, msg, "set images.spireAgent in spirepod.yaml (or the profile's spireVersion) to the server's version")
+	}
+	return res(Step1, id, name, check.OK, msg, "")
 }
