@@ -4,7 +4,9 @@
 # ClusterStaticEntry, entry-json aliases + SpiffeID workloads), the scaffold
 # in every team folder. For each size: the full check and `--base HEAD~1`
 # with one team's registration file changed; median of RUNS runs each,
-# alternating. Sizes 100, 1000, 5000 show how cost grows with teams.
+# alternating. Sizes 100, 1000, 5000 show how cost grows with teams. Each
+# line gives the wall-clock median and the median CPU time (user+sys, from
+# /usr/bin/time): on a shared machine the CPU time is the steadier figure.
 #   bench/city-check.sh [RUNS] [SIZES...]   (defaults 11; 100 1000 5000)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -17,13 +19,18 @@ for n in "${sizes[@]}"; do
   city="$work/city-$n"
   (cd "$here/.." && SPIREPOD_BENCH_CITY="$city" BENCH_TEAMS="$n" BENCH_CHANGE=1 \
     go test ./bench -run TestBenchCityGenerate -count=1 >/dev/null)
-  : > "$work/full"; : > "$work/base"
+  for k in full base; do : > "$work/$k"; : > "$work/$k.cpu"; done
   for _ in $(seq "$runs"); do
-    t0=$(now_ns); "$work/spirepod" city check "$city" >/dev/null; t1=$(now_ns)
-    echo $((t1 - t0)) >> "$work/full"
-    t0=$(now_ns); "$work/spirepod" city check "$city" --base HEAD~1 >/dev/null; t1=$(now_ns)
-    echo $((t1 - t0)) >> "$work/base"
+    for k in full base; do
+      args=(city check "$city"); [ "$k" = base ] && args+=(--base HEAD~1)
+      t0=$(now_ns)
+      /usr/bin/time -f "%U %S" -o "$work/t" "$work/spirepod" "${args[@]}" >/dev/null
+      t1=$(now_ns)
+      echo $((t1 - t0)) >> "$work/$k"
+      awk '{printf "%d\n", ($1+$2)*1e9}' "$work/t" >> "$work/$k.cpu"
+    done
   done
   files=$(git -C "$city" ls-files | wc -l)
-  echo "$n teams ($files files): full $(ms "$(median < "$work/full")") ms, --base one team changed $(ms "$(median < "$work/base")") ms (medians of $runs runs)"
+  echo "$n teams ($files files): full $(ms "$(median < "$work/full")") ms (cpu $(ms "$(median < "$work/full.cpu")") ms)," \
+    "--base one team changed $(ms "$(median < "$work/base")") ms (cpu $(ms "$(median < "$work/base.cpu")") ms); medians of $runs runs"
 done

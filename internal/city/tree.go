@@ -1,7 +1,9 @@
 package city
 
 import (
+	"container/list"
 	"context"
+	"crypto/sha1" //nolint:gosec // git object IDs
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +20,6 @@ import (
 	"github.com/go-git/go-billy/v5"
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/go-git/go-git/v5/plumbing/cache"
 	"github.com/go-git/go-git/v5/plumbing/filemode"
 	"github.com/go-git/go-git/v5/plumbing/object"
 	"github.com/go-git/go-git/v5/plumbing/storer"
@@ -223,7 +224,7 @@ func OpenGit(dir, rev string) (*GitTree, error) {
 	// Re-open the same .git with pack files kept open: go-git otherwise
 	// re-opens the pack for every object, which dominates reading a city.
 	if st, ok := repo.Storer.(*filesystem.Storage); ok {
-		keep := filesystem.NewStorageWithOptions(st.Filesystem(), cache.NewObjectLRUDefault(),
+		keep := filesystem.NewStorageWithOptions(st.Filesystem(), newObjectCache(),
 			filesystem.Options{KeepDescriptors: true, ExclusiveAccess: true})
 		var wt billy.Filesystem
 		if w, err := repo.Worktree(); err == nil {
@@ -375,14 +376,21 @@ func (g *GitTree) Read(ctx context.Context, paths []string) (map[string][]byte, 
 	if _, err := g.Files(ctx); err != nil {
 		return nil, err
 	}
-	var todo []string
+	// Each distinct blob is read once (identical files share one).
+	byHash := map[plumbing.Hash][]string{}
+	var todo []plumbing.Hash
 	for _, p := range paths {
-		if _, ok := g.index[p]; ok {
-			todo = append(todo, p)
+		h, ok := g.index[p]
+		if !ok {
+			continue
 		}
+		if _, seen := byHash[h]; !seen {
+			todo = append(todo, h)
+		}
+		byHash[h] = append(byHash[h], p)
 	}
 	stores := g.stores(min(runtime.GOMAXPROCS(0), 4, len(todo)/256+1))
-	out := make(map[string][]byte, len(todo))
+	out := make(map[string][]byte, len(paths))
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	errs := make([]error, len(stores))
@@ -392,21 +400,25 @@ func (g *GitTree) Read(ctx context.Context, paths []string) (map[string][]byte, 
 		wg.Add(1)
 		go func() { // contiguous ranges keep a folder's objects together in the pack
 			defer wg.Done()
-			local := make(map[string][]byte, hi-lo)
-			for _, p := range todo[lo:hi] {
+			local := make(map[plumbing.Hash][]byte, hi-lo)
+			for _, h := range todo[lo:hi] {
 				if err := ctx.Err(); err != nil {
 					errs[w] = err
 					return
 				}
-				b, err := readBlob(st, g.index[p])
+				b, err := readBlob(st, h)
 				if err != nil {
-					errs[w] = fmt.Errorf("read %s at %s: %w", p, g.Commit, err)
+					errs[w] = fmt.Errorf("read %s at %s: %w", byHash[h][0], g.Commit, err)
 					return
 				}
-				local[p] = b
+				local[h] = b
 			}
 			mu.Lock()
-			maps.Copy(out, local)
+			for h, b := range local {
+				for _, p := range byHash[h] {
+					out[p] = b
+				}
+			}
 			mu.Unlock()
 		}()
 	}
@@ -428,7 +440,7 @@ func (g *GitTree) stores(n int) []storer.EncodedObjectStorer {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for len(g.extra) < n-1 {
-		g.extra = append(g.extra, filesystem.NewStorageWithOptions(st.Filesystem(), cache.NewObjectLRUDefault(),
+		g.extra = append(g.extra, filesystem.NewStorageWithOptions(st.Filesystem(), newObjectCache(),
 			filesystem.Options{KeepDescriptors: true, ExclusiveAccess: true}))
 	}
 	for _, e := range g.extra[:n-1] {
@@ -530,3 +542,89 @@ func (g *GitTree) changedPaths(ctx context.Context, base *GitTree) ([]string, er
 func (g *GitTree) sameRepo(o *GitTree) bool { return g.repo == o.repo }
 
 func clean(p string) string { return strings.TrimPrefix(filepath.ToSlash(filepath.Clean(p)), "./") }
+
+// objectCache is go-git's object LRU (delta bases are looked up by hash)
+// keyed with crypto/sha1 instead of go-git's collision-detecting sha1cd,
+// which is several times slower and was a fifth of a city check's CPU. The
+// key only finds objects again within this process; no integrity decision
+// rests on it (git and GitHub refuse SHAttered-style colliding objects on
+// the way in).
+type objectCache struct {
+	mu   sync.Mutex
+	max  int64
+	size int64
+	ll   *list.List
+	m    map[plumbing.Hash]*list.Element
+}
+
+type cached struct {
+	key plumbing.Hash
+	obj plumbing.EncodedObject
+}
+
+// objectCacheSize bounds each store's cache.
+const objectCacheSize = 64 << 20
+
+func newObjectCache() *objectCache {
+	return &objectCache{max: objectCacheSize, ll: list.New(), m: map[plumbing.Hash]*list.Element{}}
+}
+
+func objectKey(o plumbing.EncodedObject) (plumbing.Hash, bool) {
+	r, err := o.Reader()
+	if err != nil {
+		return plumbing.ZeroHash, false
+	}
+	defer r.Close()
+	h := sha1.New() //nolint:gosec // git's object ID, as a cache key
+	fmt.Fprintf(h, "%s %d\x00", o.Type(), o.Size())
+	if _, err := io.Copy(h, r); err != nil {
+		return plumbing.ZeroHash, false
+	}
+	var k plumbing.Hash
+	copy(k[:], h.Sum(nil))
+	return k, true
+}
+
+func (c *objectCache) Put(o plumbing.EncodedObject) {
+	if o.Size() > c.max {
+		return
+	}
+	k, ok := objectKey(o)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.m[k]; ok {
+		c.ll.MoveToFront(e)
+		return
+	}
+	c.m[k] = c.ll.PushFront(cached{k, o})
+	c.size += o.Size()
+	for c.size > c.max {
+		last := c.ll.Back()
+		v := last.Value.(cached)
+		c.ll.Remove(last)
+		delete(c.m, v.key)
+		c.size -= v.obj.Size()
+	}
+}
+
+func (c *objectCache) Get(k plumbing.Hash) (plumbing.EncodedObject, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[k]
+	if !ok {
+		return nil, false
+	}
+	c.ll.MoveToFront(e)
+	return e.Value.(cached).obj, true
+}
+
+func (c *objectCache) Clear() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ll.Init()
+	c.m = map[plumbing.Hash]*list.Element{}
+	c.size = 0
+}
