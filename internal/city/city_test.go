@@ -618,3 +618,21 @@ func TestRulesDocumented(t *testing.T) {
 		}
 	}
 }
+
+// TestProjectConfig: the team side's view of its city, from spirepod.yaml.
+func TestProjectConfig(t *testing.T) {
+	g := citytest.Generate(citytest.Options{Teams: 2, Formats: []string{citytest.FormatEntryJSON}})
+	p := *g.Teams[1].Proj
+	p.City = project.City{TeamPath: citytest.TeamPath, TrustList: g.Config.TrustList}
+	cfg := city.ProjectConfig(&p)
+	if !cfg.Light || cfg.TrustDomain != citytest.TrustDomain || cfg.TeamPath != citytest.TeamPath {
+		t.Fatalf("%+v", cfg)
+	}
+	// Team 1 rewrites its file to pin team 0's CA: refused as the platform would.
+	f := g.Teams[1].Files[0]
+	b := strings.ReplaceAll(string(g.Tree[f]), g.Teams[1].SHA1, g.Teams[0].SHA1)
+	fs, err := city.CheckOverlay(ctx, g.Tree, cfg, map[string][]byte{f: []byte(b)}, nil)
+	if err != nil || !contains(codes(fs), city.CodePinOtherTeam) {
+		t.Errorf("%v%s", err, dump(fs))
+	}
+}

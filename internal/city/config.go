@@ -44,6 +44,14 @@ type Config struct {
 	Light bool
 }
 
+// ProjectConfig is the Config of the city a project's PRs go to, for the
+// team side (`pr trust-ca`, `pr spiffe-id`): its trust domain, team folder
+// pattern and trust list; Light reading, for a city read over an API.
+func ProjectConfig(p *project.Project) Config {
+	return Config{TrustDomain: p.TrustDomain, TeamPath: p.City.TeamPath, TrustList: p.City.TrustList,
+		Classless: p.Registration.WatchClassless, Light: true}
+}
+
 // DefaultExpiryDays is --expiry-days' default.
 const DefaultExpiryDays = 30
 

@@ -175,6 +175,20 @@ func TestOwnerFromHistory(t *testing.T) {
 	if n != 3 {
 		t.Errorf("SPD106 from history: %d, want 3:%s", n, dump(fs))
 	}
+	// The PR's check (--base) finds the same, and only that.
+	base, _ := head.At("HEAD~1")
+	full, _ := city.Load(ctx, head, g.Config)
+	ch, err := city.Changed(ctx, base, head, g.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc, _, err := city.LoadChange(ctx, base, head, g.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := fc.Check(), full.CheckChange(ch); !reflect.DeepEqual(got, want) || len(got) != 3 {
+		t.Errorf("--base:%s\nfull, filtered:%s", dump(got), dump(want))
+	}
 	// Read from the work tree (no git), the owners are unknown: SPD307 each.
 	fs = load(t, city.DirTree(dir), g.Config)
 	n = 0

@@ -19,6 +19,15 @@ import (
 func (c *City) resolveOwners(ctx context.Context, t Tree) error {
 	tl := c.trust
 	pending := map[string]map[string]bool{} // file → block keys
+	var pinned map[string]bool
+	if c.focus != nil { // a change's check needs the owners of what it involves
+		pinned = map[string]bool{}
+		for _, e := range c.entries {
+			for _, fp := range selectorValues(e, pki.SelectorPrefix) {
+				pinned[fp] = true
+			}
+		}
+	}
 	for _, b := range tl.Blocks {
 		if !b.isCert() || b.Key == "" {
 			continue
@@ -34,6 +43,9 @@ func (c *City) resolveOwners(ctx context.Context, t Tree) error {
 				b.Owner.Namespace = f.Namespace
 				continue
 			}
+		}
+		if pinned != nil && !pinned[b.Key] && !c.focus.keys[trustKey(b.Key)] && !c.focus.keys[fileKey(b.File)] {
+			continue // no finding of the change can name this owner
 		}
 		if pending[b.File] == nil {
 			pending[b.File] = map[string]bool{}
