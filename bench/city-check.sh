@@ -27,7 +27,7 @@ for n in "${sizes[@]}"; do
       /usr/bin/time -f "%U %S" -o "$work/t" "$work/spirepod" "${args[@]}" >/dev/null
       t1=$(now_ns)
       echo $((t1 - t0)) >> "$work/$k"
-      awk '{printf "%d\n", ($1+$2)*1e9}' "$work/t" >> "$work/$k.cpu"
+      awk '{printf "%.0f\n", ($1+$2)*1e9}' "$work/t" >> "$work/$k.cpu"
     done
   done
   files=$(git -C "$city" ls-files | wc -l)
