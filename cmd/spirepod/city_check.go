@@ -46,7 +46,8 @@ ClusterStaticEntry, entry-json), the x509pop trust list and the SPIRE server con
 that cross folders: one team registering another's node alias, parenting workloads to it or
 pinning its CA; an agent common name claimed twice; trust-list CAs that are not CAs, expire or
 have no known owner; a server agent_path_template without .Fingerprint. Every rule has a stable
-code (SPD101…) documented at README.md#spd101 and so on; spirepod city check -o json lists them.
+code (SPD101…), documented with its fix at README.md#spd101 and so on (-o sarif carries the
+whole rule table).
 
 CITY_DIR (default: the working directory) inside a git checkout is read at its commit (HEAD) with
 go-git: uncommitted edits are not judged. Paths are relative to the repository's root. A
