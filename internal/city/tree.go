@@ -563,7 +563,7 @@ type cached struct {
 }
 
 // objectCacheSize bounds each store's cache.
-const objectCacheSize = 64 << 20
+const objectCacheSize = 16 << 20
 
 func newObjectCache() *objectCache {
 	return &objectCache{max: objectCacheSize, ll: list.New(), m: map[plumbing.Hash]*list.Element{}}
