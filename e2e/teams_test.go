@@ -10,7 +10,6 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/spirepod/spirepod/internal/certmanager"
 	"github.com/spirepod/spirepod/internal/fakes/githubfake"
-	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/testbed"
 )
@@ -98,13 +96,13 @@ func TestE2EManyTeams(t *testing.T) {
   ]
 }
 `, alpha.p.NodeAliasID(pod), alpha.p.TrustDomain, "evil-0.gamma-"+suffix, strings.Repeat("e", 40))
-		if _, err := c.gh.Commit(cityRepo, "main", map[string]string{gammaFolder + "extra-ids.json": hostile}, "gamma: hand-written entries"); err != nil {
+		if _, err := c.gh.Commit(cityRepo, "main", map[string]string{gammaFolder + "spiffe-ids.json": hostile}, "gamma: hand-written entries"); err != nil {
 			t.Fatal(err)
 		}
 		c.gh.ResetRequests()
 		out, errOut, code := c.exec(alpha.dir, "pr", "spiffe-id")
-		if code != 1 || !strings.Contains(errOut, "SPD101") || !strings.Contains(errOut, gammaFolder+"extra-ids.json:3") {
-			t.Fatalf("pr spiffe-id with alpha's alias taken: exit %d, want 1 naming SPD101 and %sextra-ids.json:3\n%s%s", code, gammaFolder, out, errOut)
+		if code != 1 || !strings.Contains(errOut, "SPD101") || !strings.Contains(errOut, gammaFolder+"spiffe-ids.json:3") {
+			t.Fatalf("pr spiffe-id with alpha's alias taken: exit %d, want 1 naming SPD101 and %sspiffe-ids.json:3\n%s%s", code, gammaFolder, out, errOut)
 		}
 		for _, r := range c.gh.RequestLog() {
 			if !strings.HasPrefix(r, "GET ") && !strings.Contains(r, "graphql") {
@@ -113,7 +111,7 @@ func TestE2EManyTeams(t *testing.T) {
 		}
 		t.Logf("refused in %d requests: %s", c.gh.Requests(), firstLines(errOut, 3))
 		// The platform reverts the hostile file; alpha's PR goes through.
-		if _, err := c.gh.Commit(cityRepo, "main", map[string]string{gammaFolder + "extra-ids.json": ""}, "revert gamma"); err != nil {
+		if _, err := c.gh.Commit(cityRepo, "main", map[string]string{gammaFolder + "spiffe-ids.json": ""}, "revert gamma"); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -202,7 +200,6 @@ func TestE2EManyTeams(t *testing.T) {
 
 	t.Run("each agent receives exactly its own team's SVID", func(t *testing.T) {
 		c := c.with(t)
-		agentConf := configMapKey(t, filepath.Join(alpha.dir, "spire-agent-configmap.yaml"), "agent.conf")
 		sockets := map[string]string{}
 		for _, m := range teams {
 			bundle, err := os.ReadFile(srv.BundlePath)
@@ -220,7 +217,6 @@ func TestE2EManyTeams(t *testing.T) {
 			sockets[m.name] = a.Socket
 			c.fetchSVID(a.Socket, filepath.Join(root, m.name, "first-svid"), syncBound)
 		}
-		_ = agentConf
 		// Over more than two entry-cache periods (5 s each), every fetch from
 		// each agent returns exactly one SVID: its own team's.
 		start, fetches := time.Now(), 0
@@ -301,6 +297,3 @@ func waitIssuerNotFound(t *testing.T, c *chain, ns, kind string) string {
 	t.Fatalf("cert-manager never reported the %s as not found in %s", kind, ns)
 	return ""
 }
-
-var _ = corev1.PodRunning
-var _ = pki.SHA1Fingerprint

@@ -202,10 +202,10 @@ func (o *initOptions) buildProject(prof project.Profile, dir string) *project.Pr
 		},
 		Images:       prof.PodImages(),
 		SpireVersion: prof.SpireVersion,
-		Agent:    project.DefaultAgent(),
-		Upstream: o.upstream(prof.TrustDomain),
-		Paths:    project.DefaultPaths,
-		Dir:      dir,
+		Agent:        project.DefaultAgent(),
+		Upstream:     o.upstream(prof.TrustDomain),
+		Paths:        project.DefaultPaths,
+		Dir:          dir,
 	}
 }
 

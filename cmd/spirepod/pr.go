@@ -203,7 +203,10 @@ func prTeamCA(f *Factory, p *project.Project, caFlag string) (*pki.TeamCA, error
 func translatePRError(err error) error {
 	var ae *pr.APIError
 	var pk *pr.PrivateKeyError
+	var cc *CityCheckError
 	switch {
+	case errors.As(err, &cc):
+		return failure(err, "each line names a file of the city and the rule (README: city check rules):"+cityCheckHint(cc))
 	case errors.As(err, &ae):
 		return failure(err, ae.Hint)
 	case errors.As(err, &pk):

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/registration"
@@ -93,6 +94,7 @@ func prSpiffeIDRun(ctx context.Context, opts *prSpiffeIDOptions) error {
 	if err != nil {
 		return usageError("fix trustDomain, registration or statefulSet in spirepod.yaml", "%v", err)
 	}
+	opts.verifyWithCity(ch, p, pki.SHA1Fingerprint(ca))
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	res, err := opts.openChange(ctx, p, ch)

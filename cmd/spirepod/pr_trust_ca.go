@@ -5,6 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/spirepod/spirepod/internal/city"
+	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 )
 
@@ -50,10 +52,12 @@ func prTrustCARun(ctx context.Context, opts *prTrustCAOptions) error {
 	if err != nil {
 		return err
 	}
-	ch, _, err := pr.TrustCA(pr.TrustCAOptions{Project: p, CA: tca.Cert, Inspect: tca.Results})
+	ch, _, err := pr.TrustCA(pr.TrustCAOptions{Project: p, CA: tca.Cert, Inspect: tca.Results,
+		OwnerComment: city.OwnerComment(p.Team, p.Namespace, pki.SHA1Fingerprint(tca.Cert))})
 	if err != nil {
 		return failure(err, "")
 	}
+	opts.verifyWithCity(ch, p, "")
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	res, err := opts.openChange(ctx, p, ch)

@@ -23,6 +23,68 @@ type BaseTree interface {
 	Read(ctx context.Context, paths []string) (map[string][]byte, error)
 }
 
+// memoTree reads each path of base at most once and lists it once: the city
+// rules read the trust list and the changed files before the whole city,
+// and over the GitHub API every read is a request. The change's own files
+// were read already (File.Old is the base's content): they seed it.
+func memoTree(base BaseTree, files []File) BaseTree {
+	m := &memo{base: base, got: map[string][]byte{}, seen: map[string]bool{}}
+	for _, f := range files {
+		m.seen[f.Path] = true
+		if f.OldExists {
+			m.got[f.Path] = f.Old
+		}
+	}
+	return m
+}
+
+type memo struct {
+	base   BaseTree
+	files  []string
+	listed bool
+	got    map[string][]byte
+	seen   map[string]bool // read (found or not)
+}
+
+func (m *memo) Files(ctx context.Context) ([]string, error) {
+	if !m.listed {
+		fs, err := m.base.Files(ctx)
+		if err != nil {
+			return nil, err
+		}
+		m.files, m.listed = fs, true
+	}
+	return append([]string(nil), m.files...), nil
+}
+
+func (m *memo) Read(ctx context.Context, paths []string) (map[string][]byte, error) {
+	var missing []string
+	for _, p := range paths {
+		if !m.seen[p] {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) > 0 {
+		got, err := m.base.Read(ctx, missing)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range missing {
+			m.seen[p] = true
+			if b, ok := got[p]; ok {
+				m.got[p] = b
+			}
+		}
+	}
+	out := make(map[string][]byte, len(paths))
+	for _, p := range paths {
+		if b, ok := m.got[p]; ok {
+			out[p] = b
+		}
+	}
+	return out, nil
+}
+
 // graphqlBatch is how many blobs one GraphQL request reads.
 const graphqlBatch = 250
 

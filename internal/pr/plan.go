@@ -22,11 +22,12 @@ func plan(ctx context.Context, ch *Change, read ReadFunc, tree BaseTree, base st
 	if err != nil {
 		return nil, err
 	}
-	if err := verify(ctx, ch, tree, files); err != nil {
+	warnings, err := verify(ctx, ch, tree, files)
+	if err != nil {
 		return nil, err
 	}
 	res := &Result{Kind: ch.Kind, Base: base, Branch: ch.Branch, Title: ch.Title, Body: ch.Body,
-		Files: paths(files), Action: ActionPlanned, Warnings: ch.Warnings}
+		Files: paths(files), Action: ActionPlanned, Warnings: warnings}
 	if len(files) == 0 {
 		res.Action = ActionInBase
 	}

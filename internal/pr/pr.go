@@ -58,15 +58,18 @@ type Change struct {
 	Compute func(ctx context.Context, read ReadFunc) ([]File, error)
 	// Verify, when set, judges the files against the whole base (the rules
 	// the platform's city check runs) before anything is written; an error
-	// refuses the change.
-	Verify func(ctx context.Context, base BaseTree, files []File) error
+	// refuses the change; the warnings it returns join Result.Warnings.
+	Verify func(ctx context.Context, base BaseTree, files []File) ([]string, error)
 }
 
-func verify(ctx context.Context, c *Change, base BaseTree, files []File) error {
+// verify runs c.Verify and returns the change's warnings with its own.
+func verify(ctx context.Context, c *Change, base BaseTree, files []File) ([]string, error) {
+	warnings := append([]string(nil), c.Warnings...)
 	if c.Verify == nil {
-		return nil
+		return warnings, nil
 	}
-	return c.Verify(ctx, base, files)
+	w, err := c.Verify(ctx, memoTree(base, files), files)
+	return append(warnings, w...), err
 }
 
 // Actions a run can end with.

@@ -24,6 +24,10 @@ type TrustCAOptions struct {
 	// Inspect are the CA's pki inspect results, for the PR body; nil says
 	// it was not inspected.
 	Inspect []check.Result
+	// OwnerComment, when set, is written on its own line directly above the
+	// CA's PEM block in a bundle-mode trust list (city.OwnerComment), so the
+	// platform knows which team put it there.
+	OwnerComment string
 }
 
 // CAInfo describes the team CA for the PR body and the CLI: pki's facts
@@ -71,6 +75,9 @@ func TrustCA(o TrustCAOptions) (*Change, *CAInfo, error) {
 			nw := append([]byte(nil), old...)
 			if len(nw) > 0 && !bytes.HasSuffix(nw, []byte("\n")) {
 				nw = append(nw, '\n')
+			}
+			if o.OwnerComment != "" {
+				nw = append(nw, o.OwnerComment+"\n"...)
 			}
 			nw = append(nw, certPEM...)
 			return []File{{Path: tl.Path, Old: old, OldExists: ok, New: nw}}, nil

@@ -64,9 +64,11 @@ func upsertOnce(ctx context.Context, b backend, c *Change, res *Result) error {
 		res.Action = ActionInBase
 		return nil
 	}
-	if err := verify(ctx, c, b.tree(baseSHA), files); err != nil {
+	warnings, err := verify(ctx, c, b.tree(baseSHA), files)
+	if err != nil {
 		return err
 	}
+	res.Warnings = warnings
 	msg := commitMessage(c, baseSHA)
 	headSHA, exists, err := b.branch(ctx, c.Branch)
 	if err != nil {
