@@ -488,6 +488,19 @@ func (c *City) judgeOwnership() {
 			"node alias %s is outside the folder's scope %s", e.SpiffeID, scope)
 	}
 
+	// SPD112: entry IDs carry their folder's namespace (they are global on
+	// the server).
+	for i, e := range c.entries {
+		f, ok := c.folder(c.keyOf[i])
+		if e.EntryID == "" || !ok || f.Namespace == "" {
+			continue
+		}
+		if !strings.HasPrefix(e.EntryID, "spirepod."+f.Namespace+".") && !strings.HasPrefix(e.EntryID, f.Namespace+".") {
+			c.add(CodeEntryIDOutOfScope, sevE, e.File, e.Line, []string{fileKey(e.File)},
+				"entry_id %q does not start with spirepod.%s. or %s.: entry IDs are global on the server, so another team's entry of that ID is refused or overwritten", e.EntryID, f.Namespace, f.Namespace)
+		}
+	}
+
 	// Workloads: parents and scope.
 	for i, e := range c.entries {
 		if e.Node {

@@ -130,6 +130,12 @@ func (f fx) alias(id, cn, fp string) registration.Entry {
 	return registration.Entry{Name: "alias", SpiffeID: id, ParentID: registration.ServerID(citytest.TrustDomain), Node: true, Selectors: sel}
 }
 
+// withEntryID gives e an entry-json entry_id.
+func withEntryID(e registration.Entry, id string) registration.Entry {
+	e.EntryID = id
+	return e
+}
+
 func (f fx) workload(id, parent string) registration.Entry {
 	return registration.Entry{Name: "w", SpiffeID: id, ParentID: parent, Selectors: []string{"unix:uid:101"}}
 }
@@ -180,6 +186,11 @@ func fixtures() []fixture {
 			victim := f.team(0).Proj.NodeAliasID(f.team(0).Proj.PodName(0))
 			p := f.write(1, "steal.json", f.alias(victim, "x."+f.ns(1), f.team(1).SHA1))
 			return []want{{city.CodeAliasShared, p, "error"}, {city.CodeAliasShared, f.team(0).Files[0], "error"}}
+		}},
+		{name: "SPD112 entry_id of another team's namespace", break_: func(f fx) []want {
+			a := f.alias(f.id("ns/"+f.ns(1)+"/spire-agent-x509pop-x-0"), "x-0."+f.ns(1), f.team(1).SHA1)
+			p := f.write(1, "a.json", withEntryID(a, "spirepod."+f.ns(0)+".spire-agent-x509pop-web-0"))
+			return []want{{city.CodeEntryIDOutOfScope, p, "error"}}
 		}},
 		{name: "SPD102 alias outside its scope", break_: func(f fx) []want {
 			p := f.write(1, "a.json", f.alias(f.id("agents/web-0"), "web-0."+f.ns(1), f.team(1).SHA1))
@@ -305,6 +316,17 @@ spec:
 		{name: "SPD212 agent CN over 64 bytes", break_: func(f fx) []want {
 			p := f.write(1, "a.json", f.alias(f.id("ns/"+f.ns(1)+"/spire-agent-x509pop-x-0"), strings.Repeat("x", 65), f.team(1).SHA1))
 			return []want{{registration.CodeBadCN, p, "error"}}
+		}},
+		{name: "SPD213 entry_id SPIRE refuses", break_: func(f fx) []want {
+			a := f.alias(f.id("ns/"+f.ns(1)+"/spire-agent-x509pop-x-0"), "x-0."+f.ns(1), f.team(1).SHA1)
+			p := f.write(1, "a.json", withEntryID(a, f.ns(1)+".bad id"))
+			return []want{{registration.CodeBadEntryID, p, "error"}}
+		}},
+		{name: "SPD214 one entry_id on two entries", break_: func(f fx) []want {
+			a := f.alias(f.id("ns/"+f.ns(1)+"/spire-agent-x509pop-x-0"), "x-0."+f.ns(1), f.team(1).SHA1)
+			b := f.alias(f.id("ns/"+f.ns(1)+"/spire-agent-x509pop-x-1"), "x-1."+f.ns(1), f.team(1).SHA1)
+			p := f.write(1, "a.json", withEntryID(a, f.ns(1)+".same"), withEntryID(b, f.ns(1)+".same"))
+			return []want{{registration.CodeDuplicateEntryID, p, "error"}}
 		}},
 		{name: "SPD301 trust-list certificate not a CA", break_: func(f fx) []want {
 			f.bundle(pemOf(citytest.NewCA("leaf", now, func(c *x509.Certificate) { c.IsCA = false; c.KeyUsage = x509.KeyUsageDigitalSignature })))

@@ -20,6 +20,7 @@ const (
 	CodeParentNowhere      = "SPD109" // a workload whose parent alias is registered nowhere
 	CodeOutsideTeamFolder  = "SPD110" // a registration file outside any team folder
 	CodeUnparsable         = "SPD111" // a registration file that does not parse
+	CodeEntryIDOutOfScope  = "SPD112" // an entry_id outside its folder's namespace prefix
 
 	CodeNotCA           = "SPD301" // a trust-list certificate that is not a CA
 	CodeNoKeyCertSign   = "SPD302" // keyUsage without keyCertSign
@@ -79,6 +80,8 @@ var rules = []Rule{
 	{registration.CodeSpiffeIDNamespace, sevE, GroupRegistrations, "SpiffeID selector namespace is its own", "the registrar only registers a SpiffeID for pods of its own namespace", "set spec.selector.namespace to metadata.namespace"},
 	{registration.CodeRegistrarRewrites, sevE, GroupRegistrations, "SpiffeID shapes survive the k8s-workload-registrar", "the registrar turns every selector into k8s:<value> and adds k8s:ns: no x509pop agent or unix workload ever matches", "register aliases and unix entries as entry-json or ClusterStaticEntry"},
 	{registration.CodeBadCN, sevE, GroupRegistrations, "agent common names are 1 to 64 bytes", "cert-manager refuses longer common names, so the agent never gets a certificate", "shorten the StatefulSet or namespace name"},
+	{registration.CodeBadEntryID, sevE, GroupRegistrations, "entry IDs are what SPIRE accepts", "spire-server refuses the entry", "use letters, digits, '.', '_' and '-', at most 255 bytes"},
+	{registration.CodeDuplicateEntryID, sevE, GroupRegistrations, "each entry ID is used once", "spire-server keeps one entry and refuses the other; entry update overwrites one with the other", "give each entry its own entry_id"},
 
 	{CodeAliasShared, sevE, GroupOwnership, "node-alias IDs are registered by one folder", "an agent receives every entry parented to any alias ID it matches: two teams sharing an ID receive each other's SVIDs, pinned or not (measured on SPIRE 1.13.3)", "use team-scoped aliases spiffe://<td>/ns/<namespace>/spire-agent-x509pop-<pod> (`spirepod init --naming namespaced`)"},
 	{CodeAliasOutOfScope, sevE, GroupOwnership, "node-alias IDs are in their team's scope", "an alias outside spiffe://<td>/ns/<namespace>/ can collide with another team's; the guide's spiffe://<td>/spire-agent-x509pop-<pod> (a warning) is unique only while no other team uses the same StatefulSet name", "register the alias under spiffe://<td>/ns/<namespace>/"},
@@ -91,6 +94,7 @@ var rules = []Rule{
 	{CodeParentNowhere, sevW, GroupOwnership, "workload parents are registered", "no agent matches a parent nobody registers: the workload never gets an SVID", "register the node alias (pr spiffe-id does both) or fix the parent ID"},
 	{CodeOutsideTeamFolder, sevW, GroupOwnership, "registration files are in team folders", "a file outside every team folder has no owner, so the ownership rules cannot judge it", "move it into the team's folder (the profile's teamPath)"},
 	{CodeUnparsable, sevE, GroupOwnership, "registration files parse", "the platform's pipeline fails on the file (or applies part of it)", "fix the syntax at the line named"},
+	{CodeEntryIDOutOfScope, sevE, GroupOwnership, "entry IDs carry their folder's namespace", "entry IDs are global on the server: a team that takes another's ID blocks its entry create (AlreadyExists) or, when the platform loads with entry update, overwrites it", "prefix the entry_id with spirepod.<namespace>. (pr spiffe-id does) or <namespace>."},
 
 	{CodeNotCA, sevE, GroupTrustList, "trust-list certificates are CAs", "SPIRE rejects every agent a non-CA signed (x509: invalid signature: parent certificate cannot sign this kind of certificate)", "add the team CA (basicConstraints CA:TRUE), not a leaf (`spirepod pki gen`)"},
 	{CodeNoKeyCertSign, sevE, GroupTrustList, "trust-list CAs may sign certificates (keyCertSign)", "Go refuses chains through a CA whose keyUsage lacks keyCertSign", "re-create the CA with keyUsage digitalSignature, keyCertSign, cRLSign"},

@@ -26,14 +26,22 @@ func Entries(p *project.Project, ca *x509.Certificate) []Entry {
 		cn := p.AgentCN(pod)
 		alias := p.NodeAliasID(pod)
 		out = append(out,
-			Entry{Name: p.CertificateName(pod), SpiffeID: alias, ParentID: server, Node: true,
+			Entry{Name: p.CertificateName(pod), EntryID: EntryID(p.Namespace, p.CertificateName(pod)), SpiffeID: alias, ParentID: server, Node: true,
 				Selectors: []string{"x509pop:subject:cn:" + cn, pki.SelectorPrefix + fp}},
-			Entry{Name: pod + "-envoy", SpiffeID: p.WorkloadSpiffeID(), ParentID: alias,
+			Entry{Name: pod + "-envoy", EntryID: EntryID(p.Namespace, pod+"-envoy"), SpiffeID: p.WorkloadSpiffeID(), ParentID: alias,
 				Selectors: []string{"unix:uid:" + strconv.Itoa(p.Registration.EnvoyUID), "unix:gid:" + strconv.Itoa(p.Registration.EnvoyGID)}},
 		)
 	}
 	return out
 }
+
+// EntryID is the entry_id spirepod gives an entry in entry-json:
+// spirepod.<namespace>.<name>, the same on every render, so loading the
+// file again finds the same entries (`entry create -data` refuses them as
+// AlreadyExists and changes nothing; `entry update -data` updates them in
+// place) and two teams' IDs never meet (namespaces are unique in the city).
+// SPIRE accepts [A-Za-z0-9._-], at most 255 bytes; DNS names fit.
+func EntryID(namespace, name string) string { return "spirepod." + namespace + "." + name }
 
 type spiffeIDCR struct {
 	APIVersion string       `yaml:"apiVersion"`
@@ -74,6 +82,7 @@ type cseSpec struct {
 }
 
 type entryJSON struct {
+	EntryID   string         `json:"entry_id,omitempty"`
 	Selectors []selectorJSON `json:"selectors"`
 	SpiffeID  string         `json:"spiffe_id"`
 	ParentID  string         `json:"parent_id"`
@@ -93,7 +102,7 @@ func Render(p *project.Project, es []Entry, format string) ([]byte, error) {
 			Entries []entryJSON `json:"entries"`
 		}
 		for _, e := range es {
-			ej := entryJSON{SpiffeID: e.SpiffeID, ParentID: e.ParentID}
+			ej := entryJSON{EntryID: e.EntryID, SpiffeID: e.SpiffeID, ParentID: e.ParentID}
 			for _, s := range e.Selectors {
 				t, v, _ := strings.Cut(s, ":")
 				ej.Selectors = append(ej.Selectors, selectorJSON{Type: t, Value: v})

@@ -55,12 +55,15 @@ const (
 	CodeSpiffeIDNamespace = "SPD210" // a SpiffeID whose selector namespace is not its own
 	CodeRegistrarRewrites = "SPD211" // a SpiffeID the k8s-workload-registrar cannot turn into a working entry
 	CodeBadCN             = "SPD212" // x509pop:subject:cn empty or over 64 bytes
+	CodeBadEntryID        = "SPD213" // an entry_id SPIRE refuses ([A-Za-z0-9._-], at most 255 bytes)
+	CodeDuplicateEntryID  = "SPD214" // one entry_id on two entries
 )
 
 var (
 	selectorType = regexp.MustCompile(`^[a-z0-9_]+$`)
 	sha1Hex      = regexp.MustCompile(`^[0-9a-f]{40}$`)
 	number       = regexp.MustCompile(`^[0-9]+$`)
+	entryIDChars = regexp.MustCompile(`^[A-Za-z0-9._-]{1,255}$`)
 )
 
 // ValidateOptions tune the validator.
@@ -89,6 +92,7 @@ func Validate(es []Entry, o ValidateOptions) []Finding {
 		}
 	}
 	seen := map[string]Entry{}
+	seenID := map[string]Entry{}
 	for _, e := range es {
 		name := e.describe()
 		for _, id := range []struct{ field, v string }{{"spiffeID", e.SpiffeID}, {"parentID", e.ParentID}} {
@@ -125,6 +129,15 @@ func Validate(es []Entry, o ValidateOptions) []Finding {
 			}
 			if why := RegistrarRewrite(e); why != "" {
 				add(e, CodeRegistrarRewrites, SeverityError, "SpiffeID %s: %s", e.Name, why)
+			}
+		}
+		if e.EntryID != "" {
+			if !entryIDChars.MatchString(e.EntryID) {
+				add(e, CodeBadEntryID, SeverityError, "%s: entry_id %q is refused by spire-server: letters, digits, '.', '_' and '-' only, at most 255 bytes", name, e.EntryID)
+			} else if first, dup := seenID[e.EntryID]; dup {
+				add(e, CodeDuplicateEntryID, SeverityError, "%s: entry_id %q is also the entry at %s:%d: spire-server keeps one and refuses (or, with entry update, overwrites with) the other", name, e.EntryID, first.File, first.Line)
+			} else {
+				seenID[e.EntryID] = e
 			}
 		}
 		key := e.SpiffeID + "\x00" + e.ParentID + "\x00" + strings.Join(sorted(e.Selectors), ",")
