@@ -83,8 +83,8 @@ func TestIssueRefusals(t *testing.T) {
 	wrongKey := ecKey(t)
 	tests := []struct {
 		name, cn, errText string
-		key                any
-		outDir             string
+		key               any
+		outDir            string
 	}{
 		{name: "common name 65 bytes", cn: project.AgentCNPrefix + strings.Repeat("a", 45), errText: "65 bytes; the limit is 64"},
 		{name: "empty common name", cn: "", errText: "empty"},

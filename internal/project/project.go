@@ -38,33 +38,33 @@ const MaxCNBytes = 64
 
 // Project is the content of spirepod.yaml.
 type Project struct {
-	APIVersion     string       `yaml:"apiVersion" json:"apiVersion"`
-	Kind           string       `yaml:"kind" json:"kind"`
-	Team           string       `yaml:"team" json:"team"`
-	Namespace      string       `yaml:"namespace" json:"namespace"`
-	Environment    string       `yaml:"environment" json:"environment"`
-	StatefulSet    string       `yaml:"statefulSet" json:"statefulSet"`
-	Replicas       int          `yaml:"replicas" json:"replicas"`
+	APIVersion  string `yaml:"apiVersion" json:"apiVersion"`
+	Kind        string `yaml:"kind" json:"kind"`
+	Team        string `yaml:"team" json:"team"`
+	Namespace   string `yaml:"namespace" json:"namespace"`
+	Environment string `yaml:"environment" json:"environment"`
+	StatefulSet string `yaml:"statefulSet" json:"statefulSet"`
+	Replicas    int    `yaml:"replicas" json:"replicas"`
 	// Naming is how agent common names and node aliases are formed:
 	// NamingNamespaced (default) or NamingGuide; empty in files written
 	// before spirepod knew about many teams (the guide's shared names).
 	Naming string `yaml:"naming,omitempty" json:"naming,omitempty"`
 	// IssuerScope is where agent certificates are issued: IssuerNamespaced
 	// (default) or IssuerCluster; empty as for Naming.
-	IssuerScope string `yaml:"issuer,omitempty" json:"issuer,omitempty"`
-	ServiceAccount string       `yaml:"serviceAccount" json:"serviceAccount"`
-	TrustDomain    string       `yaml:"trustDomain" json:"trustDomain"`
-	SpireServer    string       `yaml:"spireServer" json:"spireServer"`
+	IssuerScope    string `yaml:"issuer,omitempty" json:"issuer,omitempty"`
+	ServiceAccount string `yaml:"serviceAccount" json:"serviceAccount"`
+	TrustDomain    string `yaml:"trustDomain" json:"trustDomain"`
+	SpireServer    string `yaml:"spireServer" json:"spireServer"`
 	// SpireVersion is the environment's (oldest) SPIRE server version, from
 	// the profile: the agent must not be newer.
 	SpireVersion string `yaml:"spireVersion,omitempty" json:"spireVersion,omitempty"`
 	// Images, Agent and Upstream shape the pod (spirepod init renders them).
-	Images   Images   `yaml:"images" json:"images"`
-	Agent    Agent    `yaml:"agent" json:"agent"`
-	Upstream Upstream `yaml:"upstream" json:"upstream"`
-	City     City     `yaml:"city" json:"city"`
-	Registration   Registration `yaml:"registration" json:"registration"`
-	Paths          Paths        `yaml:"paths" json:"paths"`
+	Images       Images       `yaml:"images" json:"images"`
+	Agent        Agent        `yaml:"agent" json:"agent"`
+	Upstream     Upstream     `yaml:"upstream" json:"upstream"`
+	City         City         `yaml:"city" json:"city"`
+	Registration Registration `yaml:"registration" json:"registration"`
+	Paths        Paths        `yaml:"paths" json:"paths"`
 	// ProtectedContexts are glob patterns of kube contexts that `apply` only
 	// changes with --yes.
 	ProtectedContexts []string `yaml:"protectedContexts,omitempty" json:"protectedContexts,omitempty"`

@@ -114,9 +114,9 @@ func TestAgentCNLimitAndNaming(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, naming, sts, ns string
-		replicas           int
-		cn, alias          string // for pod 0
-		ok                 bool
+		replicas              int
+		cn, alias             string // for pod 0
+		ok                    bool
 	}{
 		// namespaced: <pod>.<ns> — 64 bytes fit, 65 do not
 		{"namespaced fits", NamingNamespaced, strings.Repeat("a", 30), strings.Repeat("n", 31), 1,
