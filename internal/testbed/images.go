@@ -41,7 +41,8 @@ type Images struct {
 	// busybox-static's shell; user 100 (curl_user of curlimages/curl).
 	Curl string
 	// Envoy is the Envoy STAND-IN (internal/testbed/standin/envoy), not
-	// Envoy: at /usr/local/bin/envoy, entrypoint envoy, user 101 (Envoy's).
+	// Envoy: at /usr/local/bin/envoy, entrypoint envoy, user 101 (Envoy's),
+	// with bash (as the real Envoy images) and busybox's tools.
 	Envoy string
 	// XFCCEcho is the upstream echo server (internal/testbed/standin/xfccecho);
 	// user 1000.
@@ -231,6 +232,12 @@ func imageSpecs(b Bins, h HostTools, standins map[string]string) ([]imageSpec, e
 	if err != nil {
 		return nil, err
 	}
+	// The real Envoy images have bash (the scaffold's Envoy probes ask
+	// /ready with bash's /dev/tcp); busybox's sh has no /dev/tcp.
+	bash, err := withLibs(h.Bash, "/bin/bash")
+	if err != nil {
+		return nil, err
+	}
 	cat := func(parts ...[]imageFile) []imageFile {
 		var out []imageFile
 		for _, p := range parts {
@@ -261,7 +268,7 @@ func imageSpecs(b Bins, h HostTools, standins map[string]string) ([]imageSpec, e
 		{
 			Ref: TestImages.Envoy, User: "101:101", Env: env,
 			Entrypoint: []string{"/usr/local/bin/envoy"}, Cmd: []string{"-c", "/etc/envoy/envoy.yaml"},
-			Files: cat(base(101, "envoy"), busybox,
+			Files: cat(base(101, "envoy"), busybox, bash,
 				[]imageFile{{Path: "/usr/local/bin/envoy", Src: standins["envoy"], Mode: 0o755}}),
 		},
 		{

@@ -37,10 +37,14 @@ type HostTools struct {
 	CNIBinDir  string // bridge, host-local, loopback (package containernetworking-plugins)
 	Busybox    string // a static busybox: the shell in the test images (package busybox-static)
 	Curl       string // the real curl, copied with its libraries into the curl image (package curl)
-	Unshare    string // unshare --net --mount (package util-linux)
-	IP         string // ip (package iproute2)
-	Iptables   string // iptables (package iptables)
-	Ldd        string // ldd (package libc-bin): which libraries a dynamic binary needs
+	// Bash is copied with its libraries into the Envoy stand-in's image: the
+	// real Envoy images (Ubuntu based) have it, and the scaffold's Envoy
+	// probes use bash's /dev/tcp (package bash, always installed on Debian).
+	Bash     string
+	Unshare  string // unshare --net --mount (package util-linux)
+	IP       string // ip (package iproute2)
+	Iptables string // iptables (package iptables)
+	Ldd      string // ldd (package libc-bin): which libraries a dynamic binary needs
 }
 
 // hostToolPaths are where Debian puts them; PATH is searched first.
@@ -51,6 +55,7 @@ var hostToolPaths = map[string][]string{
 	"runc":                    {"/usr/sbin/runc", "/usr/bin/runc"},
 	"busybox":                 {"/bin/busybox", "/usr/bin/busybox"},
 	"curl":                    {"/usr/bin/curl"},
+	"bash":                    {"/bin/bash", "/usr/bin/bash"},
 	"unshare":                 {"/usr/bin/unshare"},
 	"ip":                      {"/usr/sbin/ip", "/sbin/ip", "/bin/ip"},
 	"iptables":                {"/usr/sbin/iptables", "/sbin/iptables"},
@@ -80,6 +85,7 @@ func FindHostTools() (HostTools, []string) {
 		Runc:       find("runc", "runc"),
 		Busybox:    find("busybox", "busybox-static"),
 		Curl:       find("curl", "curl"),
+		Bash:       find("bash", "bash"),
 		Unshare:    find("unshare", "util-linux"),
 		IP:         find("ip", "iproute2"),
 		Iptables:   find("iptables", "iptables"),
