@@ -1,19 +1,29 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/discovery"
+	diskcached "k8s.io/client-go/discovery/cached/disk"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/spirepod/spirepod/internal/retry"
 )
 
 // kubeFlags are kubectl's --kubeconfig, --context and -n, from cli-runtime.
@@ -95,13 +105,87 @@ func (k *kubeFlags) Target() (*kubeTarget, error) {
 	if t.Dynamic, err = dynamic.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
-	dc, err := discovery.NewDiscoveryClientForConfig(cfg)
-	if err != nil {
+	if t.Discovery, err = cachedDiscovery(cfg); err != nil {
 		return nil, err
 	}
-	t.Discovery = memory.NewMemCacheClient(dc)
 	t.Mapper = restmapper.NewDeferredDiscoveryRESTMapper(t.Discovery)
 	return t, nil
+}
+
+// cachedDiscovery is discovery cached on disk where kubectl caches it
+// ($KUBECACHEDIR or ~/.kube/cache, per server, six hours), so a command
+// against a remote cluster does not pay discovery's round trips each run;
+// the mapper refreshes it when a kind is missing. Without a usable cache
+// directory it falls back to memory.
+func cachedDiscovery(cfg *rest.Config) (discovery.CachedDiscoveryInterface, error) {
+	dir := os.Getenv("KUBECACHEDIR")
+	if dir == "" {
+		home, err := os.UserHomeDir()
+		if err != nil || home == "" {
+			dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+			if err != nil {
+				return nil, err
+			}
+			return memory.NewMemCacheClient(dc), nil
+		}
+		dir = filepath.Join(home, ".kube", "cache")
+	}
+	host := strings.NewReplacer("https://", "", "http://", "").Replace(cfg.Host)
+	return diskcached.NewCachedDiscoveryClientForConfig(rest.CopyConfig(cfg),
+		filepath.Join(dir, "discovery", unsafeFileChars.ReplaceAllString(host, "_")), filepath.Join(dir, "http"), 6*time.Hour)
+}
+
+// unsafeFileChars is kubectl's rule for the per-server cache folder name.
+var unsafeFileChars = regexp.MustCompile(`[^(\w/.)]`)
+
+// pingBudget bounds ping: an unreachable cluster is reported within it.
+const pingBudget = 4 * time.Second
+
+// ping asks the API server for its version. When nothing answers (refused,
+// no route, unknown host, dial timeout) it tries again for a few seconds (a
+// restarting API server) and then fails with "cluster unreachable" naming
+// the server, exit 1, instead of a command waiting out its --timeout.
+func (t *kubeTarget) ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, pingBudget)
+	defer cancel()
+	delay := 250 * time.Millisecond
+	var last error
+	for {
+		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := t.Client.Discovery().RESTClient().Get().AbsPath("/version").Do(actx).Raw()
+		acancel()
+		if err == nil || !retry.Unreachable(err) && actx.Err() == nil {
+			return nil // it answered (an error status is for the command's own requests to report)
+		}
+		last = err
+		if ctx.Err() != nil || retry.Sleep(ctx, delay) != nil {
+			break
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return ctx.Err()
+	}
+	return t.unreachable(last)
+}
+
+// unreachable is the one message for a cluster that does not answer.
+func (t *kubeTarget) unreachable(err error) error {
+	return failure(fmt.Errorf("cluster unreachable: %s (context %q): %v", t.Server, t.Context, rootCause(err)), kubeHint)
+}
+
+// rootCause strips client-go's "Get \"url\": " wrapping down to the
+// network error, which is what a user can act on.
+func rootCause(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op
+	}
+	var dns *net.DNSError
+	if errors.As(err, &dns) {
+		return dns
+	}
+	return err
 }
 
 // describe is the one line printed before changing a cluster.

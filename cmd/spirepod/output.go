@@ -29,28 +29,31 @@ func printChecks(s *IOStreams, w io.Writer, rs []check.Result) {
 				fmt.Fprintln(w, s.bold(dashes(len(group))))
 			}
 		}
-		var mark string
-		switch r.Status {
-		case check.OK:
-			mark = s.green("√")
-		case check.Warn:
-			mark = s.yellow("‼")
-		case check.Fail:
-			mark = s.red("×")
-		default:
-			mark = "-"
-		}
-		line := mark + " " + r.Name
+		line := statusMark(s, r.Status) + " " + r.Name
 		if r.Message != "" && r.Status != check.OK {
 			line += "\n    " + r.Message
 		} else if r.Message != "" {
 			line += " (" + r.Message + ")"
 		}
 		fmt.Fprintln(w, line)
-		if r.Hint != "" && (r.Status == check.Fail || r.Status == check.Warn) {
+		if r.Hint != "" && (r.Status == check.Fail || r.Status == check.Warn || r.Status == check.Todo) {
 			fmt.Fprintf(w, "    hint: %s\n", r.Hint)
 		}
 	}
+}
+
+// statusMark is a check's mark: √ ok, ‼ warning or to do, × failed, -
+// skipped.
+func statusMark(s *IOStreams, st check.Status) string {
+	switch st {
+	case check.OK:
+		return s.green("√")
+	case check.Warn, check.Todo:
+		return s.yellow("‼")
+	case check.Fail:
+		return s.red("×")
+	}
+	return "-"
 }
 
 func dashes(n int) string {
@@ -68,7 +71,11 @@ func checkStatusLine(s *IOStreams, rs []check.Result) string {
 	if c.Fail > 0 {
 		status = s.red("Status check results are ×")
 	}
-	return fmt.Sprintf("%s (%d ok, %d warnings, %d failed, %d skipped)", status, c.OK, c.Warn, c.Fail, c.Skipped)
+	todo := ""
+	if c.Todo > 0 {
+		todo = fmt.Sprintf("%d to do, ", c.Todo)
+	}
+	return fmt.Sprintf("%s (%d ok, %d warnings, %s%d failed, %d skipped)", status, c.OK, c.Warn, todo, c.Fail, c.Skipped)
 }
 
 // printWarnings prints the warnings of a checklist on stderr (text output).

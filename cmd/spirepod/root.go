@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -11,18 +13,21 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
 	"github.com/spirepod/spirepod/internal/project"
+	"k8s.io/klog/v2"
 )
 
 // run builds a fresh command tree for f, executes it with args and returns
 // the exit code. main, the testscript `spirepod` command and every Go CLI
 // test call it: there is one run path.
 func run(ctx context.Context, f *Factory, args []string) int {
+	silenceKlog()
 	streams := f.IO
 	root := newCmdRoot(f)
 	root.SetArgs(args)
@@ -322,3 +327,16 @@ func defaultConfigPath(getenv func(string) string) string {
 	}
 	return filepath.Join(base, "spirepod", "config.yaml")
 }
+
+// silenceKlog stops client-go's klog lines ("Couldn't get current server API
+// group list", UnhandledError) from reaching the terminal: every failure
+// they describe comes back as an error spirepod reports once, in its words.
+var silenceKlog = sync.OnceFunc(func() {
+	fs := flag.NewFlagSet("klog", flag.ContinueOnError)
+	klog.InitFlags(fs)
+	_ = fs.Set("logtostderr", "false")
+	_ = fs.Set("alsologtostderr", "false")
+	_ = fs.Set("stderrthreshold", "FATAL")
+	klog.SetOutput(io.Discard)
+	klog.LogToStderr(false)
+})

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/spirepod/spirepod/internal/check"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/status"
 )
@@ -76,7 +75,7 @@ func statusRun(ctx context.Context, opts *statusOptions) error {
 		_, err := t.Client.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Raw()
 		pcancel()
 		if err != nil {
-			so.ClusterSkip = fmt.Sprintf("cluster unreachable (context %s): %v", t.Context, err)
+			so.ClusterSkip = t.unreachable(err).Error() // one try: status reports, it does not wait
 		} else {
 			so.Cluster = &status.Cluster{Context: t.Context, Client: t.Client, Dynamic: t.Dynamic, Mapper: t.Mapper}
 		}
@@ -120,16 +119,4 @@ func statusRun(ctx context.Context, opts *statusOptions) error {
 		return &silentError{code: exitFailure}
 	}
 	return nil
-}
-
-func statusMark(s *IOStreams, st check.Status) string {
-	switch st {
-	case check.OK:
-		return s.green("√")
-	case check.Warn:
-		return s.yellow("‼")
-	case check.Fail:
-		return s.red("×")
-	}
-	return "-"
 }

@@ -97,6 +97,9 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := target.ping(ctx); err != nil {
+		return err // unreachable: exit 1 within seconds, not after --timeout
+	}
 	var (
 		ns, expected, sts string
 		pods              []string

@@ -9,6 +9,7 @@ type Status string
 const (
 	OK      Status = "ok"      // √
 	Warn    Status = "warn"    // ‼
+	Todo    Status = "todo"    // ‼, a step not reached yet (status: nothing is broken)
 	Fail    Status = "fail"    // ×
 	Skipped Status = "skipped" // -, with the reason in Message
 )
@@ -44,7 +45,7 @@ func Find(rs []Result, id string) (Result, bool) {
 }
 
 // Counts are how many results have each status.
-type Counts struct{ OK, Warn, Fail, Skipped int }
+type Counts struct{ OK, Warn, Todo, Fail, Skipped int }
 
 // Count counts results by status.
 func Count(rs []Result) Counts {
@@ -55,6 +56,8 @@ func Count(rs []Result) Counts {
 			c.OK++
 		case Warn:
 			c.Warn++
+		case Todo:
+			c.Todo++
 		case Fail:
 			c.Fail++
 		default:

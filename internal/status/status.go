@@ -7,7 +7,9 @@ package status
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sort"
 	"strings"
@@ -157,8 +159,19 @@ func namesCheck(p *project.Project) check.Result {
 	return res(Step1, id, name, check.OK, fmt.Sprintf("aliases under %s, %s", p.Scope(), p.Issuer()), "")
 }
 
+// notYet: the file is absent or empty (init's placeholder), so the step
+// that writes it has not been done.
+func notYet(path string) bool {
+	fi, err := os.Stat(path)
+	return errors.Is(err, fs.ErrNotExist) || err == nil && fi.Size() == 0
+}
+
 func caCheck(p *project.Project, now time.Time) check.Result {
 	const name = "team CA present and passing pki inspect"
+	if notYet(p.Path(p.Paths.CACert)) && notYet(p.Path(p.Paths.CAKey)) {
+		return res(Step2, "team-ca", name, check.Todo, "no team CA yet ("+p.Paths.CACert+" is missing or the empty placeholder `spirepod init` writes)",
+			"`spirepod pki gen` (or `spirepod pki import CERT KEY`)")
+	}
 	rs := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: p.Path(p.Paths.CACert), KeyPath: p.Path(p.Paths.CAKey), Now: now}).Results
 	var warns []string
 	for _, c := range rs {
@@ -187,7 +200,7 @@ func bundleCheck(p *project.Project) check.Result {
 	case err != nil:
 		return res(Step3, "bundle", name, check.Fail, file+": "+err.Error(), "`spirepod bundle set SERVER_CA.pem`")
 	case len(certs) == 0:
-		return res(Step3, "bundle", name, check.Fail, file+" has no CA yet",
+		return res(Step3, "bundle", name, check.Todo, file+" has no CA yet",
 			"ask the SPIRE operators for the "+p.Environment+" server CA, then `spirepod bundle set SERVER_CA.pem`")
 	}
 	return res(Step3, "bundle", name, check.OK, fmt.Sprintf("%d CA(s): %s", len(certs), certs[0].Subject), "")
@@ -216,7 +229,7 @@ func pullChecks(p *project.Project, pulls *pr.StatusResult, skip string) []check
 		}
 		switch {
 		case ps == nil || ps.State == "none":
-			out = append(out, res(s.step, id, s.name, check.Fail, "no pull request in "+pulls.Repo, "`"+s.cmd+"`"))
+			out = append(out, res(s.step, id, s.name, check.Todo, "no pull request in "+pulls.Repo, "`"+s.cmd+"`"))
 		case ps.State == "merged":
 			out = append(out, res(s.step, id, s.name, check.OK, ps.URL, ""))
 		case ps.State == "open":
@@ -240,7 +253,7 @@ func verifyCheck(p *project.Project) check.Result {
 	case err != nil:
 		return res(Step7, "last-verify", name, check.Warn, err.Error(), "run `spirepod verify` again")
 	case rec == nil:
-		return res(Step7, "last-verify", name, check.Fail, "never verified", "`spirepod verify`")
+		return res(Step7, "last-verify", name, check.Todo, "never verified", "`spirepod verify`")
 	case rec.Outcome == verify.OutcomeSuccess && rec.Expected != p.WorkloadSpiffeID():
 		return res(Step7, "last-verify", name, check.Warn,
 			fmt.Sprintf("verified %s, but spirepod.yaml now expects %s", rec.Expected, p.WorkloadSpiffeID()), "`spirepod verify`")
@@ -279,7 +292,7 @@ func clusterChecks(ctx context.Context, p *project.Project, c *Cluster, skip str
 	var out []check.Result
 	// namespace
 	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, p.Namespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-		out = append(out, res(Step6, names[0].id, names[0].name, check.Fail, "not found in context "+c.Context,
+		out = append(out, res(Step6, names[0].id, names[0].name, check.Todo, "not found in context "+c.Context,
 			"ask the platform team for the namespace, or `spirepod apply --create-namespace`"))
 	} else if err != nil {
 		out = append(out, res(Step6, names[0].id, names[0].name, check.Fail, err.Error(), ""))
@@ -336,6 +349,9 @@ func objectsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name 
 	}
 	if len(missing)+len(drifted) == 0 {
 		return res(Step6, id, name, check.OK, fmt.Sprintf("%d objects", total), "")
+	}
+	if len(missing) == total {
+		return res(Step6, id, name, check.Todo, fmt.Sprintf("none of the %d objects applied yet", total), "`spirepod apply`")
 	}
 	var parts []string
 	if len(missing) > 0 {
@@ -508,7 +524,7 @@ func issuerCheck(ctx context.Context, p *project.Project, c *Cluster, id, name s
 	case certmanager.NotInstalled(err):
 		return res(Step6, id, name, check.Fail, "cert-manager is not installed (the "+ref.Kind+" kind is not served)", "install cert-manager, then `spirepod apply`")
 	case apierrors.IsNotFound(err):
-		return res(Step6, id, name, check.Fail, "not found", "`spirepod apply` (certs/ holds it)")
+		return res(Step6, id, name, check.Todo, "not found", "`spirepod apply` (certs/ holds it)")
 	case err != nil:
 		return res(Step6, id, name, check.Fail, err.Error(), "")
 	}
@@ -524,12 +540,13 @@ func issuerCheck(ctx context.Context, p *project.Project, c *Cluster, id, name s
 
 func podsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name string) check.Result {
 	var bad []string
-	running := 0
+	running, absent := 0, 0
 	for _, pod := range p.PodNames() {
 		po, err := c.Client.CoreV1().Pods(p.Namespace).Get(ctx, pod, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err):
 			bad = append(bad, pod+" missing")
+			absent++
 		case err != nil:
 			bad = append(bad, pod+": "+err.Error())
 		case po.Status.Phase != corev1.PodRunning:
@@ -544,6 +561,9 @@ func podsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name str
 			running++
 		}
 	}
+	if absent == len(p.PodNames()) {
+		return res(Step6, id, name, check.Todo, fmt.Sprintf("no pod yet (0/%d)", p.Replicas), "`spirepod apply`")
+	}
 	if len(bad) > 0 {
 		return res(Step6, id, name, check.Fail, fmt.Sprintf("%d/%d Running; %s", running, p.Replicas, strings.Join(bad, ", ")),
 			"`spirepod verify` diagnoses the first broken stage of each pod")
@@ -552,9 +572,9 @@ func podsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name str
 }
 
 // summarize gives one line per step: the worst status and the first
-// non-ok message (skipped < ok < warn < fail).
+// non-ok message (skipped < ok < to do < warn < fail).
 func summarize(rs []check.Result) []StepSummary {
-	rank := map[check.Status]int{check.Skipped: 0, check.OK: 1, check.Warn: 2, check.Fail: 3}
+	rank := map[check.Status]int{check.Skipped: 0, check.OK: 1, check.Todo: 2, check.Warn: 3, check.Fail: 4}
 	var out []StepSummary
 	for _, step := range Steps {
 		s := StepSummary{Step: step, Status: check.Skipped}
