@@ -37,6 +37,7 @@ certs/secret/agent-x509pop.crt.pem and agent-x509pop.key.pem (the key is git-ign
 		newCmdPKIImport(f, nil),
 		newCmdPKIInspect(f, nil),
 		newCmdPKIIssue(f, nil),
+		newCmdPKIRotate(f, nil),
 	)
 	return cmd
 }

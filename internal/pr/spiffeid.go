@@ -17,6 +17,9 @@ import (
 type SpiffeIDOptions struct {
 	Project *project.Project
 	CA      *x509.Certificate
+	// More are further CAs every alias is also pinned to (a CA rotation):
+	// one more alias entry per pod and CA, same ID (registration.EntriesFor).
+	More []*x509.Certificate
 	// Format is spiffeid, cluster-static-entry or entry-json.
 	Format string
 }
@@ -47,7 +50,7 @@ func SpiffeID(o SpiffeIDOptions) (*Change, []registration.Entry, error) {
 	if p.Legacy() {
 		return nil, nil, ErrLegacyNames
 	}
-	es := registration.Entries(p, o.CA)
+	es := registration.EntriesFor(p, o.CA, o.More...)
 	for i := range es { // validated as the format will carry them
 		es[i].Format = o.Format
 		switch o.Format {

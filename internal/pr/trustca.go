@@ -28,6 +28,14 @@ type TrustCAOptions struct {
 	// CA's PEM block in a bundle-mode trust list (city.OwnerComment), so the
 	// platform knows which team put it there.
 	OwnerComment string
+	// Also are more CAs of the team the trust list must hold next to CA (a
+	// CA rotation), each with its owner comment (AlsoComments[i], may be
+	// empty) in a bundle.
+	Also         []*x509.Certificate
+	AlsoComments []string
+	// Remove are CAs of the team to take off the trust list (a rotation's
+	// retired CA), with the owner comment line directly above each block.
+	Remove []*x509.Certificate
 }
 
 // CAInfo describes the team CA for the PR body and the CLI: pki's facts
@@ -62,6 +70,18 @@ func TrustCA(o TrustCAOptions) (*Change, *CAInfo, error) {
 		Message: fmt.Sprintf("Add %s CA certificate to trust list\n\nx509pop CA of team %s (namespace %s), SHA-1 %s.", p.Team, p.Team, p.Namespace, info.SHA1),
 	}
 	ch.Body = trustCABody(p, info)
+	adds := []trustAdd{{sha1: info.SHA1, pem: certPEM, comment: o.OwnerComment}}
+	for i, c := range o.Also {
+		a := trustAdd{sha1: pki.SHA1Fingerprint(c), pem: pki.EncodeCertificate(c)}
+		if i < len(o.AlsoComments) {
+			a.comment = o.AlsoComments[i]
+		}
+		adds = append(adds, a)
+	}
+	removes := map[string]bool{}
+	for _, c := range o.Remove {
+		removes[pki.SHA1Fingerprint(c)] = true
+	}
 	switch tl.Mode {
 	case project.TrustListBundle:
 		ch.Compute = func(ctx context.Context, read ReadFunc) ([]File, error) {
@@ -69,22 +89,35 @@ func TrustCA(o TrustCAOptions) (*Change, *CAInfo, error) {
 			if err != nil {
 				return nil, err
 			}
-			if ok && bundleHas(old, info.SHA1) {
+			nw := old
+			if len(removes) > 0 {
+				nw = bundleWithout(old, removes)
+			}
+			for _, a := range adds {
+				if ok && bundleHas(nw, a.sha1) {
+					continue
+				}
+				nw = append([]byte(nil), nw...)
+				if len(nw) > 0 && !bytes.HasSuffix(nw, []byte("\n")) {
+					nw = append(nw, '\n')
+				}
+				if a.comment != "" {
+					nw = append(nw, a.comment+"\n"...)
+				}
+				nw = append(nw, a.pem...)
+			}
+			if ok && string(nw) == string(old) {
 				return nil, nil
 			}
-			nw := append([]byte(nil), old...)
-			if len(nw) > 0 && !bytes.HasSuffix(nw, []byte("\n")) {
-				nw = append(nw, '\n')
-			}
-			if o.OwnerComment != "" {
-				nw = append(nw, o.OwnerComment+"\n"...)
-			}
-			nw = append(nw, certPEM...)
 			return []File{{Path: tl.Path, Old: old, OldExists: ok, New: nw}}, nil
 		}
 	case project.TrustListDirectory:
 		certPath := path.Join(tl.Path, p.Team+".crt.pem")
 		kPath := path.Join(tl.Path, "kustomization.yaml")
+		var want []byte
+		for _, a := range adds {
+			want = append(want, a.pem...)
+		}
 		ch.Compute = func(ctx context.Context, read ReadFunc) ([]File, error) {
 			oldK, kOK, err := read(ctx, kPath)
 			if err != nil {
@@ -94,14 +127,14 @@ func TrustCA(o TrustCAOptions) (*Change, *CAInfo, error) {
 			if err != nil {
 				return nil, err
 			}
-			cert := File{Path: certPath, New: certPEM}
+			cert := File{Path: certPath, New: want}
 			// Read the certificate only when the kustomization already lists
 			// it: a first run then costs one read less.
 			if kOK && string(newK) == string(oldK) {
 				if cert.Old, cert.OldExists, err = read(ctx, certPath); err != nil {
 					return nil, err
 				}
-				if cert.OldExists && bundleHas(cert.Old, info.SHA1) {
+				if cert.OldExists && bundleHasAll(cert.Old, adds) && !bundleHasAny(cert.Old, removes) {
 					cert.New = cert.Old
 				}
 			}
@@ -111,6 +144,81 @@ func TrustCA(o TrustCAOptions) (*Change, *CAInfo, error) {
 		return nil, nil, fmt.Errorf("city.trustList.mode %q must be bundle or directory", tl.Mode)
 	}
 	return ch, info, nil
+}
+
+// trustAdd is one CA a trust-ca change puts on the list.
+type trustAdd struct {
+	sha1, comment string
+	pem           []byte
+}
+
+func bundleHasAll(data []byte, adds []trustAdd) bool {
+	for _, a := range adds {
+		if !bundleHas(data, a.sha1) {
+			return false
+		}
+	}
+	return true
+}
+
+func bundleHasAny(data []byte, sha1s map[string]bool) bool {
+	for fp := range sha1s {
+		if bundleHas(data, fp) {
+			return true
+		}
+	}
+	return false
+}
+
+// bundleWithout removes from a PEM bundle every certificate whose SHA-1 is
+// in drop, with its owner comment: the comment lines directly above its
+// block that are spirepod's (`# spirepod: …`) or name its SHA-1. Every other
+// byte stays as it was.
+func bundleWithout(data []byte, drop map[string]bool) []byte {
+	lines := strings.SplitAfter(string(data), "\n")
+	var out []string
+	pending := 0 // comment lines just above the current position, kept in out
+	for i := 0; i < len(lines); i++ {
+		l := lines[i]
+		if strings.TrimSpace(l) != "-----BEGIN CERTIFICATE-----" {
+			if strings.HasPrefix(strings.TrimSpace(l), "#") {
+				pending++
+			} else {
+				pending = 0
+			}
+			out = append(out, l)
+			continue
+		}
+		end := i
+		for end < len(lines) && strings.TrimSpace(lines[end]) != "-----END CERTIFICATE-----" {
+			end++
+		}
+		if end == len(lines) { // unterminated: leave the rest alone
+			out = append(out, lines[i:]...)
+			break
+		}
+		block := strings.Join(lines[i:end+1], "")
+		b, _ := pem.Decode([]byte(block))
+		var c *x509.Certificate
+		if b != nil {
+			c, _ = x509.ParseCertificate(b.Bytes)
+		}
+		if c != nil && drop[pki.SHA1Fingerprint(c)] {
+			fp := pki.SHA1Fingerprint(c)
+			for pending > 0 {
+				last := out[len(out)-1]
+				if !strings.Contains(last, "spirepod:") && !strings.Contains(last, fp) {
+					break
+				}
+				out, pending = out[:len(out)-1], pending-1
+			}
+		} else {
+			out = append(out, lines[i:end+1]...)
+		}
+		pending = 0
+		i = end
+	}
+	return []byte(strings.Join(out, ""))
 }
 
 // bundleHas reports whether a PEM bundle holds a certificate with this SHA-1.

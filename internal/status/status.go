@@ -101,6 +101,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 
 	add(scaffoldChecks(p)...)
 	add(caCheck(p, o.Now()))
+	add(rotationChecks(p)...)
 	add(bundleCheck(p))
 	add(pullChecks(p, o.Pulls, o.PullsSkip)...)
 	add(clusterChecks(ctx, p, o.Cluster, o.ClusterSkip)...)
