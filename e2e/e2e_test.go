@@ -14,6 +14,7 @@
 package e2e_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -307,6 +308,7 @@ func TestE2E(t *testing.T) {
 
 	var syncWait time.Duration
 	svids := map[string]string{}
+	curlOut := map[string]string{}
 	step("7-workload", func() {
 		var firstSync time.Duration
 		for _, pod := range pods {
@@ -326,13 +328,14 @@ func TestE2E(t *testing.T) {
 			if !strings.Contains(out, "URI="+wantID+`"`) {
 				t.Fatalf("%s: curl output lacks URI=%s:\n%s", pod, wantID, out)
 			}
-			appendCRILog(t, logFiles[pod], out)
+			appendCRILog(t, logFiles[pod], out) // before verify starts: it must ignore this one
+			curlOut[pod] = out
 		}
 	})
 	tm.d["7-workload"] -= syncWait
 
 	step("8-verify+status", func() {
-		c.verifyAndStatus(dir, kubeFlags, pods, wantID)
+		c.verifyAndStatus(dir, kubeFlags, pods, wantID, logFiles, curlOut)
 	})
 
 	var chainTotal time.Duration
@@ -368,6 +371,43 @@ func (c *chain) run(dir string, args ...string) string {
 		c.t.Fatalf("spirepod %s: exit %d\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), code, out, errOut)
 	}
 	return strings.TrimSpace(out)
+}
+
+// execWatch is exec that calls onLine with each stderr line until it
+// returns true (the test's stimulus, synchronised on the CLI's progress).
+func (c *chain) execWatch(dir string, onLine func(string) bool, args ...string) (stdout, stderr string, code int) {
+	cmd := exec.CommandContext(c.ctx, c.cli, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(),
+		"HOME="+c.home, "XDG_CONFIG_HOME="+filepath.Join(c.home, ".config"), "NO_COLOR=1",
+		"SPIREPOD_GITHUB_API_URL="+c.gh.URL, "GH_TOKEN="+ghToken)
+	var o, e bytes.Buffer
+	cmd.Stdout = &o
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("spirepod %s: %v", strings.Join(args, " "), err)
+	}
+	sc := bufio.NewScanner(pipe)
+	done := false
+	for sc.Scan() {
+		e.WriteString(sc.Text() + "\n")
+		if !done {
+			done = onLine(sc.Text())
+		}
+	}
+	err = cmd.Wait()
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		code = ee.ExitCode()
+	default:
+		c.t.Fatalf("spirepod %s: %v", strings.Join(args, " "), err)
+	}
+	return o.String(), e.String(), code
 }
 
 func (c *chain) exec(dir string, args ...string) (stdout, stderr string, code int) {

@@ -392,10 +392,28 @@ func svidURI(t interface {
 // verifyAndStatus: `spirepod verify` reads every pod's curl log through the
 // real apiserver → kwok path and succeeds; `spirepod status` then shows every
 // step √, the PR states read from the fake GitHub after the merges.
-func (c *chain) verifyAndStatus(dir string, kubeFlags, pods []string, wantID string) {
+//
+// verify judges only lines logged after it started (as the scaffold's curl
+// logs every 10 s): curlOut is each pod's curl output, appended to its log
+// once verify reports it follows every pod's log; lines logged before then
+// must be reported as ignored.
+func (c *chain) verifyAndStatus(dir string, kubeFlags, pods []string, wantID string, logFiles, curlOut map[string]string) {
 	t := c.t
 	t.Helper()
-	out, errOut, code := c.exec(dir, append([]string{"verify", "--timeout", "30s", "-o", "json"}, kubeFlags...)...)
+	out, errOut, code := c.execWatch(dir, func(line string) bool {
+		for _, pod := range pods {
+			if !strings.Contains(line, pod+" streaming") {
+				return false
+			}
+		}
+		for _, pod := range pods {
+			appendCRILog(t, logFiles[pod], curlOut[pod])
+		}
+		return true
+	}, append([]string{"verify", "--timeout", "30s", "-o", "json"}, kubeFlags...)...)
+	if !strings.Contains(errOut, "ignored a line from before verify started") {
+		t.Errorf("spirepod verify did not report the lines logged before it started as ignored:\n%s", errOut)
+	}
 	var v struct {
 		Expected string `json:"expected"`
 		Success  bool   `json:"success"`

@@ -101,7 +101,7 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 		return err // unreachable: exit 1 within seconds, not after --timeout
 	}
 	var (
-		ns, expected, sts string
+		ns, expected, sts, upstream string
 		pods              []string
 		teamCA            *x509.Certificate
 	)
@@ -114,6 +114,7 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 			return err
 		}
 		expected, sts, pods, certName, cns = p.WorkloadSpiffeID(), p.StatefulSet, p.PodNames(), p.CertificateName, p.AgentCNs()
+		upstream = p.Upstream.SpiffeID
 		cert, _ := scaffoldCAPaths(p, false)
 		teamCA = pki.LoadTeamCA(pki.TeamCAOptions{CertPath: cert, Now: f.Now()}).Cert
 	} else {
@@ -132,7 +133,7 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 	stopTick := tick(prog, states)
 	vctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	res, verr := verify.Verify(vctx, verify.Options{
-		Client: target.Client, Namespace: ns, Pods: pods, Expected: expected, Now: f.Now,
+		Client: target.Client, Namespace: ns, Pods: pods, Expected: expected, Upstream: upstream, Now: f.Now,
 		Progress: func(ev verify.Event) { prog.Update(states.update(ev)) },
 	})
 	cancel()
@@ -162,7 +163,7 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 			fmt.Fprintln(f.IO.ErrOut, "diagnosing…")
 			dctx, dcancel := context.WithTimeout(ctx, 60*time.Second)
 			ds, derr := verify.Diagnose(dctx, verify.DiagnoseOptions{Client: target.Client, Dynamic: target.Dynamic, Namespace: ns,
-				StatefulSet: sts, Pods: pods, Expected: expected, TeamCA: teamCA, CertificateName: certName, AgentCNs: cns, Verify: res, Now: f.Now})
+				StatefulSet: sts, Pods: pods, Expected: expected, Upstream: upstream, TeamCA: teamCA, CertificateName: certName, AgentCNs: cns, Verify: res, Now: f.Now})
 			dcancel()
 			if derr != nil {
 				fmt.Fprintf(f.IO.ErrOut, "warning: diagnosis incomplete: %v\n", derr)

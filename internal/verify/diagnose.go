@@ -58,6 +58,8 @@ type DiagnoseOptions struct {
 	StatefulSet string
 	Pods        []string
 	Expected    string
+	// Upstream is the upstream's SPIFFE ID (Options.Upstream).
+	Upstream string
 	// TeamCA, when known, is the CA agent certificates must chain to.
 	TeamCA *x509.Certificate
 	// AgentCNs are the agent common names of the scaffold's pods (empty:
@@ -518,7 +520,7 @@ func (pd *podDiag) stageCurl(ctx context.Context) (stageResult, error) {
 		}
 	}
 	for _, l := range lines {
-		if s, found := MatchLine(l, pd.opts.Expected); found {
+		if s, found := MatchLine(l, pd.opts.Expected, pd.opts.Upstream); found {
 			for _, u := range s.URIs {
 				if !contains(seen, u) {
 					seen = append(seen, u)

@@ -691,3 +691,48 @@ func TestVerifyReopensAfterStreamEnds(t *testing.T) {
 	}
 	t.Logf("matched after %d re-opens (last error: %s)", res.Pods[0].Reopened, res.Pods[0].LastError)
 }
+
+// TestVerifyIgnoresLinesBeforeStart: one rule for every line logged before
+// verify started, match or not: an old wrong ID does not fail verify and an
+// old match does not pass it; only the line written afterwards decides.
+func TestVerifyIgnoresLinesBeforeStart(t *testing.T) {
+	c := cluster(t)
+	ns := namespace(t, c)
+	pod := "sei-0"
+	files := logFiles(t, c, ns, pod, "curl")
+	makePod(t, c, ns, pod, nil)
+	waitRunning(t, c, ns, pod)
+	old := time.Now() // after the pod started (the log is read from there), before verify starts
+	if err := testbed.AppendLog(files["curl"], old, xfccLines(expected+"-old-wrong")...); err != nil {
+		t.Fatal(err)
+	}
+	if err := testbed.AppendLog(files["curl"], old, xfccLines(expected)...); err != nil {
+		t.Fatal(err)
+	}
+	fresh := `    "X-Forwarded-Client-Cert": "By=spiffe://spire.cityos-dev.woven-planet.tech/ns/echo/sa/httpbin;Hash=fresh;URI=` + expected + `"`
+	var mu sync.Mutex
+	ignored := 0
+	progress := func(ev verify.Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !strings.Contains(ev.Message, "before verify started") {
+			return
+		}
+		ignored++
+		if ignored == 2 { // both old lines judged: now the stimulus
+			appendLog(t, files["curl"], fresh)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := verify.Verify(ctx, verify.Options{Client: c.Client, Namespace: ns, Pods: []string{pod}, Expected: expected, Progress: progress})
+	if err != nil {
+		t.Fatalf("Verify: %v (result %+v)", err, res)
+	}
+	if ignored != 2 {
+		t.Errorf("%d old lines reported as ignored, want 2", ignored)
+	}
+	if !strings.Contains(res.Pods[0].Line, "Hash=fresh") {
+		t.Errorf("matched line %q, want the one written after verify started", res.Pods[0].Line)
+	}
+}

@@ -32,6 +32,9 @@ type Options struct {
 	Pods []string
 	// Expected is the SPIFFE ID the XFCC URI must equal exactly.
 	Expected string
+	// Upstream is the upstream's SPIFFE ID: only the XFCC element it
+	// appended (By=Upstream) is judged. "" judges the last element.
+	Upstream string
 	// Container is the container whose log carries the echo; default "curl".
 	Container string
 	// Now is the clock; default time.Now.
@@ -206,12 +209,15 @@ func Verify(ctx context.Context, opts Options) (*Result, error) {
 }
 
 type podWatcher struct {
-	opts   Options
-	pod    string
-	start  time.Time
-	mu     *sync.Mutex
-	report func(Event)
-	res    *PodResult
+	opts  Options
+	pod   string
+	start time.Time
+	// containerStart is when the log container last started: the time of a
+	// line that carries no timestamp.
+	containerStart time.Time
+	mu             *sync.Mutex
+	report         func(Event)
+	res            *PodResult
 }
 
 func (w *podWatcher) set(state, msg string, f func(*PodResult)) {
@@ -387,6 +393,12 @@ func waitingMessage(p *corev1.Pod, err error, container string) string {
 // follow streams the log from the pod's start and returns matched or
 // wrong-id, or "" when the stream ended. readAny says whether any line was read.
 func (w *podWatcher) follow(ctx context.Context, pod *corev1.Pod) (string, bool, error) {
+	w.containerStart = time.Time{}
+	for _, cs := range pod.Status.ContainerStatuses {
+		if cs.Name == w.opts.Container && cs.State.Running != nil {
+			w.containerStart = cs.State.Running.StartedAt.Time
+		}
+	}
 	lo := &corev1.PodLogOptions{Container: w.opts.Container, Follow: true, Timestamps: true}
 	if pod.Status.StartTime != nil {
 		st := *pod.Status.StartTime
@@ -429,11 +441,27 @@ func (w *podWatcher) follow(ctx context.Context, pod *corev1.Pod) (string, bool,
 // for a fresh line.
 func (w *podWatcher) line(line string) string {
 	stamp, text := splitTimestamp(line)
-	s, ok := MatchLine(text, w.opts.Expected)
+	s, ok := MatchLine(text, w.opts.Expected, w.opts.Upstream)
 	if !ok {
 		return ""
 	}
 	line = strings.TrimSpace(text)
+	if stamp.IsZero() {
+		stamp = w.containerStart // no kubelet timestamp: the container's start is the line's time
+	}
+	if !stamp.IsZero() && stamp.Before(w.start) {
+		// One rule for every line logged before verify started: it proves
+		// nothing either way (a match then may be another deployment's).
+		if len(s.URIs) > 0 {
+			w.set(StateStreaming, "ignored a line from before verify started (URI="+strings.Join(s.URIs, ", URI=")+")", nil)
+		}
+		return ""
+	}
+	if s.NoUpstream {
+		w.set(StateStreaming, "X-Forwarded-Client-Cert not appended by the upstream "+w.opts.Upstream+" (no element with By="+w.opts.Upstream+")",
+			func(r *PodResult) { r.Line = line })
+		return ""
+	}
 	add := func(r *PodResult) {
 		for _, u := range s.URIs {
 			if !contains(r.SeenIDs, u) {
@@ -446,9 +474,6 @@ func (w *podWatcher) line(line string) string {
 	case s.Matched:
 		w.set(StateMatched, "", func(r *PodResult) { add(r); r.Matched = true })
 		return StateMatched
-	case len(s.URIs) > 0 && !stamp.IsZero() && stamp.Before(w.start):
-		w.set(StateStreaming, "earlier line had URI="+strings.Join(s.URIs, ", URI="), add)
-		return ""
 	case len(s.URIs) > 0:
 		w.set(StateWrongID, "URI="+strings.Join(s.URIs, ", URI="), add)
 		return StateWrongID

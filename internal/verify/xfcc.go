@@ -24,8 +24,7 @@ type Element struct {
 // raw header line (`X-Forwarded-Client-Cert: By=...`). The header name is
 // case-insensitive.
 func FindXFCC(line string) (string, bool) {
-	lower := strings.ToLower(line)
-	i := strings.Index(lower, xfccHeader)
+	i := indexFoldASCII(line, xfccHeader)
 	if i < 0 {
 		return "", false
 	}
@@ -56,6 +55,29 @@ func FindXFCC(line string) (string, bool) {
 		return "", false
 	}
 	return strings.TrimSpace(rest[1:]), true
+}
+
+// indexFoldASCII is the index of the first match of the lower-case ASCII
+// needle in s, ignoring ASCII case, on s's own bytes (lower-casing a copy
+// first would shift offsets wherever s holds invalid UTF-8).
+func indexFoldASCII(s, needle string) int {
+	n := len(needle)
+	for i := 0; i+n <= len(s); i++ {
+		j := 0
+		for ; j < n; j++ {
+			c := s[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != needle[j] {
+				break
+			}
+		}
+		if j == n {
+			return i
+		}
+	}
+	return -1
 }
 
 // jsonStringEnd returns the index of the closing quote of the JSON string
@@ -143,28 +165,45 @@ func unquote(v string) string {
 
 // Sighting is what one log line says about the workload's identity.
 type Sighting struct {
-	// Matched is true when an element's URI equals the expected ID exactly.
+	// Matched is true when the judged element's URI equals the expected ID
+	// exactly.
 	Matched bool
-	// URIs are every URI the header carried (in order, without duplicates).
+	// URIs are the judged element's URIs (without duplicates).
 	URIs []string
+	// NoUpstream is set when upstream was given and no element has it in
+	// By: the header was not written by the upstream verify expects.
+	NoUpstream bool
 }
 
-// MatchLine looks for an XFCC header in a log line and compares every
-// element's URI with expected, exactly. ok is false when the line has no
-// XFCC header.
-func MatchLine(line, expected string) (s Sighting, ok bool) {
+// MatchLine looks for an XFCC header in a log line and judges one element:
+// the one the upstream appended. Envoy appends its hop's element at the end
+// (earlier elements come from the request and can be forged by anyone who
+// can send one), so it is the last element whose By= is upstream, or the last
+// element when upstream is "". The element's URI must equal expected
+// exactly. ok is false when the line has no XFCC header.
+func MatchLine(line, expected, upstream string) (s Sighting, ok bool) {
 	v, found := FindXFCC(line)
 	if !found {
 		return s, false
 	}
-	for _, e := range ParseXFCC(v) {
-		for _, u := range e.URI {
-			if u == expected {
-				s.Matched = true
-			}
-			if !contains(s.URIs, u) {
-				s.URIs = append(s.URIs, u)
-			}
+	es := ParseXFCC(v)
+	judged := -1
+	for i := len(es) - 1; i >= 0; i-- {
+		if upstream == "" || contains(es[i].By, upstream) {
+			judged = i
+			break
+		}
+	}
+	if judged < 0 {
+		s.NoUpstream = len(es) > 0
+		return s, true
+	}
+	for _, u := range es[judged].URI {
+		if u == expected {
+			s.Matched = true
+		}
+		if !contains(s.URIs, u) {
+			s.URIs = append(s.URIs, u)
 		}
 	}
 	return s, true

@@ -2,6 +2,7 @@ package verify
 
 import (
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -31,9 +32,18 @@ func TestMatchLine(t *testing.T) {
 		{name: "the ID inside By is not a match",
 			line:  `"X-Forwarded-Client-Cert": "By=` + wantID + `;Hash=ab;URI=spiffe://other/ns/x/sa/y"`,
 			found: true, matched: false, uris: []string{"spiffe://other/ns/x/sa/y"}},
-		{name: "several elements, ours second",
+		{name: "several elements: the last one (the upstream's) is judged",
 			line:  `"X-Forwarded-Client-Cert": "By=spiffe://a/b;Hash=1;URI=spiffe://edge/ns/gw/sa/gw,By=spiffe://a/c;Hash=2;URI=` + wantID + `"`,
-			found: true, matched: true, uris: []string{"spiffe://edge/ns/gw/sa/gw", wantID}},
+			found: true, matched: true, uris: []string{wantID}},
+		{name: "a forged earlier element does not match",
+			line:  `"X-Forwarded-Client-Cert": "By=spiffe://a/c;Hash=1;URI=` + wantID + `,By=spiffe://a/c;Hash=2;URI=spiffe://intruder/x"`,
+			found: true, matched: false, uris: []string{"spiffe://intruder/x"}},
+		{name: "invalid UTF-8 before the header does not shift it",
+			line:  "\xff\xff\xff\xff\xff" + `"X-Forwarded-Client-Cert": "Hash=1;URI=` + wantID + `"`,
+			found: true, matched: true, uris: []string{wantID}},
+		{name: "12 bytes of 0xff before the header (crashed the parser)",
+			line:  strings.Repeat("\xff", 12) + `x-forwarded-client-cert: Hash=1;URI=` + wantID,
+			found: true, matched: true, uris: []string{wantID}},
 		{name: "quoted subject with comma and semicolon does not split",
 			line:  `"X-Forwarded-Client-Cert": "Hash=1;Subject=\"CN=x,O=a;b\";URI=` + wantID + `"`,
 			found: true, matched: true, uris: []string{wantID}},
@@ -53,12 +63,49 @@ func TestMatchLine(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, found := MatchLine(tt.line, wantID)
+			s, found := MatchLine(tt.line, wantID, "")
 			if found != tt.found || s.Matched != tt.matched || !reflect.DeepEqual(s.URIs, tt.uris) {
 				t.Errorf("MatchLine = %+v, %v; want matched=%v uris=%v found=%v", s, found, tt.matched, tt.uris, tt.found)
 			}
 		})
 	}
+}
+
+// TestMatchLineUpstream: with the upstream's ID known, only the element it
+// appended (By=upstream) is judged, wherever an attacker put others.
+func TestMatchLineUpstream(t *testing.T) {
+	const up = "spiffe://spire.cityos-dev.woven-planet.tech/ns/spire-sample/sa/httpbin"
+	for _, tt := range []struct {
+		name, value         string
+		matched, noUpstream bool
+	}{
+		{"the upstream's element", "By=" + up + ";Hash=1;URI=" + wantID, true, false},
+		{"a forged element after the upstream's is not judged", "By=" + up + ";Hash=1;URI=spiffe://x/y,By=spiffe://evil/e;URI=" + wantID, false, false},
+		{"no element by the upstream", "By=spiffe://evil/e;Hash=1;URI=" + wantID, false, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s, found := MatchLine(`x-forwarded-client-cert: `+tt.value, wantID, up)
+			if !found || s.Matched != tt.matched || s.NoUpstream != tt.noUpstream {
+				t.Errorf("MatchLine = %+v, %v; want matched=%v noUpstream=%v", s, found, tt.matched, tt.noUpstream)
+			}
+		})
+	}
+}
+
+// FuzzMatchLine: any bytes, no panic; a match is always the expected ID in
+// the judged element.
+func FuzzMatchLine(f *testing.F) {
+	f.Add(strings.Repeat("\xff", 12) + "x-forwarded-client-cert: URI=" + wantID)
+	f.Add(`"X-Forwarded-Client-Cert": "By=a;Hash=1;Subject=\"CN=x,O=a;b\";URI=` + wantID + `"`)
+	f.Add("\xc3X-FORWARDED-CLIENT-CERT\": \"URI=\\\"")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, line string) {
+		s, found := MatchLine(line, wantID, "")
+		if s.Matched && (!found || !contains(s.URIs, wantID)) {
+			t.Fatalf("matched without the ID: %+v", s)
+		}
+		FindXFCC(line)
+	})
 }
 
 func TestParseXFCC(t *testing.T) {
