@@ -57,7 +57,9 @@ type realPod struct {
 	kube   []string
 	srv    *testbed.SpireServer
 	echoID string
-	tm     *timings
+	// initArgs are the first `spirepod init`'s arguments (without the directory).
+	initArgs []string
+	tm       *timings
 }
 
 // TestRealPodEndToEnd is issue 17's proof with the default scaffold (two
@@ -191,6 +193,7 @@ func onboardRealPod(t *testing.T, b testbed.Bins, replicas int) *realPod {
 		if replicas != 1 {
 			args = append(args, "--replicas", fmt.Sprint(replicas))
 		}
+		r.initArgs = args
 		c.run(c.root, append(args, r.dir)...)
 		c.run(r.dir, "pki", "gen")
 		c.run(r.dir, "bundle", "set", upCert)

@@ -82,6 +82,30 @@ var Patterns = []Pattern{
 		Fix:   "`spirepod pr status` (merge the spiffe-id PR); `spirepod pr spiffe-id --dry-run` shows the entries it expects",
 	},
 	{
+		// The x509pop agent plugin loads certificate_path and
+		// private_key_path when it is configured; seen on the real node when
+		// gen-cert (which writes the key 0600, as its own user) and the agent
+		// run as different users: "Agent crashed" error="failed to configure
+		// plugin \"x509pop\": ... unable to load keypair: open
+		// /run/spire/agent-certs/agent.key.pem: permission denied".
+		ID: "agent-key-unreadable", Container: ContainerAgent,
+		Match: regexp.MustCompile(`unable to load (keypair|certificate|private key).*permission denied`),
+		Cause: "the agent cannot read the certificate or key gen-cert wrote: gen-cert writes the key 0600 as its own user, and the gen-cert and spire-agent containers run as different users",
+		Fix:   "run gen-cert and spire-agent as the same runAsUser and runAsGroup (spirepod.yaml agent.uid and agent.gid; `spirepod init --force` renders both), `spirepod apply`, then delete the pod",
+	},
+	{
+		// The agent's Workload API (and SDS) identifies each caller by the
+		// PID of its socket peer; when the caller's process is in another
+		// PID namespace the kernel reports PID 0 and SPIRE's peertracker
+		// refuses the connection. Seen on the real node with the scaffold's
+		// pod without shareProcessNamespace: level=warning msg="Connection
+		// failed during accept" error="could not resolve caller information".
+		ID: "agent-no-shared-pid", Container: ContainerAgent,
+		Match: regexp.MustCompile(`Connection failed during accept.*(could not resolve caller information|could not open caller's proc directory)`),
+		Cause: "the agent cannot see the process calling its Workload API (Envoy): the pod does not share its process namespace, so the unix workload attestor cannot find Envoy's PID and Envoy gets no SVID",
+		Fix:   "set shareProcessNamespace: true in the StatefulSet's pod spec (`spirepod init --force` renders it), `spirepod apply`, then delete the pods",
+	},
+	{
 		ID: "agent-attestation-failed", Container: ContainerAgent,
 		Match: regexp.MustCompile(`failed to attest|attestation failed|Agent crashed`),
 		Cause: "the agent could not attest to the SPIRE server",
@@ -102,8 +126,8 @@ var Patterns = []Pattern{
 	{
 		ID: "envoy-upstream-tls", Container: ContainerEnvoy,
 		Match: regexp.MustCompile(`CERTIFICATE_VERIFY_FAILED|TLS_error|SSLV3_ALERT|tls.*handshake`),
-		Cause: "the mTLS handshake to the upstream service failed (trust domain validation or a missing client certificate)",
-		Fix:   "check the upstream's trust domain and that Envoy received an SVID (spire-agent stage)",
+		Cause: upstreamTLSCause,
+		Fix:   upstreamTLSFix,
 	},
 	{
 		ID: "envoy-upstream-connect", Container: ContainerEnvoy,
@@ -114,8 +138,8 @@ var Patterns = []Pattern{
 	{
 		ID: "curl-upstream-tls", Container: ContainerCurl,
 		Match: regexp.MustCompile(`CERTIFICATE_VERIFY_FAILED|TLS_error`),
-		Cause: "Envoy answered curl with an upstream TLS failure: the mTLS handshake to the echo service failed",
-		Fix:   "check that Envoy has an SVID (spire-agent stage) and the upstream's trust domain",
+		Cause: "Envoy answered curl with an upstream TLS failure: " + upstreamTLSCause,
+		Fix:   upstreamTLSFix,
 	},
 	{
 		ID: "curl-upstream-error", Container: ContainerCurl,
@@ -130,6 +154,15 @@ var Patterns = []Pattern{
 		Fix:   "check the envoy container's state and log",
 	},
 }
+
+// The upstream mTLS failure, as Envoy's log and its 503 to curl show it.
+// CERTIFICATE_VERIFY_FAILED is Envoy refusing the upstream's certificate
+// (seen on the real node with a wrong upstream.spiffeID); other TLS errors
+// include the upstream refusing Envoy's.
+const (
+	upstreamTLSCause = "the mTLS handshake between Envoy and the upstream failed; with CERTIFICATE_VERIFY_FAILED Envoy refused the upstream's certificate: its SPIFFE ID is not exactly upstream.spiffeID of spirepod.yaml (envoy.yaml's match_typed_subject_alt_names), or it is not signed by the trust domain's bundle"
+	upstreamTLSFix   = "set upstream.spiffeID to the upstream's exact SPIFFE ID (`spirepod init --force --upstream-id ID`), `spirepod apply`, then delete the pods (Envoy reads its bootstrap at start); if the ID is right, check that Envoy has an SVID (spire-agent stage) and the upstream's trust domain"
+)
 
 // Finding is a pattern matched in a container log.
 type Finding struct {
