@@ -39,13 +39,45 @@ func run(ctx context.Context, f *Factory, args []string) int {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageError(fmt.Sprintf("run `%s --help` for usage", c.CommandPath()), "%s", err.Error())
 	})
-	if err := root.ExecuteContext(ctx); err != nil {
+	groupsRefuseUnknown(root)
+	if c, err := root.ExecuteContextC(ctx); err != nil {
 		if isCobraUsage(err) {
-			err = usageError("run `spirepod --help` for usage", "%s", err.Error())
+			path := "spirepod"
+			if c != nil {
+				path = c.CommandPath()
+			}
+			err = usageError(fmt.Sprintf("run `%s --help` for usage", path), "%s", err.Error())
 		}
 		return reportError(ctx, streams.ErrOut, err)
 	}
 	return exitOK
+}
+
+// groupsRefuseUnknown makes every command group (pr, pki, bundle, city)
+// refuse an unknown subcommand as the root does — exit 2, "unknown command",
+// "Did you mean" — instead of cobra's default of printing the group's help
+// with exit 0. A group alone still prints its help.
+func groupsRefuseUnknown(cmd *cobra.Command) {
+	for _, sub := range cmd.Commands() {
+		groupsRefuseUnknown(sub)
+	}
+	if cmd.Parent() == nil || !cmd.HasSubCommands() || cmd.Runnable() {
+		return
+	}
+	cmd.Args = cobra.ArbitraryArgs
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2
+	}
+	cmd.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return c.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q for %q", args[0], c.CommandPath())
+		if sugg := c.SuggestionsFor(args[0]); len(sugg) > 0 {
+			msg += "\n\nDid you mean this?\n\t" + strings.Join(sugg, "\n\t")
+		}
+		return usageError(fmt.Sprintf("run `%s --help` for usage", c.CommandPath()), "%s", msg)
+	}
 }
 
 // isCobraUsage recognises cobra's own argument errors (unknown command,
