@@ -114,7 +114,7 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 	}
 	layers, err := apply.Build(p.Dir)
 	if err != nil {
-		return failure(err, "fix the kustomization, or re-render it with `spirepod init --force`")
+		return failure(err, "fix the kustomization, or re-render the scaffold with `"+p.ReinitCommand()+"`")
 	}
 	rep.Preflight = append(rep.Preflight, apply.CheckBundle(layers, o.f.Now())...)
 	if check.Failed(rep.Preflight) {

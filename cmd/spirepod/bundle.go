@@ -96,13 +96,13 @@ func bundleSetRun(o *bundleSetOptions) error {
 	path := p.Path(rel)
 	old, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return usageError("re-create it with `spirepod init --force`", "%s is missing", path)
+		return usageError("re-render the scaffold with `"+p.ReinitCommand()+"`", "%s is missing", path)
 	} else if err != nil {
 		return failure(err, "")
 	}
 	updated, err := scaffold.UpdateBundleFile(old, pemData)
 	if err != nil {
-		return usageError("re-create it with `spirepod init --force`", "%s: %v", path, err)
+		return usageError("re-render the scaffold with `"+p.ReinitCommand()+"`", "%s: %v", path, err)
 	}
 	res := bundleSetResult{File: path, Changed: string(old) != string(updated)}
 	for _, c := range certs {

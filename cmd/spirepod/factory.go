@@ -96,7 +96,7 @@ func (f *Factory) Project(dir string) (*project.Project, error) {
 		return nil, usageError("run `spirepod init` first, or cd into the scaffold (or pass --dir)", "%v", err)
 	}
 	if err != nil {
-		return nil, usageError("fix spirepod.yaml or re-create it with `spirepod init --force`", "%v", err)
+		return nil, usageError("fix spirepod.yaml (to re-render the scaffold instead, run `spirepod init <dir> --force` with its flags from the directory above it)", "%v", err)
 	}
 	return p, nil
 }

@@ -141,7 +141,11 @@ func (o *initOptions) validate() error {
 		return usageError("one pod is the usual start", "--replicas must be between 1 and 1000, got %d", o.Replicas)
 	}
 	if err := project.CheckStatefulSet(o.Name, o.Replicas); err != nil {
-		return usageError("choose a shorter --name or fewer --replicas", "--name/--replicas: %v", err)
+		hint := "use lower-case letters, digits and '-', starting and ending with a letter or digit"
+		if len(o.Name) > 63 {
+			hint = "choose a --name of at most 63 characters"
+		}
+		return usageError(hint, "--name: %v", err)
 	}
 	switch o.Naming {
 	case project.NamingNamespaced, project.NamingGuide:
@@ -311,7 +315,13 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 		}
 		return failure(err, "")
 	}
-	res.Next = nextSteps(o.Dir, serverCA != nil)
+	cd := o.Dir
+	if abs, err := o.f.Abs(o.Dir); err == nil {
+		if cwd, err := o.f.Abs("."); err == nil && abs == cwd {
+			cd = "" // already there
+		}
+	}
+	res.Next = nextSteps(cd, serverCA != nil)
 
 	if o.f.JSON() {
 		return writeJSON(out, res)
@@ -329,8 +339,14 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 	return nil
 }
 
+// nextSteps are the commands after init; dir "" means the scaffold is the
+// current directory (no cd).
 func nextSteps(dir string, haveServerCA bool) []string {
-	steps := []string{"cd " + dir, "spirepod pki gen"}
+	var steps []string
+	if dir != "" {
+		steps = append(steps, "cd "+dir)
+	}
+	steps = append(steps, "spirepod pki gen")
 	if !haveServerCA {
 		steps = append(steps, "spirepod bundle set <spire-server-ca.pem>")
 	}

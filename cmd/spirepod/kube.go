@@ -75,6 +75,11 @@ func (k *kubeFlags) Target() (*kubeTarget, error) {
 	if err != nil {
 		return nil, usageError(kubeHint, "kubeconfig: %v", err)
 	}
+	if len(raw.Contexts) == 0 && len(raw.Clusters) == 0 {
+		files := k.cf.ToRawKubeConfigLoader().ConfigAccess().GetLoadingPrecedence()
+		return nil, usageError("point --kubeconfig or KUBECONFIG at your cluster's kubeconfig (or run your provider's get-credentials command)",
+			"no kubeconfig: %s has no clusters or contexts (or does not exist)", strings.Join(files, ", "))
+	}
 	ctxName := raw.CurrentContext
 	if k.cf.Context != nil && *k.cf.Context != "" {
 		ctxName = *k.cf.Context

@@ -197,6 +197,13 @@ func displayPath(f *Factory, p string) string {
 
 var validityUnit = regexp.MustCompile(`^(\d+)([ywd])`)
 
+// maxValidity bounds --validity: far beyond any CA policy, and inside what
+// a time.Duration holds (about 292 years; 1000y overflowed to "negative").
+const (
+	maxValidity     = 100 * 365 * 24 * time.Hour
+	maxValidityText = "100y"
+)
+
 // parseValidity accepts Go durations (8760h) and day-based forms: 10y
 // (365 days each), 2w, 90d, and mixes such as 1y30d or 1d12h.
 func parseValidity(s string) (time.Duration, error) {
@@ -213,7 +220,7 @@ func parseValidity(s string) (time.Duration, error) {
 		}
 		n, err := strconv.Atoi(m[1])
 		if err != nil || n > 1000*365 {
-			return 0, fmt.Errorf("%q is too long", s)
+			return 0, fmt.Errorf("%q is too long (at most %s)", s, maxValidityText)
 		}
 		day := 24 * time.Hour
 		unit := map[string]time.Duration{"y": 365 * day, "w": 7 * day, "d": day}[m[2]]
@@ -227,7 +234,10 @@ func parseValidity(s string) (time.Duration, error) {
 		}
 		total += d
 	}
-	if total <= 0 {
+	if total > maxValidity || total < 0 {
+		return 0, fmt.Errorf("%q is too long (at most %s)", s, maxValidityText)
+	}
+	if total == 0 {
 		return 0, fmt.Errorf("%q must be positive", s)
 	}
 	return total, nil

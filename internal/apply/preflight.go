@@ -304,7 +304,7 @@ func CheckBundle(layers []Layer, now time.Time) []check.Result {
 		}
 	}
 	return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail, Message: "the scaffold has no ConfigMap " + scaffold.BundleConfigMap,
-		Hint: "re-render the scaffold with `spirepod init --force`"}}
+		Hint: "re-render the scaffold (`spirepod status` prints the `spirepod init --force` command, run from the directory above it)"}}
 }
 
 // CheckPodAdmission asks the API server whether the StatefulSet's pods would

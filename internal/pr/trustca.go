@@ -248,7 +248,7 @@ func verdict(rs []check.Result) string {
 			warns = append(warns, r.Name)
 		}
 	}
-	v := fmt.Sprintf("passed (%d checks ok, %d warnings)", c.OK, c.Warn)
+	v := fmt.Sprintf("passed: %d of its certificate checks ok, %d warnings, %d not applicable (the key checks run where the key is, in `spirepod pki inspect`)", c.OK, c.Warn, c.Skipped)
 	if c.Warn > 0 {
 		v += ": " + strings.Join(warns, "; ")
 	}

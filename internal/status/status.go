@@ -121,7 +121,7 @@ func scaffoldChecks(p *project.Project) []check.Result {
 	data, err := os.ReadFile(p.Path("kustomization.yaml"))
 	if err != nil {
 		return append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.Fail,
-			err.Error(), "re-create the scaffold with `spirepod init --force`"))
+			err.Error(), "re-render the scaffold with `"+p.ReinitCommand()+"`"))
 	}
 	n, err := yaml.Parse(string(data))
 	var ns string
