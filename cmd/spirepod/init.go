@@ -72,7 +72,7 @@ changed inputs show a diff and need --force; files you added are left alone.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&opts.Team, "team", "", "your team's name (a DNS-1123 label; names branches and files)")
-	fl.StringVar(&opts.Namespace, "namespace", "", "your team's Kubernetes namespace (replaces spire-envoy-integration-ns)")
+	fl.StringVarP(&opts.Namespace, "namespace", "n", "", "your team's Kubernetes namespace (replaces spire-envoy-integration-ns)")
 	fl.StringVar(&opts.Env, "env", project.DefaultEnvironment, "environment profile: dev, lab, or one from the config file")
 	fl.StringVar(&opts.Name, "name", scaffold.TemplateName, "StatefulSet name; pods are <name>-0, <name>-1, …")
 	fl.IntVar(&opts.Replicas, "replicas", 1, "number of pods (each gets its own agent identity)")

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"path"
 	"testing/fstest"
 
 	"github.com/go-git/go-git/v5"
@@ -21,8 +22,26 @@ type Source struct {
 	Origin string
 }
 
+// Limits on a --from template: its manifests are a few KiB each.
+const (
+	MaxTemplateFile  = 1 << 20  // one file
+	MaxTemplateTotal = 16 << 20 // the whole folder
+)
+
+// TooLargeError refuses a template file (or folder) over the limit.
+type TooLargeError struct {
+	Path        string
+	Size, Limit int64
+}
+
+func (e *TooLargeError) Error() string {
+	return fmt.Sprintf("%s is %d bytes, over the %d-byte limit for template files: it is not a manifest", e.Path, e.Size, e.Limit)
+}
+
 // FromCity reads the template folder from a local city checkout at HEAD
-// with go-git: committed content only, never the work tree's edits.
+// with go-git: committed content only, never the work tree's edits; a file
+// over MaxTemplateFile (or a folder over MaxTemplateTotal) is refused by its
+// size before anything is read.
 func FromCity(dir string) (*Source, error) {
 	repo, err := git.PlainOpenWithOptions(dir, &git.PlainOpenOptions{DetectDotGit: true})
 	if err != nil {
@@ -48,9 +67,18 @@ func FromCity(dir string) (*Source, error) {
 		return nil, err
 	}
 	files := fstest.MapFS{}
+	var total int64
 	err = tree.Files().ForEach(func(f *object.File) error {
 		if !f.Mode.IsFile() {
 			return nil
+		}
+		// Sizes first, contents after: a large blob in the template folder
+		// must not be read into memory.
+		if f.Size > MaxTemplateFile {
+			return &TooLargeError{Path: path.Join(CityTemplatePath, f.Name), Size: f.Size, Limit: MaxTemplateFile}
+		}
+		if total += f.Size; total > MaxTemplateTotal {
+			return &TooLargeError{Path: CityTemplatePath, Size: total, Limit: MaxTemplateTotal}
 		}
 		r, err := f.Reader()
 		if err != nil {
