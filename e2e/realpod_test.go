@@ -91,13 +91,19 @@ func TestRealPodEndToEnd(t *testing.T) {
 		}
 		r.t.Logf("curl's log: %s", strings.TrimSpace(firstXFCC))
 	})
-	r.step("verify", func() {
-		v := r.verify(0, "--timeout", "2m")
-		r.checkVerified(v, pods, wantID)
+	r.step("verify+status", func() {
+		// verify reads curl's log through apiserver → the real kubelet;
+		// status then shows every step of the guide done.
+		r.checkVerified(r.verify(0, "--timeout", "2m"), pods, wantID)
+		r.checkStatus()
 	})
-	r.step("gen-cert-log", func() {
+	r.step("gen-cert+attestation", func() {
 		for _, pod := range pods {
 			r.waitLogLine(pod, "gen-cert", "gen-cert: wrote /run/spire/agent-certs/agent.crt.pem for "+r.p.CertificateName(pod))
+			// Each pod's agent attested with x509pop using the certificate
+			// cert-manager issued for it (SPIRE's default agent ID is the
+			// leaf's SHA-1), and its node alias applies to that agent.
+			r.checkAgentAttested(pod)
 		}
 	})
 
@@ -112,6 +118,8 @@ func TestRealPodEndToEnd(t *testing.T) {
 		r.waitLogLine(pod, "gen-cert", "gen-cert: wrote /run/spire/agent-certs/agent.crt.pem for "+r.p.CertificateName(pod))
 		v := r.verify(0, "--pod", pod, "--timeout", "2m")
 		r.checkVerified(v, []string{pod}, wantID)
+		r.checkPodRuns(pod)
+		r.checkAgentAttested(pod)
 		if cur := r.getPod(pod); cur.UID != np.UID {
 			r.t.Fatalf("pod %s was replaced again while verifying", pod)
 		}
@@ -319,6 +327,31 @@ func (r *realPod) startEcho(port int) {
 	t.Cleanup(echo.Stop)
 }
 
+// checkAgentAttested: the SPIRE server lists the agent whose ID is the
+// SHA-1 of the certificate in the pod's Secret (issued by cert-manager from
+// the team CA, with the pod's CN), and the pod's node alias resolves to it.
+func (r *realPod) checkAgentAttested(pod string) {
+	t := r.t
+	t.Helper()
+	sec, err := r.cluster.Client.CoreV1().Secrets(r.p.Namespace).Get(r.ctx, r.p.CertificateName(pod), metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("Secret %s: %v", r.p.CertificateName(pod), err)
+	}
+	certs, err := pki.ParseCertificates(sec.Data["tls.crt"])
+	if err != nil || len(certs) == 0 {
+		t.Fatalf("Secret %s: no certificate: %v", r.p.CertificateName(pod), err)
+	}
+	if cn := certs[0].Subject.CommonName; cn != r.p.AgentCN(pod) {
+		t.Fatalf("%s: agent certificate CN %q, want %q", pod, cn, r.p.AgentCN(pod))
+	}
+	agentID := fmt.Sprintf("spiffe://%s/spire/agent/x509pop/%s", r.p.TrustDomain, pki.SHA1Fingerprint(certs[0]))
+	out, err := r.srv.Run(r.ctx, "agent", "list")
+	if err != nil || !strings.Contains(out, agentID) {
+		t.Fatalf("agent list lacks %s (%v):\n%s", agentID, err, out)
+	}
+	r.checkAliasResolves(r.p, r.srv, pod, agentID)
+}
+
 // checkPodRuns: the pod runs on the real node, under the namespace's
 // restricted profile, every container non-root, the agent and gen-cert as
 // the same user, Envoy as the uid the workload entry selects.
@@ -509,6 +542,37 @@ func (r *realPod) verify(wantCode int, args ...string) *verifyOut {
 	return &v
 }
 
+// checkStatus: `spirepod status` shows every step of the guide done and
+// every check ok, judged on the real node.
+func (r *realPod) checkStatus() {
+	t := r.t
+	t.Helper()
+	out, errOut, code := r.exec(r.dir, append([]string{"status", "-o", "json"}, r.kube...)...)
+	var st struct {
+		Checks []struct{ Group, ID, Name, Status, Message string }
+		Steps  []struct{ Step, Status, Message string }
+		Failed bool
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || code != 0 || st.Failed {
+		t.Fatalf("spirepod status: exit %d failed %v (%v)\n%s\n%s", code, st.Failed, err, out, errOut)
+	}
+	if len(st.Steps) < 7 {
+		t.Fatalf("spirepod status: %d steps, want every step of the guide:\n%s", len(st.Steps), out)
+	}
+	for _, s := range st.Steps {
+		if s.Status != "ok" {
+			t.Errorf("spirepod status: step %q is %s: %s", s.Step, s.Status, s.Message)
+		}
+	}
+	for _, ch := range st.Checks {
+		if ch.Status != "ok" {
+			t.Errorf("spirepod status: check %s/%s is %s: %s", ch.Group, ch.ID, ch.Status, ch.Message)
+		}
+	}
+	text, textErr, _ := r.exec(r.dir, append([]string{"status", "--short"}, r.kube...)...)
+	t.Logf("spirepod status --short (%d checks):\n%s%s", len(st.Checks), text, textErr)
+}
+
 func (r *realPod) checkVerified(v *verifyOut, pods []string, wantID string) {
 	t := r.t
 	t.Helper()
@@ -561,10 +625,23 @@ func (r *realPod) dumpPods() {
 	}
 	evs, err := r.cluster.Client.CoreV1().Events(r.p.Namespace).List(ctx, metav1.ListOptions{})
 	if err == nil {
+		// One line per object and reason (the last), with the count.
+		type key struct{ obj, reason string }
+		last, count := map[key]string{}, map[key]int{}
+		var order []key
 		for _, e := range evs.Items {
-			if e.Type == corev1.EventTypeWarning {
-				r.t.Logf("dump: event %s %s/%s %s: %s", e.Type, e.InvolvedObject.Kind, e.InvolvedObject.Name, e.Reason, e.Message)
+			if e.Type != corev1.EventTypeWarning {
+				continue
 			}
+			k := key{e.InvolvedObject.Kind + "/" + e.InvolvedObject.Name, e.Reason}
+			if _, seen := last[k]; !seen {
+				order = append(order, k)
+			}
+			last[k] = e.Message
+			count[k] += int(max(e.Count, 1))
+		}
+		for _, k := range order {
+			r.t.Logf("dump: event Warning %s %s (x%d): %s", k.obj, k.reason, count[k], last[k])
 		}
 	}
 }
