@@ -54,7 +54,6 @@ the command lists what was and was not applied. Running it again completes the j
   spirepod apply --dry-run=server -o json
   spirepod apply --context prod-eu --yes --timeout 10m
   spirepod apply --wait=false`,
-		Args: cobra.NoArgs,
 		RunE: runE(opts, opts.validate, runF, applyRun),
 	}
 	fl := cmd.Flags()
@@ -62,6 +61,7 @@ the command lists what was and was not applied. Running it again completes the j
 	addDirFlag(fl, &opts.Dir)
 	fl.StringVar(&opts.DryRun, "dry-run", "none", `"server": the API server validates and reports created/configured/unchanged; nothing is stored`)
 	fl.Lookup("dry-run").NoOptDefVal = "server"
+	cmd.Args = dryRunArgs(cmd, &opts.DryRun)
 	fl.BoolVar(&opts.Wait, "wait", true, "wait for the ClusterIssuer to be Ready and the pods to be Running and ready")
 	addTimeoutFlag(fl, &opts.Timeout, 5*time.Minute, "how long to retry an unreachable API server and to wait")
 	fl.BoolVar(&opts.Yes, "yes", false, "allow changing a protected context")

@@ -27,6 +27,35 @@ func runE[O any](opts O, validate func() error, runF func(O) error, run func(con
 	}
 }
 
+// addDryRunFlag is --dry-run for commands that write local files: every
+// check runs, nothing is written.
+func addDryRunFlag(fl *pflag.FlagSet, dst *bool) {
+	fl.BoolVar(dst, "dry-run", false, "run every check and print what would be written; write nothing")
+}
+
+// wouldWrite is the title of a dry run's report.
+func wouldWrite(dryRun bool, done, planned string) string {
+	if dryRun {
+		return planned + " (dry run: nothing written)"
+	}
+	return done
+}
+
+// dryRunArgs lets `--dry-run server` (a space, as kubectl allows) mean
+// --dry-run=server for a command that takes no arguments.
+func dryRunArgs(cmd *cobra.Command, dst *string) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) == 1 && c.Flags().Changed("dry-run") && *dst == c.Flags().Lookup("dry-run").NoOptDefVal {
+			switch args[0] {
+			case "none", "server", "client":
+				*dst = args[0]
+				return nil
+			}
+		}
+		return cobra.NoArgs(c, args)
+	}
+}
+
 // addDirFlag is --dir: where the scaffold is.
 func addDirFlag(fl *pflag.FlagSet, dst *string) {
 	fl.StringVar(dst, "dir", "", "scaffold directory (default: where spirepod.yaml is found, from the working directory upward)")

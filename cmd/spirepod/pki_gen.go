@@ -21,6 +21,7 @@ type pkiGenOptions struct {
 	Validity string
 	Subject  string
 	Force    bool
+	DryRun   bool
 
 	// Set by validate.
 	keyType  pki.KeyType
@@ -44,7 +45,8 @@ Prints the subject, validity, SHA-256 and SHA-1 fingerprints, and the selector
 x509pop:ca:fingerprint:<sha1> to put on your node aliases.`,
 		Example: `  spirepod pki gen
   spirepod pki gen --key-type rsa-3072 --validity 5y --subject "CN=payments agent CA,O=Payments"
-  spirepod pki gen --dir ./spire-envoy-integration -o json`,
+  spirepod pki gen --dir ./spire-envoy-integration -o json
+  spirepod pki gen --dry-run`,
 		Args: cobra.NoArgs,
 		RunE: runE(opts, opts.validate, runF, pkiGenRun),
 	}
@@ -55,6 +57,7 @@ x509pop:ca:fingerprint:<sha1> to put on your node aliases.`,
 	fl.StringVar(&opts.Subject, "subject", "", `CA subject, "CN=…,O=…" or "/CN=…/O=…" (default: from the team)`)
 	fl.BoolVar(&opts.Force, "force", false, "replace an existing CA (agents of the old CA stop attesting once the server trusts only the new one)")
 	markCLIOnly(fl, "force")
+	addDryRunFlag(fl, &opts.DryRun)
 	return cmd
 }
 
@@ -90,6 +93,8 @@ type pkiCAOutput struct {
 	pki.CAInfo
 	// ReplacedSelector is the selector of the CA --force replaced.
 	ReplacedSelector string `json:"replacedSelector,omitempty"`
+	// DryRun: nothing was written.
+	DryRun bool `json:"dryRun,omitempty"`
 }
 
 func pkiGenRun(ctx context.Context, o *pkiGenOptions) error {
@@ -106,7 +111,7 @@ func pkiGenRun(ctx context.Context, o *pkiGenOptions) error {
 	existed := (fileExists(certPath) && !pki.IsPlaceholder(certPath)) || (fileExists(keyPath) && !pki.IsPlaceholder(keyPath))
 	res, err := pki.Generate(ctx, pki.GenerateOptions{
 		CertPath: certPath, KeyPath: keyPath,
-		KeyType: o.keyType, Validity: o.validity, Subject: subject, Force: o.Force,
+		KeyType: o.keyType, Validity: o.validity, Subject: subject, Force: o.Force, DryRun: o.DryRun,
 		Rand: o.f.Rand, Now: o.f.Now,
 	})
 	var ee *pki.ExistsError
@@ -117,7 +122,15 @@ func pkiGenRun(ctx context.Context, o *pkiGenOptions) error {
 	if err != nil {
 		return pkiWriteError(o.f, err)
 	}
-	out := pkiCAOutput{Certificate: displayPath(o.f, res.CertPath), Key: displayPath(o.f, res.KeyPath), CAInfo: pki.Describe(res.Cert)}
+	out := pkiCAOutput{Certificate: displayPath(o.f, res.CertPath), Key: displayPath(o.f, res.KeyPath), CAInfo: pki.Describe(res.Cert), DryRun: o.DryRun}
+	if o.DryRun {
+		if o.f.JSON() {
+			return writeJSON(o.f.IO.Out, out)
+		}
+		printCAInfo(o.f, wouldWrite(true, "", "Team CA to write"), out)
+		fmt.Fprintln(o.f.IO.ErrOut, "the fingerprints are of this dry run's CA: a real run makes a new key")
+		return nil
+	}
 	if existed {
 		msg := "warning: --force replaced the team CA. If the old CA is already on the SPIRE server's trust list, agents issued by the new one will not attest until the new certificate is added (spirepod pr trust-ca) and the server restarted"
 		if res.Replaced != nil {

@@ -17,7 +17,8 @@ type pkiImportOptions struct {
 	Cert  string
 	Key   string
 	Dir   string
-	Force bool
+	Force  bool
+	DryRun bool
 }
 
 func newCmdPKIImport(f *Factory, runF func(*pkiImportOptions) error) *cobra.Command {
@@ -29,7 +30,8 @@ func newCmdPKIImport(f *Factory, runF func(*pkiImportOptions) error) *cobra.Comm
 private key, and write both under the scaffold's names (paths from spirepod.yaml): the
 certificate with mode 0644, the key re-encoded as PKCS#8 with mode 0600. Nothing is written
 when a check fails or a file exists (unless --force).`,
-		Example: `  spirepod pki import ~/ca/team-ca.pem ~/ca/team-ca.key`,
+		Example: `  spirepod pki import ~/ca/team-ca.pem ~/ca/team-ca.key
+  spirepod pki import ~/ca/team-ca.pem ~/ca/team-ca.key --dry-run`,
 		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Cert, opts.Key = args[0], args[1]
@@ -43,6 +45,7 @@ when a check fails or a file exists (unless --force).`,
 	addDirFlag(fl, &opts.Dir)
 	fl.BoolVar(&opts.Force, "force", false, "replace an existing team CA")
 	markCLIOnly(fl, "force")
+	addDryRunFlag(fl, &opts.DryRun)
 	return cmd
 }
 
@@ -68,7 +71,7 @@ func pkiImportRun(ctx context.Context, o *pkiImportOptions) error {
 	res, err := pki.Import(ctx, pki.ImportOptions{
 		CertPEM: certPEM, KeyPEM: keyPEM,
 		CertPath: p.Path(p.Paths.CACert), KeyPath: p.Path(p.Paths.CAKey),
-		Force: o.Force, Now: o.f.Now,
+		Force: o.Force, DryRun: o.DryRun, Now: o.f.Now,
 	})
 	var ie *pki.InputError
 	var ce *pki.CheckError
@@ -88,7 +91,7 @@ func pkiImportRun(ctx context.Context, o *pkiImportOptions) error {
 		return pkiWriteError(o.f, err)
 	}
 	out := pkiImportOutput{
-		pkiCAOutput: pkiCAOutput{Certificate: displayPath(o.f, res.CertPath), Key: displayPath(o.f, res.KeyPath), CAInfo: pki.Describe(res.Cert)},
+		pkiCAOutput: pkiCAOutput{Certificate: displayPath(o.f, res.CertPath), Key: displayPath(o.f, res.KeyPath), CAInfo: pki.Describe(res.Cert), DryRun: o.DryRun},
 		Results:     res.Results,
 	}
 	if o.f.JSON() {
@@ -96,6 +99,6 @@ func pkiImportRun(ctx context.Context, o *pkiImportOptions) error {
 	}
 	printChecks(o.f.IO, o.f.IO.ErrOut, res.Results)
 	fmt.Fprintln(o.f.IO.ErrOut)
-	printCAInfo(o.f, "Team CA imported", out.pkiCAOutput)
+	printCAInfo(o.f, wouldWrite(o.DryRun, "Team CA imported", "Team CA to import"), out.pkiCAOutput)
 	return nil
 }

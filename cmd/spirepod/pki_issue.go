@@ -23,6 +23,7 @@ type pkiIssueOptions struct {
 	CA     string
 	CAKey  string
 	Force  bool
+	DryRun bool
 }
 
 func newCmdPKIIssue(f *Factory, runF func(*pkiIssueOptions) error) *cobra.Command {
@@ -49,6 +50,7 @@ cert-manager's default encoding). For clusters without cert-manager and for test
 	fl.StringVar(&opts.CAKey, "ca-key", "", "team CA private key (with --ca)")
 	fl.BoolVar(&opts.Force, "force", false, "replace an existing certificate and key for this pod")
 	markCLIOnly(fl, "force")
+	addDryRunFlag(fl, &opts.DryRun)
 	return cmd
 }
 
@@ -80,6 +82,8 @@ type pkiIssueOutput struct {
 	SHA1        string    `json:"sha1"`
 	// CappedByCA is true when the CA expires before the usual duration.
 	CappedByCA bool `json:"cappedByCA"`
+	// DryRun: nothing was written.
+	DryRun bool `json:"dryRun,omitempty"`
 }
 
 func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {
@@ -117,14 +121,14 @@ func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {
 	if err != nil {
 		return err
 	}
-	res, err := pki.Issue(ctx, pki.IssueOptions{CA: tca.Cert, CAKey: tca.Key, CN: cn, Name: name, OutDir: outDir, Force: o.Force, Rand: o.f.Rand, Now: o.f.Now})
+	res, err := pki.Issue(ctx, pki.IssueOptions{CA: tca.Cert, CAKey: tca.Key, CN: cn, Name: name, OutDir: outDir, Force: o.Force, DryRun: o.DryRun, Rand: o.f.Rand, Now: o.f.Now})
 	if err != nil {
 		return pkiWriteError(o.f, err)
 	}
 	out := pkiIssueOutput{
 		Certificate: displayPath(o.f, res.CertPath), Key: displayPath(o.f, res.KeyPath), CommonName: res.CN,
 		Serial: fmt.Sprintf("%x", res.Cert.SerialNumber), NotBefore: res.Cert.NotBefore.UTC(), NotAfter: res.Cert.NotAfter.UTC(),
-		SHA1: pki.SHA1Fingerprint(res.Cert), CappedByCA: res.Capped,
+		SHA1: pki.SHA1Fingerprint(res.Cert), CappedByCA: res.Capped, DryRun: o.DryRun,
 	}
 	if res.Capped {
 		fmt.Fprintf(o.f.IO.ErrOut, "warning: the team CA expires %s, before the usual %s; the certificate ends with it\n",
@@ -134,7 +138,7 @@ func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {
 		return writeJSON(o.f.IO.Out, out)
 	}
 	w := o.f.IO.Out
-	fmt.Fprintln(w, o.f.IO.bold("Agent certificate issued"))
+	fmt.Fprintln(w, o.f.IO.bold(wouldWrite(o.DryRun, "Agent certificate issued", "Agent certificate to write")))
 	fmt.Fprintf(w, "  certificate  %s\n", out.Certificate)
 	fmt.Fprintf(w, "  private key  %s (0600)\n", out.Key)
 	fmt.Fprintf(w, "  common name  %s\n", out.CommonName)

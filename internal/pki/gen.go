@@ -145,6 +145,8 @@ type GenerateOptions struct {
 	Subject  pkix.Name
 	// Force replaces an existing certificate and key.
 	Force bool
+	// DryRun runs every check and builds the result but writes nothing.
+	DryRun bool
 	// Rand is the randomness for the serial (and the key where the Go
 	// runtime honours a caller's reader).
 	Rand io.Reader
@@ -276,8 +278,10 @@ func Generate(ctx context.Context, opts GenerateOptions) (*GenerateResult, error
 			}
 		}
 	}
-	if err := writePair(opts.CertPath, EncodeCertificate(cert), opts.KeyPath, keyPEM, opts.Force, opts.BeforeCommit); err != nil {
-		return nil, err
+	if !opts.DryRun { // DryRun: every check ran, nothing is written
+		if err := writePair(opts.CertPath, EncodeCertificate(cert), opts.KeyPath, keyPEM, opts.Force, opts.BeforeCommit); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }

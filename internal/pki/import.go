@@ -16,7 +16,9 @@ type ImportOptions struct {
 	CertPEM, KeyPEM   []byte
 	CertPath, KeyPath string // destinations
 	Force             bool
-	Now               func() time.Time
+	// DryRun runs every check and builds the result but writes nothing.
+	DryRun bool
+	Now    func() time.Time
 	// BeforeCommit is a test hook, as in GenerateOptions.
 	BeforeCommit func(path, tmp string) error
 }
@@ -82,8 +84,10 @@ func Import(ctx context.Context, opts ImportOptions) (*ImportResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writePair(opts.CertPath, EncodeCertificate(ca), opts.KeyPath, keyPEM, opts.Force, opts.BeforeCommit); err != nil {
-		return nil, err
+	if !opts.DryRun { // DryRun: every check ran, nothing is written
+		if err := writePair(opts.CertPath, EncodeCertificate(ca), opts.KeyPath, keyPEM, opts.Force, opts.BeforeCommit); err != nil {
+			return nil, err
+		}
 	}
 	return &ImportResult{Cert: ca, Results: rs, CertPath: opts.CertPath, KeyPath: opts.KeyPath}, nil
 }

@@ -28,6 +28,8 @@ type IssueOptions struct {
 	// OutDir receives <Name>.crt.pem and <Name>.key.pem.
 	OutDir string
 	Force  bool
+	// DryRun runs every check and builds the result but writes nothing.
+	DryRun bool
 	Rand   io.Reader
 	Now    func() time.Time
 	// BeforeCommit is a test hook, as in GenerateOptions.
@@ -118,8 +120,10 @@ func Issue(ctx context.Context, opts IssueOptions) (*IssueResult, error) {
 		return nil, err
 	}
 	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: sec1})
-	if err := writePair(res.CertPath, EncodeCertificate(cert), res.KeyPath, keyPEM, opts.Force, opts.BeforeCommit); err != nil {
-		return nil, err
+	if !opts.DryRun { // DryRun: every check ran, nothing is written
+		if err := writePair(res.CertPath, EncodeCertificate(cert), res.KeyPath, keyPEM, opts.Force, opts.BeforeCommit); err != nil {
+			return nil, err
+		}
 	}
 	res.Cert = cert
 	return res, nil
