@@ -149,6 +149,7 @@ from the current directory upward.
 		newCmdStatus(f, nil),
 		newCmdCity(f),
 	)
+	registerCompletions(cmd, f)
 	return cmd
 }
 
