@@ -204,7 +204,10 @@ func translatePRError(err error) error {
 	var ae *pr.APIError
 	var pk *pr.PrivateKeyError
 	var cc *CityCheckError
+	var co *pr.CheckedOutError
 	switch {
+	case errors.As(err, &co):
+		return failure(err, "switch that work tree to another branch first (git switch "+"<base branch>), or pass --local a separate checkout; nothing was changed")
 	case errors.As(err, &cc):
 		return failure(err, "each line names a file of the city and the rule (README: city check rules):"+cityCheckHint(cc))
 	case errors.As(err, &ae):

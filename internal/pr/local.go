@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	"github.com/go-git/go-billy/v5"
 	git "github.com/go-git/go-git/v5"
 	"github.com/go-git/go-git/v5/config"
 	"github.com/go-git/go-git/v5/plumbing"
@@ -136,7 +140,46 @@ func (l *local) write(_ context.Context, baseTree string, files []File, parents 
 	return h.String(), err
 }
 
+// CheckedOutError refuses to move a branch that a work tree of the checkout
+// has checked out (git refuses the same): its files would no longer match.
+type CheckedOutError struct{ Branch, Where string }
+
+func (e *CheckedOutError) Error() string {
+	return fmt.Sprintf("branch %s is checked out in %s: moving it would leave that work tree out of date", e.Branch, e.Where)
+}
+
+// checkedOut reports where branch is checked out: the main work tree's HEAD
+// or a linked work tree's (git worktree add), "" when nowhere.
+func (l *local) checkedOut(branch string) string {
+	want := plumbing.NewBranchReferenceName(branch)
+	if head, err := l.repo.Storer.Reference(plumbing.HEAD); err == nil && head.Type() == plumbing.SymbolicReference && head.Target() == want {
+		if wt, err := l.repo.Worktree(); err == nil {
+			return wt.Filesystem.Root()
+		}
+		return l.o.Dir
+	}
+	fsys, ok := l.repo.Storer.(interface{ Filesystem() billy.Filesystem })
+	if !ok {
+		return ""
+	}
+	gitDir := fsys.Filesystem().Root()
+	links, _ := filepath.Glob(filepath.Join(gitDir, "worktrees", "*", "HEAD"))
+	for _, h := range links {
+		b, err := os.ReadFile(h)
+		if err == nil && strings.TrimSpace(string(b)) == "ref: "+want.String() {
+			if gd, err := os.ReadFile(filepath.Join(filepath.Dir(h), "gitdir")); err == nil {
+				return filepath.Dir(strings.TrimSpace(string(gd)))
+			}
+			return filepath.Dir(h)
+		}
+	}
+	return ""
+}
+
 func (l *local) setBranch(_ context.Context, name, sha string, _, _ bool) error {
+	if where := l.checkedOut(name); where != "" {
+		return &CheckedOutError{Branch: name, Where: where}
+	}
 	return l.repo.Storer.SetReference(plumbing.NewHashReference(plumbing.NewBranchReferenceName(name), plumbing.NewHash(sha)))
 }
 
@@ -146,6 +189,9 @@ func OpenLocal(ctx context.Context, ch *Change, o LocalOptions) (*Result, error)
 	l, err := openLocal(o)
 	if err != nil {
 		return nil, err
+	}
+	if where := l.checkedOut(ch.Branch); where != "" {
+		return nil, &CheckedOutError{Branch: ch.Branch, Where: where}
 	}
 	res := &Result{Kind: ch.Kind, Repo: o.Dir, Base: o.Base, Branch: ch.Branch, Title: ch.Title, Body: ch.Body, Warnings: ch.Warnings}
 	if err := upsert(ctx, l, ch, res); err != nil {
