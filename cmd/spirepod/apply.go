@@ -116,6 +116,7 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 	if err != nil {
 		return failure(err, "fix the kustomization, or re-render the scaffold with `"+p.ReinitCommand()+"`")
 	}
+	rep.Preflight = append(rep.Preflight, apply.CheckProjectResult(layers, p))
 	rep.Preflight = append(rep.Preflight, apply.CheckBundle(layers, o.f.Now())...)
 	if check.Failed(rep.Preflight) {
 		return o.preflightFailed(rep)

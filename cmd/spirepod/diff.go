@@ -82,6 +82,9 @@ func diffRun(ctx context.Context, o *diffOptions) error {
 	if err != nil {
 		return failure(err, "run `spirepod pki gen` if the CA files are missing")
 	}
+	if err := apply.CheckProject(layers, p); err != nil {
+		return usageError("re-render the manifests from spirepod.yaml: `"+p.ReinitCommand()+"` (or undo the edit)", "%v", err)
+	}
 	t, err := o.f.Kube(o.kube)
 	if err != nil {
 		return err

@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"errors"
+	"io/fs"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/spirepod/spirepod/internal/apply"
 	"github.com/spirepod/spirepod/internal/project"
 )
 
@@ -54,6 +58,27 @@ func dryRunArgs(cmd *cobra.Command, dst *string) cobra.PositionalArgs {
 		}
 		return cobra.NoArgs(c, args)
 	}
+}
+
+// checkDrift refuses to act when spirepod.yaml and the scaffold's manifests
+// disagree (replicas or namespace edited on one side only): exit 2 with the
+// fields and the command that re-renders the manifests from spirepod.yaml.
+//
+// A project file without manifests next to it (a checkout holding only
+// spirepod.yaml) has nothing to disagree with.
+func checkDrift(p *project.Project) error {
+	if _, err := os.Stat(p.Path("kustomization.yaml")); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	objs, err := apply.BuildDir(p.Dir)
+	layers := []apply.Layer{{Name: "app", Dir: p.Dir, Objects: objs}}
+	if err != nil {
+		return failure(err, "fix the kustomization, or re-render the scaffold with `"+p.ReinitCommand()+"`")
+	}
+	if err := apply.CheckProject(layers, p); err != nil {
+		return usageError("re-render the manifests from spirepod.yaml: `"+p.ReinitCommand()+"` (or undo the edit); nothing was done", "%v", err)
+	}
+	return nil
 }
 
 // addDirFlag is --dir: where the scaffold is.

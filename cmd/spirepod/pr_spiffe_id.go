@@ -69,6 +69,9 @@ func prSpiffeIDRun(ctx context.Context, opts *prSpiffeIDOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := checkDrift(p); err != nil {
+		return err // the entries are for spirepod.yaml's pods: they must be the StatefulSet's
+	}
 	format := opts.Format
 	if format == "" {
 		format = p.Registration.Format

@@ -97,9 +97,6 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := target.ping(ctx); err != nil {
-		return err // unreachable: exit 1 within seconds, not after --timeout
-	}
 	var (
 		ns, expected, sts, upstream string
 		pods              []string
@@ -111,6 +108,9 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 	)
 	if p != nil {
 		if ns, err = opts.kube.projectNamespace(p); err != nil {
+			return err
+		}
+		if err := checkDrift(p); err != nil {
 			return err
 		}
 		expected, sts, pods, certName, cns = p.WorkloadSpiffeID(), p.StatefulSet, p.PodNames(), p.CertificateName, p.AgentCNs()
@@ -125,6 +125,9 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 	}
 	if opts.Pod != "" {
 		pods = []string{opts.Pod}
+	}
+	if err := target.ping(ctx); err != nil {
+		return err // unreachable: exit 1 within seconds, not after --timeout
 	}
 
 	prog := newProgress(f.IO)

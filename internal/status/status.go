@@ -135,9 +135,14 @@ func scaffoldChecks(p *project.Project) []check.Result {
 	case ns != p.Namespace:
 		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.Fail,
 			fmt.Sprintf("kustomization.yaml says namespace %q, spirepod.yaml says %q", ns, p.Namespace),
-			"re-render with `spirepod init --force` (it rewrites every namespace)"))
+			"re-render from spirepod.yaml's values: `"+p.ReinitCommand()+"` (it rewrites every namespace)"))
 	default:
 		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.OK, "", ""))
+	}
+	if layers, err := apply.Build(p.Dir); err == nil {
+		r := apply.CheckProjectResult(layers, p)
+		r.Group = Step1
+		out = append(out, r)
 	}
 	out = append(out, namesCheck(p), ignoreCheck(p), versionCheck(p))
 	return out
@@ -310,7 +315,7 @@ func clusterChecks(ctx context.Context, p *project.Project, c *Cluster, skip str
 func objectsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name string) check.Result {
 	layers, err := apply.Build(p.Dir)
 	if err != nil {
-		return res(Step6, id, name, check.Fail, err.Error(), "fix the scaffold (`spirepod init --force` re-renders it)")
+		return res(Step6, id, name, check.Fail, err.Error(), "fix the scaffold (`"+p.ReinitCommand()+"` re-renders it)")
 	}
 	var missing, drifted []string
 	total := 0
