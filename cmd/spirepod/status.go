@@ -71,6 +71,7 @@ func statusRun(ctx context.Context, opts *statusOptions) error {
 	if t, err := f.Kube(opts.kube); err != nil {
 		so.ClusterSkip = "no cluster: " + err.Error()
 	} else {
+		so.Context = t.Context
 		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := t.Client.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Raw()
 		pcancel()
@@ -87,7 +88,7 @@ func statusRun(ctx context.Context, opts *statusOptions) error {
 		so.PullsSkip = err.Error()
 	} else if o.Token == "" {
 		so.PullsSkip = "no GitHub token for " + gitHubHost(f, p) + " (set GH_TOKEN or run `gh auth login`)"
-	} else if res, err := pr.Status(ctx, p.Team, o); err != nil {
+	} else if res, err := pr.Status(ctx, p.Team, o, pr.TrustListFile(p), pr.RegistrationFile(p)); err != nil {
 		so.PullsSkip = "GitHub: " + err.Error()
 	} else {
 		so.Pulls = res

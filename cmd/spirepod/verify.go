@@ -25,6 +25,13 @@ type verifyOptions struct {
 	Timeout time.Duration
 }
 
+func caSHA1(c *x509.Certificate) string {
+	if c == nil {
+		return ""
+	}
+	return pki.SHA1Fingerprint(c)
+}
+
 func newCmdVerify(f *Factory, runF func(*verifyOptions) error) *cobra.Command {
 	opts := &verifyOptions{f: f, kube: newKubeFlags()}
 	cmd := &cobra.Command{
@@ -175,7 +182,7 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 		}
 	}
 	if p != nil {
-		rec := &verify.Record{Time: f.Now(), Context: target.Context, Namespace: ns, Expected: expected, Outcome: out.Outcome,
+		rec := &verify.Record{Time: f.Now(), Context: target.Context, Namespace: ns, CASHA1: caSHA1(teamCA), Expected: expected, Outcome: out.Outcome,
 			Message: out.Error, Pods: out.Pods, Diagnoses: out.Diagnoses}
 		if err := verify.SaveRecord(p.Dir, rec); err != nil {
 			fmt.Fprintf(f.IO.ErrOut, "warning: %v\n", err)

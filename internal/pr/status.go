@@ -28,11 +28,16 @@ type StatusResult struct {
 	Repo     string       `json:"repo"`
 	Pulls    []PullStatus `json:"pulls"`
 	Requests int          `json:"requests"`
+	// Base holds the files Status was asked for, as the base branch has
+	// them now (absent: not there), read when a pull request is merged: a
+	// merge is only as good as what the base still holds.
+	Base map[string]string `json:"-"`
 }
 
 // Status reports the trust-ca and spiffe-id pull requests of a team,
-// looking for branches in the repository and then in the user's fork.
-func Status(ctx context.Context, team string, o GitHubOptions) (*StatusResult, error) {
+// looking for branches in the repository and then in the user's fork. When
+// one is merged, baseFiles are read at the base branch's tip into Base.
+func Status(ctx context.Context, team string, o GitHubOptions, baseFiles ...string) (*StatusResult, error) {
 	c, err := newClient(o)
 	if err != nil {
 		return nil, err
@@ -71,6 +76,24 @@ func Status(ctx context.Context, team string, o GitHubOptions) (*StatusResult, e
 			}
 		}
 		res.Pulls = append(res.Pulls, ps)
+	}
+	merged := false
+	for _, ps := range res.Pulls {
+		merged = merged || ps.State == "merged"
+	}
+	if merged && len(baseFiles) > 0 {
+		sha, _, err := c.base(ctx)
+		if err != nil {
+			return res, err
+		}
+		got, err := c.tree(sha).Read(ctx, baseFiles)
+		if err != nil {
+			return res, err
+		}
+		res.Base = map[string]string{}
+		for p, b := range got {
+			res.Base[p] = string(b)
+		}
 	}
 	return res, nil
 }

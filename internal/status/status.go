@@ -62,6 +62,9 @@ type Options struct {
 	// Cluster is nil when there is none; ClusterSkip then says why.
 	Cluster     *Cluster
 	ClusterSkip string
+	// Context is the kube context the cluster checks would use ("" when
+	// none is configured): a verification made on another does not count.
+	Context string
 	// Pulls is the result of pr.Status, or nil; PullsSkip says why (no token,
 	// GitHub error) when nil.
 	Pulls     *pr.StatusResult
@@ -105,7 +108,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	add(bundleCheck(p))
 	add(pullChecks(p, o.Pulls, o.PullsSkip)...)
 	add(clusterChecks(ctx, p, o.Cluster, o.ClusterSkip)...)
-	add(verifyCheck(p))
+	add(verifyCheck(p, o.Context))
 
 	r.Steps = summarize(r.Checks)
 	r.Failed = check.Failed(r.Checks)
@@ -212,6 +215,43 @@ func bundleCheck(p *project.Project) check.Result {
 	return res(Step3, "bundle", name, check.OK, fmt.Sprintf("%d CA(s): %s", len(certs), certs[0].Subject), "")
 }
 
+// mergedStale says why a merged pull request no longer counts: the base
+// branch's file does not hold the team CA as it is now (the CA was replaced
+// after the merge, or the file was changed since). "" when it still holds,
+// or when the base was not read.
+func mergedStale(p *project.Project, pulls *pr.StatusResult, kind string) string {
+	if pulls.Base == nil {
+		return ""
+	}
+	ca := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: p.Path(p.Paths.CACert)}).Cert
+	if ca == nil {
+		return ""
+	}
+	fp := pki.SHA1Fingerprint(ca)
+	switch kind {
+	case pr.KindTrustCA:
+		file := pr.TrustListFile(p)
+		data, ok := pulls.Base[file]
+		if !ok {
+			return fmt.Sprintf("merged, but %s is no longer on %s", file, p.City.BaseBranch)
+		}
+		if pr.TrustListHolds([]byte(data), fp) {
+			return ""
+		}
+		return fmt.Sprintf("merged, but %s on %s does not hold the current team CA (sha1 %s): the CA was replaced after the merge", file, p.City.BaseBranch, fp)
+	case pr.KindSpiffeID:
+		file := pr.RegistrationFile(p)
+		data, ok := pulls.Base[file]
+		if !ok {
+			return fmt.Sprintf("merged, but %s is no longer on %s", file, p.City.BaseBranch)
+		}
+		if !strings.Contains(data, "ca:fingerprint:"+fp) {
+			return fmt.Sprintf("merged, but %s on %s does not pin the current team CA (sha1 %s): its node aliases match no agent of this CA", file, p.City.BaseBranch, fp)
+		}
+	}
+	return ""
+}
+
 func pullChecks(p *project.Project, pulls *pr.StatusResult, skip string) []check.Result {
 	type spec struct {
 		step, kind, name, cmd string
@@ -237,6 +277,10 @@ func pullChecks(p *project.Project, pulls *pr.StatusResult, skip string) []check
 		case ps == nil || ps.State == "none":
 			out = append(out, res(s.step, id, s.name, check.Todo, "no pull request in "+pulls.Repo, "`"+s.cmd+"`"))
 		case ps.State == "merged":
+			if stale := mergedStale(p, pulls, s.kind); stale != "" {
+				out = append(out, res(s.step, id, s.name, check.Fail, stale, "`"+s.cmd+"` opens a pull request with the current CA"))
+				continue
+			}
 			out = append(out, res(s.step, id, s.name, check.OK, ps.URL, ""))
 		case ps.State == "open":
 			msg := fmt.Sprintf("open, checks %s: %s", ps.Checks, ps.URL)
@@ -252,14 +296,27 @@ func pullChecks(p *project.Project, pulls *pr.StatusResult, skip string) []check
 	return out
 }
 
-func verifyCheck(p *project.Project) check.Result {
+func verifyCheck(p *project.Project, kubeContext string) check.Result {
 	const name = "last verification succeeded"
 	rec, err := verify.LoadRecord(p.Dir)
+	ca := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: p.Path(p.Paths.CACert)}).Cert
 	switch {
 	case err != nil:
 		return res(Step7, "last-verify", name, check.Warn, err.Error(), "run `spirepod verify` again")
 	case rec == nil:
 		return res(Step7, "last-verify", name, check.Todo, "never verified", "`spirepod verify`")
+	case rec.Namespace != p.Namespace:
+		return res(Step7, "last-verify", name, check.Todo,
+			fmt.Sprintf("the last verification was of namespace %s, not %s", rec.Namespace, p.Namespace), "`spirepod verify`")
+	case kubeContext != "" && rec.Context != kubeContext:
+		return res(Step7, "last-verify", name, check.Todo,
+			fmt.Sprintf("the last verification was on context %q, not %q", rec.Context, kubeContext), "`spirepod verify`")
+	case ca != nil && rec.CASHA1 != pki.SHA1Fingerprint(ca):
+		msg := "the last verification was made with another team CA (the CA was replaced since)"
+		if rec.CASHA1 == "" {
+			msg = "the last verification does not say which team CA it was made with"
+		}
+		return res(Step7, "last-verify", name, check.Todo, msg, "`spirepod verify`")
 	case rec.Outcome == verify.OutcomeSuccess && rec.Expected != p.WorkloadSpiffeID():
 		return res(Step7, "last-verify", name, check.Warn,
 			fmt.Sprintf("verified %s, but spirepod.yaml now expects %s", rec.Expected, p.WorkloadSpiffeID()), "`spirepod verify`")
