@@ -234,7 +234,10 @@ func resourceFor(opts Options, o *unstructured.Unstructured) (dynamic.ResourceIn
 	gvk := o.GroupVersionKind()
 	m, err := opts.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 	if err != nil {
-		return nil, fmt.Errorf("the cluster does not serve %s: %w", gvk.String(), err)
+		if meta.IsNoMatchError(err) {
+			return nil, fmt.Errorf("the cluster does not serve %s: %w", gvk.String(), err)
+		}
+		return nil, fmt.Errorf("look up %s in the API server's discovery: %w", gvk.String(), err) // unreachable, forbidden, …
 	}
 	if m.Scope.Name() == meta.RESTScopeNameNamespace {
 		return opts.Dynamic.Resource(m.Resource).Namespace(o.GetNamespace()), nil
