@@ -112,6 +112,7 @@ func TestRealPodEndToEnd(t *testing.T) {
 	// the new pod verifies.
 	pod := pods[len(pods)-1]
 	r.step("delete-pod", func() {
+		other := r.getPod(pods[0])
 		old := r.getPod(pod)
 		r.deletePod(pod)
 		np := r.waitNewPodRunning(pod, old.UID)
@@ -123,9 +124,9 @@ func TestRealPodEndToEnd(t *testing.T) {
 		if cur := r.getPod(pod); cur.UID != np.UID {
 			r.t.Fatalf("pod %s was replaced again while verifying", pod)
 		}
-		// The other pod kept running all along.
-		if other := r.getPod(pods[0]); other.Status.Phase != corev1.PodRunning {
-			r.t.Fatalf("pod %s is %s", pods[0], other.Status.Phase)
+		// The other pod kept running all along: the same pod, no restart.
+		if now := r.getPod(pods[0]); now.UID != other.UID || now.Status.Phase != corev1.PodRunning || totalRestarts(now) != totalRestarts(other) {
+			r.t.Fatalf("pod %s was disturbed: uid %s→%s, %s, restarts %d→%d", pods[0], other.UID, now.UID, now.Status.Phase, totalRestarts(other), totalRestarts(now))
 		}
 	})
 	t.Logf("REALPOD TIMINGS: %s", r.tm)
@@ -385,6 +386,14 @@ func (r *realPod) checkPodRuns(name string) {
 	if uids["gen-cert"] != uids["spire-agent"] || uids["envoy"] != int64(r.p.Registration.EnvoyUID) {
 		t.Errorf("pod %s: users %v: gen-cert must match spire-agent, envoy must be %d", name, uids, r.p.Registration.EnvoyUID)
 	}
+}
+
+func totalRestarts(p *corev1.Pod) int32 {
+	var n int32
+	for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+		n += cs.RestartCount
+	}
+	return n
 }
 
 func (r *realPod) getPod(name string) *corev1.Pod {
