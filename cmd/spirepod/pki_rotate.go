@@ -42,6 +42,7 @@ type pkiRotateOptions struct {
 	CheckKey       string
 	Local          string
 	Push           bool
+	Again          bool
 }
 
 func newCmdPKIRotate(f *Factory, runF func(*pkiRotateOptions) error) *cobra.Command {
@@ -76,7 +77,8 @@ requests add the new CA and remove the old one and its aliases together, and eve
 SVID from when the server loads them until its agent attests with a new leaf (--roll restart,
 the default there, restarts them one by one). The plan names the pods.
 
---plan prints every phase and what it changes, and writes nothing.
+A finished rotation stays recorded (status: "rotation: done"); running again reports it.
+--again starts the next one. --plan prints every phase and what it changes, and writes nothing.
 -o json: {state, phase, phases, phaseName, next, waiting, hint, old, new, plan: [{n, name,
 platform, steps: [{id, title, changes, status, detail}]}], did, pullRequests, pods,
 loseIdentity, lossWindow, durations}.
@@ -107,10 +109,11 @@ Exit codes: 0 done or stopped at a step that waits (see "waiting"), 1 a step fai
 	fl.StringVar(&opts.Server, "server", "", "SPIRE server HOST:PORT for the probe (default spireServer in spirepod.yaml)")
 	fl.StringVar(&opts.CheckWith, "check-with", "", "an agent certificate of the new CA to probe the server with (default: a probe leaf spirepod mints)")
 	fl.StringVar(&opts.CheckKey, "check-key", "", "the private key of --check-with")
+	fl.BoolVar(&opts.Again, "again", false, "start another rotation after a finished one (its record in "+rotate.FileName+" is replaced)")
 	fl.StringVar(&opts.Local, "local", "", "make the branches in this local city checkout instead of through the GitHub API")
 	fl.BoolVar(&opts.Push, "push", false, "with --local, push the branches to origin")
 	_ = fl.MarkHidden("poll")
-	markCLIOnly(fl, "yes", "server-reloaded", "emergency")
+	markCLIOnly(fl, "yes", "server-reloaded", "emergency", "again")
 	return cmd
 }
 
@@ -151,7 +154,7 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 	if _, err := o.kube.projectNamespace(p); err != nil {
 		return err
 	}
-	s, fresh, err := rotate.Start(p, o.Emergency, o.Roll, o.Format, f.Now())
+	s, fresh, err := rotate.Start(p, rotate.StartOptions{Emergency: o.Emergency, Roll: o.Roll, Format: o.Format, Again: o.Again}, f.Now())
 	if err != nil {
 		return rotateError(f, err)
 	}
@@ -164,6 +167,11 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 		if fileExists(rotate.NextFiles(p).Cert) {
 			return usageError("move it away (or delete it) first: `spirepod pki rotate` makes the new CA there",
 				"%s exists but no rotation is recorded in %s; nothing was changed", displayPath(f, rotate.NextFiles(p).Cert), rotate.FileName)
+		}
+	} else if !s.Done.IsZero() {
+		if o.Emergency {
+			return usageError("pass --again with --emergency to start a new rotation (the finished one's record is replaced)",
+				"--emergency: the last rotation finished on %s (%s); nothing was changed", s.Done.Format("2006-01-02"), displayPath(f, rotate.Path(p.Dir)))
 		}
 	} else {
 		if o.Emergency && !s.Emergency {

@@ -54,7 +54,7 @@ func TestWithTag(t *testing.T) {
 // takes the CA already there instead of making another.
 func TestPrepareSameProfile(t *testing.T) {
 	p := testProject(t)
-	s, fresh, err := Start(p, false, "", "", time.Now())
+	s, fresh, err := Start(p, StartOptions{}, time.Now())
 	if err != nil || !fresh {
 		t.Fatalf("Start: %v fresh %v", err, fresh)
 	}
@@ -143,7 +143,7 @@ func TestSwapResumes(t *testing.T) {
 // written; a damaged file is an error naming it.
 func TestStateFile(t *testing.T) {
 	p := testProject(t)
-	s, _, err := Start(p, true, "", "", time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC))
+	s, _, err := Start(p, StartOptions{Emergency: true}, time.Date(2026, 11, 30, 10, 0, 0, 0, time.UTC))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,6 +168,18 @@ func TestStateFile(t *testing.T) {
 	if pki.ContainsPrivateKey(data) {
 		t.Fatal("the state file holds a key")
 	}
+	// A finished rotation is reported, not repeated, unless Again.
+	got.Done = time.Now().UTC()
+	if err := got.Save(); err != nil {
+		t.Fatal(err)
+	}
+	again, fresh, err := Start(p, StartOptions{}, time.Now())
+	if err != nil || fresh || again.Done.IsZero() {
+		t.Errorf("Start on a finished rotation: fresh %v done %v err %v", fresh, again.Done, err)
+	}
+	if _, fresh, err := Start(p, StartOptions{Again: true}, time.Now()); err != nil || !fresh {
+		t.Errorf("Start --again: fresh %v err %v", fresh, err)
+	}
 	for name, bad := range map[string]string{
 		"not yaml":    "\t: :",
 		"unknown key": strings.Replace(string(data), "roll:", "rol:", 1),
@@ -190,7 +202,7 @@ func TestStateFile(t *testing.T) {
 // pods that lose identity.
 func TestPlanSteps(t *testing.T) {
 	p := testProject(t)
-	s, _, err := Start(p, false, "", "", time.Now())
+	s, _, err := Start(p, StartOptions{}, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +225,7 @@ func TestPlanSteps(t *testing.T) {
 	if len(rep.LoseIdentity) != 0 {
 		t.Errorf("a normal rotation loses %v", rep.LoseIdentity)
 	}
-	e, _, _ := Start(p, true, "", "", time.Now())
+	e, _, _ := Start(p, StartOptions{Emergency: true}, time.Now())
 	er := Plan(p, e, "")
 	if strings.Join(er.LoseIdentity, ",") != "web-0,web-1,web-2" || !strings.Contains(er.LossWindow, "restarts") {
 		t.Errorf("emergency: lose %v (%s)", er.LoseIdentity, er.LossWindow)

@@ -108,14 +108,25 @@ type runner struct {
 	now func() time.Time
 }
 
-// Start reads the state, or begins a rotation when there is none (or the
-// last one finished). It writes nothing.
-func Start(p *project.Project, emergency bool, roll, format string, now time.Time) (*State, bool, error) {
+// StartOptions say how a new rotation begins.
+type StartOptions struct {
+	Emergency bool
+	Roll      string
+	Format    string
+	// Again begins a new rotation over a finished one's record; without
+	// it a finished rotation is reported, not repeated.
+	Again bool
+}
+
+// Start reads the state, or begins a rotation (fresh: true) when there is
+// none, or the last one finished and o.Again. It writes nothing.
+func Start(p *project.Project, o StartOptions, now time.Time) (*State, bool, error) {
+	emergency, roll, format := o.Emergency, o.Roll, o.Format
 	s, err := Load(p)
 	if err != nil {
 		return nil, false, err
 	}
-	if s != nil && s.Done.IsZero() {
+	if s != nil && (s.Done.IsZero() || !o.Again) {
 		return s, false, nil
 	}
 	cur, err := readCA(CurrentFiles(p), true)
