@@ -135,12 +135,16 @@ func TestApplyCLI(t *testing.T) {
 		if code, out, errOut := cliRun(t, dir, env, append([]string{"diff"}, kube...)...); code != 0 || out != "" {
 			t.Fatalf("diff on an applied scaffold: %d %q %s", code, out, errOut)
 		}
-		spy := filepath.Join(dir, "spirepod.yaml")
-		data, _ := os.ReadFile(spy)
 		if code, _, errOut := cliRun(t, work, env, "init", "--team", "cli", "--namespace", "team-cli", "--replicas", "3", "--force", dir); code != 0 {
 			t.Fatalf("re-init: %s", errOut)
 		}
-		defer os.WriteFile(spy, data, 0o644)
+		// Back to 2 replicas, manifests and spirepod.yaml together (restoring
+		// spirepod.yaml alone would leave them disagreeing).
+		defer func() {
+			if code, _, errOut := cliRun(t, work, env, "init", "--team", "cli", "--namespace", "team-cli", "--replicas", "2", "--force", dir); code != 0 {
+				t.Fatalf("re-init back: %s", errOut)
+			}
+		}()
 		code, out, _ := cliRun(t, dir, env, append([]string{"diff"}, kube...)...)
 		if code != exitFailure || !strings.Contains(out, "+  replicas: 3") {
 			t.Fatalf("diff after replicas change: %d\n%s", code, out)

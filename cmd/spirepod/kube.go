@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -103,6 +104,9 @@ func (k *kubeFlags) Target() (*kubeTarget, error) {
 		return nil, usageError(kubeHint, "kubeconfig: %v", err)
 	}
 	cfg.QPS, cfg.Burst = 100, 200
+	if os.Getenv("SPIREPOD_HTTP_TRACE") != "" {
+		cfg.Wrap(traceTransport)
+	}
 	t := &kubeTarget{Context: ctxName, Cluster: kctx.Cluster, Config: cfg, Server: cfg.Host}
 	if t.Client, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, err
@@ -196,4 +200,27 @@ func rootCause(err error) error {
 // describe is the one line printed before changing a cluster.
 func (t *kubeTarget) describe() string {
 	return fmt.Sprintf("context %q (cluster %q at %s)", t.Context, t.Cluster, t.Server)
+}
+
+// traceTransport prints every API request with its start (since the first)
+// and duration on stderr, for SPIREPOD_HTTP_TRACE=1: how many round trips a
+// command makes, and which ones wait for each other.
+func traceTransport(rt http.RoundTripper) http.RoundTripper {
+	return &tracer{rt: rt, start: time.Now()}
+}
+
+type tracer struct {
+	rt    http.RoundTripper
+	start time.Time
+}
+
+func (t *tracer) RoundTrip(r *http.Request) (*http.Response, error) {
+	t0 := time.Now()
+	resp, err := t.rt.RoundTrip(r)
+	code := 0
+	if resp != nil {
+		code = resp.StatusCode
+	}
+	fmt.Fprintf(os.Stderr, "http %7.1fms +%6.1fms %s %s %d\n", float64(t0.Sub(t.start))/1e6, float64(time.Since(t0))/1e6, r.Method, r.URL.RequestURI(), code)
+	return resp, err
 }

@@ -14,9 +14,9 @@ import (
 type pkiImportOptions struct {
 	f *Factory
 
-	Cert  string
-	Key   string
-	Dir   string
+	Cert   string
+	Key    string
+	Dir    string
 	Force  bool
 	DryRun bool
 }
@@ -32,7 +32,7 @@ certificate with mode 0644, the key re-encoded as PKCS#8 with mode 0600. Nothing
 when a check fails or a file exists (unless --force).`,
 		Example: `  spirepod pki import ~/ca/team-ca.pem ~/ca/team-ca.key
   spirepod pki import ~/ca/team-ca.pem ~/ca/team-ca.key --dry-run`,
-		Args:    cobra.ExactArgs(2),
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Cert, opts.Key = args[0], args[1]
 			if runF != nil {

@@ -106,8 +106,8 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 	}
 	var (
 		ns, expected, sts, upstream string
-		pods              []string
-		teamCA            *x509.Certificate
+		pods                        []string
+		teamCA                      *x509.Certificate
 	)
 	var (
 		certName func(string) string

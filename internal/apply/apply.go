@@ -119,7 +119,7 @@ type IncompleteError struct {
 }
 
 func (e *IncompleteError) Error() string {
-	return fmt.Sprintf("%v\napplied (%d): %s\nnot applied (%d): %s", e.Cause,
+	return fmt.Sprintf("%v\napplied (%d): %s\nnot applied, or not confirmed (%d): %s", e.Cause,
 		len(e.Applied), strings.Join(e.Applied, ", "), len(e.Missing), strings.Join(e.Missing, ", "))
 }
 
@@ -148,63 +148,89 @@ func rank(kind string) int {
 	}
 }
 
-// Apply server-side applies every layer in order. Objects of the same rank
-// within a layer go in parallel. A transient failure (API server unreachable,
-// 5xx, 429) is retried with backoff for RetryFor; then the result lists what
-// was and was not applied. Re-running completes the job.
+// wave is when an object is applied: CRDs and Namespaces first, then
+// everything the pods need (Secrets, ConfigMaps, RBAC roles, issuers,
+// Certificates), then the bindings (RBAC's escalation check wants the role to
+// exist), then the workloads. Objects of one wave go together, so a remote
+// API server costs one round trip per wave, not per object.
+func wave(kind string) int {
+	switch r := rank(kind); {
+	case r <= 1:
+		return 0
+	case r == 4:
+		return 2
+	case r == 7:
+		return 3
+	default:
+		return 1
+	}
+}
+
+// Apply server-side applies every layer: first it reads every live object
+// at once (one round trip), then applies in waves (see wave), the objects of
+// a wave in parallel. A transient failure (API server unreachable, 5xx, 429)
+// is retried with backoff for RetryFor; then the result lists what was and
+// was not applied. Re-running completes the job.
 func Apply(ctx context.Context, opts Options) (*Result, error) {
-	res := &Result{}
+	type item struct {
+		layer string
+		o     *unstructured.Unstructured
+		rc    dynamic.ResourceInterface
+		live  *unstructured.Unstructured
+		err   error
+	}
+	var items []*item
+	for _, layer := range opts.Layers {
+		objs := append([]*unstructured.Unstructured(nil), layer.Objects...)
+		sort.SliceStable(objs, func(a, b int) bool { return rank(objs[a].GetKind()) < rank(objs[b].GetKind()) })
+		for _, o := range objs {
+			items = append(items, &item{layer: layer.Name, o: o})
+		}
+	}
+	res := &Result{Objects: make([]ObjectResult, len(items))}
+	parallel(len(items), func(i int) {
+		it := items[i]
+		it.rc, it.live, it.err = readLive(ctx, opts, it.o)
+	})
 	var firstErr error
 	var conflicts []ObjectResult
-	for _, layer := range opts.Layers {
-		groups := map[int][]*unstructured.Unstructured{}
-		for _, o := range layer.Objects {
-			groups[rank(o.GetKind())] = append(groups[rank(o.GetKind())], o)
+	for i, it := range items {
+		res.Objects[i] = newResult(it.layer, it.o, NotApplied)
+		if it.err != nil && firstErr == nil {
+			res.Objects[i].Outcome, res.Objects[i].Error = Failed, it.err.Error()
+			firstErr = fmt.Errorf("apply %s: %w", res.Objects[i].Ref(), it.err)
 		}
-		ranks := make([]int, 0, len(groups))
-		for r := range groups {
-			ranks = append(ranks, r)
+	}
+	for w := 0; w <= 3 && firstErr == nil; w++ {
+		var idx []int
+		for i, it := range items {
+			if wave(it.o.GetKind()) == w {
+				idx = append(idx, i)
+			}
 		}
-		sort.Ints(ranks)
-		for _, r := range ranks {
-			objs := groups[r]
-			out := make([]ObjectResult, len(objs))
-			if firstErr != nil {
-				for i, o := range objs {
-					out[i] = newResult(layer.Name, o, NotApplied)
-				}
-				res.Objects = append(res.Objects, out...)
+		errs := make([]error, len(idx))
+		parallel(len(idx), func(k int) {
+			it := items[idx[k]]
+			res.Objects[idx[k]], errs[k] = patchOne(ctx, opts, it.layer, it.o, it.rc, it.live)
+			if opts.Progress != nil {
+				opts.Progress(Event{Object: &res.Objects[idx[k]]})
+			}
+		})
+		for k, err := range errs {
+			if err == nil {
 				continue
 			}
-			var wg sync.WaitGroup
-			errs := make([]error, len(objs))
-			for i, o := range objs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					out[i], errs[i] = applyOne(ctx, opts, layer.Name, o)
-					if opts.Progress != nil {
-						opts.Progress(Event{Object: &out[i]})
-					}
-				}()
+			r := res.Objects[idx[k]]
+			if len(r.Conflicts) > 0 {
+				conflicts = append(conflicts, r)
+				continue
 			}
-			wg.Wait()
-			res.Objects = append(res.Objects, out...)
-			for i, err := range errs {
-				if err == nil {
-					continue
-				}
-				if len(out[i].Conflicts) > 0 {
-					conflicts = append(conflicts, out[i])
-					continue
-				}
-				if firstErr == nil {
-					firstErr = fmt.Errorf("apply %s: %w", out[i].Ref(), err)
-				}
+			if firstErr == nil {
+				firstErr = fmt.Errorf("apply %s: %w", r.Ref(), err)
 			}
-			if len(conflicts) > 0 && firstErr == nil {
-				firstErr = &ConflictError{Objects: conflicts}
-			}
+		}
+		if len(conflicts) > 0 && firstErr == nil {
+			firstErr = &ConflictError{Objects: conflicts}
 		}
 	}
 	if firstErr != nil {
@@ -245,8 +271,8 @@ func resourceFor(opts Options, o *unstructured.Unstructured) (dynamic.ResourceIn
 	return opts.Dynamic.Resource(m.Resource), nil
 }
 
-func applyOne(ctx context.Context, opts Options, layer string, o *unstructured.Unstructured) (ObjectResult, error) {
-	r := newResult(layer, o, Failed)
+// readLive finds o's resource and reads the live object (nil when absent).
+func readLive(ctx context.Context, opts Options, o *unstructured.Unstructured) (dynamic.ResourceInterface, *unstructured.Unstructured, error) {
 	var rc dynamic.ResourceInterface
 	err := retryOp(ctx, opts, func() error {
 		var err error
@@ -254,8 +280,7 @@ func applyOne(ctx context.Context, opts Options, layer string, o *unstructured.U
 		return err
 	})
 	if err != nil {
-		r.Error = err.Error()
-		return r, err
+		return nil, nil, err
 	}
 	var live *unstructured.Unstructured
 	err = retryOp(ctx, opts, func() error {
@@ -266,10 +291,12 @@ func applyOne(ctx context.Context, opts Options, layer string, o *unstructured.U
 		}
 		return err
 	})
-	if err != nil {
-		r.Error = err.Error()
-		return r, err
-	}
+	return rc, live, err
+}
+
+// patchOne server-side applies o and judges the outcome against live.
+func patchOne(ctx context.Context, opts Options, layer string, o *unstructured.Unstructured, rc dynamic.ResourceInterface, live *unstructured.Unstructured) (ObjectResult, error) {
+	r := newResult(layer, o, Failed)
 	data, err := json.Marshal(o.Object)
 	if err != nil {
 		return r, err
@@ -349,4 +376,18 @@ func jsonEqual(a, b any) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)
+}
+
+// parallel runs fn(0..n-1) at once and waits: independent API requests cost
+// one round trip together.
+func parallel(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i)
+		}()
+	}
+	wg.Wait()
 }

@@ -11,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
 	"sigs.k8s.io/yaml"
 
 	"github.com/spirepod/spirepod/internal/unidiff"
@@ -26,55 +27,84 @@ type ObjectDiff struct {
 // dryRun=All) and diffs it against the live object. Secret values are
 // replaced by their SHA-256 so no key is ever printed.
 func Diff(ctx context.Context, opts Options) ([]ObjectDiff, error) {
-	var out []ObjectDiff
+	type item struct {
+		layer string
+		o     *unstructured.Unstructured
+	}
+	var items []item
 	for _, layer := range opts.Layers {
 		for _, o := range layer.Objects {
-			d := ObjectDiff{ObjectResult: newResult(layer.Name, o, Failed)}
-			rc, err := resourceFor(opts, o)
-			if err != nil {
-				return out, err
-			}
-			var live *unstructured.Unstructured
-			err = retryOp(ctx, opts, func() error {
+			items = append(items, item{layer.Name, o})
+		}
+	}
+	// Every object's read and dry-run apply are independent: all at once,
+	// one round trip to a remote API server.
+	out := make([]ObjectDiff, len(items))
+	errs := make([]error, len(items))
+	parallel(len(items), func(i int) { out[i], errs[i] = diffOne(ctx, opts, items[i].layer, items[i].o) })
+	for i, err := range errs {
+		if err != nil {
+			return out[:i], err
+		}
+	}
+	return out, nil
+}
+
+// diffOne reads o's live object and its server-side dry-run apply, together.
+func diffOne(ctx context.Context, opts Options, layer string, o *unstructured.Unstructured) (ObjectDiff, error) {
+	d := ObjectDiff{ObjectResult: newResult(layer, o, Failed)}
+	var rc dynamic.ResourceInterface
+	if err := retryOp(ctx, opts, func() error {
+		var err error
+		rc, err = resourceFor(opts, o)
+		return err
+	}); err != nil {
+		return d, err
+	}
+	data, err := json.Marshal(o.Object)
+	if err != nil {
+		return d, err
+	}
+	var live, want *unstructured.Unstructured
+	var getErr, patchErr error
+	parallel(2, func(k int) {
+		if k == 0 {
+			getErr = retryOp(ctx, opts, func() error {
+				var err error
 				live, err = rc.Get(ctx, o.GetName(), metav1.GetOptions{})
 				if apierrors.IsNotFound(err) {
 					live, err = nil, nil
 				}
 				return err
 			})
-			if err != nil {
-				return out, fmt.Errorf("get %s: %w", d.Ref(), err)
-			}
-			data, err := json.Marshal(o.Object)
-			if err != nil {
-				return out, err
-			}
-			var want *unstructured.Unstructured
-			err = retryOp(ctx, opts, func() error {
-				want, err = rc.Patch(ctx, o.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{
-					FieldManager: opts.FieldManager, Force: &opts.ForceConflicts, DryRun: []string{metav1.DryRunAll}})
-				return err
-			})
-			if err != nil {
-				d.Error, d.Conflicts = err.Error(), conflictsOf(err)
-				out = append(out, d)
-				continue
-			}
-			a, b := renderForDiff(live), renderForDiff(want)
-			switch {
-			case live == nil:
-				d.Outcome = Created
-			case a == b:
-				d.Outcome = Unchanged
-			default:
-				d.Outcome = Configured
-			}
-			d.Diff = unidiff.Diff(unidiff.Side{Name: "live/" + d.Ref(), Text: []byte(a), Exists: live != nil},
-				unidiff.Side{Name: "desired/" + d.Ref(), Text: []byte(b), Exists: true})
-			out = append(out, d)
+			return
 		}
+		patchErr = retryOp(ctx, opts, func() error {
+			var err error
+			want, err = rc.Patch(ctx, o.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{
+				FieldManager: opts.FieldManager, Force: &opts.ForceConflicts, DryRun: []string{metav1.DryRunAll}})
+			return err
+		})
+	})
+	if getErr != nil {
+		return d, fmt.Errorf("get %s: %w", d.Ref(), getErr)
 	}
-	return out, nil
+	if patchErr != nil {
+		d.Error, d.Conflicts = patchErr.Error(), conflictsOf(patchErr)
+		return d, nil
+	}
+	a, b := renderForDiff(live), renderForDiff(want)
+	switch {
+	case live == nil:
+		d.Outcome = Created
+	case a == b:
+		d.Outcome = Unchanged
+	default:
+		d.Outcome = Configured
+	}
+	d.Diff = unidiff.Diff(unidiff.Side{Name: "live/" + d.Ref(), Text: []byte(a), Exists: live != nil},
+		unidiff.Side{Name: "desired/" + d.Ref(), Text: []byte(b), Exists: true})
+	return d, nil
 }
 
 func renderForDiff(o *unstructured.Unstructured) string {

@@ -150,6 +150,42 @@ func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
 		out = append(out, check.Result{Group: group, ID: "cert-manager", Name: "cert-manager is installed", Status: check.OK})
 	}
 
+	// The rest are independent requests: sent together, they cost one
+	// round trip to a remote API server, not four.
+	// A cluster that does not answer the namespace read stops the others
+	// (the CA-Secret read would otherwise retry for RetryFor).
+	var nsRes, caRes, permRes, admRes []check.Result
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	unreachable := func() bool { return check.Failed(nsRes) && nsRes[len(nsRes)-1].ID == "cluster-reachable" }
+	parallel(4, func(k int) {
+		switch k {
+		case 0:
+			if nsRes = checkNamespace(pctx, o); unreachable() {
+				cancel()
+			}
+		case 1:
+			caRes = checkCASecret(pctx, o)
+		case 2:
+			permRes = checkPermissions(pctx, o)
+		case 3:
+			admRes = CheckPodAdmission(pctx, o)
+		}
+	})
+	out = append(out, nsRes...)
+	if unreachable() {
+		return out
+	}
+	out = append(out, caRes...)
+	out = append(out, permRes...)
+	return append(out, admRes...)
+}
+
+// checkNamespace: the team namespace exists, is in the scaffold, or will be
+// created.
+func checkNamespace(ctx context.Context, o ClusterOptions) []check.Result {
+	const group = "cluster"
+	var out []check.Result
 	inScaffold := false
 	for _, obj := range All(o.Layers) {
 		if obj.GetKind() == "Namespace" && obj.GetName() == o.Namespace {
@@ -172,9 +208,7 @@ func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
 		return append(out, check.Result{Group: group, ID: "cluster-reachable", Name: "cluster reachable", Status: check.Fail,
 			Message: err.Error(), Hint: "check --kubeconfig and --context"})
 	}
-	out = append(out, checkCASecret(ctx, o)...)
-	out = append(out, checkPermissions(ctx, o)...)
-	return append(out, CheckPodAdmission(ctx, o)...)
+	return out
 }
 
 // checkCASecret guards the team-CA Secret: refuse when the live Secret holds
@@ -226,7 +260,12 @@ func checkCASecret(ctx context.Context, o ClusterOptions) []check.Result {
 // user may get, create and patch every kind of object that will be applied.
 func checkPermissions(ctx context.Context, o ClusterOptions) []check.Result {
 	type key struct{ group, resource, ns string }
+	type ask struct {
+		k    key
+		verb string
+	}
 	seen := map[key]bool{}
+	var asks []ask
 	var denied []string
 	for _, obj := range All(o.Layers) {
 		gvk := obj.GroupVersionKind()
@@ -244,21 +283,32 @@ func checkPermissions(ctx context.Context, o ClusterOptions) []check.Result {
 		}
 		seen[k] = true
 		for _, verb := range []string{"get", "create", "patch"} {
-			ssar := &authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{
-				ResourceAttributes: &authzv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: k.group, Resource: k.resource},
-			}}
-			res, err := o.Client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
-			if err != nil {
-				return []check.Result{{Group: "cluster", ID: "permissions", Name: "permission to apply", Status: check.Warn,
-					Message: "could not ask: " + err.Error()}}
+			asks = append(asks, ask{k, verb})
+		}
+	}
+	// One review per (kind, verb), all at once: one round trip.
+	allowed := make([]bool, len(asks))
+	errs := make([]error, len(asks))
+	parallel(len(asks), func(i int) {
+		a := asks[i]
+		ssar := &authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authzv1.ResourceAttributes{Namespace: a.k.ns, Verb: a.verb, Group: a.k.group, Resource: a.k.resource},
+		}}
+		res, err := o.Client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
+		errs[i] = err
+		allowed[i] = err == nil && res.Status.Allowed
+	})
+	for i, a := range asks {
+		if errs[i] != nil {
+			return []check.Result{{Group: "cluster", ID: "permissions", Name: "permission to apply", Status: check.Warn,
+				Message: "could not ask: " + errs[i].Error()}}
+		}
+		if !allowed[i] {
+			where := "cluster-wide"
+			if a.k.ns != "" {
+				where = "in namespace " + a.k.ns
 			}
-			if !res.Status.Allowed {
-				where := "cluster-wide"
-				if ns != "" {
-					where = "in namespace " + ns
-				}
-				denied = append(denied, fmt.Sprintf("%s %s %s", verb, qualified(k.resource, k.group), where))
-			}
+			denied = append(denied, fmt.Sprintf("%s %s %s", a.verb, qualified(a.k.resource, a.k.group), where))
 		}
 	}
 	if len(denied) > 0 {

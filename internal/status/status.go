@@ -13,6 +13,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -352,21 +353,45 @@ func clusterChecks(ctx context.Context, p *project.Project, c *Cluster, skip str
 		}
 		return out
 	}
-	var out []check.Result
-	// namespace
-	if _, err := c.Client.CoreV1().Namespaces().Get(ctx, p.Namespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
-		out = append(out, res(Step6, names[0].id, names[0].name, check.Todo, "not found in context "+c.Context,
-			"ask the platform team for the namespace, or `spirepod apply --create-namespace`"))
-	} else if err != nil {
-		out = append(out, res(Step6, names[0].id, names[0].name, check.Fail, err.Error(), ""))
-	} else {
-		out = append(out, res(Step6, names[0].id, names[0].name, check.OK, "", ""))
-	}
-	out = append(out, objectsCheck(ctx, p, c, names[1].id, names[1].name))
-	out = append(out, issuerCheck(ctx, p, c, names[2].id, names[2].name))
-	out = append(out, podsCheck(ctx, p, c, names[3].id, names[3].name))
+	// The four checks read independent objects: all their requests go at
+	// once (one round trip to a remote API server, not one per object).
+	out := make([]check.Result, 4)
+	parallel(4, func(i int) {
+		switch i {
+		case 0:
+			if _, err := c.Client.CoreV1().Namespaces().Get(ctx, p.Namespace, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+				out[0] = res(Step6, names[0].id, names[0].name, check.Todo, "not found in context "+c.Context,
+					"ask the platform team for the namespace, or `spirepod apply --create-namespace`")
+			} else if err != nil {
+				out[0] = res(Step6, names[0].id, names[0].name, check.Fail, err.Error(), "")
+			} else {
+				out[0] = res(Step6, names[0].id, names[0].name, check.OK, "", "")
+			}
+		case 1:
+			out[1] = objectsCheck(ctx, p, c, names[1].id, names[1].name)
+		case 2:
+			out[2] = issuerCheck(ctx, p, c, names[2].id, names[2].name)
+		case 3:
+			out[3] = podsCheck(ctx, p, c, names[3].id, names[3].name)
+		}
+	})
 	return out
 }
+
+// parallel runs fn(0..n-1) at once and waits.
+func parallel(n int, fn func(i int)) {
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
+
+var errKindNotServed = errors.New("kind not served")
 
 // objectsCheck compares every field the scaffold sets with the live object.
 func objectsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name string) check.Result {
@@ -375,26 +400,34 @@ func objectsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name 
 		return res(Step6, id, name, check.Fail, err.Error(), "fix the scaffold (`"+p.ReinitCommand()+"` re-renders it)")
 	}
 	var missing, drifted []string
-	total := 0
-	for _, o := range apply.All(layers) {
-		total++
-		ref := objRef(o)
+	objs := apply.All(layers)
+	total := len(objs)
+	lives := make([]*unstructured.Unstructured, len(objs))
+	errs := make([]error, len(objs))
+	parallel(len(objs), func(i int) {
+		o := objs[i]
 		gvk := o.GroupVersionKind()
 		m, err := c.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
-			missing = append(missing, ref+" (kind not served)")
-			continue
+			errs[i] = errKindNotServed
+			return
 		}
 		ri := c.Dynamic.Resource(m.Resource)
-		var live *unstructured.Unstructured
 		if m.Scope.Name() == meta.RESTScopeNameNamespace {
 			ns := o.GetNamespace()
 			if ns == "" {
 				ns = p.Namespace
 			}
-			live, err = ri.Namespace(ns).Get(ctx, o.GetName(), metav1.GetOptions{})
+			lives[i], errs[i] = ri.Namespace(ns).Get(ctx, o.GetName(), metav1.GetOptions{})
 		} else {
-			live, err = ri.Get(ctx, o.GetName(), metav1.GetOptions{})
+			lives[i], errs[i] = ri.Get(ctx, o.GetName(), metav1.GetOptions{})
+		}
+	})
+	for i, o := range objs {
+		ref, live, err := objRef(o), lives[i], errs[i]
+		if err == errKindNotServed {
+			missing = append(missing, ref+" (kind not served)")
+			continue
 		}
 		if apierrors.IsNotFound(err) {
 			missing = append(missing, ref)
@@ -604,8 +637,14 @@ func issuerCheck(ctx context.Context, p *project.Project, c *Cluster, id, name s
 func podsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name string) check.Result {
 	var bad []string
 	running, absent := 0, 0
-	for _, pod := range p.PodNames() {
-		po, err := c.Client.CoreV1().Pods(p.Namespace).Get(ctx, pod, metav1.GetOptions{})
+	names := p.PodNames()
+	pods := make([]*corev1.Pod, len(names))
+	errs := make([]error, len(names))
+	parallel(len(names), func(i int) {
+		pods[i], errs[i] = c.Client.CoreV1().Pods(p.Namespace).Get(ctx, names[i], metav1.GetOptions{})
+	})
+	for i, pod := range names {
+		po, err := pods[i], errs[i]
 		switch {
 		case apierrors.IsNotFound(err):
 			bad = append(bad, pod+" missing")

@@ -29,9 +29,9 @@ const (
 
 // Record is what `spirepod verify` remembers for `spirepod status`.
 type Record struct {
-	Time      time.Time   `json:"time"`
-	Context   string      `json:"context,omitempty"`
-	Namespace string      `json:"namespace"`
+	Time      time.Time `json:"time"`
+	Context   string    `json:"context,omitempty"`
+	Namespace string    `json:"namespace"`
 	// CASHA1 is the team CA the scaffold had when verify ran: a record of
 	// another CA proves nothing about this one.
 	CASHA1    string      `json:"caSHA1,omitempty"`
