@@ -4,8 +4,12 @@
 package apply
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"sort"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/kustomize/api/krusty"
@@ -54,7 +58,51 @@ func BuildDir(dir string) ([]*unstructured.Unstructured, error) {
 		}
 		out = append(out, u)
 	}
+	annotateConfigHash(out)
 	return out, nil
+}
+
+// ConfigHashAnnotation is set on each workload's pod template: the SHA-256 of
+// the ConfigMaps its pods mount. A change to them (a new upstream, agent
+// setting or bundle) changes the template, so the StatefulSet rolls its pods
+// (ConfigMap volumes alone are re-read late or, for subPath and env, never).
+const ConfigHashAnnotation = "spirepod.dev/config-hash"
+
+// annotateConfigHash sets ConfigHashAnnotation on every StatefulSet of a
+// build from the ConfigMaps of the same build its pod template names.
+func annotateConfigHash(objs []*unstructured.Unstructured) {
+	cms := map[string]*unstructured.Unstructured{}
+	for _, o := range objs {
+		if o.GetKind() == "ConfigMap" && o.GetAPIVersion() == "v1" {
+			cms[o.GetNamespace()+"/"+o.GetName()] = o
+		}
+	}
+	for _, o := range objs {
+		if o.GetKind() != "StatefulSet" {
+			continue
+		}
+		vols, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "volumes")
+		var names []string
+		for _, v := range vols {
+			if n, ok, _ := unstructured.NestedString(v.(map[string]any), "configMap", "name"); ok {
+				names = append(names, n)
+			}
+		}
+		if len(names) == 0 {
+			continue
+		}
+		sort.Strings(names)
+		h := sha256.New()
+		for _, n := range names {
+			cm := cms[o.GetNamespace()+"/"+n]
+			if cm == nil {
+				continue // not ours to hash (created by someone else)
+			}
+			data, _ := json.Marshal([]any{n, cm.Object["data"], cm.Object["binaryData"]})
+			h.Write(data)
+		}
+		_ = unstructured.SetNestedField(o.Object, hex.EncodeToString(h.Sum(nil)), "spec", "template", "metadata", "annotations", ConfigHashAnnotation)
+	}
 }
 
 // All flattens the layers in apply order.
