@@ -27,20 +27,42 @@ func newCmdPRSpiffeID(f *Factory, runF func(*prSpiffeIDOptions) error) *cobra.Co
 		Short: "PR registering node aliases and the Envoy SPIFFE IDs (guide step 5)",
 		Long: `Open (or update) the pull request registering, for every pod <statefulSet>-<i>:
 
-  a node alias   spiffe://<td>/spire-agent-x509pop-<pod>, parent spiffe://<td>/spire/server,
-                 selectors x509pop:subject:cn:spire-agent-x509pop-<pod> and
-                 x509pop:ca:fingerprint:<SHA-1 of the team CA> (so no other team can claim it)
+  a node alias   spiffe://<td>/ns/<namespace>/spire-agent-x509pop-<pod> (naming: namespaced;
+                 the guide's spiffe://<td>/spire-agent-x509pop-<pod> with naming: guide),
+                 parent spiffe://<td>/spire/server, selectors x509pop:subject:cn:<pod>.<namespace>
+                 and x509pop:ca:fingerprint:<SHA-1 of the team CA> (so no other team can claim it)
   a workload     the Envoy identity (registration.spiffeID, default
                  spiffe://<td>/ns/<namespace>/sa/<serviceAccount>), parent that alias,
-                 selector unix:uid:<registration.envoyUID>
+                 selectors unix:uid:<registration.envoyUID> and unix:gid:<registration.envoyGID>
 
-written to the team folder (city.teamPath) as spiffe-ids.yaml (listed once in its
-kustomization.yaml resources) or spiffe-ids.json. Formats (--format, default registration.format):
-  spiffeid              SpiffeID custom resources (spiffeid.spiffe.io/v1beta1), the Agora default
-  cluster-static-entry  spire-controller-manager ClusterStaticEntry (spire.spiffe.io/v1alpha1)
-  entry-json            the file ` + "`spire-server entry create -data`" + ` reads
+written to the team folder (city.teamPath) as spiffe-ids.json or spiffe-ids.yaml (listed once in
+its kustomization.yaml resources); switching formats removes the other file.
 
-Every ID is checked with go-spiffe and every selector's syntax before anything is sent.`,
+Formats (--format, default registration.format; every built-in profile uses entry-json), each
+proven through its real consumer on the test bed:
+  entry-json            read by ` + "`spire-server entry create -data`" + ` (SPIRE 1.13.3; entry_id needs
+                        SPIRE >= 1.8). Each entry carries entry_id spirepod.<namespace>.<name>, so
+                        loading the file again creates no duplicate (create: AlreadyExists;
+                        ` + "`entry update -data`" + ` updates in place). Proven: TestFormatEntryJSON, TestE2E,
+                        TestRealPodEndToEnd.
+  cluster-static-entry  ClusterStaticEntry (spire.spiffe.io/v1alpha1), turned into entries by
+                        spire-controller-manager (v0.6.2 proven). Needs registration.className to
+                        be the controller's className (the Helm chart's is <namespace>-<release>,
+                        watchClassless false), or registration.watchClassless: true when the
+                        controller watches classless objects; refused otherwise (SPD209: the
+                        controller ignores such objects silently). Proven:
+                        TestFormatClusterStaticEntry (status.set, never masked).
+  spiffeid              SpiffeID (spiffeid.spiffe.io/v1beta1) of the k8s-workload-registrar, CRD
+                        mode (SPIRE <= 1.5; removed in 1.6). Refused (SPD211): the registrar
+                        turns every selector into k8s:<value> and adds k8s:ns:<namespace>, so an
+                        x509pop node alias and a unix workload entry can never match. Measured
+                        with the real registrar (v1.5.6) in TestFormatSpiffeID.
+
+Before anything is sent: every ID is parsed with go-spiffe and every selector checked (the
+offline validator, SPD2xx), spirepod.yaml is compared with the manifests (drift), and the city
+rules run on the base branch plus this change (SPD1xx: an alias, CN or entry ID another team
+already registered is refused, naming its file and line; over the API only spiffe-ids.* files
+are read, ` + "`spirepod city check`" + ` in the city's CI reads every file).`,
 		Example: `  spirepod pr spiffe-id --format entry-json --dry-run
   spirepod pr spiffe-id`,
 		Args: cobra.NoArgs,
