@@ -37,18 +37,30 @@ func newCmdVerify(f *Factory, runF func(*verifyOptions) error) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "verify",
 		Short: "Wait for URI=<your SPIFFE ID> in the curl log of every pod (guide step 7)",
-		Long: `Follow the curl container's log of every pod of the StatefulSet (or --pod), from the pod's
-start, and succeed as soon as the echoed X-Forwarded-Client-Cert carries URI=<expected>. The
-expected ID is spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount> from spirepod.yaml, or
---expect. The match is exact: a longer or different ID is not a match; a different URI written
-while verify runs fails at once, naming both IDs.
+		Long: `Follow the curl container's log of every pod of the StatefulSet (or --pod) and succeed as
+soon as the echoed X-Forwarded-Client-Cert carries URI=<expected>. The expected ID is
+spiffe://<trustDomain>/ns/<namespace>/sa/<serviceAccount> from spirepod.yaml, or --expect.
+
+What counts:
+  - only lines logged after verify started (the scaffold's curl calls every 10 s); earlier lines,
+    matching or not, are reported as ignored (a line without a timestamp has its container's
+    start time);
+  - only the header element the upstream appended: the last one whose By= is upstream.spiffeID
+    from spirepod.yaml (the last element with --expect alone); elements before it came with the
+    request and can be forged;
+  - an exact match: a longer or different ID is not one; a different URI fails at once, naming
+    both IDs.
+
+A cluster that does not answer fails within seconds ("cluster unreachable", exit 1), not after
+--timeout. spirepod.yaml and the manifests must agree (replicas, namespace): exit 2 otherwise.
 
 On a timeout or a failure it walks the stages in order and names the first broken one with its
 evidence and the fix: pod scheduled and Running; agent Certificate and ClusterIssuer Ready;
 init container gen-cert; the agent certificate against x509pop's rules; known SPIRE errors in the
 spire-agent log; SDS and upstream errors in the envoy log; the curl log.
 
-The outcome is kept in .spirepod/last-verify.json for ` + "`spirepod status`" + `.
+The outcome is kept in .spirepod/last-verify.json for ` + "`spirepod status`" + `, with the kube context,
+namespace and team CA it was made with (status counts it only for those).
 -o json: {expected, namespace, context, outcome, success, elapsed, pods: [{pod, state, matched,
 elapsed, seenIDs, line}], diagnoses: [{pod, stage, summary, evidence, fix, stages}]}.
 
