@@ -41,8 +41,17 @@ func newCmdInit(f *Factory, runF func(*initOptions) error) *cobra.Command {
 		Short: "Scaffold the same-pod SPIRE agent + Envoy manifests for your namespace (guide step 1)",
 		Long: `Scaffold a complete spire-envoy-integration directory for your team: the StatefulSet
 (gen-cert init container, spire-agent, envoy and curl in one Pod), its RBAC, the agent and
-Envoy configuration, the bundle ConfigMap, certs/ (the team CA Secret in cert-manager and the
-ClusterIssuer), a .gitignore that keeps the CA key out of git, and spirepod.yaml.
+Envoy configuration, the bundle ConfigMap, one cert-manager Certificate per pod, certs/ (the
+team CA Secret and an Issuer in your namespace; --issuer cluster: a ClusterIssuer named after the
+namespace), a .gitignore that keeps the CA key out of git, and spirepod.yaml.
+
+Every name is scoped to the team: agent CNs <pod>.<namespace>, node aliases under
+spiffe://<td>/ns/<namespace>/, the field manager spirepod-<namespace>. The pod runs under Pod
+Security "restricted" (non-root, no privilege escalation, all capabilities dropped, seccomp
+RuntimeDefault, read-only root filesystems), with requests, limits and probes. Images come from
+the profile (images: in the user config overrides them): alpine/k8s:1.31.12 (gen-cert),
+ghcr.io/spiffe/spire-agent:<the environment's SPIRE version>, envoyproxy/envoy:v1.32.3,
+curlimages/curl:8.11.1.
 
 The namespace is rewritten structurally everywhere it occurs, inside SPIFFE IDs, scripts and
 configuration too; the cert-manager namespace of certs/secret is kept.
