@@ -17,6 +17,34 @@ import (
 	"github.com/spirepod/spirepod/internal/testbed"
 )
 
+// teamScaffolds makes one team CA and returns a function that scaffolds a
+// team in a fresh namespace with that CA (the cluster-scoped objects are then
+// the same for every arm) and the CA as its server bundle.
+func teamScaffolds(t *testing.T, c *testbed.Cluster, env []string, work, bin string) func(ns string) string {
+	t.Helper()
+	caDir := filepath.Join(work, "ca")
+	mustRun(t, env, work, bin, "init", "--team", "bench", "--namespace", "ca", caDir)
+	mustRun(t, env, caDir, bin, "pki", "gen")
+	return func(ns string) string {
+		dir := filepath.Join(work, ns)
+		mustRun(t, env, work, bin, "init", "--team", "bench", "--namespace", ns, dir)
+		mustRun(t, env, dir, bin, "bundle", "set", filepath.Join(caDir, "certs", "secret", "agent-x509pop.crt.pem"))
+		for _, f := range []string{"agent-x509pop.crt.pem", "agent-x509pop.key.pem"} {
+			data, err := os.ReadFile(filepath.Join(caDir, "certs", "secret", f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "certs", "secret", f), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := c.Client.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+}
+
 func median(ds []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
@@ -55,30 +83,9 @@ func TestBenchApply(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	env := append(os.Environ(), "HOME="+work, "XDG_CONFIG_HOME="+filepath.Join(work, ".config"), "NO_COLOR=1")
-	ctx := context.Background()
 	// One team CA for every scaffold: the cluster-scoped CA Secret and
 	// ClusterIssuer are then the same objects for both tools.
-	caDir := filepath.Join(work, "ca")
-	mustRun(t, env, work, bin, "init", "--team", "bench", "--namespace", "ca", caDir)
-	mustRun(t, env, caDir, bin, "pki", "gen")
-	scaffold := func(ns string) string {
-		dir := filepath.Join(work, ns)
-		mustRun(t, env, work, bin, "init", "--team", "bench", "--namespace", ns, dir)
-		mustRun(t, env, dir, bin, "bundle", "set", filepath.Join(caDir, "certs", "secret", "agent-x509pop.crt.pem"))
-		for _, f := range []string{"agent-x509pop.crt.pem", "agent-x509pop.key.pem"} {
-			data, err := os.ReadFile(filepath.Join(caDir, "certs", "secret", f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, "certs", "secret", f), data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		return dir
-	}
+	scaffold := teamScaffolds(t, c, env, work, bin)
 	kc := []string{"--kubeconfig", c.Kubeconfig, "--context", c.Context}
 	// warm both: kubectl's discovery cache in HOME, and the first ClusterIssuer
 	warm := scaffold("warm")

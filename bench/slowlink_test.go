@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -14,8 +13,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/spirepod/spirepod/internal/testbed"
@@ -147,7 +144,6 @@ func TestBenchSlowLink(t *testing.T) {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 	env := append(os.Environ(), "HOME="+work, "XDG_CONFIG_HOME="+filepath.Join(work, ".config"), "NO_COLOR=1")
-	ctx := context.Background()
 
 	// A kubeconfig whose server is the delaying proxy (the serving
 	// certificate names 127.0.0.1, so TLS verifies as before).
@@ -164,27 +160,7 @@ func TestBenchSlowLink(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	caDir := filepath.Join(work, "ca")
-	mustRun(t, env, work, bin, "init", "--team", "bench", "--namespace", "ca", caDir)
-	mustRun(t, env, caDir, bin, "pki", "gen")
-	scaffold := func(ns string) string {
-		dir := filepath.Join(work, ns)
-		mustRun(t, env, work, bin, "init", "--team", "bench", "--namespace", ns, dir)
-		mustRun(t, env, dir, bin, "bundle", "set", filepath.Join(caDir, "certs", "secret", "agent-x509pop.crt.pem"))
-		for _, f := range []string{"agent-x509pop.crt.pem", "agent-x509pop.key.pem"} {
-			data, err := os.ReadFile(filepath.Join(caDir, "certs", "secret", f))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(filepath.Join(dir, "certs", "secret", f), data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if _, err := c.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		return dir
-	}
+	scaffold := teamScaffolds(t, c, env, work, bin)
 	kcFor := func(kubeconfig string) []string { return []string{"--kubeconfig", kubeconfig, "--context", c.Context} }
 
 	type arm struct {
