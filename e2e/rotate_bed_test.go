@@ -53,6 +53,8 @@ type rotBed struct {
 	srv       *rotServer
 	agentConf string
 	pods      map[string]*rotPod
+	// agentLogs are every agent log of each pod (one per incarnation).
+	agentLogs map[string][]string
 	// fetch is the loop fetching every pod's SVID every 500 ms.
 	fetch *fetchLoop
 }
@@ -83,7 +85,7 @@ func newRotBed(t *testing.T, replicas int) *rotBed {
 	}
 	t.Setenv("MY_NODE_NAME", testbed.NodeName)
 
-	r := &rotBed{chain: c, name: "rot-" + randHex(t, 3), pods: map[string]*rotPod{}}
+	r := &rotBed{chain: c, name: "rot-" + randHex(t, 3), pods: map[string]*rotPod{}, agentLogs: map[string][]string{}}
 	r.dir = filepath.Join(root, r.name)
 	r.kube = []string{"--kubeconfig", c.cluster.Kubeconfig, "--context", c.cluster.Context}
 	r.upCert, r.upKey = c.upstreamCA()
@@ -95,6 +97,12 @@ func newRotBed(t *testing.T, replicas int) *rotBed {
 	c.run(r.dir, append([]string{"apply", "--create-namespace", "--timeout", "2m"}, r.kube...)...)
 	r.p = loadProject(t, r.dir)
 	r.agentConf = configMapKey(t, filepath.Join(r.dir, "spire-agent-configmap.yaml"), "agent.conf")
+	// The agents log at DEBUG here (the scaffold says INFO): their "Entry
+	// removed"/"Entry created" lines are the evidence when a fetch fails.
+	if n := strings.Count(r.agentConf, `log_level = "INFO"`); n != 1 {
+		t.Fatalf("agent.conf: %d log_level = \"INFO\" lines, want 1: the template changed", n)
+	}
+	r.agentConf = strings.Replace(r.agentConf, `log_level = "INFO"`, `log_level = "DEBUG"`, 1)
 
 	files := r.mainFiles()
 	r.srv = startRotServer(t, c, filepath.Join(root, "server"), r.p.TrustDomain, r.upCert, r.upKey)
@@ -168,7 +176,7 @@ func startRotServer(t *testing.T, c *chain, dir, td, upCert, upKey string) *rotS
   ca_ttl = "24h"
   default_x509_svid_ttl = "1h"
   agent_ttl = %q
-}
+%s}
 plugins {
   UpstreamAuthority "disk" {
     plugin_data {
@@ -192,8 +200,18 @@ plugins {
 health_checks {
   listener_enabled = false
 }
-`, port, s.socket, td, filepath.Join(dir, "data"), agentTTL, upCert, upKey, filepath.Join(dir, "data", "datastore.sqlite3"), s.dataFile), 0o644)
+`, port, s.socket, td, filepath.Join(dir, "data"), agentTTL, cacheReload(), upCert, upKey, filepath.Join(dir, "data", "datastore.sqlite3"), s.dataFile), 0o644)
 	return s
+}
+
+// cacheReload sets the server's entry-cache refresh from
+// SPIREPOD_E2E_CACHE_RELOAD (e.g. 1s) for measurements; SPIRE's default
+// (5 s) otherwise.
+func cacheReload() string {
+	if v := os.Getenv("SPIREPOD_E2E_CACHE_RELOAD"); v != "" {
+		return fmt.Sprintf("  experimental {\n    cache_reload_interval = %q\n  }\n", v)
+	}
+	return ""
 }
 
 // setTrust makes the server trust exactly the CAs of pem: a new file, named
@@ -408,6 +426,7 @@ func (r *rotBed) startPod(name string) *rotPod {
 	waitFile(t, filepath.Join(pd.certDir, "agent.crt.pem"), time.Minute)
 	pd.agent = r.startAgent(name, r.agentConf, pd.root, &testbed.SpireServer{Port: r.srv.port}, mustRead(t, r.upCert))
 	pd.socket = pd.agent.Socket
+	r.agentLogs[name] = append(r.agentLogs[name], pd.agent.Proc.LogPath)
 	pd.pumpStop, pd.pumpDone = make(chan struct{}), make(chan struct{})
 	go pumpLog(pd.agent.Proc.LogPath, pd.logs[rotate.AgentContainer], pd.pumpStop, pd.pumpDone)
 	return pd
