@@ -129,9 +129,26 @@ func TestRotateResume(t *testing.T) {
 	r.srv.syncEntries(files[r.entriesPath()], r.p.Namespace)
 	r.srv.setTrust(files[r.p.City.TrustList.Path])
 
+	// The server check with an agent leaf of the new CA of our own
+	// (--check-with), as a team that cannot let spirepod mint one would.
+	next := rotate.NextFiles(r.p)
+	nextKey, err := pki.ParsePrivateKey([]byte(mustRead(t, next.Key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(r.root, "check"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := pki.Issue(r.ctx, pki.IssueOptions{CA: readCert(t, next.Cert).Cert, CAKey: nextKey, CN: "check." + r.p.Namespace, Name: "check",
+		OutDir: filepath.Join(r.root, "check"), Rand: rand.Reader, Now: time.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	// Phase 3 in the background; killed once the state file says the
 	// Secret switched and a pod's certificate was re-issued.
-	args := append([]string{"pki", "rotate", "--server", fmt.Sprintf("127.0.0.1:%d", r.srv.port), "--timeout", "5m"}, r.kube...)
+	args := append([]string{"pki", "rotate", "--server", fmt.Sprintf("127.0.0.1:%d", r.srv.port), "--timeout", "5m",
+		"--check-with", leaf.CertPath, "--check-key", leaf.KeyPath}, r.kube...)
 	cmd := exec.CommandContext(r.ctx, r.cli, args...)
 	cmd.Dir = r.dir
 	cmd.Env = append(os.Environ(), "HOME="+r.home, "NO_COLOR=1", "SPIREPOD_GITHUB_API_URL="+r.gh.URL, "GH_TOKEN="+ghToken)
@@ -160,6 +177,9 @@ func TestRotateResume(t *testing.T) {
 	<-exited
 	logf.Close()
 	killedAt := stateFile(t, r.dir)
+	if out := mustRead(t, logf.Name()); !strings.Contains(out, "a leaf of the new CA attested as spiffe://"+r.p.TrustDomain+"/spire/agent/x509pop/"+pki.SHA1Fingerprint(leaf.Cert)) {
+		t.Errorf("the server check did not use the --check-with leaf:\n%s", out)
+	}
 	t.Logf("killed in phase 3; state file then:\n%s", killedAt)
 	if strings.Contains(killedAt, "\n  pods:") {
 		t.Fatal("the run finished phase 3 before it was killed: nothing left to resume")
