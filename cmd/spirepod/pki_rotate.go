@@ -13,11 +13,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/spirepod/spirepod/internal/city"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
-	"github.com/spirepod/spirepod/internal/registration"
 	"github.com/spirepod/spirepod/internal/rotate"
 	"github.com/spirepod/spirepod/internal/scaffold"
 	"github.com/spirepod/spirepod/internal/verify"
@@ -227,7 +225,7 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 		if target == nil {
 			return errors.New("no cluster")
 		}
-		_, err := verify.Verify(ctx, verify.Options{Client: target.Client, Namespace: p.Namespace, Pods: []string{pod}, Expected: p.WorkloadSpiffeID(), Now: f.Now})
+		_, err := verify.Verify(ctx, verify.Options{Client: target.Client, Namespace: p.Namespace, Pods: []string{pod}, Expected: p.WorkloadSpiffeID(), Upstream: p.Upstream.SpiffeID, Now: f.Now})
 		return err
 	}
 	if f.IO.InTTY && !f.JSON() {
@@ -349,7 +347,8 @@ type rotatePRs struct {
 }
 
 func (x *rotatePRs) Open(ctx context.Context, ch *rotate.Change) (*pr.Result, error) {
-	x.c.rotationVerify(ch.Change, x.p, ch.Pending)
+	x.c.verifyWithCity(ch.Change, x.p, pendingCAs{SHA1s: ch.Pending, Label: "the rotation's CA",
+		Why: "expected until the rotation's other pull request is merged"})
 	res, err := x.c.openChange(ctx, x.p, ch.Change)
 	if err != nil {
 		return nil, translatePRError(err)
@@ -386,60 +385,6 @@ func (x *rotatePRs) InBase(ctx context.Context, ch *rotate.Change) (bool, error)
 		return false, translatePRError(err)
 	}
 	return res.Action == pr.ActionInBase, nil
-}
-
-// rotationVerify is verifyWithCity for a rotation's pull request: the city
-// rules run on the base plus the change; SPD105 about the CAs in pending
-// (the rotation's other pull request of the pair fixes it) is a warning.
-func (c *prCommon) rotationVerify(ch *pr.Change, p *project.Project, pending []string) {
-	cfg := cityConfig(c.f, p, c.Local == "")
-	ch.Verify = func(ctx context.Context, base pr.BaseTree, files []pr.File) ([]string, error) {
-		written := map[string][]byte{}
-		var deleted []string
-		for _, fl := range files {
-			if fl.Delete {
-				deleted = append(deleted, fl.Path)
-			} else {
-				written[fl.Path] = fl.New
-			}
-		}
-		fs, err := city.CheckOverlay(ctx, base, cfg, written, deleted)
-		if err != nil {
-			return nil, fmt.Errorf("check the change against the city: %w", err)
-		}
-		var warnings []string
-		bad := false
-		for i, fd := range fs {
-			if fd.Code == city.CodePinNotTrusted && mentionsAny(fd.Message, pending) {
-				fs[i].Severity = registration.SeverityWarning
-				warnings = append(warnings, fmt.Sprintf("%s (expected until the rotation's other pull request is merged): %s", fd.Code, fd.Message))
-				continue
-			}
-			if fd.Severity == registration.SeverityError {
-				bad = true
-			}
-		}
-		if bad {
-			return nil, &CityCheckError{Findings: fs}
-		}
-		return dedupe(warnings), nil
-	}
-}
-
-func mentionsAny(s string, fps []string) bool {
-	for _, fp := range fps {
-		if strings.Contains(s, fp) {
-			return true
-		}
-	}
-	return false
-}
-
-func dedupe(ss []string) []string {
-	if len(ss) > 3 {
-		return append(ss[:3:3], fmt.Sprintf("and %d more like these", len(ss)-3))
-	}
-	return ss
 }
 
 func stepMark(s *IOStreams, status string) string {

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/spirepod/spirepod/internal/city"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/registration"
+	"github.com/spirepod/spirepod/internal/rotate"
 )
 
 // CityCheckError refuses a pull request the platform's `city check` would
@@ -50,15 +52,21 @@ func teamPathPattern(f *Factory, p *project.Project) string {
 	return path.Join(parts...)
 }
 
+// pendingCAs are CAs whose absence from the trust list is the expected
+// state while another pull request (the team's trust-ca, or a rotation's
+// other half) is open: SPD105 about them is a warning that says why, not a
+// refusal.
+type pendingCAs struct {
+	SHA1s []string
+	// Label names them ("the team CA"), Why says when it resolves.
+	Label, Why string
+}
+
 // verifyWithCity makes a change run the city rules on the base it is built
-// on plus its own files, and refuse what `city check --base` would fail.
-// ownCA is the team CA's SHA-1 when the change pins aliases to it: that CA
-// not being on the trust list yet is the normal state while the trust-ca
-// pull request is open, so it is a warning (the city check fails the PR
-// until that one merges), not a refusal.
-func (c *prCommon) verifyWithCity(ch *pr.Change, p *project.Project, ownCA string) {
-	light := c.Local == "" // over the GitHub API: only spiffe-ids.* files are read
-	cfg := cityConfig(c.f, p, light)
+// on plus its own files, and refuse what `city check --base` would fail,
+// except SPD105 about the pending CAs.
+func (c *prCommon) verifyWithCity(ch *pr.Change, p *project.Project, pending pendingCAs) {
+	cfg := cityConfig(c.f, p, c.Local == "") // over the GitHub API: only spiffe-ids.* files are read
 	ch.Verify = func(ctx context.Context, base pr.BaseTree, files []pr.File) ([]string, error) {
 		written := map[string][]byte{}
 		var deleted []string
@@ -73,26 +81,55 @@ func (c *prCommon) verifyWithCity(ch *pr.Change, p *project.Project, ownCA strin
 		if err != nil {
 			return nil, fmt.Errorf("check the change against the city: %w", err)
 		}
-		var bad []registration.Finding
-		pending := false
+		bad := false
+		var waiting []string
 		for i, fd := range fs {
-			if ownCA != "" && fd.Code == city.CodePinNotTrusted && strings.Contains(fd.Message, ownCA) {
-				fs[i].Severity, pending = registration.SeverityWarning, true
-				continue
+			if fd.Code == city.CodePinNotTrusted {
+				if fp := mentioned(fd.Message, pending.SHA1s); fp != "" {
+					fs[i].Severity = registration.SeverityWarning
+					if !slices.Contains(waiting, fp) {
+						waiting = append(waiting, fp)
+					}
+					continue
+				}
 			}
-			if fd.Severity == registration.SeverityError {
-				bad = append(bad, fd)
-			}
+			bad = bad || fd.Severity == registration.SeverityError
+		}
+		if bad {
+			return nil, &CityCheckError{Findings: fs}
 		}
 		var warnings []string
-		if pending {
-			warnings = append(warnings, fmt.Sprintf("the team CA (%s) is not on the trust list %s yet: the city check fails this pull request until the trust-ca pull request (spirepod pr trust-ca) is merged", ownCA, p.City.TrustList.Path))
-		}
-		if len(bad) > 0 {
-			return nil, &CityCheckError{Findings: fs}
+		for _, fp := range waiting {
+			warnings = append(warnings, fmt.Sprintf("%s (%s) is not on the trust list %s yet: %s", pending.Label, fp, p.City.TrustList.Path, pending.Why))
 		}
 		return warnings, nil
 	}
+}
+
+// checkNoRotation refuses a hand-run pr trust-ca or pr spiffe-id while a CA
+// rotation is under way: they would write the current CA only, dropping the
+// other CA the rotation keeps trusted (its aliases, its trust-list block)
+// before its agents moved. The rotation opens these pull requests itself.
+func checkNoRotation(p *project.Project, cmd string) error {
+	st, err := rotate.Load(p)
+	if err != nil {
+		return usageError("fix or remove "+rotate.FileName+" (`spirepod pki rotate --plan` reads it)", "%v", err)
+	}
+	if st == nil || !st.Done.IsZero() {
+		return nil
+	}
+	return usageError("continue the rotation with `spirepod pki rotate` (it opens this pull request with both CAs while they overlap); nothing was sent",
+		"a team CA rotation is in progress (%s): `%s` now would drop the CA the rotation keeps trusted", rotate.FileName, cmd)
+}
+
+// mentioned is the first of fps that s names, or "".
+func mentioned(s string, fps []string) string {
+	for _, fp := range fps {
+		if fp != "" && strings.Contains(s, fp) {
+			return fp
+		}
+	}
+	return ""
 }
 
 // cityCheckHint lists the findings, one per line, for the error's hint.

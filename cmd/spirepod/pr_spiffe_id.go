@@ -94,6 +94,9 @@ func prSpiffeIDRun(ctx context.Context, opts *prSpiffeIDOptions) error {
 	if err := checkDrift(p); err != nil {
 		return err // the entries are for spirepod.yaml's pods: they must be the StatefulSet's
 	}
+	if err := checkNoRotation(p, "spirepod pr spiffe-id"); err != nil {
+		return err
+	}
 	format := opts.Format
 	if format == "" {
 		format = p.Registration.Format
@@ -119,7 +122,8 @@ func prSpiffeIDRun(ctx context.Context, opts *prSpiffeIDOptions) error {
 	if err != nil {
 		return usageError("fix trustDomain, registration or statefulSet in spirepod.yaml", "%v", err)
 	}
-	opts.verifyWithCity(ch, p, pki.SHA1Fingerprint(ca))
+	opts.verifyWithCity(ch, p, pendingCAs{SHA1s: []string{pki.SHA1Fingerprint(ca)}, Label: "the team CA",
+		Why: "the city check fails this pull request until the trust-ca pull request (spirepod pr trust-ca) is merged"})
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	res, err := opts.openChange(ctx, p, ch)

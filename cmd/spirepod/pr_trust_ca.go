@@ -48,6 +48,9 @@ func prTrustCARun(ctx context.Context, opts *prTrustCAOptions) error {
 	if err != nil {
 		return err
 	}
+	if err := checkNoRotation(p, "spirepod pr trust-ca"); err != nil {
+		return err
+	}
 	tca, err := prTeamCA(f, p, opts.CA)
 	if err != nil {
 		return err
@@ -57,7 +60,7 @@ func prTrustCARun(ctx context.Context, opts *prTrustCAOptions) error {
 	if err != nil {
 		return failure(err, "")
 	}
-	opts.verifyWithCity(ch, p, "")
+	opts.verifyWithCity(ch, p, pendingCAs{})
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	res, err := opts.openChange(ctx, p, ch)
