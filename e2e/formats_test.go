@@ -1160,6 +1160,14 @@ func (ft *formatTest) entryIDs(ns string, objNames []string, bound time.Duration
 func TestFormatSpiffeID(t *testing.T) {
 	ft := newFormatTest(t, true, testbed.Bins.RegistrarSet)
 	kubeFlags := []string{"--kubeconfig", ft.cluster.Kubeconfig, "--context", ft.cluster.Context}
+	trust := ft.mergeTrustCA()
+	// Agent IDs from the leaf's CN (the test bed's default template), so the
+	// "parent = the agent's own ID" shape can be tried; nothing else here
+	// depends on the template.
+	srv := ft.startServer("server", trust, cnAgentPathTemplate)
+	// The server's CA in the scaffold's bundle, as a team does before apply
+	// (apply refuses an empty bundle).
+	ft.run(ft.dir, "bundle", "set", srv.BundlePath)
 	// The team's namespace, service account and pods, as `spirepod apply` makes them.
 	ft.run(ft.dir, append([]string{"apply", "--create-namespace", "--timeout", "2m"}, kubeFlags...)...)
 	ns, sa := ft.p.Namespace, ft.p.ServiceAccount
@@ -1170,11 +1178,6 @@ func TestFormatSpiffeID(t *testing.T) {
 		t.Fatal(err)
 	}
 	ft.saToken = tok.Status.Token
-	trust := ft.mergeTrustCA()
-	// Agent IDs from the leaf's CN (the test bed's default template), so the
-	// "parent = the agent's own ID" shape can be tried; nothing else here
-	// depends on the template.
-	srv := ft.startServer("server", trust, cnAgentPathTemplate)
 	reg, err := testbed.StartWorkloadRegistrar(ft.ctx, ft.cluster, srv, filepath.Join(ft.root, "registrar"), testbed.RegistrarOptions{})
 	if err != nil {
 		t.Fatalf("k8s-workload-registrar: %v", err)

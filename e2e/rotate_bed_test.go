@@ -121,9 +121,16 @@ func newRotBed(t *testing.T, replicas int) *rotBed {
 	for _, name := range r.p.PodNames() {
 		pd := r.pods[name]
 		c.fetchSVID(pd.socket, filepath.Join(pd.root, "first-svid"), syncBound)
-		appendCRILog(t, pd.logs["curl"], fmt.Sprintf(`X-Forwarded-Client-Cert: By=spiffe://%s/ns/echo;Hash=0;URI=%s`, r.p.TrustDomain, r.p.WorkloadSpiffeID()))
+		r.logEcho(pd)
 	}
 	return r
+}
+
+// logEcho is the pod's curl container logging the upstream's echo: the XFCC
+// element the upstream (the project's upstream SPIFFE ID) appended for the
+// workload's SVID, the line `spirepod verify` judges.
+func (r *rotBed) logEcho(pd *rotPod) {
+	appendCRILog(r.t, pd.logs["curl"], fmt.Sprintf(`X-Forwarded-Client-Cert: By=%s;Hash=0;URI=%s`, r.p.Upstream.SpiffeID, r.p.WorkloadSpiffeID()))
 }
 
 func (r *rotBed) entriesPath() string { return pr.TeamPath(r.p) + "/spiffe-ids.json" }
@@ -720,6 +727,7 @@ func (r *rotBed) watchPodRestarts() (stop func() map[string]int) {
 				continue
 			}
 			uids[po.Name] = string(po.UID)
+			r.t.Logf("restart watch: %s back with uid %s: starting its sidecar and agent", po.Name, po.UID)
 			old := r.pods[po.Name]
 			r.stopPod(old)
 			// The new pod's emptyDirs: no certificate, no agent data.
@@ -729,18 +737,25 @@ func (r *rotBed) watchPodRestarts() (stop func() map[string]int) {
 			r.pods[po.Name] = np
 			d := filepath.Join(np.root, fmt.Sprintf("restart-svid-%s", po.UID))
 			r.fetchSVID(np.socket, d, syncBound)
-			appendCRILog(r.t, np.logs["curl"], fmt.Sprintf(`X-Forwarded-Client-Cert: By=spiffe://%s/ns/echo;Hash=0;URI=%s`, r.p.TrustDomain, r.p.WorkloadSpiffeID()))
+			r.logEcho(np)
+			r.t.Logf("restart watch: %s serves the SVID; curl line logged", po.Name)
 			mu.Lock()
 			restarts[po.Name]++
 			mu.Unlock()
 		}
 	}()
-	return func() map[string]int {
-		cancel()
-		w.Stop()
-		<-done
+	var once sync.Once
+	stop = func() map[string]int {
+		once.Do(func() {
+			cancel()
+			w.Stop()
+			<-done
+		})
 		mu.Lock()
 		defer mu.Unlock()
 		return restarts
 	}
+	// A failing test stops the watch too, before its cluster goes.
+	r.t.Cleanup(func() { stop() })
+	return stop
 }

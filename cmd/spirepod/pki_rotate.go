@@ -225,7 +225,9 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 		if target == nil {
 			return errors.New("no cluster")
 		}
-		_, err := verify.Verify(ctx, verify.Options{Client: target.Client, Namespace: p.Namespace, Pods: []string{pod}, Expected: p.WorkloadSpiffeID(), Upstream: p.Upstream.SpiffeID, Now: f.Now})
+		_, err := verify.Verify(ctx, verify.Options{Client: target.Client, Namespace: p.Namespace, Pods: []string{pod}, Expected: p.WorkloadSpiffeID(), Upstream: p.Upstream.SpiffeID, Now: f.Now,
+			// rotate has just recreated the pod: every line of its log is new.
+			FreshPods: true})
 		return err
 	}
 	if f.IO.InTTY && !f.JSON() {

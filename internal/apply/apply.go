@@ -316,12 +316,13 @@ func patchOne(ctx context.Context, opts Options, layer string, o *unstructured.U
 		r.Conflicts = conflictsOf(err)
 		return r, err
 	}
+	// Judged on content, not resourceVersion: live was read before the
+	// first wave, and controllers (cert-manager on Certificates, the
+	// StatefulSet controller) update status in between.
 	switch {
 	case live == nil:
 		r.Outcome = Created
-	case opts.DryRun && !Equivalent(live, got):
-		r.Outcome = Configured
-	case !opts.DryRun && live.GetResourceVersion() != got.GetResourceVersion():
+	case !Equivalent(live, got):
 		r.Outcome = Configured
 	default:
 		r.Outcome = Unchanged

@@ -736,3 +736,48 @@ func TestVerifyIgnoresLinesBeforeStart(t *testing.T) {
 		t.Errorf("matched line %q, want the one written after verify started", res.Pods[0].Line)
 	}
 }
+
+// TestVerifyFreshPodsCountsLinesSincePodStart: for a pod the caller has just
+// recreated (pki rotate's restart), a line logged after the pod started but
+// before Verify was called is the new incarnation's proof; without FreshPods
+// the same line is ignored as older than Verify.
+func TestVerifyFreshPodsCountsLinesSincePodStart(t *testing.T) {
+	c := cluster(t)
+	ns := namespace(t, c)
+	pod := "fresh-0"
+	files := logFiles(t, c, ns, pod, "curl")
+	makePod(t, c, ns, pod, nil)
+	waitRunning(t, c, ns, pod)
+	if err := testbed.AppendLog(files["curl"], time.Now(), xfccLines(expected)...); err != nil {
+		t.Fatal(err)
+	}
+
+	// Without FreshPods: the line is reported as ignored, nothing matches.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ignored := false
+	var mu sync.Mutex
+	res, err := verify.Verify(ctx, verify.Options{Client: c.Client, Namespace: ns, Pods: []string{pod}, Expected: expected,
+		Progress: func(ev verify.Event) {
+			mu.Lock()
+			defer mu.Unlock()
+			if strings.Contains(ev.Message, "before verify started") {
+				ignored = true
+				cancel()
+			}
+		}})
+	if err == nil || res.Pods[0].State == verify.StateMatched || !ignored {
+		t.Fatalf("without FreshPods: err %v, pod %+v, ignored %v; want the old line ignored and no match", err, res.Pods[0], ignored)
+	}
+
+	// With FreshPods: the same line, logged after the pod started, counts.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel2()
+	res, err = verify.Verify(ctx2, verify.Options{Client: c.Client, Namespace: ns, Pods: []string{pod}, Expected: expected, FreshPods: true})
+	if err != nil {
+		t.Fatalf("FreshPods: %v (result %+v)", err, res)
+	}
+	if res.Pods[0].State != verify.StateMatched {
+		t.Fatalf("FreshPods: pod %+v, want matched", res.Pods[0])
+	}
+}

@@ -37,6 +37,12 @@ type Options struct {
 	Upstream string
 	// Container is the container whose log carries the echo; default "curl".
 	Container string
+	// FreshPods says the caller has just recreated the pods (a restart
+	// it waited for): every line of the pod's log is then new, and lines
+	// count from the pod's start (the node's clock) instead of from when
+	// Verify started (this machine's clock). Without it, a line logged
+	// before Verify started proves nothing either way.
+	FreshPods bool
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Progress, when set, receives every state change of every pod. It is
@@ -215,9 +221,11 @@ type podWatcher struct {
 	// containerStart is when the log container last started: the time of a
 	// line that carries no timestamp.
 	containerStart time.Time
-	mu             *sync.Mutex
-	report         func(Event)
-	res            *PodResult
+	// podStart is the pod's start (FreshPods only): lines before it are old.
+	podStart time.Time
+	mu       *sync.Mutex
+	report   func(Event)
+	res      *PodResult
 }
 
 func (w *podWatcher) set(state, msg string, f func(*PodResult)) {
@@ -393,7 +401,10 @@ func waitingMessage(p *corev1.Pod, err error, container string) string {
 // follow streams the log from the pod's start and returns matched or
 // wrong-id, or "" when the stream ended. readAny says whether any line was read.
 func (w *podWatcher) follow(ctx context.Context, pod *corev1.Pod) (string, bool, error) {
-	w.containerStart = time.Time{}
+	w.containerStart, w.podStart = time.Time{}, time.Time{}
+	if w.opts.FreshPods && pod.Status.StartTime != nil {
+		w.podStart = pod.Status.StartTime.Time
+	}
 	for _, cs := range pod.Status.ContainerStatuses {
 		if cs.Name == w.opts.Container && cs.State.Running != nil {
 			w.containerStart = cs.State.Running.StartedAt.Time
@@ -449,11 +460,19 @@ func (w *podWatcher) line(line string) string {
 	if stamp.IsZero() {
 		stamp = w.containerStart // no kubelet timestamp: the container's start is the line's time
 	}
-	if !stamp.IsZero() && stamp.Before(w.start) {
+	since := w.start
+	if !w.podStart.IsZero() {
+		since = w.podStart
+	}
+	if !stamp.IsZero() && stamp.Before(since) {
 		// One rule for every line logged before verify started: it proves
 		// nothing either way (a match then may be another deployment's).
 		if len(s.URIs) > 0 {
-			w.set(StateStreaming, "ignored a line from before verify started (URI="+strings.Join(s.URIs, ", URI=")+")", nil)
+			when := "verify started"
+			if since.Equal(w.podStart) {
+				when = "the pod started"
+			}
+			w.set(StateStreaming, "ignored a line from before "+when+" (URI="+strings.Join(s.URIs, ", URI=")+")", nil)
 		}
 		return ""
 	}
