@@ -359,21 +359,26 @@ func (r *realPod) checkAgentAttested(pod string) {
 func (r *realPod) checkPodRuns(name string) {
 	t := r.t
 	t.Helper()
-	pod := r.getPod(name)
+	// Verify can pass before the kubelet's next readiness probe marks the
+	// agent Ready: wait (bounded) for every container to be Ready.
+	containers := []string{"gen-cert", "spire-agent", "envoy", "curl"}
+	pod := r.waitPod(name, "every container Ready", func(p *corev1.Pod) bool {
+		ready := map[string]bool{}
+		for _, cs := range append(append([]corev1.ContainerStatus{}, p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...) {
+			ready[cs.Name] = cs.Ready
+		}
+		for _, ct := range containers {
+			if !ready[ct] {
+				return false
+			}
+		}
+		return true
+	})
 	if pod.Spec.NodeName != testbed.RealNodeName || pod.Status.Phase != corev1.PodRunning {
 		t.Fatalf("pod %s is %s on %q, want Running on %s", name, pod.Status.Phase, pod.Spec.NodeName, testbed.RealNodeName)
 	}
 	if pod.Spec.ShareProcessNamespace == nil || !*pod.Spec.ShareProcessNamespace {
 		t.Fatalf("pod %s does not share its process namespace", name)
-	}
-	ready := map[string]bool{}
-	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
-		ready[cs.Name] = cs.Ready
-	}
-	for _, ct := range []string{"gen-cert", "spire-agent", "envoy", "curl"} {
-		if !ready[ct] {
-			t.Errorf("pod %s: container %s not ready: %+v", name, ct, ready)
-		}
 	}
 	uids := map[string]int64{}
 	for _, ct := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
