@@ -21,6 +21,20 @@ if [ "${1:-}" = "--print" ]; then
   exit 0
 fi
 
+# module_dir MODULE: the directory of MODULE (as pinned by the wrapper module
+# in the working directory) in the module cache, downloaded first: on a fresh
+# machine `go list -m -f {{.Dir}}` is empty until the module is downloaded.
+module_dir() {
+  go mod download "$1"
+  local d
+  d=$(go list -m -f "{{.Dir}}" "$1")
+  if [ -z "$d" ] || [ ! -d "$d" ]; then
+    echo "testbin: module $1 has no directory in the module cache" >&2
+    return 1
+  fi
+  echo "$d"
+}
+
 # The wrapper module's pinned content and the recipe decide whether a cached build is current.
 stamp_of() {
   local d="$root/hack/testbin/$1"

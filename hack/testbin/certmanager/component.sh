@@ -6,7 +6,7 @@ assets="crds"
 build() {
   go build -o "$out/bin/cert-manager-controller" .
   local src
-  src=$(go list -m -f "{{.Dir}}" github.com/cert-manager/cert-manager)
+  src=$(module_dir github.com/cert-manager/cert-manager)
   mkdir -p "$out/crds"
   cp "$src"/deploy/crds/*.yaml "$out/crds/"
   chmod u+w "$out/crds"/*

@@ -14,7 +14,7 @@ bins="k8s-workload-registrar"
 assets="crds/spiffeid.spiffe.io_spiffeids.yaml"
 build() {
   local src pkg tmp f
-  src=$(go list -m -f "{{.Dir}}" github.com/spiffe/spire)
+  src=$(module_dir github.com/spiffe/spire)
   pkg="$src/support/k8s/k8s-workload-registrar"
   tmp="$PWD/_main.$$"
   rm -rf "$tmp"; mkdir -p "$tmp"

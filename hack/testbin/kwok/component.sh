@@ -6,7 +6,7 @@ assets="stages/node-heartbeat-with-lease.yaml crds/kwok.x-k8s.io_logs.yaml"
 build() {
   go build -o "$out/bin/kwok" sigs.k8s.io/kwok/cmd/kwok
   local src
-  src=$(go list -m -f "{{.Dir}}" sigs.k8s.io/kwok)
+  src=$(module_dir sigs.k8s.io/kwok)
   mkdir -p "$out/stages" "$out/crds"
   cp "$src"/kustomize/stage/node/fast/node-initialize.yaml \
      "$src"/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \

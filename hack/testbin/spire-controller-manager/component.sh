@@ -8,7 +8,7 @@ assets="crds/spire.spiffe.io_clusterstaticentries.yaml crds/spire.spiffe.io_clus
 build() {
   go build -o "$out/bin/spire-controller-manager" github.com/spiffe/spire-controller-manager/cmd
   local src
-  src=$(go list -m -f "{{.Dir}}" github.com/spiffe/spire-controller-manager)
+  src=$(module_dir github.com/spiffe/spire-controller-manager)
   mkdir -p "$out/crds"
   cp "$src"/config/crd/bases/*.yaml "$out/crds/"
   chmod u+w "$out/crds"/*
