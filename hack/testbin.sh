@@ -48,6 +48,13 @@ build_one() {
   source "$dir/component.sh"
   local final="$cache/$comp-$version" stamp
   stamp=$(stamp_of "$comp")
+  # A temp dir of a build that did not finish (its process is gone) is removed.
+  local stale pid
+  for stale in "$final".tmp.*; do
+    [ -d "$stale" ] || continue
+    pid=${stale##*.tmp.}
+    kill -0 "$pid" 2>/dev/null || rm -rf "$stale"
+  done
   if [ -f "$final/.stamp" ] && [ "$(cat "$final/.stamp")" = "$stamp" ]; then
     local ok=1 b a
     for b in $bins; do [ -x "$final/bin/$b" ] || ok=0; done
@@ -56,14 +63,20 @@ build_one() {
   fi
   out="$final.tmp.$$"
   rm -rf "$out"; mkdir -p "$out/bin"
+  building=$out
   local start=$SECONDS
   echo "testbin: building $comp $version ..."
   (cd "$dir" && build)
   echo "$stamp" > "$out/.stamp"
   rm -rf "$final"; mv "$out" "$final"
+  building=
   echo "testbin: built $comp $version in $((SECONDS - start))s -> $final"
   unset -f build
 }
+
+# A failed or interrupted build leaves no half-built directory behind.
+building=
+trap '[ -z "$building" ] || rm -rf "$building"' EXIT
 
 total=$SECONDS
 if [ $# -gt 0 ]; then
