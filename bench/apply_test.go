@@ -51,17 +51,10 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// mustRun runs a command that must exit 0 and returns its time.
 func mustRun(t *testing.T, env []string, dir string, name string, args ...string) time.Duration {
 	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Dir, cmd.Env = dir, env
-	t0 := time.Now()
-	out, err := cmd.CombinedOutput()
-	d := time.Since(t0)
-	if err != nil {
-		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
-	}
-	return d
+	return runCode(t, env, dir, name, []int{0}, args...)
 }
 
 // TestBenchApply compares `spirepod apply --wait=false` with

@@ -168,11 +168,11 @@ func TestBenchSlowLink(t *testing.T) {
 		run  func(kubeconfig, dir string) time.Duration
 	}
 	spApply := func(kubeconfig, dir string) time.Duration {
-		return runCode(t, env, dir, bin, []int{0}, append([]string{"apply", "--wait=false", "--force-conflicts", "--skip-image-check"}, kcFor(kubeconfig)...)...)
+		return mustRun(t, env, dir, bin, append([]string{"apply", "--wait=false", "--force-conflicts", "--skip-image-check"}, kcFor(kubeconfig)...)...)
 	}
 	kcApply := func(kubeconfig, dir string) time.Duration {
-		d := runCode(t, env, dir, b.Kubectl(), []int{0}, append([]string{"apply", "-k", "certs"}, kcFor(kubeconfig)...)...)
-		return d + runCode(t, env, dir, b.Kubectl(), []int{0}, append([]string{"apply", "-k", "."}, kcFor(kubeconfig)...)...)
+		d := mustRun(t, env, dir, b.Kubectl(), append([]string{"apply", "-k", "certs"}, kcFor(kubeconfig)...)...)
+		return d + mustRun(t, env, dir, b.Kubectl(), append([]string{"apply", "-k", "."}, kcFor(kubeconfig)...)...)
 	}
 	spStatus := func(kubeconfig, dir string) time.Duration {
 		return runCode(t, env, dir, bin, []int{0, 1}, append([]string{"status"}, kcFor(kubeconfig)...)...)

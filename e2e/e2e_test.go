@@ -78,6 +78,40 @@ type chain struct {
 	saToken string
 }
 
+// newChain starts what the end-to-end tests share: the spirepod binary, a
+// short temp root (unix socket paths stay under 108 bytes; 0755 so fetches
+// as the Envoy uid reach the agent sockets), spire-agent reachable by that
+// uid, the test bed's cluster and the fake GitHub with an empty city repo.
+// ctx ends after timeout.
+func newChain(t *testing.T, tmpPrefix string, timeout time.Duration, opts testbed.Options, sets ...func(testbed.Bins) []string) *chain {
+	t.Helper()
+	b := testbed.Require(t, sets...)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	c := &chain{t: t, ctx: ctx, bins: b, home: t.TempDir()}
+	c.cli = buildCLI(t)
+	root, err := os.MkdirTemp("", tmpPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	c.root = root
+	c.agentBin = reachableBinary(t, b.SpireAgent(), filepath.Join(root, "bin"))
+	c.cluster = testbed.StartCluster(t, b, opts)
+	c.gh = githubfake.New("alice", ghToken)
+	t.Cleanup(c.gh.Close)
+	if _, err := c.gh.AddRepo(cityRepo, true, "main", map[string]string{"README.md": "city\n"}); err != nil {
+		t.Fatal(err)
+	}
+	// The agents' k8s workload attestor, where configured, reads the node
+	// name from MY_NODE_NAME (the pod sets it from spec.nodeName).
+	t.Setenv("MY_NODE_NAME", testbed.NodeName)
+	return c
+}
+
 // timings records the wall time of each step.
 type timings struct {
 	names []string

@@ -42,7 +42,6 @@ import (
 
 	yamlv3 "go.yaml.in/yaml/v3"
 
-	"github.com/spirepod/spirepod/internal/fakes/githubfake"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/testbed"
@@ -96,29 +95,8 @@ func newFormatTest(t *testing.T, certManager bool, sets ...func(testbed.Bins) []
 	if certManager {
 		base = testbed.Bins.KubeSet
 	}
-	b := testbed.Require(t, append([]func(testbed.Bins) []string{base, testbed.Bins.SpireSet}, sets...)...)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	t.Cleanup(cancel)
-	c := &chain{t: t, ctx: ctx, bins: b, home: t.TempDir()}
-	c.cli = buildCLI(t)
-	root, err := os.MkdirTemp("", "spfmt-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	// Fetches run as the Envoy uid: it must reach the agent sockets under root.
-	if err := os.Chmod(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	c.root = root
-	c.agentBin = reachableBinary(t, b.SpireAgent(), filepath.Join(root, "bin"))
-	c.cluster = testbed.StartCluster(t, b, testbed.Options{NoCertManager: !certManager})
-	c.gh = githubfake.New("alice", ghToken)
-	t.Cleanup(c.gh.Close)
-	if _, err := c.gh.AddRepo(cityRepo, true, "main", map[string]string{"README.md": "city\n"}); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("MY_NODE_NAME", testbed.NodeName)
+	c := newChain(t, "spfmt-", 10*time.Minute, testbed.Options{NoCertManager: !certManager}, append([]func(testbed.Bins) []string{base, testbed.Bins.SpireSet}, sets...)...)
+	root := c.root
 
 	ft := &formatTest{chain: c, dir: filepath.Join(root, "team")}
 	c.run(root, "init", "--team", "t"+randHex(t, 4), "--namespace", "fmt-"+randHex(t, 4), "--replicas", fmt.Sprint(formatReplicas), ft.dir)

@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,7 +15,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/spirepod/spirepod/internal/certmanager"
-	"github.com/spirepod/spirepod/internal/fakes/githubfake"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/testbed"
@@ -31,27 +29,8 @@ import (
 // certificate at its next rotation and keeps serving the workload's SVID,
 // across at least two renewals.
 func TestRenewAgentCertificate(t *testing.T) {
-	b := testbed.Require(t, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
-	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
-	defer cancel()
-	c := &chain{t: t, ctx: ctx, bins: b, home: t.TempDir()}
-	c.cli = buildCLI(t)
-	root, err := os.MkdirTemp("", "sprenew-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	if err := os.Chmod(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	c.root = root
-	c.agentBin = reachableBinary(t, b.SpireAgent(), filepath.Join(root, "bin"))
-	c.cluster = testbed.StartCluster(t, b, testbed.Options{})
-	c.gh = githubfake.New("alice", ghToken)
-	t.Cleanup(c.gh.Close)
-	if _, err := c.gh.AddRepo(cityRepo, true, "main", map[string]string{"README.md": "city\n"}); err != nil {
-		t.Fatal(err)
-	}
+	c := newChain(t, "sprenew-", 6*time.Minute, testbed.Options{}, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
+	root, ctx, b := c.root, c.ctx, c.bins
 	kube := []string{"--kubeconfig", c.cluster.Kubeconfig, "--context", c.cluster.Context}
 
 	// The default scaffold, onboarded: CA, bundle, both PRs merged, applied.

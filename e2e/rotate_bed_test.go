@@ -22,7 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
-	"github.com/spirepod/spirepod/internal/fakes/githubfake"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
@@ -62,28 +61,8 @@ type rotBed struct {
 // newRotBed starts everything and onboards the team: CA, bundle, both pull
 // requests merged and loaded by the server, applied, agents serving SVIDs.
 func newRotBed(t *testing.T, replicas int) *rotBed {
-	b := testbed.Require(t, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	t.Cleanup(cancel)
-	c := &chain{t: t, ctx: ctx, bins: b, home: t.TempDir()}
-	c.cli = buildCLI(t)
-	root, err := os.MkdirTemp("", "sprot-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	if err := os.Chmod(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	c.root = root
-	c.agentBin = reachableBinary(t, b.SpireAgent(), filepath.Join(root, "bin"))
-	c.cluster = testbed.StartCluster(t, b, testbed.Options{})
-	c.gh = githubfake.New("alice", ghToken)
-	t.Cleanup(c.gh.Close)
-	if _, err := c.gh.AddRepo(cityRepo, true, "main", map[string]string{"README.md": "city\n"}); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("MY_NODE_NAME", testbed.NodeName)
+	c := newChain(t, "sprot-", 20*time.Minute, testbed.Options{}, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
+	root, ctx := c.root, c.ctx
 
 	r := &rotBed{chain: c, name: "rot-" + randHex(t, 3), pods: map[string]*rotPod{}, agentLogs: map[string][]string{}}
 	r.dir = filepath.Join(root, r.name)

@@ -1,7 +1,6 @@
 package e2e_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -16,7 +15,6 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/spirepod/spirepod/internal/certmanager"
-	"github.com/spirepod/spirepod/internal/fakes/githubfake"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/testbed"
 )
@@ -38,28 +36,8 @@ type member struct {
 // first team's `pr spiffe-id`; and SPIREPOD_YES cannot pass the protected
 // context guard.
 func TestE2EManyTeams(t *testing.T) {
-	b := testbed.Require(t, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	c := &chain{t: t, ctx: ctx, bins: b, home: t.TempDir()}
-	c.cli = buildCLI(t)
-	root, err := os.MkdirTemp("", "spteams-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(root) })
-	if err := os.Chmod(root, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	c.root = root
-	c.agentBin = reachableBinary(t, b.SpireAgent(), filepath.Join(root, "bin"))
-	c.cluster = testbed.StartCluster(t, b, testbed.Options{})
-	c.gh = githubfake.New("alice", ghToken)
-	t.Cleanup(c.gh.Close)
-	if _, err := c.gh.AddRepo(cityRepo, true, "main", map[string]string{"README.md": "city\n"}); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("MY_NODE_NAME", testbed.NodeName)
+	c := newChain(t, "spteams-", 5*time.Minute, testbed.Options{}, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
+	root, b := c.root, c.bins
 	kube := []string{"--kubeconfig", c.cluster.Kubeconfig, "--context", c.cluster.Context}
 	suffix := randHex(t, 3)
 
