@@ -10,14 +10,9 @@ import (
 	"testing"
 )
 
-// KubeletVersion is the kubelet pinned in hack/testbin/kubelet (the same
-// Kubernetes version as the control plane).
-const KubeletVersion = KubernetesVersion
-
-// Kubelet is the real kubelet `make testbin` built (hack/testbin/kubelet).
-func (b Bins) Kubelet() string {
-	return filepath.Join(b.dir("kubelet", KubeletVersion), "bin", "kubelet")
-}
+// Kubelet is the real kubelet `make testbin` built with the control plane
+// (hack/testbin/kubernetes: one module graph, one build).
+func (b Bins) Kubelet() string { return b.Kube("kubelet") }
 
 // RealNodeSet is every test-bin binary a cluster with a real node needs:
 // the control plane (kwok is not started on a real node but stays in the

@@ -4,7 +4,7 @@ version=v1.21.2
 bins="cert-manager-controller"
 assets="crds"
 build() {
-  go build -o "$out/bin/cert-manager-controller" .
+  go build -ldflags "$strip" -o "$out/bin/cert-manager-controller" .
   local src
   src=$(module_dir github.com/cert-manager/cert-manager)
   mkdir -p "$out/crds"

@@ -4,5 +4,5 @@ version=v3.6.16
 bins="etcd"
 assets=""
 build() {
-  go build -o "$out/bin/etcd" go.etcd.io/etcd/server/v3
+  go build -ldflags "$strip" -o "$out/bin/etcd" go.etcd.io/etcd/server/v3
 }

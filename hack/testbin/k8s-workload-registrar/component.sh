@@ -35,7 +35,7 @@ build() {
   }' "$tmp/config_crd.go" > "$tmp/config_crd.go.new"
   mv "$tmp/config_crd.go.new" "$tmp/config_crd.go"
   local rc=0
-  go build -ldflags "-X github.com/spiffe/spire/pkg/common/version.gittag=${version#v}" \
+  go build -ldflags "$strip -X github.com/spiffe/spire/pkg/common/version.gittag=${version#v}" \
     -o "$out/bin/k8s-workload-registrar" "./$(basename "$tmp")" || rc=$?
   rm -rf "$tmp"
   [ $rc = 0 ] || return $rc

@@ -4,7 +4,7 @@ version=v0.8.0
 bins="kwok"
 assets="stages/node-heartbeat-with-lease.yaml crds/kwok.x-k8s.io_logs.yaml"
 build() {
-  go build -o "$out/bin/kwok" sigs.k8s.io/kwok/cmd/kwok
+  go build -ldflags "$strip" -o "$out/bin/kwok" sigs.k8s.io/kwok/cmd/kwok
   local src
   src=$(module_dir sigs.k8s.io/kwok)
   mkdir -p "$out/stages" "$out/crds"

@@ -6,7 +6,7 @@ version=v0.6.2
 bins="spire-controller-manager"
 assets="crds/spire.spiffe.io_clusterstaticentries.yaml crds/spire.spiffe.io_clusterspiffeids.yaml crds/spire.spiffe.io_clusterfederatedtrustdomains.yaml"
 build() {
-  go build -o "$out/bin/spire-controller-manager" github.com/spiffe/spire-controller-manager/cmd
+  go build -ldflags "$strip" -o "$out/bin/spire-controller-manager" github.com/spiffe/spire-controller-manager/cmd
   local src
   src=$(module_dir github.com/spiffe/spire-controller-manager)
   mkdir -p "$out/crds"

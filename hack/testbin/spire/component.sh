@@ -4,9 +4,8 @@ version=v1.13.3
 bins="spire-server spire-agent"
 assets=""
 build() {
-  local b
+  local b pkgs=()
+  for b in $bins; do pkgs+=("github.com/spiffe/spire/cmd/$b"); done
   # a leading v in gittag makes the binaries panic at start
-  for b in $bins; do
-    go build -ldflags "-X github.com/spiffe/spire/pkg/common/version.gittag=${version#v}" -o "$out/bin/$b" "github.com/spiffe/spire/cmd/$b"
-  done
+  go build -ldflags "$strip -X github.com/spiffe/spire/pkg/common/version.gittag=${version#v}" -o "$out/bin/" "${pkgs[@]}"
 }
