@@ -82,7 +82,8 @@ func cmdGenTestCA(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(time.Now().UnixNano()),
-		Subject:               pkix.Name{CommonName: "test SPIRE server CA"},
+		// Its own subject: CAs that share one are look-alikes (city check SPD313).
+		Subject:               pkix.Name{CommonName: "test SPIRE server CA", SerialNumber: filepath.Base(args[0]) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)},
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(24 * time.Hour),
 		BasicConstraintsValid: true,

@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"sort"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/registration"
@@ -21,11 +23,61 @@ type Change struct {
 	// Paths are the changed paths (added, modified or deleted), sorted.
 	Paths []string `json:"paths"`
 	keys  map[string]bool
-	// needles are the IDs, common names and fingerprints the changed files
-	// (before and after) and the changed trust-list blocks mention: an
-	// unchanged file can only take part in a finding of the change if its
-	// text holds one of them.
+	// needles are the IDs, common names, fingerprints, entry IDs and object
+	// names of the entries the changed folders load (before and after), and
+	// the changed trust-list blocks: an unchanged file can only take part in
+	// a finding of the change if its text holds one of them.
 	needles [][]byte
+	// folders are the team folders a changed path (or link) is in: judged
+	// whole, at base and head.
+	folders map[string]bool
+	builds  *buildCache
+	// trustBase is every CA of the base trust list with its owner (from
+	// owner comments or directory-mode file names), when the change
+	// touches the trust list.
+	trustBase map[string]Owner
+}
+
+// touches says whether the change has a path in the team folder.
+func (ch *Change) touches(folder string) bool { return ch.folders[folder] }
+
+// concernsFolder says whether an unchanged folder can take part in a
+// finding of the change: a file of it mentions a needle, or a
+// kustomization of it can compose a value no file spells (a name prefix, a
+// patch, a replacement), so only its build can tell.
+func (ch *Change) concernsFolder(j *folderJob) bool {
+	for _, p := range j.paths {
+		if b, ok := j.data[p]; ok && isKustomization(p) && !verbatimKustomization(b) {
+			return true
+		}
+	}
+	for _, p := range j.paths {
+		if b, ok := j.data[p]; ok && ch.concerns(p, b) {
+			return true
+		}
+	}
+	return false
+}
+
+// verbatimFields are the kustomization fields that never change an
+// identity value of what they load (IDs, selectors, entry IDs, names): a
+// build of a kustomization with only these yields the files' values as
+// written.
+var verbatimFields = map[string]bool{"apiVersion": true, "kind": true, "metadata": true, "resources": true, "namespace": true,
+	"labels": true, "commonLabels": true, "commonAnnotations": true, "generatorOptions": true, "configMapGenerator": true,
+	"images": true, "buildMetadata": true, "sortOptions": true}
+
+func verbatimKustomization(b []byte) bool {
+	var m map[string]any
+	if yaml.Unmarshal(b, &m) != nil {
+		return false
+	}
+	for k := range m {
+		if !verbatimFields[k] {
+			return false
+		}
+	}
+	return true
 }
 
 // concerns says whether a file (path and content) may take part in a
@@ -55,29 +107,29 @@ func Changed(ctx context.Context, base, head Tree, cfg Config) (*Change, error) 
 	if err != nil {
 		return nil, err
 	}
-	ch := &Change{Paths: paths, keys: map[string]bool{}}
-	var regs []string
+	ch := &Change{Paths: paths, keys: map[string]bool{}, folders: map[string]bool{}, builds: &buildCache{dir: cfg.BuildCache}}
+	var outside []string
 	trustChanged := false
 	for _, p := range paths {
 		ch.keys[fileKey(p)] = true
-		if registrationNames[path.Base(p)] || (!cfg.Light && candidate(p, tp)) {
-			regs = append(regs, p)
+		if f, ok := tp.folderOf(p); ok {
+			ch.folders[f.Path] = true
+		} else if registrationNames[path.Base(p)] {
+			outside = append(outside, p)
 		}
 		if inTrustList(p, cfg.TrustList) {
 			trustChanged = true
 		}
 	}
-	if len(regs) > 0 {
-		b, err := base.Read(ctx, regs)
+	if len(ch.folders) > 0 || len(outside) > 0 {
+		bAliases, bNeedles, err := ch.facts(ctx, base, cfg, tp, outside)
 		if err != nil {
 			return nil, err
 		}
-		h, err := head.Read(ctx, regs)
+		hAliases, hNeedles, err := ch.facts(ctx, head, cfg, tp, outside)
 		if err != nil {
 			return nil, err
 		}
-		bAliases, bNeedles := facts(b)
-		hAliases, hNeedles := facts(h)
 		for id := range symmetricDiff(bAliases, hAliases) {
 			ch.keys[aliasKey(id)] = true
 		}
@@ -89,6 +141,9 @@ func Changed(ctx context.Context, base, head Tree, cfg Config) (*Change, error) 
 		}
 	}
 	if trustChanged {
+		if ch.trustBase, err = trustOwners(ctx, base, cfg); err != nil {
+			return nil, err
+		}
 		b, err := trustSignatures(ctx, base, cfg)
 		if err != nil {
 			return nil, err
@@ -109,9 +164,31 @@ func Changed(ctx context.Context, base, head Tree, cfg Config) (*Change, error) 
 	return ch, nil
 }
 
-// CheckChange keeps the findings of the whole city that involve ch.
+// CheckChange keeps the findings of the whole city that involve ch, and
+// adds those of the change itself (SPD312: whose CAs it touches).
 func (c *City) CheckChange(ch *Change) []registration.Finding {
-	return c.keep(func(f finding) bool { return f.involvesAny(ch.keys) })
+	var fs []finding
+	for _, f := range c.findings {
+		if f.involvesAny(ch.keys) || c.inTouchedFolder(ch, f.File) {
+			fs = append(fs, f)
+		}
+	}
+	fs = append(fs, c.trustChangeFindings(ch)...)
+	sortFindings(fs)
+	out := make([]registration.Finding, 0, len(fs))
+	for _, f := range fs {
+		out = append(out, f.Finding)
+	}
+	return out
+}
+
+// inTouchedFolder: a finding located in a team folder the change touches
+// is the change's, whichever file of the folder it names: the folder's
+// build reads them together (a changed kustomization changes what an
+// unchanged file yields).
+func (c *City) inTouchedFolder(ch *Change, file string) bool {
+	f, ok := c.tp.folderOf(file)
+	return ok && ch.folders[f.Path]
 }
 
 // CheckOverlay judges base with files written and deleted (a PR's change)
@@ -191,7 +268,8 @@ func changedPaths(ctx context.Context, base, head Tree, cfg Config, tp *teamPath
 	relevant := map[string]bool{}
 	for _, list := range [][]string{bf, hf} {
 		for _, p := range list {
-			if registrationNames[path.Base(p)] || (!cfg.Light && candidate(p, tp)) || serverCandidate(p, cfg, tp) || inTrustList(p, cfg.TrustList) {
+			_, inFolder := tp.folderOf(p)
+			if inFolder || registrationNames[path.Base(p)] || serverCandidate(p, cfg, tp) || inTrustList(p, cfg.TrustList) {
 				relevant[p] = true
 			}
 		}
@@ -215,6 +293,25 @@ func changedPaths(ctx context.Context, base, head Tree, cfg Config, tp *teamPath
 		if inB != inH || !bytes.Equal(bb, hb) {
 			out = append(out, p)
 		}
+	}
+	// Links (symbolic links, submodules) that came or went.
+	bl, err := treeLinks(ctx, base)
+	if err != nil {
+		return nil, err
+	}
+	hl, err := treeLinks(ctx, head)
+	if err != nil {
+		return nil, err
+	}
+	set := func(ss []string) map[string]bool {
+		m := map[string]bool{}
+		for _, x := range ss {
+			m[x] = true
+		}
+		return m
+	}
+	for p := range symmetricDiff(set(bl), set(hl)) {
+		out = append(out, p)
 	}
 	sort.Strings(out)
 	return out, nil
@@ -244,34 +341,61 @@ func inTrustList(p string, tl project.TrustList) bool {
 	return p == tl.Path
 }
 
-// facts are the node-alias IDs of registration files, and the needles
-// they hold: every SPIFFE ID (but the server's, which every alias names),
-// agent common name and CA fingerprint.
-func facts(data map[string][]byte) (aliases, needles map[string]bool) {
+// facts are the node-alias IDs and the needles of what the changed
+// folders load in a tree (each folder judged whole, its kustomization
+// built) and of changed registration files outside folders: every SPIFFE
+// ID (but the server's, which every alias names), agent common name, CA
+// fingerprint, entry ID and object name.
+func (ch *Change) facts(ctx context.Context, t Tree, cfg Config, tp *teamPath, outside []string) (aliases, needles map[string]bool, err error) {
 	aliases, needles = map[string]bool{}, map[string]bool{}
-	for p, b := range data {
-		if !mayHoldEntries(b) {
-			continue
-		}
-		es, _ := registration.Parse(p, b)
-		for _, e := range es {
-			if e.Node {
-				aliases[e.SpiffeID] = true
+	files, err := t.Files(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	jobs := map[string]*folderJob{}
+	var reads []string
+	for _, p := range files {
+		if f, ok := tp.folderOf(p); ok && ch.folders[f.Path] {
+			if jobs[f.Path] == nil {
+				jobs[f.Path] = &folderJob{f: f}
 			}
-			for _, id := range []string{e.SpiffeID, e.ParentID} {
-				if id != "" && !registration.IsServerID(id) {
-					needles[id] = true
-				}
-			}
-			for _, v := range selectorValues(e, "x509pop:subject:cn:") {
-				needles[v] = true
-			}
-			for _, v := range selectorValues(e, pki.SelectorPrefix) {
-				needles[v] = true
-			}
+			jobs[f.Path].paths = append(jobs[f.Path].paths, p)
+			reads = append(reads, p)
 		}
 	}
-	return aliases, needles
+	data, err := t.Read(ctx, append(reads, outside...))
+	if err != nil {
+		return nil, nil, err
+	}
+	c := &City{cfg: cfg, tp: tp, builds: ch.builds}
+	var es []registration.Entry
+	for _, j := range jobs {
+		j.data = data
+		es = append(es, c.judgeFolder(*j).entries...)
+	}
+	for _, p := range outside {
+		if b, ok := data[p]; ok {
+			more, _ := registration.Parse(p, b)
+			es = append(es, more...)
+		}
+	}
+	for _, e := range es {
+		if e.Node {
+			aliases[e.SpiffeID] = true
+		}
+		for _, id := range []string{e.SpiffeID, e.ParentID, e.EntryID, e.Name} {
+			if id != "" && !registration.IsServerID(id) {
+				needles[id] = true
+			}
+		}
+		for _, v := range selectorValues(e, pki.CNSelectorPrefix) {
+			needles[v] = true
+		}
+		for _, v := range selectorValues(e, pki.SelectorPrefix) {
+			needles[v] = true
+		}
+	}
+	return aliases, needles, nil
 }
 
 func symmetricDiff(a, b map[string]bool) map[string]bool {
@@ -326,6 +450,37 @@ func trustSignatures(ctx context.Context, t Tree, cfg Config) (map[string]string
 			sig += "|above:" + b.above.SHA1
 		}
 		out[b.Key] += sig + ";"
+	}
+	return out, nil
+}
+
+// trustOwners lists a tree's trust-list CAs with the owner its owner
+// comments (or, in directory mode, its file name) give.
+func trustOwners(ctx context.Context, t Tree, cfg Config) (map[string]Owner, error) {
+	files, err := t.Files(ctx)
+	if err != nil {
+		return nil, err
+	}
+	data, err := t.Read(ctx, trustPaths(files, cfg.TrustList))
+	if err != nil {
+		return nil, err
+	}
+	tl := readTrustList(cfg.TrustList, data)
+	out := map[string]Owner{}
+	for _, b := range tl.Blocks {
+		if !b.isCert() || b.Key == "" {
+			continue
+		}
+		if _, ok := out[b.Key]; ok {
+			continue
+		}
+		var o Owner
+		if cs := tl.commentsFor(b.File, b.Key); len(cs) > 0 {
+			o = cs[0]
+		} else if tl.Mode == project.TrustListDirectory {
+			o = Owner{Team: teamFromFileName(b.File)}
+		}
+		out[b.Key] = o
 	}
 	return out, nil
 }

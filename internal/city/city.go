@@ -9,7 +9,6 @@
 package city
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +38,8 @@ type City struct {
 	keyOf   []string
 	trust   *trustList
 	servers []serverConfig
+	// controllers are the spire-controller-manager configs the city holds.
+	controllers []controllerConfig
 	// regFiles are the files holding registration entries.
 	regFiles map[string]bool
 
@@ -47,6 +48,8 @@ type City struct {
 	withHistory bool
 	// focus is the change a LoadChange city was judged for.
 	focus *Change
+	// builds are the team folders' kustomize builds, cached by content.
+	builds *buildCache
 }
 
 // finding is a registration.Finding and what it involves: keys of the form
@@ -93,9 +96,9 @@ func Load(ctx context.Context, t Tree, cfg Config) (*City, error) {
 	return load(ctx, t, cfg, nil)
 }
 
-// load reads and judges the city; with a focus, only the files that can
-// take part in the change's findings are parsed, and server configs only
-// when they changed.
+// load reads and judges the city; with a focus, only the folders and files
+// that can take part in the change's findings are judged, and server
+// configs only when they changed.
 func load(ctx context.Context, t Tree, cfg Config, focus *Change) (*City, error) {
 	cfg, tp, err := cfg.prepare()
 	if err != nil {
@@ -105,41 +108,120 @@ func load(ctx context.Context, t Tree, cfg Config, focus *Change) (*City, error)
 	if err != nil {
 		return nil, err
 	}
-	c := &City{cfg: cfg, tp: tp, folders: map[string]Folder{}, regFiles: map[string]bool{}, focus: focus}
-	var regs, servers []string
-	for _, p := range files {
-		if f, ok := tp.folderOf(p); ok {
-			c.folders[f.Path] = f
-		}
-		if registrationNames[path.Base(p)] || (!cfg.Light && candidate(p, tp)) {
-			regs = append(regs, p)
-		}
-		if serverCandidate(p, cfg, tp) && (focus == nil || focus.keys[fileKey(p)]) {
-			servers = append(servers, p)
-		}
-	}
-	trustFiles := trustPaths(files, cfg.TrustList)
-	data, err := t.Read(ctx, append(append(append([]string(nil), regs...), servers...), trustFiles...))
+	links, err := treeLinks(ctx, t)
 	if err != nil {
 		return nil, err
 	}
+	c := &City{cfg: cfg, tp: tp, folders: map[string]Folder{}, regFiles: map[string]bool{}, focus: focus,
+		builds: &buildCache{dir: cfg.BuildCache}}
+	jobs := map[string]*folderJob{}
+	var order []string
+	job := func(f Folder) *folderJob {
+		j, ok := jobs[f.Path]
+		if !ok {
+			j = &folderJob{f: f}
+			jobs[f.Path] = j
+			order = append(order, f.Path)
+			c.folders[f.Path] = f
+		}
+		return j
+	}
+	var outside, servers []string
+	for _, p := range files {
+		if f, ok := tp.folderOf(p); ok {
+			j := job(f)
+			j.paths = append(j.paths, p)
+			continue
+		}
+		if registrationNames[path.Base(p)] {
+			outside = append(outside, p)
+		}
+		if serverCandidate(p, cfg, tp) {
+			servers = append(servers, p) // read whole: a controller's className judges unchanged entries too
+		}
+	}
+	for _, l := range links {
+		if f, ok := tp.folderOf(l); ok {
+			job(f).links = append(job(f).links, l)
+		} else if trustDir := trustListDir(cfg.TrustList); l == cfg.TrustList.Path || strings.HasPrefix(l, trustDir+"/") {
+			c.add(CodeLink, sevE, l, 0, []string{fileKey(l)},
+				"%s is a symbolic link or a submodule in the trust list: a checkout follows it to content this check does not read", l)
+		}
+	}
+	// What to read: every file of every folder, but for the team side's
+	// light reading (only registration files, and every file of the
+	// folders its change touches).
+	var reads []string
+	for _, k := range order {
+		j := jobs[k]
+		j.partial = cfg.Light && (focus == nil || !focus.touches(k))
+		for _, p := range j.paths {
+			if !j.partial || registrationNames[path.Base(p)] {
+				reads = append(reads, p)
+			}
+		}
+	}
+	trustFiles := trustPaths(files, cfg.TrustList)
+	data, err := t.Read(ctx, append(append(append(reads, outside...), servers...), trustFiles...))
+	if err != nil {
+		return nil, err
+	}
+	for _, j := range jobs {
+		j.data = data
+	}
 
-	c.readRegistrations(regs, data, focus)
+	// Judge the folders (in parallel); with a focus, an unchanged folder
+	// only when its files can hold a fact of the change.
+	outcomes := make([]folderOutcome, len(order))
+	parallel(len(order), func(i int) {
+		j := jobs[order[i]]
+		if focus != nil && !focus.touches(j.f.Path) && !focus.concernsFolder(j) {
+			return
+		}
+		outcomes[i] = c.judgeFolder(*j)
+	})
+	for i, k := range order {
+		o := outcomes[i]
+		for _, e := range o.entries {
+			c.entries = append(c.entries, e)
+			c.keyOf = append(c.keyOf, k)
+		}
+		for _, f := range o.regFiles {
+			c.regFiles[f] = true
+		}
+		c.findings = append(c.findings, o.findings...)
+	}
+	for _, p := range outside {
+		b, ok := data[p]
+		if !ok || (focus != nil && !focus.concerns(p, b)) {
+			continue
+		}
+		es, err := registration.Parse(p, b)
+		switch {
+		case errors.Is(err, registration.ErrNotRegistration):
+		case err != nil:
+			c.add(CodeUnparsable, sevE, p, lineIn(err), []string{fileKey(p)}, "does not decode: %s", cleanErr(err, p))
+		}
+		if len(es) == 0 {
+			continue
+		}
+		c.regFiles[p] = true
+		for _, e := range es {
+			c.entries = append(c.entries, e)
+			c.keyOf = append(c.keyOf, c.folderKey(p))
+		}
+	}
+
 	trustData := make(map[string][]byte, len(trustFiles))
 	for _, p := range trustFiles {
 		trustData[p] = data[p]
 	}
 	c.trust = readTrustList(cfg.TrustList, trustData)
 	for _, p := range servers {
-		if len(cfg.ServerConfigs) == 0 && !mentionsX509pop(data[p]) {
+		if len(cfg.ServerConfigs) == 0 && !mentionsServerConfig(data[p]) {
 			continue
 		}
-		scs, errs := parseServerFile(p, data[p])
-		c.servers = append(c.servers, scs...)
-		for _, err := range errs {
-			c.add(CodeServerUnparsable, sevW, p, lineIn(err), []string{fileKey(p)},
-				"SPIRE server config does not parse as HCL (spire-server reads it with HCL v1): %v", err)
-		}
+		c.readServerFile(p, data[p])
 	}
 	if err := c.resolveOwners(ctx, t); err != nil {
 		return nil, err
@@ -148,55 +230,13 @@ func load(ctx context.Context, t Tree, cfg Config, focus *Change) (*City, error)
 	return c, nil
 }
 
-// registrationMarkers: a file without any of them holds no registration
-// entry in any format, so it is not parsed.
-var registrationMarkers = [][]byte{[]byte(registration.SpiffeIDKind), []byte(registration.ClusterStaticEntryKind), []byte(`"entries"`)}
-
-func mayHoldEntries(data []byte) bool {
-	for _, m := range registrationMarkers {
-		if bytes.Contains(data, m) {
-			return true
-		}
+// trustListDir is the directory the trust list lives in: the directory of
+// directory mode, the bundle's directory in bundle mode.
+func trustListDir(tl project.TrustList) string {
+	if tl.Mode == project.TrustListDirectory {
+		return tl.Path
 	}
-	return false
-}
-
-// parsed is one file's registration entries (or why it has none).
-type parsed struct {
-	es  []registration.Entry
-	err error
-}
-
-func (c *City) readRegistrations(regs []string, data map[string][]byte, focus *Change) {
-	results := make([]parsed, len(regs))
-	parallel(len(regs), func(i int) {
-		p := regs[i]
-		b, ok := data[p]
-		if !ok || !mayHoldEntries(b) || (focus != nil && !focus.concerns(p, b)) {
-			results[i].err = registration.ErrNotRegistration
-			return
-		}
-		results[i].es, results[i].err = registration.Parse(p, b)
-	})
-	for i, p := range regs {
-		es, err := results[i].es, results[i].err
-		if errors.Is(err, registration.ErrNotRegistration) {
-			continue
-		}
-		if err != nil {
-			msg := leadingLine.ReplaceAllString(strings.TrimPrefix(err.Error(), p+": "), "")
-			c.add(CodeUnparsable, sevE, p, lineIn(err), []string{fileKey(p)}, "does not parse: %s", msg)
-		}
-		if len(es) == 0 {
-			continue
-		}
-		c.regFiles[p] = true
-		key := c.folderKey(p)
-		for _, e := range es {
-			c.entries = append(c.entries, e)
-			c.keyOf = append(c.keyOf, key)
-		}
-	}
+	return path.Dir(tl.Path)
 }
 
 // parallel runs f(0..n-1) on every CPU.
@@ -339,6 +379,9 @@ func (c *City) judge() {
 	c.judgeFormats()
 	c.judgeOwnership()
 	c.judgeTrustList()
+	if c.trust.Present {
+		c.judgeTrustShared()
+	}
 	c.judgeServers()
 	sortFindings(c.findings)
 }
@@ -356,7 +399,22 @@ func (c *City) judgeFormats() {
 		}
 		byFolder[k] = append(byFolder[k], e)
 	}
-	opts := registration.ValidateOptions{TrustDomain: c.cfg.TrustDomain, Classless: c.cfg.Classless}
+	// A controller the city configures decides which classes reach the
+	// server: one with no className, or watchClassless, reconciles
+	// classless objects; any other class is ignored silently.
+	classless := c.cfg.Classless
+	classes := map[string]bool{}
+	for _, cc := range c.controllers {
+		classless = classless || cc.ClassName == "" || cc.WatchClassless
+		classes[cc.ClassName] = true
+	}
+	for _, e := range c.entries {
+		if e.Format == registration.FormatClusterStaticEntry && e.ClassName != "" && len(c.controllers) > 0 && !classes[e.ClassName] {
+			c.add(registration.CodeNoClassName, sevE, e.File, e.Line, []string{fileKey(e.File)},
+				"ClusterStaticEntry %s has className %q, which no spire-controller-manager of the city watches (%s): it is ignored silently", e.Name, e.ClassName, c.controllerClasses())
+		}
+	}
+	opts := registration.ValidateOptions{TrustDomain: c.cfg.TrustDomain, Classless: classless}
 	for _, k := range order {
 		es := byFolder[k]
 		first := map[string]registration.Entry{}
@@ -377,6 +435,14 @@ func (c *City) judgeFormats() {
 			c.findings = append(c.findings, finding{Finding: f, involves: inv})
 		}
 	}
+}
+
+func (c *City) controllerClasses() string {
+	var out []string
+	for _, cc := range c.controllers {
+		out = append(out, fmt.Sprintf("%q at %s:%d", cc.ClassName, cc.File, cc.Line))
+	}
+	return strings.Join(out, ", ")
 }
 
 // entryKey is registration.Validate's notion of the same entry.
@@ -434,7 +500,7 @@ func (c *City) judgeOwnership() {
 	for i, e := range c.entries {
 		if e.Node {
 			aliasesByID[e.SpiffeID] = append(aliasesByID[e.SpiffeID], i)
-			aliases = append(aliases, alias{i: i, cns: selectorValues(e, "x509pop:subject:cn:"), fps: selectorValues(e, pki.SelectorPrefix)})
+			aliases = append(aliases, alias{i: i, cns: selectorValues(e, pki.CNSelectorPrefix), fps: selectorValues(e, pki.SelectorPrefix)})
 		}
 	}
 	for f := range c.regFiles {
@@ -512,11 +578,7 @@ func (c *City) judgeOwnership() {
 		}
 		owners := aliasesByID[e.ParentID]
 		if len(owners) == 0 {
-			if isAgentOrServer(e.ParentID) {
-				continue
-			}
-			c.add(CodeParentNowhere, sevW, e.File, e.Line, []string{fileKey(e.File), aliasKey(e.ParentID)},
-				"parent %s of %s is registered nowhere in the city: no agent matches it, so the workload gets no SVID", e.ParentID, e.SpiffeID)
+			c.parentNotAlias(i, e)
 			continue
 		}
 		own := false
@@ -539,6 +601,159 @@ func (c *City) judgeOwnership() {
 
 	c.judgePins(aliases)
 	c.judgeCNs(aliases)
+	c.judgeGlobalNames()
+	c.judgePowers()
+}
+
+// parentNotAlias: a workload whose parent is no node alias of any folder.
+// SPIRE delivers an entry to every agent that can obtain its parent ID,
+// down the chain: parented to another workload's ID it reaches whoever
+// holds that workload's SVID; parented to an agent ID, that agent.
+func (c *City) parentNotAlias(i int, e registration.Entry) {
+	inv := []string{fileKey(e.File), aliasKey(e.ParentID)}
+	var holders []string
+	for j, o := range c.entries {
+		if !o.Node && o.SpiffeID == e.ParentID && c.keyOf[j] != c.keyOf[i] {
+			holders = append(holders, c.where(j))
+			inv = append(inv, fileKey(o.File))
+		}
+	}
+	switch {
+	case len(holders) > 0:
+		c.add(CodeParentNowhere, sevE, e.File, e.Line, inv,
+			"workload %s is parented to %s, another folder's workload ID (%s): SPIRE hands it to every agent that can obtain that ID, so it reaches that team's pods",
+			e.SpiffeID, e.ParentID, strings.Join(holders, ", "))
+	case isAgentOrServer(e.ParentID):
+		c.add(CodeParentNowhere, sevE, e.File, e.Line, inv,
+			"workload %s is parented to %s, an agent's own ID, not a node alias of this folder: whichever agent attests under that ID (any team's, with a common-name template) receives it",
+			e.SpiffeID, e.ParentID)
+	case e.ParentID == e.SpiffeID || c.ownWorkload(i, e.ParentID):
+		c.add(CodeParentNowhere, sevE, e.File, e.Line, inv,
+			"workload %s is parented to %s, a workload ID, not a node alias of this folder: entries chained under workloads reach every agent that can obtain them",
+			e.SpiffeID, e.ParentID)
+	default:
+		c.add(CodeParentNowhere, sevE, e.File, e.Line, inv,
+			"parent %s of %s is no node alias of this folder (registered nowhere in the city): no agent of the team matches it, so the workload gets no SVID",
+			e.ParentID, e.SpiffeID)
+	}
+}
+
+func (c *City) ownWorkload(i int, id string) bool {
+	for j, o := range c.entries {
+		if !o.Node && o.SpiffeID == id && c.keyOf[j] == c.keyOf[i] {
+			return true
+		}
+	}
+	return false
+}
+
+// judgeGlobalNames: entry IDs and ClusterStaticEntry names are global (on
+// the server, in the cluster): SPD113 (an entry ID of two folders) and
+// SPD114 (a ClusterStaticEntry name outside the folder's prefix, or of two
+// folders), whichever folder came first.
+func (c *City) judgeGlobalNames() {
+	byID, byName := map[string][]int{}, map[string][]int{}
+	for i, e := range c.entries {
+		if e.EntryID != "" {
+			byID[e.EntryID] = append(byID[e.EntryID], i)
+		}
+		if e.Format == registration.FormatClusterStaticEntry && e.Name != "" {
+			byName[e.Name] = append(byName[e.Name], i)
+		}
+	}
+	shared := func(code, what string, by map[string][]int) {
+		for name, idx := range by {
+			folders := map[string]bool{}
+			for _, i := range idx {
+				folders[c.keyOf[i]] = true
+			}
+			if len(folders) < 2 {
+				continue
+			}
+			var inv []string
+			for _, i := range idx {
+				inv = append(inv, fileKey(c.entries[i].File))
+			}
+			for _, i := range idx {
+				var others []string
+				for _, j := range idx {
+					if c.keyOf[j] != c.keyOf[i] {
+						others = append(others, c.where(j))
+					}
+				}
+				e := c.entries[i]
+				c.add(code, sevE, e.File, e.Line, inv, "%s %q is also registered by %s: it is one object on the server, so one team's replaces or blocks the other's",
+					what, name, strings.Join(others, ", "))
+			}
+		}
+	}
+	shared(CodeEntryIDShared, "entry_id", byID)
+	shared(CodeCSEName, "ClusterStaticEntry", byName)
+	for name, idx := range byName {
+		for _, i := range idx {
+			f, ok := c.folder(c.keyOf[i])
+			if !ok || f.Namespace == "" {
+				continue
+			}
+			e := c.entries[i]
+			if !strings.HasPrefix(name, f.Namespace+"-") && !strings.HasPrefix(name, f.Namespace+".") {
+				c.add(CodeCSEName, sevE, e.File, e.Line, []string{fileKey(e.File)},
+					"ClusterStaticEntry %q does not start with %s-: cluster-scoped names are global, so another team's object of that name is replaced", name, f.Namespace)
+				continue
+			}
+			// A longer namespace of another folder that this name also starts
+			// with: the name squats that team's prefix.
+			for _, g := range c.folders {
+				if g.Namespace != "" && g.Namespace != f.Namespace && len(g.Namespace) > len(f.Namespace) &&
+					(strings.HasPrefix(name, g.Namespace+"-") || strings.HasPrefix(name, g.Namespace+".")) {
+					c.add(CodeCSEName, sevE, e.File, e.Line, []string{fileKey(e.File)},
+						"ClusterStaticEntry %q starts with %s-, the prefix of namespace %s's folder %s: it takes a name that team's objects use", name, g.Namespace, g.Namespace, g.Path)
+				}
+			}
+		}
+	}
+}
+
+// judgePowers: SPD115 (admin, downstream, storeSVID), SPD116 (DNS names
+// that are not the team's own), SPD117 (federation the platform does not
+// allow).
+func (c *City) judgePowers() {
+	allowed := map[string]bool{}
+	for _, td := range c.cfg.AllowFederation {
+		allowed[strings.TrimPrefix(td, "spiffe://")] = true
+	}
+	for i, e := range c.entries {
+		inv := []string{fileKey(e.File)}
+		p := e.Powers
+		for _, pw := range []struct {
+			on         bool
+			name, what string
+		}{
+			{p.Admin, "admin", "its SVID may call the SPIRE server's management APIs: create, change and delete every team's entries"},
+			{p.Downstream, "downstream", "it may obtain an intermediate CA of the whole trust domain and mint any SPIFFE ID"},
+			{p.StoreSVID, "storeSVID", "its SVID is handed to the platform's SVIDStore plugins, outside the team's pods"},
+		} {
+			if pw.on {
+				c.add(CodePower, sevE, e.File, e.Line, inv, "%s sets %s: %s", e.Describe(), pw.name, pw.what)
+			}
+		}
+		ns := ""
+		if f, ok := c.folder(c.keyOf[i]); ok {
+			ns = f.Namespace
+		}
+		for _, d := range p.DNSNames {
+			if !dnsNameOwn(d, ns) {
+				c.add(CodeDNSName, sevE, e.File, e.Line, inv,
+					"%s carries DNS name %q, which is not a service name of namespace %q (<service>.%s[.svc[.<cluster domain>]]): its SVID would pass host-name checks for it", e.Describe(), d, ns, ns)
+			}
+		}
+		for _, td := range p.FederatesWith {
+			if !allowed[strings.TrimPrefix(td, "spiffe://")] {
+				c.add(CodeFederation, sevE, e.File, e.Line, inv,
+					"%s federates with %s, which the platform does not allow (--allow-federation): its workload would trust that trust domain's SVIDs", e.Describe(), td)
+			}
+		}
+	}
 }
 
 // isAgentOrServer: a parent that is an agent's own ID or the server needs

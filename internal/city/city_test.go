@@ -231,7 +231,7 @@ func fixtures() []fixture {
 		}},
 		{name: "SPD109 parent registered nowhere", break_: func(f fx) []want {
 			p := f.write(1, "w.json", f.workload(f.id("ns/"+f.ns(1)+"/sa/x"), f.id("ns/"+f.ns(1)+"/nobody")))
-			return []want{{city.CodeParentNowhere, p, "warning"}}
+			return []want{{city.CodeParentNowhere, p, "error"}}
 		}},
 		{name: "SPD110 registration outside every team folder", break_: func(f fx) []want {
 			b := f.Tree[f.team(0).Files[0]]
@@ -465,11 +465,43 @@ func TestRuleFixtures(t *testing.T) {
 			}
 		})
 	}
+	// The hostile corpus (TestHostileCorpus) covers the rest: the codes its
+	// changes are refused with count when they do come out.
+	for _, hc := range citytest.Hostiles() {
+		g := citytest.Generate(citytest.Corpus)
+		base := city.MapTree{}
+		for p, b := range g.Tree {
+			base[p] = b
+		}
+		h := citytest.NewHostileCity(g)
+		w := hc.Apply(h)
+		c, err := city.Load(ctx, linkedTree{MapTree: h.Tree, links: mapKeys(h.Links)}, g.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fs := c.Check()
+		if ch, err := city.Changed(ctx, base, h.Tree, g.Config); err == nil {
+			fs = append(fs, c.CheckChange(ch)...)
+		}
+		for _, f := range fs {
+			if contains(w.Codes, f.Code) {
+				covered[f.Code] = true
+			}
+		}
+	}
 	for _, r := range city.Rules() {
 		if !covered[r.Code] {
 			t.Errorf("rule %s has no failing fixture", r.Code)
 		}
 	}
+}
+
+func mapKeys(m map[string]string) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
 }
 
 // TestUnchangedFindingsStayOut: --base reports a finding only when it
@@ -561,30 +593,6 @@ func contains(ss []string, s string) bool {
 	return false
 }
 
-func TestCandidate(t *testing.T) {
-	cfg := city.Config{TeamPath: "ns/{namespace}/spire-envoy-integration"}
-	for _, c := range []struct {
-		path            string
-		thorough, light bool
-	}{
-		{"ns/a/spire-envoy-integration/spiffe-ids.json", true, true},
-		{"ns/a/spire-envoy-integration/spiffe-ids.yaml", true, true},
-		{"ns/a/spire-envoy-integration/aliases.yml", true, false},
-		{"ns/a/spire-envoy-integration/sub/x.json", true, false},
-		{"ns/a/spire-envoy-integration/README.md", false, false},
-		{"ns/a/other/x.yaml", false, false},
-		{"misc/spiffe-ids.json", true, true},
-		{"ns/spire-envoy-integration/x.yaml", false, false},
-	} {
-		if got := city.Candidate(c.path, cfg, true); got != c.thorough {
-			t.Errorf("Candidate(%s, thorough) = %v", c.path, got)
-		}
-		if got := city.Candidate(c.path, cfg, false); got != c.light {
-			t.Errorf("Candidate(%s, light) = %v", c.path, got)
-		}
-	}
-}
-
 // TestTeamPathTeamPlaceholder: folders named by {team} alone have no
 // namespace, so the scope rules skip them and ownership compares teams.
 func TestTeamPathTeamPlaceholder(t *testing.T) {
@@ -641,20 +649,114 @@ func TestRulesDocumented(t *testing.T) {
 	}
 }
 
-// TestProjectConfig: the team side's view of its city, from spirepod.yaml.
-func TestProjectConfig(t *testing.T) {
+// TestLightConfig: the team side's light reading of its city refuses what
+// the platform would.
+func TestLightConfig(t *testing.T) {
 	g := citytest.Generate(citytest.Options{Teams: 2, Formats: []string{citytest.FormatEntryJSON}})
-	p := *g.Teams[1].Proj
-	p.City = project.City{TeamPath: citytest.TeamPath, TrustList: g.Config.TrustList}
-	cfg := city.ProjectConfig(&p)
-	if !cfg.Light || cfg.TrustDomain != citytest.TrustDomain || cfg.TeamPath != citytest.TeamPath {
-		t.Fatalf("%+v", cfg)
-	}
+	cfg := g.Config
+	cfg.Light = true
 	// Team 1 rewrites its file to pin team 0's CA: refused as the platform would.
 	f := g.Teams[1].Files[0]
 	b := strings.ReplaceAll(string(g.Tree[f]), g.Teams[1].SHA1, g.Teams[0].SHA1)
 	fs, err := city.CheckOverlay(ctx, g.Tree, cfg, map[string][]byte{f: []byte(b)}, nil)
 	if err != nil || !contains(codes(fs), city.CodePinOtherTeam) {
 		t.Errorf("%v%s", err, dump(fs))
+	}
+}
+
+// linkedTree is a MapTree with symbolic links.
+type linkedTree struct {
+	city.MapTree
+	links []string
+}
+
+func (l linkedTree) Links(context.Context) ([]string, error) { return l.links, nil }
+
+// TestHostileCorpus: every hostile change of the corpus (citytest.Hostiles,
+// at least one per class of issue 20) fails the full check and the
+// change-only check (what --base runs) with an error of its codes that
+// names the attacker's file and, where two folders are involved, the
+// victim's; where the change is the attacker's own pull request, the team
+// side's light check refuses it too. The clean city passes.
+func TestHostileCorpus(t *testing.T) {
+	classes := map[int]bool{}
+	for _, hc := range citytest.Hostiles() {
+		t.Run(hc.Name, func(t *testing.T) {
+			base := citytest.Generate(citytest.Corpus)
+			if fs := load(t, base.Tree, base.Config); len(fs) != 0 {
+				t.Fatalf("clean corpus city has findings:%s", dump(fs))
+			}
+			head := city.MapTree{}
+			for p, b := range base.Tree {
+				head[p] = b
+			}
+			h := citytest.NewHostileCity(&citytest.City{Tree: head, Config: base.Config, Teams: base.Teams})
+			w := hc.Apply(h)
+			classes[hc.Class] = true
+			var links []string
+			for p := range h.Links {
+				links = append(links, p)
+			}
+			headTree := linkedTree{MapTree: head, links: links}
+			full, err := city.Load(ctx, headTree, base.Config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			refused(t, "full check", full.Check(), w)
+			fc, _, err := city.LoadChange(ctx, base.Tree, headTree, base.Config)
+			if err != nil {
+				t.Fatal(err)
+			}
+			refused(t, "change-only check", fc.Check(), w)
+			if !w.TeamSide {
+				return
+			}
+			changed := map[string][]byte{}
+			for p, b := range head {
+				if ob, ok := base.Tree[p]; !ok || string(ob) != string(b) {
+					changed[p] = b
+				}
+			}
+			light := base.Config
+			light.Light = true
+			fs, err := city.CheckOverlay(ctx, base.Tree, light, changed, h.Deleted)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(h.Links) == 0 {
+				refused(t, "team side", fs, w)
+			}
+		})
+	}
+	for c := 1; c <= 7; c++ {
+		if !classes[c] {
+			t.Errorf("no hostile change of class %d", c)
+		}
+	}
+}
+
+func refused(t *testing.T, what string, fs []registration.Finding, w citytest.Want) {
+	t.Helper()
+	var errs []registration.Finding
+	for _, f := range fs {
+		if f.Severity == registration.SeverityError {
+			errs = append(errs, f)
+		}
+	}
+	hit := false
+	for _, f := range errs {
+		hit = hit || contains(w.Codes, f.Code)
+	}
+	if !hit {
+		t.Errorf("%s: no error %v in:%s", what, w.Codes, dump(fs))
+	}
+	for _, file := range w.Files {
+		named := false
+		for _, f := range errs {
+			named = named || f.File == file || strings.Contains(f.Message, file)
+		}
+		if !named {
+			t.Errorf("%s: no error names %s:%s", what, file, dump(fs))
+		}
 	}
 }

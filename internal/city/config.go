@@ -37,6 +37,16 @@ type Config struct {
 	Classless bool
 	// Now is the time certificates are judged at (default time.Now()).
 	Now time.Time
+	// AllowFederation lists the trust domains entries may federate with
+	// (SPD117); empty allows none.
+	AllowFederation []string
+	// MaxCAsPerTeam caps the trust-list CAs of one owner (SPD314); 0 means
+	// DefaultMaxCAsPerTeam.
+	MaxCAsPerTeam int
+	// BuildCache is a directory where team-folder builds are kept by
+	// content, so an unchanged folder is not built again; "" keeps them in
+	// memory only.
+	BuildCache string
 	// Light reads only files named spiffe-ids.yaml/spiffe-ids.json as
 	// registrations and no server config unless ServerConfigs names one:
 	// few reads, for a city read over an API. The default (false) is the
@@ -44,16 +54,13 @@ type Config struct {
 	Light bool
 }
 
-// ProjectConfig is the Config of the city a project's PRs go to, for the
-// team side (`pr trust-ca`, `pr spiffe-id`): its trust domain, team folder
-// pattern and trust list; Light reading, for a city read over an API.
-func ProjectConfig(p *project.Project) Config {
-	return Config{TrustDomain: p.TrustDomain, TeamPath: p.City.TeamPath, TrustList: p.City.TrustList,
-		Classless: p.Registration.WatchClassless, Light: true}
-}
-
 // DefaultExpiryDays is --expiry-days' default.
 const DefaultExpiryDays = 30
+
+// DefaultMaxCAsPerTeam is --max-cas-per-team's default: a rotation needs
+// two CAs of one team at once; one more leaves room for an emergency
+// rotation during a planned one.
+const DefaultMaxCAsPerTeam = 3
 
 func (c Config) withDefaults() Config {
 	if c.ExpiryDays == 0 {
@@ -61,6 +68,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Now.IsZero() {
 		c.Now = time.Now()
+	}
+	if c.MaxCAsPerTeam == 0 {
+		c.MaxCAsPerTeam = DefaultMaxCAsPerTeam
 	}
 	c.TrustList.Path = strings.Trim(path.Clean("/"+c.TrustList.Path), "/")
 	if c.TrustList.Mode == "" {
@@ -96,6 +106,9 @@ func (c Config) Validate() error {
 		if _, err := path.Match(strings.ReplaceAll(g, "**", "x"), ""); err != nil {
 			return fmt.Errorf("server config pattern %q: %w", g, err)
 		}
+	}
+	if c.MaxCAsPerTeam < 0 {
+		return fmt.Errorf("max CAs per team must not be negative, got %d", c.MaxCAsPerTeam)
 	}
 	if c.ExpiryDays < 0 {
 		return fmt.Errorf("expiry days must not be negative, got %d", c.ExpiryDays)
@@ -212,37 +225,6 @@ func (tp *teamPath) folderOf(p string) (Folder, bool) {
 var registrationNames = map[string]bool{
 	registration.File(registration.FormatEntryJSON): true,
 	registration.File(registration.FormatSpiffeID):  true,
-}
-
-// Candidate says whether p is read as a registration file. thorough (the
-// local check): every .yaml, .yml and .json under a team folder, plus any
-// file named spiffe-ids.yaml or spiffe-ids.json anywhere. Light (a city read
-// over an API, few requests): only files named spiffe-ids.yaml/json. A
-// TeamPath that does not compile matches no folder.
-func Candidate(p string, cfg Config, thorough bool) bool {
-	if registrationNames[path.Base(p)] {
-		return true
-	}
-	if !thorough {
-		return false
-	}
-	tp, err := compileTeamPath(cfg.TeamPath)
-	if err != nil {
-		return false
-	}
-	return candidate(p, tp)
-}
-
-func candidate(p string, tp *teamPath) bool {
-	if registrationNames[path.Base(p)] {
-		return true
-	}
-	switch path.Ext(p) {
-	case ".yaml", ".yml", ".json":
-		_, ok := tp.folderOf(p)
-		return ok
-	}
-	return false
 }
 
 // globMatch matches a slash path against a pattern where ** stands for any

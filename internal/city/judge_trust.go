@@ -3,6 +3,9 @@ package city
 import (
 	"context"
 	"crypto/x509"
+	"sort"
+
+	"github.com/spirepod/spirepod/internal/registration"
 	"fmt"
 	"strings"
 	"time"
@@ -226,7 +229,224 @@ func (c *City) judgeCA(b *trustBlock, cert *x509.Certificate, name string, inv [
 	}
 }
 
+// judgeTrustShared: the trust list is shared state. SPD313, a CA with the
+// subject or subject key ID of another owner's CA (Go's verifier tries
+// every pool CA whose subject matches a leaf's issuer, up to 100 signature
+// checks per chain: look-alikes ahead of a team's CA make its leaves fail);
+// SPD314, more CAs for one owner than the limit.
+func (c *City) judgeTrustShared() {
+	type ca struct {
+		b    *trustBlock
+		cert *x509.Certificate
+	}
+	var cas []ca
+	seen := map[string]bool{}
+	for _, b := range c.trust.Blocks {
+		if !b.isCert() || seen[b.Key] {
+			continue
+		}
+		cert, err := b.parse()
+		if err != nil {
+			continue
+		}
+		seen[b.Key] = true
+		cas = append(cas, ca{b, cert})
+	}
+	involved := func(b *trustBlock) bool {
+		return c.focus == nil || c.focus.keys[trustKey(b.Key)] || c.focus.keys[fileKey(b.File)]
+	}
+	bySubject, bySKID := map[string][]ca{}, map[string][]ca{}
+	for _, x := range cas {
+		bySubject[string(x.cert.RawSubject)] = append(bySubject[string(x.cert.RawSubject)], x)
+		if len(x.cert.SubjectKeyId) > 0 {
+			bySKID[string(x.cert.SubjectKeyId)] = append(bySKID[string(x.cert.SubjectKeyId)], x)
+		}
+	}
+	for _, x := range cas {
+		if !involved(x.b) {
+			continue
+		}
+		for _, group := range []struct {
+			what string
+			cas  []ca
+		}{{"subject " + x.cert.Subject.String(), bySubject[string(x.cert.RawSubject)]}, {fmt.Sprintf("subject key ID %x", x.cert.SubjectKeyId), bySKID[string(x.cert.SubjectKeyId)]}} {
+			var others []string
+			inv := []string{trustKey(x.b.Key)}
+			for _, y := range group.cas {
+				if y.b.Key == x.b.Key || sameOwner(x.b.Owner, y.b.Owner) {
+					continue
+				}
+				others = append(others, fmt.Sprintf("%s:%d (sha1 %s, owner %s)", y.b.File, y.b.Line, y.b.Key, ownerName(y.b.Owner)))
+				inv = append(inv, trustKey(y.b.Key))
+			}
+			if len(others) > 0 {
+				c.add(CodeLookAlikeCA, sevE, x.b.File, x.b.Line, inv,
+					"CA sha1 %s (owner %s) has the %s of another owner's CA: %s; agents' leaves of that CA are checked against both, and enough look-alikes make them fail",
+					x.b.Key, ownerName(x.b.Owner), group.what, strings.Join(others, ", "))
+			}
+		}
+	}
+	byOwner := map[string][]ca{}
+	var order []string
+	for _, x := range cas {
+		if !ownerKnown(x.b.Owner) {
+			continue
+		}
+		k := x.b.Owner.Team + "/" + x.b.Owner.Namespace
+		if _, ok := byOwner[k]; !ok {
+			order = append(order, k)
+		}
+		byOwner[k] = append(byOwner[k], x)
+	}
+	for _, k := range order {
+		list := byOwner[k]
+		if len(list) <= c.cfg.MaxCAsPerTeam {
+			continue
+		}
+		for _, x := range list[c.cfg.MaxCAsPerTeam:] {
+			if involved(x.b) {
+				c.add(CodeTooManyCAs, sevE, x.b.File, x.b.Line, []string{trustKey(x.b.Key)},
+					"owner %s has %d CAs on the trust list, more than the limit of %d (--max-cas-per-team): a rotation needs two", ownerName(x.b.Owner), len(list), c.cfg.MaxCAsPerTeam)
+			}
+		}
+	}
+}
+
+// sameOwner: two known owners that name the same team (by namespace when
+// both know it). Unknown owners are never the same.
+func sameOwner(a, b Owner) bool {
+	if !ownerKnown(a) || !ownerKnown(b) {
+		return false
+	}
+	if a.Namespace != "" && b.Namespace != "" {
+		return a.Namespace == b.Namespace
+	}
+	return a.Team == b.Team
+}
+
+func ownerName(o Owner) string {
+	if !ownerKnown(o) {
+		return "unknown"
+	}
+	return o.String()
+}
+
+// judgeTrustChange: SPD312, a change may add or replace only one team's
+// CAs, never re-own a CA, and never remove a team's last CA unless it also
+// removes that team's folder's registrations (a team leaving the city).
+func (c *City) trustChangeFindings(ch *Change) []finding {
+	if ch == nil || ch.trustBase == nil || c.trust == nil || !c.trust.Present {
+		return nil
+	}
+	var out []finding
+	add := func(file string, line int, inv []string, format string, args ...any) {
+		out = append(out, finding{Finding: registration.Finding{Code: CodeOtherTeamsCA, Severity: sevE, File: file, Line: line,
+			Message: fmt.Sprintf(format, args...)}, involves: inv})
+	}
+	head := map[string]*trustBlock{}
+	headCount := map[string]int{}
+	for _, b := range c.trust.Blocks {
+		if b.isCert() && b.Key != "" {
+			if _, ok := head[b.Key]; !ok {
+				head[b.Key] = b
+				if ownerKnown(b.Owner) {
+					headCount[ownerKey(b.Owner)]++
+				}
+			}
+		}
+	}
+	touched := map[string]bool{}
+	type event struct {
+		key, what string
+		owner     Owner
+		b         *trustBlock
+	}
+	var events []event
+	for k, bo := range ch.trustBase {
+		hb, still := head[k]
+		switch {
+		case !still:
+			events = append(events, event{k, "removes", bo, nil})
+		case ownerKnown(bo) && !sameOwner(hb.Owner, bo):
+			events = append(events, event{k, "re-owns", bo, hb})
+		}
+	}
+	for k, hb := range head {
+		if _, was := ch.trustBase[k]; !was && ch.keys[trustKey(k)] {
+			events = append(events, event{k, "adds", hb.Owner, hb})
+		}
+	}
+	for _, e := range events {
+		if ownerKnown(e.owner) {
+			touched[ownerKey(e.owner)] = true
+		}
+	}
+	sort.Slice(events, func(i, j int) bool { return events[i].key < events[j].key })
+	for _, e := range events {
+		file, line := c.trust.Path, 0
+		if e.b != nil {
+			file, line = e.b.File, e.b.Line
+		}
+		inv := []string{trustKey(e.key)}
+		switch {
+		case e.what == "re-owns":
+			add(file, line, inv, "the change re-owns CA sha1 %s from %s to %s: a team's CA keeps its owner (pins of the new owner would follow it)",
+				e.key, e.owner, ownerName(e.b.Owner))
+		case len(touched) > 1 && e.what != "adds":
+			var teams []string
+			for t := range touched {
+				teams = append(teams, t)
+			}
+			sort.Strings(teams)
+			add(file, line, inv, "the change %s CA sha1 %s of %s and touches the CAs of %d teams (%s): a change may add or replace one team's CAs only",
+				e.what, e.key, ownerName(e.owner), len(teams), strings.Join(teams, ", "))
+		case e.what == "removes" && ownerKnown(e.owner) && headCount[ownerKey(e.owner)] == 0 && !c.changeRemovesFolderOf(ch, e.owner):
+			add(file, line, inv, "the change removes CA sha1 %s, the last CA of %s: every agent of that team stops attesting (a team leaving removes its folder's registrations in the same change)",
+				e.key, e.owner)
+		}
+	}
+	return out
+}
+
+// ownerKey names an owner's team for counting: by team name (which every
+// owner source gives), else namespace.
+func ownerKey(o Owner) string {
+	if o.Team != "" {
+		return "team " + o.Team
+	}
+	return "namespace " + o.Namespace
+}
+
+// changeRemovesFolderOf: the change touches the owner's team folder and
+// that folder registers nothing at head.
+func (c *City) changeRemovesFolderOf(ch *Change, o Owner) bool {
+	for k := range ch.folders {
+		f := c.folders[k]
+		if !sameTeam(o, f) {
+			continue
+		}
+		for i := range c.entries {
+			if c.keyOf[i] == k {
+				return false
+			}
+		}
+		return true
+	}
+	return false
+}
+
 func (c *City) judgeServers() {
+	for _, cc := range c.controllers {
+		inv := []string{fileKey(cc.File)}
+		switch {
+		case cc.EntryIDPrefix == "":
+			c.add(CodeControllerPrefix, sevE, cc.File, cc.Line, inv,
+				"spire-controller-manager runs without entryIDPrefix: it treats every entry on the server as its own and deletes those it did not declare, entry-json teams' entries included")
+		case strings.HasPrefix(registration.EntryIDPrefix, cc.EntryIDPrefix) || strings.HasPrefix(cc.EntryIDPrefix, registration.EntryIDPrefix):
+			c.add(CodeControllerPrefix, sevE, cc.File, cc.Line, inv,
+				"spire-controller-manager's entryIDPrefix %q overlaps the teams' entry IDs (%s<namespace>.…): it would take them for its own and delete them", cc.EntryIDPrefix, registration.EntryIDPrefix)
+		}
+	}
 	for _, s := range c.servers {
 		inv := []string{fileKey(s.File)}
 		switch {

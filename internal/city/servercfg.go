@@ -8,6 +8,10 @@ import (
 	"regexp"
 	"strings"
 
+	kjson "sigs.k8s.io/json"
+
+	"github.com/spirepod/spirepod/internal/registration"
+
 	"github.com/hashicorp/hcl"
 	"github.com/hashicorp/hcl/hcl/ast"
 	hclparser "github.com/hashicorp/hcl/hcl/parser"
@@ -44,6 +48,72 @@ var x509popNodeAttestor = regexp.MustCompile(`"?NodeAttestor"?\s*=?\s*\{?\s*"x50
 
 // mentionsX509pop is the cheap test before parsing.
 func mentionsX509pop(data []byte) bool { return x509popNodeAttestor.Match(data) }
+
+// mentionsServerConfig: a file that may hold a SPIRE server config or a
+// spire-controller-manager config.
+func mentionsServerConfig(data []byte) bool {
+	return mentionsX509pop(data) || bytes.Contains(data, []byte(controllerConfigKind))
+}
+
+const controllerConfigKind = "ControllerManagerConfig"
+
+// controllerConfig is what a spire-controller-manager config (its
+// ControllerManagerConfig, api/v1alpha1 of v0.6.2) says about which
+// entries it owns.
+type controllerConfig struct {
+	File           string
+	Line           int
+	ClassName      string `json:"className"`
+	WatchClassless bool   `json:"watchClassless"`
+	EntryIDPrefix  string `json:"entryIDPrefix"`
+}
+
+// readServerFile judges a file that may hold server or controller configs.
+func (c *City) readServerFile(p string, data []byte) {
+	if mentionsX509pop(data) {
+		scs, errs := parseServerFile(p, data)
+		c.servers = append(c.servers, scs...)
+		for _, err := range errs {
+			c.add(CodeServerUnparsable, sevW, p, lineIn(err), []string{fileKey(p)},
+				"SPIRE server config does not parse as HCL (spire-server reads it with HCL v1): %v", err)
+		}
+	}
+	if bytes.Contains(data, []byte(controllerConfigKind)) {
+		c.controllers = append(c.controllers, parseControllerConfigs(p, data)...)
+	}
+}
+
+// parseControllerConfigs finds ControllerManagerConfig documents in a YAML
+// file, as the file itself or as a string value (a ConfigMap's
+// controller-manager-config.yaml), decoded as the controller decodes its
+// config (YAML converted to JSON, case-sensitive field names).
+func parseControllerConfigs(p string, data []byte) []controllerConfig {
+	var out []controllerConfig
+	try := func(text []byte, offset int) {
+		objs, err := registration.Objects(text)
+		if err != nil {
+			return
+		}
+		for _, o := range objs {
+			if o.Kind != controllerConfigKind || !strings.HasPrefix(o.APIVersion, "spire.spiffe.io/") {
+				continue
+			}
+			var cc controllerConfig
+			if kjson.UnmarshalCaseSensitivePreserveInts(o.JSON, &cc) != nil {
+				continue
+			}
+			cc.File, cc.Line = p, o.Line+offset
+			out = append(out, cc)
+		}
+	}
+	try(data, 0)
+	for _, s := range yamlStrings(data) {
+		if strings.Contains(s.text, controllerConfigKind) {
+			try([]byte(s.text), s.line-1)
+		}
+	}
+	return out
+}
 
 // serverCandidate says whether p may be a SPIRE server config to read (the
 // text is checked after reading).

@@ -36,6 +36,21 @@ type Tree interface {
 	Read(ctx context.Context, paths []string) (map[string][]byte, error)
 }
 
+// LinkLister is a Tree that also lists its entries that are neither
+// regular files nor directories (symbolic links, submodules): a checkout
+// and kustomize follow them; the judge reads none of them and reports each.
+// Every Tree of this package is one; a Tree that is not lists none.
+type LinkLister interface {
+	Links(ctx context.Context) ([]string, error)
+}
+
+func treeLinks(ctx context.Context, t Tree) ([]string, error) {
+	if l, ok := t.(LinkLister); ok {
+		return l.Links(ctx)
+	}
+	return nil, nil
+}
+
 // MapTree is an in-memory tree: path → content.
 type MapTree map[string][]byte
 
@@ -48,6 +63,9 @@ func (m MapTree) Files(context.Context) ([]string, error) {
 	sort.Strings(out)
 	return out, nil
 }
+
+// Links: a map holds regular files only.
+func (m MapTree) Links(context.Context) ([]string, error) { return nil, nil }
 
 // Read returns the contents of the paths that are in the map.
 func (m MapTree) Read(_ context.Context, paths []string) (map[string][]byte, error) {
@@ -101,6 +119,21 @@ func (o *overlay) Files(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// Links are the base's, but for paths the change writes or deletes.
+func (o *overlay) Links(ctx context.Context) ([]string, error) {
+	base, err := treeLinks(ctx, o.base)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, p := range base {
+		if _, replaced := o.files[p]; !replaced && !o.deleted[p] {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
 func (o *overlay) Read(ctx context.Context, paths []string) (map[string][]byte, error) {
 	var fromBase []string
 	out := make(map[string][]byte, len(paths))
@@ -142,8 +175,18 @@ func DirTree(dir string) Tree { return dirTree(dir) }
 type dirTree string
 
 func (d dirTree) Files(ctx context.Context) ([]string, error) {
-	var out []string
-	err := filepath.WalkDir(string(d), func(p string, e fs.DirEntry, err error) error {
+	files, _, err := d.walk(ctx)
+	return files, err
+}
+
+// Links lists the symbolic links (and anything else not a regular file).
+func (d dirTree) Links(ctx context.Context) ([]string, error) {
+	_, links, err := d.walk(ctx)
+	return links, err
+}
+
+func (d dirTree) walk(ctx context.Context) (files, links []string, err error) {
+	err = filepath.WalkDir(string(d), func(p string, e fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -153,17 +196,20 @@ func (d dirTree) Files(ctx context.Context) ([]string, error) {
 			}
 			return ctx.Err()
 		}
+		rel, err := filepath.Rel(string(d), p)
+		if err != nil {
+			return err
+		}
 		if e.Type().IsRegular() {
-			rel, err := filepath.Rel(string(d), p)
-			if err != nil {
-				return err
-			}
-			out = append(out, filepath.ToSlash(rel))
+			files = append(files, filepath.ToSlash(rel))
+		} else {
+			links = append(links, filepath.ToSlash(rel))
 		}
 		return nil
 	})
-	sort.Strings(out)
-	return out, err
+	sort.Strings(files)
+	sort.Strings(links)
+	return files, links, err
 }
 
 func (d dirTree) Read(ctx context.Context, paths []string) (map[string][]byte, error) {
@@ -197,6 +243,7 @@ type GitTree struct {
 	once  sync.Once
 	index map[string]plumbing.Hash // path → blob, filled by Files
 	files []string
+	links []string // symbolic links and submodules, filled by Files
 	err   error
 
 	mu    sync.Mutex
@@ -296,6 +343,7 @@ func (g *GitTree) Files(ctx context.Context) ([]string, error) {
 		var pending sync.WaitGroup
 		var mu sync.Mutex
 		var errs []error
+		var links []string
 		index := map[string]plumbing.Hash{}
 		pending.Add(1)
 		jobs <- job{"", g.tree.Hash}
@@ -344,6 +392,10 @@ func (g *GitTree) Files(ctx context.Context) ([]string, error) {
 							}
 						case filemode.Regular, filemode.Executable, filemode.Deprecated:
 							local[p] = e.Hash
+						default: // symbolic links, submodules
+							mu.Lock()
+							links = append(links, p)
+							mu.Unlock()
 						}
 					}
 					pending.Done()
@@ -358,6 +410,8 @@ func (g *GitTree) Files(ctx context.Context) ([]string, error) {
 			return
 		}
 		g.index = index
+		sort.Strings(links)
+		g.links = links
 		g.files = make([]string, 0, len(index))
 		for p := range index {
 			g.files = append(g.files, p)
@@ -368,6 +422,14 @@ func (g *GitTree) Files(ctx context.Context) ([]string, error) {
 		return nil, g.err
 	}
 	return g.files, nil
+}
+
+// Links lists the commit's symbolic links and submodules, sorted.
+func (g *GitTree) Links(ctx context.Context) ([]string, error) {
+	if _, err := g.Files(ctx); err != nil {
+		return nil, err
+	}
+	return g.links, nil
 }
 
 // Read returns the blobs at paths in the commit, in parallel over several

@@ -110,13 +110,6 @@ func isPEMName(p string) bool {
 	return strings.HasSuffix(p, ".pem") || strings.HasSuffix(p, ".crt")
 }
 
-func isKustomization(p string) bool {
-	switch path.Base(p) {
-	case "kustomization.yaml", "kustomization.yml", "Kustomization":
-		return true
-	}
-	return false
-}
 
 // readTrustList parses the trust list from the files that make it up.
 func readTrustList(tl project.TrustList, data map[string][]byte) *trustList {

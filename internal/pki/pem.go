@@ -18,6 +18,10 @@ import (
 // SelectorPrefix is SPIRE's x509pop selector for the CA that issued an agent's certificate.
 const SelectorPrefix = "x509pop:ca:fingerprint:"
 
+// CNSelectorPrefix is SPIRE's x509pop selector for an agent certificate's
+// subject common name.
+const CNSelectorPrefix = "x509pop:subject:cn:"
+
 // SHA1Fingerprint is the SHA-1 of the certificate's DER as 40 lowercase hex
 // digits with no separators: exactly what SPIRE's x509pop:ca:fingerprint
 // selector matches (uppercase, colons or SHA-256 never match).

@@ -43,6 +43,8 @@ type Entry struct {
 	ClassName string `json:"className,omitempty"`
 	// EntryID is entry-json's entry_id.
 	EntryID string `json:"entryID,omitempty"`
+	// Powers are the fields that reach beyond a workload's own SVID.
+	Powers Powers `json:"powers,omitzero"`
 	// File and Line locate the entry.
 	File string `json:"file,omitempty"`
 	Line int    `json:"line,omitempty"`
@@ -57,4 +59,18 @@ func File(format string) string {
 		return "spiffe-ids.json"
 	}
 	return "spiffe-ids.yaml"
+}
+
+// Powers are the entry fields that give a workload more than its own SVID:
+// SPIRE's admin (its SVID may call the server's management APIs),
+// downstream (it may get an intermediate CA of the trust domain),
+// store_svid (its SVID is written by an SVIDStore plugin), DNS names (its
+// SVID passes host-name checks for them) and federates_with (it receives
+// the bundles of other trust domains).
+type Powers struct {
+	Admin         bool     `json:"admin,omitempty"`
+	Downstream    bool     `json:"downstream,omitempty"`
+	StoreSVID     bool     `json:"storeSVID,omitempty"`
+	DNSNames      []string `json:"dnsNames,omitempty"`
+	FederatesWith []string `json:"federatesWith,omitempty"`
 }

@@ -107,15 +107,86 @@ func TestParseLinesAndOtherFiles(t *testing.T) {
 	}
 	for name, data := range map[string]string{
 		"deploy.yaml":  "apiVersion: apps/v1\nkind: Deployment\n",
-		"values.json":  `{"replicas": 3}`,
-		"garbage.yaml": "\t: : :",
+		"values.json":  `{"kind": "Values", "replicas": 3}`,
 	} {
 		if _, err := Parse(name, []byte(data)); !errors.Is(err, ErrNotRegistration) {
 			t.Errorf("%s: %v, want ErrNotRegistration", name, err)
 		}
 	}
+	// A file that does not decode is an error naming its line, never "not ours".
+	if _, err := Parse("garbage.yaml", []byte("a: 1\n---\n\t: : :")); err == nil || errors.Is(err, ErrNotRegistration) || !strings.Contains(err.Error(), "line 3") {
+		t.Errorf("garbage: %v, want a decode error naming line 3", err)
+	}
 	if _, err := Parse("bad.json", []byte("{\n\"entries\": [\n{\"spiffe_id\": 3}\n]}")); err == nil || !strings.Contains(err.Error(), "line 3") {
 		t.Errorf("malformed entries: %v, want an error naming line 3", err)
+	}
+}
+
+// TestParseAsConsumersDecode: spellings the consumers read the same way
+// are read the same way here (the judge must not skip what the server or
+// the API server loads): JSON escapes in keys and values, key case in
+// entry-json (encoding/json matches case-insensitively, the last duplicate
+// wins), a Kubernetes object written as JSON, a kind: List wrapper, several
+// documents, YAML 1.1 booleans (kubectl converts with sigs.k8s.io/yaml),
+// and the powers an entry can carry.
+func TestParseAsConsumersDecode(t *testing.T) {
+	const alias = "spiffe://example.org/ns/v/spire-agent-x509pop-p-0"
+	for _, tc := range []struct {
+		name, file, data string
+		want             int // entries
+		check            func(t *testing.T, es []Entry)
+	}{
+		{"escaped key and value", "a.json", `{"\u0065ntries": [{"spiffe_id": "spiffe://example.org/ns/v/w", "parent_\u0069d": "spiffe:\/\/example.org/ns/v/spire-agent-x509pop-p-0", "selectors": [{"type": "unix", "value": "uid:1"}]}]}`, 1,
+			func(t *testing.T, es []Entry) {
+				if es[0].ParentID != alias {
+					t.Errorf("parent %q, want %q", es[0].ParentID, alias)
+				}
+			}},
+		{"key case and duplicates", "a.json", `{"ENTRIES": [{"SPIFFE_ID": "spiffe://example.org/x", "Parent_Id": "spiffe://example.org/decoy", "parent_id": "spiffe://example.org/real", "Admin": true, "DNS_NAMES": ["a.example"], "federates_with": ["other.org"], "store_svid": true, "downstream": true}]}`, 1,
+			func(t *testing.T, es []Entry) {
+				e := es[0]
+				if e.SpiffeID != "spiffe://example.org/x" || e.ParentID != "spiffe://example.org/real" {
+					t.Errorf("got %s parent %s", e.SpiffeID, e.ParentID)
+				}
+				if p := e.Powers; !p.Admin || !p.Downstream || !p.StoreSVID || len(p.DNSNames) != 1 || len(p.FederatesWith) != 1 {
+					t.Errorf("powers %+v", p)
+				}
+			}},
+		{"object as JSON", "x.json", `{"apiVersion": "spire.spiffe.io/v1alpha1", "kind": "ClusterStaticEntry", "metadata": {"name": "e"}, "spec": {"spiffeID": "spiffe://example.org/w", "parentID": "` + alias + `", "selectors": ["unix:uid:1"], "admin": true}}`, 1,
+			func(t *testing.T, es []Entry) {
+				if !es[0].Powers.Admin || es[0].Format != FormatClusterStaticEntry {
+					t.Errorf("%+v", es[0])
+				}
+			}},
+		{"kind List", "l.yaml", "apiVersion: v1\nkind: List\nitems:\n- apiVersion: spire.spiffe.io/v1alpha1\n  kind: ClusterStaticEntry\n  metadata: {name: a}\n  spec: {spiffeID: spiffe://example.org/a, parentID: " + alias + ", selectors: [\"unix:uid:1\"]}\n- apiVersion: spiffeid.spiffe.io/v1beta1\n  kind: SpiffeID\n  metadata: {name: b, namespace: v}\n  spec: {spiffeId: spiffe://example.org/b, parentId: " + alias + ", selector: {namespace: v, podName: p}, dnsNames: [x.v.svc]}\n", 2,
+			func(t *testing.T, es []Entry) {
+				if es[1].Format != FormatSpiffeID || len(es[1].Powers.DNSNames) != 1 || es[1].Selectors[0] != "k8s:podName:p" {
+					t.Errorf("%+v", es[1])
+				}
+			}},
+		{"documents and YAML 1.1 booleans", "d.yaml", "# head\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n--- # next\napiVersion: spire.spiffe.io/v1alpha1\nkind: ClusterStaticEntry\nmetadata: {name: a}\nspec:\n  spiffeID: spiffe://example.org/a\n  parentID: " + alias + "\n  selectors: [\"unix:uid:1\"]\n  admin: yes\n", 1,
+			func(t *testing.T, es []Entry) {
+				if !es[0].Powers.Admin || es[0].Line != 7 {
+					t.Errorf("admin: yes read as %v, line %d (want true, 7)", es[0].Powers.Admin, es[0].Line)
+				}
+			}},
+		{"case-sensitive CR fields", "c.yaml", "apiVersion: spire.spiffe.io/v1alpha1\nkind: ClusterStaticEntry\nmetadata: {name: a}\nspec:\n  spiffeID: spiffe://example.org/a\n  parentId: spiffe://example.org/decoy\n  parentID: " + alias + "\n  selectors: [\"unix:uid:1\"]\n", 1,
+			func(t *testing.T, es []Entry) {
+				if es[0].ParentID != alias {
+					t.Errorf("parent %q: the API server reads parentID only", es[0].ParentID)
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			es, err := Parse(tc.file, []byte(tc.data))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(es) != tc.want {
+				t.Fatalf("%d entries, want %d: %+v", len(es), tc.want, es)
+			}
+			tc.check(t, es)
+		})
 	}
 }
 

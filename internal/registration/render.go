@@ -43,7 +43,7 @@ func EntriesFor(p *project.Project, primary *x509.Certificate, more ...*x509.Cer
 				name = AliasName(p, pod, fp)
 			}
 			out = append(out, Entry{Name: name, EntryID: EntryID(p.Namespace, name), SpiffeID: alias, ParentID: server, Node: true,
-				Selectors: []string{"x509pop:subject:cn:" + cn, pki.SelectorPrefix + fp}})
+				Selectors: []string{pki.CNSelectorPrefix + cn, pki.SelectorPrefix + fp}})
 		}
 		out = append(out, Entry{Name: pod + "-envoy", EntryID: EntryID(p.Namespace, pod+"-envoy"), SpiffeID: p.WorkloadSpiffeID(), ParentID: alias,
 			Selectors: []string{"unix:uid:" + strconv.Itoa(p.Registration.EnvoyUID), "unix:gid:" + strconv.Itoa(p.Registration.EnvoyGID)}})
@@ -67,7 +67,10 @@ func AliasName(p *project.Project, pod, fp string) string {
 // AlreadyExists and changes nothing; `entry update -data` updates them in
 // place) and two teams' IDs never meet (namespaces are unique in the city).
 // SPIRE accepts [A-Za-z0-9._-], at most 255 bytes; DNS names fit.
-func EntryID(namespace, name string) string { return "spirepod." + namespace + "." + name }
+func EntryID(namespace, name string) string { return EntryIDPrefix + namespace + "." + name }
+
+// EntryIDPrefix starts every entry_id spirepod writes.
+const EntryIDPrefix = "spirepod."
 
 type spiffeIDCR struct {
 	APIVersion string       `yaml:"apiVersion"`

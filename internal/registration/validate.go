@@ -94,7 +94,7 @@ func Validate(es []Entry, o ValidateOptions) []Finding {
 	seen := map[string]Entry{}
 	seenID := map[string]Entry{}
 	for _, e := range es {
-		name := e.describe()
+		name := e.Describe()
 		for _, id := range []struct{ field, v string }{{"spiffeID", e.SpiffeID}, {"parentID", e.ParentID}} {
 			parsed, err := spiffeid.FromString(id.v)
 			if err != nil {
@@ -218,7 +218,8 @@ func IsServerID(id string) bool {
 	return err == nil && p.Path() == "/spire/server"
 }
 
-func (e Entry) describe() string {
+// Describe names an entry for a message.
+func (e Entry) Describe() string {
 	if e.Node {
 		return "node alias " + e.SpiffeID
 	}

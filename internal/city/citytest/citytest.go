@@ -13,7 +13,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
-	"io/fs"
 	"math/big"
 	"os"
 	"os/exec"
@@ -24,6 +23,7 @@ import (
 	"time"
 
 	spembed "github.com/spirepod/spirepod/embed"
+	"github.com/spirepod/spirepod/internal/scaffold"
 	"github.com/spirepod/spirepod/internal/city"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
@@ -113,10 +113,6 @@ func Generate(o Options) *City {
 	if o.Directory {
 		c.Config.TrustList = project.TrustList{Mode: project.TrustListDirectory, Path: TrustDir}
 	}
-	var scaffold map[string][]byte
-	if o.Scaffold {
-		scaffold = scaffoldFiles()
-	}
 	var bundle strings.Builder
 	var listed []string
 	for i := 0; i < o.Teams; i++ {
@@ -126,8 +122,8 @@ func Generate(o Options) *City {
 			ns = name // directory mode knows a CA's team by its file name only
 		}
 		t := c.AddTeam(name, ns, o.Formats[i%len(o.Formats)], o)
-		for p, b := range scaffold {
-			c.Tree[path.Join(t.Folder, p)] = []byte(strings.ReplaceAll(string(b), "spire-envoy-integration-ns", ns))
+		if o.Scaffold {
+			c.addScaffold(t)
 		}
 		if o.Directory {
 			c.Tree[path.Join(TrustDir, name+".crt.pem")] = pki.EncodeCertificate(t.CA)
@@ -183,6 +179,9 @@ func (c *City) AddTeam(name, ns, format string, o Options) *Team {
 		c.put(t, registration.File(registration.FormatSpiffeID), spiffeIDWorkloads(p))
 	default:
 		c.put(t, registration.File(format), render(p, es, format))
+		if format == FormatClusterStaticEntry { // listed, as pr spiffe-id lists it
+			c.Tree[path.Join(t.Folder, "kustomization.yaml")] = []byte("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - " + registration.File(format) + "\n")
+		}
 	}
 	c.Teams = append(c.Teams, t)
 	return t
@@ -329,21 +328,32 @@ func ServerConfigMap(template string) []byte {
 	return []byte(b.String())
 }
 
-func scaffoldFiles() map[string][]byte {
-	out := map[string][]byte{}
-	src := spembed.Scaffold()
-	err := fs.WalkDir(src, ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
-			return err
-		}
-		b, err := fs.ReadFile(src, p)
-		out[p] = b
-		return err
-	})
+// addScaffold puts the scaffold `spirepod init` renders for the team into
+// its folder (spirepod.yaml included, the CA key never), and lists the
+// registration file in the kustomization as `pr spiffe-id` does for the
+// formats a kustomize build applies.
+func (c *City) addScaffold(t *Team) {
+	p := *t.Proj
+	p.Environment = "dev"
+	p.IssuerScope = project.IssuerNamespaced
+	p.SpireServer = "spire-server.example:8081"
+	p.Paths = project.DefaultPaths
+	p.ApplyDefaults()
+	files, err := scaffold.Render(scaffold.Options{Source: spembed.Scaffold(), Project: &p})
 	if err != nil {
-		panic(err)
+		panic(err) // the generator's own input
 	}
-	return out
+	for name, b := range files {
+		if name == p.Paths.CAKey {
+			continue // git-ignored: the key never reaches the city
+		}
+		c.Tree[path.Join(t.Folder, name)] = b
+	}
+	if t.Format == FormatEntryJSON {
+		return
+	}
+	k := path.Join(t.Folder, "kustomization.yaml")
+	c.Tree[k] = append(files["kustomization.yaml"], []byte("  - "+registration.File(registration.FormatSpiffeID)+"\n")...)
 }
 
 // Write puts the tree's files under dir.
