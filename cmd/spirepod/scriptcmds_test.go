@@ -81,7 +81,7 @@ func cmdGenTestCA(ts *testscript.TestScript, neg bool, args []string) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ts.Check(err)
 	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		SerialNumber: big.NewInt(time.Now().UnixNano()),
 		// Its own subject: CAs that share one are look-alikes (city check SPD313).
 		Subject:               pkix.Name{CommonName: "test SPIRE server CA", SerialNumber: filepath.Base(args[0]) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)},
 		NotBefore:             time.Now().Add(-time.Hour),

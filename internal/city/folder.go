@@ -122,7 +122,7 @@ func (c *City) judgeFolder(j folderJob) folderOutcome {
 
 	prefix := j.f.Path + "/"
 	rel := map[string][]byte{} // folder-relative → content
-	var relPaths []string        // sorted, as j.paths
+	var relPaths []string      // sorted, as j.paths
 	cityPath := func(r string) string { return prefix + r }
 	for _, p := range j.paths {
 		r := strings.TrimPrefix(p, prefix)

@@ -5,8 +5,8 @@ import (
 	"crypto/x509"
 	"sort"
 
-	"github.com/spirepod/spirepod/internal/registration"
 	"fmt"
+	"github.com/spirepod/spirepod/internal/registration"
 	"strings"
 	"time"
 

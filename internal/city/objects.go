@@ -27,18 +27,18 @@ type objectRule struct {
 }
 
 var objectRules = map[string]objectRule{
-	"v1/ServiceAccount":                            {namespaced: true},
-	"v1/ConfigMap":                                 {namespaced: true},
-	"rbac.authorization.k8s.io/v1/Role":            {namespaced: true, judge: judgeRole},
-	"rbac.authorization.k8s.io/v1/RoleBinding":     {namespaced: true, judge: judgeRoleBinding},
-	"rbac.authorization.k8s.io/v1/ClusterRole":     {judge: judgeClusterRole},
-	"rbac.authorization.k8s.io/v1/ClusterRoleBinding": {judge: judgeClusterRoleBinding},
-	"apps/v1/StatefulSet":                          {namespaced: true, judge: judgeStatefulSet},
-	"cert-manager.io/v1/Certificate":               {namespaced: true, judge: judgeCertificate},
-	"cert-manager.io/v1/Issuer":                    {namespaced: true, judge: judgeIssuer},
-	"cert-manager.io/v1/ClusterIssuer":             {judge: judgeClusterIssuer},
-	"v1/Namespace":                                 {judge: judgeNamespace},
-	registration.SpiffeIDAPIVersion + "/" + registration.SpiffeIDKind:                     {namespaced: true},
+	"v1/ServiceAccount":                                               {namespaced: true},
+	"v1/ConfigMap":                                                    {namespaced: true},
+	"rbac.authorization.k8s.io/v1/Role":                               {namespaced: true, judge: judgeRole},
+	"rbac.authorization.k8s.io/v1/RoleBinding":                        {namespaced: true, judge: judgeRoleBinding},
+	"rbac.authorization.k8s.io/v1/ClusterRole":                        {judge: judgeClusterRole},
+	"rbac.authorization.k8s.io/v1/ClusterRoleBinding":                 {judge: judgeClusterRoleBinding},
+	"apps/v1/StatefulSet":                                             {namespaced: true, judge: judgeStatefulSet},
+	"cert-manager.io/v1/Certificate":                                  {namespaced: true, judge: judgeCertificate},
+	"cert-manager.io/v1/Issuer":                                       {namespaced: true, judge: judgeIssuer},
+	"cert-manager.io/v1/ClusterIssuer":                                {judge: judgeClusterIssuer},
+	"v1/Namespace":                                                    {judge: judgeNamespace},
+	registration.SpiffeIDAPIVersion + "/" + registration.SpiffeIDKind: {namespaced: true},
 	registration.ClusterStaticEntryAPIVersion + "/" + registration.ClusterStaticEntryKind: {},
 }
 

@@ -110,7 +110,6 @@ func isPEMName(p string) bool {
 	return strings.HasSuffix(p, ".pem") || strings.HasSuffix(p, ".crt")
 }
 
-
 // readTrustList parses the trust list from the files that make it up.
 func readTrustList(tl project.TrustList, data map[string][]byte) *trustList {
 	t := &trustList{Mode: tl.Mode, Path: tl.Path, Comments: map[string][]Owner{}}

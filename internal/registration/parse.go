@@ -212,12 +212,12 @@ type spiffeIDObject struct {
 		Namespace string `json:"namespace"`
 	} `json:"metadata"`
 	Spec struct {
-		ParentID      string           `json:"parentId"`
-		SpiffeID      string           `json:"spiffeId"`
+		ParentID      string                 `json:"parentId"`
+		SpiffeID      string                 `json:"spiffeId"`
 		Selector      spiffeIDObjectSelector `json:"selector"`
-		Downstream    bool             `json:"downstream"`
-		DNSNames      []string         `json:"dnsNames"`
-		FederatesWith []string         `json:"federatesWith"`
+		Downstream    bool                   `json:"downstream"`
+		DNSNames      []string               `json:"dnsNames"`
+		FederatesWith []string               `json:"federatesWith"`
 	} `json:"spec"`
 }
 

@@ -106,8 +106,8 @@ func TestParseLinesAndOtherFiles(t *testing.T) {
 		t.Fatalf("mixed yaml: %+v %v", es, err)
 	}
 	for name, data := range map[string]string{
-		"deploy.yaml":  "apiVersion: apps/v1\nkind: Deployment\n",
-		"values.json":  `{"kind": "Values", "replicas": 3}`,
+		"deploy.yaml": "apiVersion: apps/v1\nkind: Deployment\n",
+		"values.json": `{"kind": "Values", "replicas": 3}`,
 	} {
 		if _, err := Parse(name, []byte(data)); !errors.Is(err, ErrNotRegistration) {
 			t.Errorf("%s: %v, want ErrNotRegistration", name, err)

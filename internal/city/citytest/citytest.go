@@ -23,11 +23,11 @@ import (
 	"time"
 
 	spembed "github.com/spirepod/spirepod/embed"
-	"github.com/spirepod/spirepod/internal/scaffold"
 	"github.com/spirepod/spirepod/internal/city"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/registration"
+	"github.com/spirepod/spirepod/internal/scaffold"
 )
 
 // Formats a team's folder can use. FormatMixed registers the node aliases

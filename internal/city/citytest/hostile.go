@@ -87,7 +87,9 @@ func (h *HostileCity) appendKustomization(t *Team, text string) string {
 
 func (h *HostileCity) id(p string) string { return "spiffe://" + h.Config.TrustDomain + "/" + p }
 
-func (h *HostileCity) victimAlias() string { return h.Victim.Proj.NodeAliasID(h.Victim.Proj.PodName(0)) }
+func (h *HostileCity) victimAlias() string {
+	return h.Victim.Proj.NodeAliasID(h.Victim.Proj.PodName(0))
+}
 
 func (h *HostileCity) ownAlias(t *Team) string { return t.Proj.NodeAliasID(t.Proj.PodName(0)) }
 
@@ -356,7 +358,9 @@ spec:
 		}},
 		{Name: "more CAs than the limit", Class: 6, Apply: func(h *HostileCity) Want {
 			for i := 0; i < 3; i++ {
-				h.addCA(h.Plain, func(c *x509.Certificate) { c.Subject = pkix.Name{CommonName: fmt.Sprintf("%s extra %d", h.Plain.Name, i)} })
+				h.addCA(h.Plain, func(c *x509.Certificate) {
+					c.Subject = pkix.Name{CommonName: fmt.Sprintf("%s extra %d", h.Plain.Name, i)}
+				})
 			}
 			return Want{Codes: []string{city.CodeTooManyCAs}, Files: []string{BundlePath}, TeamSide: true}
 		}},
