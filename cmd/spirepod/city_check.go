@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -34,6 +35,11 @@ type cityCheckOptions struct {
 	TrustListPath string
 	ServerConfigs []string
 	Classless     bool
+	// AllowFederation lists trust domains entries may federate with.
+	AllowFederation []string
+	MaxCAsPerTeam   int
+	// BuildCache keeps team-folder builds by content ("" keeps none).
+	BuildCache string
 }
 
 func newCmdCityCheck(f *Factory, runF func(*cityCheckOptions) error) *cobra.Command {
@@ -94,12 +100,31 @@ format), 2 usage (a bad flag, CITY_DIR or --base).`,
 	fl.StringVar(&opts.TrustListPath, "trust-list-path", "", "trust list bundle file or directory (default: the profile's)")
 	fl.StringSliceVar(&opts.ServerConfigs, "server-config", nil, "glob of SPIRE server configs (HCL, or YAML holding one; ** for any directories); default: any .conf/.hcl mentioning NodeAttestor \"x509pop\", and such YAML outside team folders under a path containing \"spire\"")
 	fl.BoolVar(&opts.Classless, "classless", false, "the spire-controller-manager watches ClusterStaticEntry objects without className")
+	fl.StringSliceVar(&opts.AllowFederation, "allow-federation", nil, "trust domains registration entries may federate with (default: none)")
+	fl.IntVar(&opts.MaxCAsPerTeam, "max-cas-per-team", city.DefaultMaxCAsPerTeam, "most trust-list CAs one team may own")
+	fl.StringVar(&opts.BuildCache, "build-cache", defaultBuildCache(f.Getenv), "directory that keeps team-folder builds by content, so unchanged folders are not built again; \"\" keeps none")
 	return cmd
+}
+
+// defaultBuildCache is $XDG_CACHE_HOME/spirepod/city-build (or ~/.cache/…).
+func defaultBuildCache(getenv func(string) string) string {
+	base := getenv("XDG_CACHE_HOME")
+	if base == "" {
+		home := getenv("HOME")
+		if home == "" {
+			return ""
+		}
+		base = filepath.Join(home, ".cache")
+	}
+	return filepath.Join(base, "spirepod", "city-build")
 }
 
 func (o *cityCheckOptions) validate() error {
 	if _, ok := severityRank[registration.Severity(o.FailOn)]; !ok {
 		return usageError("use --fail-on error, warning or note", "--fail-on must be error, warning or note, got %q", o.FailOn)
+	}
+	if o.MaxCAsPerTeam < 1 || o.MaxCAsPerTeam > 100 {
+		return usageError("a rotation needs 2; for example --max-cas-per-team 3", "--max-cas-per-team must be between 1 and 100, got %d", o.MaxCAsPerTeam)
 	}
 	if o.ExpiryDays < 1 || o.ExpiryDays > 3650 {
 		return usageError("for example --expiry-days 30", "--expiry-days must be between 1 and 3650, got %d", o.ExpiryDays)
@@ -123,7 +148,8 @@ func (o *cityCheckOptions) config() (city.Config, error) {
 		return city.Config{}, usageError("pass --env dev, lab or a profile of the config file", "--env: %v", err)
 	}
 	cfg := city.Config{TrustDomain: prof.TrustDomain, TeamPath: prof.TeamPath, TrustList: prof.TrustList,
-		ServerConfigs: o.ServerConfigs, ExpiryDays: o.ExpiryDays, Classless: o.Classless, Now: o.f.Now()}
+		ServerConfigs: o.ServerConfigs, ExpiryDays: o.ExpiryDays, Classless: o.Classless, Now: o.f.Now(),
+		AllowFederation: o.AllowFederation, MaxCAsPerTeam: o.MaxCAsPerTeam, BuildCache: o.BuildCache}
 	set := func(dst *string, v string) {
 		if v != "" {
 			*dst = v
@@ -210,6 +236,10 @@ func cityCheckRun(ctx context.Context, o *cityCheckOptions) error {
 		return failure(fmt.Errorf("city check: %w", err), "")
 	}
 	out.Summary = c.Summary()
+	if out.Summary.Folders == 0 && !c.TrustListPresent() {
+		return usageError(fmt.Sprintf("run it in the city checkout, or point --env (profile %q: team folders %s, trust list %s) or --team-path/--trust-list-path at the city's layout", o.Env, cfg.TeamPath, cfg.TrustList.Path),
+			"%s holds no team folder and no trust list: it does not look like the city repository", out.City)
+	}
 	out.Findings = c.Check()
 	limit := severityRank[registration.Severity(o.FailOn)]
 	for _, fd := range out.Findings {
@@ -282,12 +312,14 @@ func printCityCheck(s *IOStreams, w io.Writer, out *cityCheckOutput) {
 			for _, fd := range fs {
 				worst = max(worst, severityRank[fd.Severity])
 			}
-			mark := s.green("√")
+			mark := s.green("√") // only a rule without findings
 			switch worst {
 			case 3:
 				mark = s.red("×")
 			case 2:
 				mark = s.yellow("‼")
+			case 1:
+				mark = "ℹ"
 			}
 			fmt.Fprintf(w, "%s %s %s\n", mark, r.Code, r.Title)
 			for _, fd := range fs {

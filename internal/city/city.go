@@ -91,6 +91,10 @@ func (c *City) Summary() Summary {
 	return s
 }
 
+// TrustListPresent says whether the trust list was found where the
+// configuration says.
+func (c *City) TrustListPresent() bool { return c.trust != nil && c.trust.Present }
+
 // Load reads a city from t and judges it with every rule.
 func Load(ctx context.Context, t Tree, cfg Config) (*City, error) {
 	return load(ctx, t, cfg, nil)
