@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"sigs.k8s.io/yaml"
+
 	"github.com/spirepod/spirepod/internal/city"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/registration"
@@ -72,16 +74,32 @@ func (h *HostileCity) put(t *Team, name, data string) string {
 	return p
 }
 
-// listResource adds a file to the kustomized team's kustomization.
+// listResource adds a file to the kustomized team's resources.
 func (h *HostileCity) listResource(name string) string {
-	return h.appendKustomization(h.Kustomized, "  - "+name+"\n")
+	k := path.Join(h.Kustomized.Folder, "kustomization.yaml")
+	var m map[string]any
+	if err := yaml.Unmarshal(h.Tree[k], &m); err != nil {
+		panic(err)
+	}
+	res, _ := m["resources"].([]any)
+	m["resources"] = append(res, name)
+	b, err := yaml.Marshal(m)
+	if err != nil {
+		panic(err)
+	}
+	h.Tree[k] = b
+	return k
 }
 
-// appendKustomization appends YAML to a team's kustomization (after its
-// resources list, so a line starting with "  - " is one more resource).
+// appendKustomization appends top-level YAML fields to a team's
+// kustomization.
 func (h *HostileCity) appendKustomization(t *Team, text string) string {
 	k := path.Join(t.Folder, "kustomization.yaml")
-	h.Tree[k] = append(append([]byte(nil), h.Tree[k]...), text...)
+	b := append([]byte(nil), h.Tree[k]...)
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		b = append(b, '\n')
+	}
+	h.Tree[k] = append(b, text...)
 	return k
 }
 
