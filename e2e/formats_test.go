@@ -433,6 +433,20 @@ func entryList(es []serverEntry) string {
 func (ft *formatTest) startPodAgent(runRoot, pod string, srv *testbed.SpireServer, kubeletPort int) *testbed.SpireAgent {
 	t := ft.t
 	t.Helper()
+	a, err := ft.startPodAgentCtx(ft.ctx, runRoot, pod, srv, kubeletPort)
+	if err != nil {
+		t.Fatalf("spire-agent for %s: %v", pod, err)
+	}
+	t.Cleanup(a.Stop)
+	return a
+}
+
+// startPodAgentCtx is startPodAgent with the agent's start (attestation)
+// as an outcome: it returns the error when the agent does not become
+// healthy within ctx.
+func (ft *formatTest) startPodAgentCtx(ctx context.Context, runRoot, pod string, srv *testbed.SpireServer, kubeletPort int) (*testbed.SpireAgent, error) {
+	t := ft.t
+	t.Helper()
 	podRoot := filepath.Join(runRoot, pod)
 	issued := filepath.Join(podRoot, "issued")
 	// Envoy's uid must reach the agent socket under podRoot; the key stays private.
@@ -465,12 +479,7 @@ func (ft *formatTest) startPodAgent(runRoot, pod string, srv *testbed.SpireServe
 	if err := os.MkdirAll(confDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	a, err := testbed.StartSpireAgent(ft.ctx, ft.bins, podRoot, "spire-agent-"+filepath.Base(runRoot)+"-"+pod, ft.agentValidate(conf, confDir), sock)
-	if err != nil {
-		t.Fatalf("spire-agent for %s: %v", pod, err)
-	}
-	t.Cleanup(a.Stop)
-	return a
+	return testbed.StartSpireAgent(ctx, ft.bins, podRoot, "spire-agent-"+filepath.Base(runRoot)+"-"+pod, ft.agentValidate(conf, confDir), sock)
 }
 
 var (
