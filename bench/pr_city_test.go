@@ -15,10 +15,13 @@ import (
 
 // TestBenchPRCity measures what a new team's two pull requests cost on a
 // large city: the fake GitHub holds a generated city of BENCH_TEAMS teams
-// (default 1000) × 3 pods with the scaffold in every folder; each run a new
-// team runs `pr trust-ca` and `pr spiffe-id` (both run the city rules over
-// the base plus the change before sending). It reports the requests each
-// command made (the fake's own log) and wall-clock medians, next to what a
+// (default 1000) × 3 pods with the scaffold in every folder, with GitHub's
+// documented limits on (contents API 1 MB, GraphQL Blob.text 512,000 bytes,
+// recursive trees 100,000 entries / 7 MB: from about 1,500 teams the trust
+// list and the file list are read the long way); each run a new team runs
+// `pr trust-ca` and `pr spiffe-id` (both run the city rules over the base
+// plus the change before sending). It reports the requests each command
+// made (the fake's own log, by kind) and wall-clock medians, next to what a
 // user would do instead to review the same base: `git clone --depth 1` of
 // the same city from disk (no network, which favours git).
 func TestBenchPRCity(t *testing.T) {
@@ -60,20 +63,55 @@ func TestBenchPRCity(t *testing.T) {
 		gh.ResetRequests()
 		trustT = append(trustT, mustRun(t, env, dir, bin, "pr", "trust-ca"))
 		trustN = append(trustN, gh.Requests())
+		if i == 0 {
+			t.Logf("pr trust-ca requests by kind: %s", requestKinds(gh.RequestLog()))
+		}
 		gh.ResetRequests()
 		idT = append(idT, mustRun(t, env, dir, bin, "pr", "spiffe-id"))
 		idN = append(idN, gh.Requests())
 		if i == 0 {
-			t.Logf("pr spiffe-id requests: %s", strings.Join(gh.RequestLog(), ", "))
+			t.Logf("pr spiffe-id requests by kind: %s", requestKinds(gh.RequestLog()))
 		}
 
 		clone := filepath.Join(work, fmt.Sprintf("clone%d", i))
 		cloneT = append(cloneT, mustRun(t, env, work, "git", "clone", "-q", "--depth", "1", "file://"+gitDir, clone))
 		_ = os.RemoveAll(clone)
 	}
-	t.Logf("city: %d teams × 3 pods, %d files in the base", teams, len(files))
+	lim := gh.Limits()
+	t.Logf("city: %d teams × 3 pods, %d files in the base, trust list %d bytes (contents API limit %d, GraphQL Blob.text %d)",
+		teams, len(files), len(files[citytest.BundlePath]), lim.ContentsMax, lim.BlobTextMax)
 	t.Logf("pr trust-ca: requests %v, median %v", trustN, median(trustT))
 	t.Logf("pr spiffe-id: requests %v, median %v", idN, median(idT))
 	t.Logf("git clone --depth 1 (from disk): median %v", median(cloneT))
 	t.Logf("ratio: (trust-ca + spiffe-id) / git clone = %.2f", float64(median(trustT)+median(idT))/float64(median(cloneT)))
+}
+
+// requestKinds counts a request log by method and endpoint (path
+// parameters dropped): "GET git/blobs ×1, POST graphql ×21, …".
+func requestKinds(log []string) string {
+	n := map[string]int{}
+	var order []string
+	for _, r := range log {
+		method, p, _ := strings.Cut(r, " ")
+		seg := strings.Split(strings.Trim(p, "/"), "/")
+		kind := p
+		switch {
+		case len(seg) >= 4 && seg[0] == "repos" && seg[3] == "git" && len(seg) >= 5:
+			kind = "git/" + seg[4]
+		case len(seg) >= 4 && seg[0] == "repos":
+			kind = seg[3]
+		case len(seg) > 0:
+			kind = seg[len(seg)-1]
+		}
+		k := method + " " + kind
+		if n[k] == 0 {
+			order = append(order, k)
+		}
+		n[k]++
+	}
+	var out []string
+	for _, k := range order {
+		out = append(out, fmt.Sprintf("%s ×%d", k, n[k]))
+	}
+	return strings.Join(out, ", ")
 }

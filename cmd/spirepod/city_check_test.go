@@ -2,12 +2,14 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/json"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -58,9 +60,10 @@ func TestCityCheckFlags(t *testing.T) {
 	}
 }
 
-// brokenCity is a city with one finding of each severity: an alias
-// registered by two folders (errors SPD101, SPD102), a workload whose parent is registered
-// nowhere (warning), a CA with no owner (note).
+// brokenCity is a city with findings of each severity: an alias
+// registered by two folders (errors SPD101, SPD102), a workload whose
+// parent is registered nowhere (error SPD109), a CA with no owner that
+// expires soon (warning SPD304, note SPD307).
 func brokenCity(t *testing.T) (string, *citytest.City) {
 	t.Helper()
 	g := citytest.Generate(citytest.Options{Teams: 2, Formats: []string{citytest.FormatEntryJSON}})
@@ -77,7 +80,7 @@ func brokenCity(t *testing.T) (string, *citytest.City) {
 		t.Fatal(err)
 	}
 	g.Tree[path.Join(b.Folder, "extra.json")] = data
-	g.Tree[citytest.BundlePath] = append(g.Tree[citytest.BundlePath], pki.EncodeCertificate(citytest.NewCA("anonymous", g.Config.Now, nil))...)
+	g.Tree[citytest.BundlePath] = append(g.Tree[citytest.BundlePath], pki.EncodeCertificate(expiringCA(g.Config.Now))...)
 	dir := t.TempDir()
 	if err := citytest.Write(g.Tree, dir); err != nil {
 		t.Fatal(err)
@@ -104,18 +107,14 @@ func TestCityCheckOutputs(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil || code != exitFailure {
 		t.Fatalf("json: exit %d, %v\n%s", code, err, out)
 	}
-	if !res.Failed || res.Counts["error"] != 3 || res.Counts["warning"] != 1 || res.Counts["note"] != 1 || res.Summary.Folders != 2 {
+	if !res.Failed || res.Counts["error"] != 4 || res.Counts["warning"] != 1 || res.Counts["note"] != 1 || res.Summary.Folders != 2 {
 		t.Errorf("json: %+v", res)
 	}
 
 	// A city with only a warning and a note: exit 0 unless --fail-on says otherwise.
 	os.Remove(filepath.Join(dir, "ns/ns-team0001/spire-envoy-integration/extra.json"))
 	g := citytest.Generate(citytest.Options{Teams: 1, Formats: []string{citytest.FormatEntryJSON}})
-	tm := g.Teams[0]
-	w, _ := registration.Render(tm.Proj, []registration.Entry{{Name: "w", SpiffeID: "spiffe://" + citytest.TrustDomain + "/ns/" + tm.Namespace + "/sa/w",
-		ParentID: "spiffe://" + citytest.TrustDomain + "/ns/" + tm.Namespace + "/nobody", Selectors: []string{"unix:uid:1"}}}, registration.FormatEntryJSON)
-	g.Tree[path.Join(tm.Folder, "w.json")] = w
-	g.Tree[citytest.BundlePath] = append(g.Tree[citytest.BundlePath], pki.EncodeCertificate(citytest.NewCA("anonymous", g.Config.Now, nil))...)
+	g.Tree[citytest.BundlePath] = append(g.Tree[citytest.BundlePath], pki.EncodeCertificate(expiringCA(g.Config.Now))...)
 	dir2 := t.TempDir()
 	if err := citytest.Write(g.Tree, dir2); err != nil {
 		t.Fatal(err)
@@ -130,7 +129,7 @@ func TestCityCheckOutputs(t *testing.T) {
 
 	gha := map[string]string{"HOME": dir, "NO_COLOR": "1", "GITHUB_ACTIONS": "true"}
 	_, out, errOut := cliRun(t, dir2, gha, "city", "check")
-	if !strings.Contains(out, "::warning file="+path.Join(tm.Folder, "w.json")+",line=3,title=SPD109::SPD109 parent ") ||
+	if !strings.Contains(out, "::warning file="+citytest.BundlePath+",line=") || !strings.Contains(out, "title=SPD304::SPD304 CA \"anonymous\"") ||
 		!strings.Contains(out, "::notice file="+citytest.BundlePath+",line=") || strings.Contains(errOut, "::") {
 		t.Errorf("text: annotations on stdout\nstdout:\n%s\nstderr:\n%s", out, errOut)
 	}
@@ -140,6 +139,11 @@ func TestCityCheckOutputs(t *testing.T) {
 			t.Errorf("-o %s: annotations must go to stderr\nstdout:\n%s\nstderr:\n%s", format, out, errOut)
 		}
 	}
+}
+
+// expiringCA is a CA with no owner that expires in 10 days (SPD304, SPD307).
+func expiringCA(now time.Time) *x509.Certificate {
+	return citytest.NewCA("anonymous", now, func(c *x509.Certificate) { c.NotAfter = now.Add(10 * 24 * time.Hour) })
 }
 
 func TestAnnotationEscaping(t *testing.T) {

@@ -89,25 +89,11 @@ func gitHubHost(f *Factory, p *project.Project) string {
 	return "github.com"
 }
 
-func isGitHubDotCom(host string) bool {
-	return host == "github.com" || strings.HasSuffix(host, ".ghe.com")
-}
-
-// apiURL is the REST root for host ("" means api.github.com).
-func apiURL(f *Factory, host string) string {
-	if u := f.Getenv(envGitHubAPIURL); u != "" {
-		return u
-	}
-	if isGitHubDotCom(host) {
-		return ""
-	}
-	return "https://" + host + "/api/v3/"
-}
 
 // resolveToken follows gh's order. The token is returned, never printed.
 func (c *prCommon) resolveToken(ctx context.Context, host string) (string, error) {
 	vars := []string{"GH_TOKEN", "GITHUB_TOKEN"}
-	if !isGitHubDotCom(host) {
+	if !pr.IsGitHubCloud(host) {
 		vars = []string{"GH_ENTERPRISE_TOKEN", "GITHUB_ENTERPRISE_TOKEN"}
 	}
 	for _, v := range vars {
@@ -140,8 +126,11 @@ func ghAuthToken(ctx context.Context, host string) (string, error) {
 
 func (c *prCommon) gitHubOptions(ctx context.Context, p *project.Project, requireToken bool) (pr.GitHubOptions, error) {
 	host := gitHubHost(c.f, p)
-	o := pr.GitHubOptions{HTTPClient: c.f.HTTPClient(), BaseURL: apiURL(c.f, host), Repo: p.City.Repo, Base: p.City.BaseBranch,
-		Now: c.f.Now, Progress: nil}
+	// The library derives the API and GraphQL endpoints from the host
+	// (api.github.com, api.<tenant>.ghe.com, https://HOST/api/v3/);
+	// SPIREPOD_GITHUB_API_URL overrides them (the fake in tests).
+	o := pr.GitHubOptions{HTTPClient: c.f.HTTPClient(), Host: host, BaseURL: c.f.Getenv(envGitHubAPIURL), Repo: p.City.Repo, Base: p.City.BaseBranch,
+		Now: c.f.Now, Progress: c.f.IO.ErrOut}
 	if p.City.Repo == "" {
 		return o, usageError("set city.repo (owner/name) in spirepod.yaml", "%s: city.repo is empty", project.FileName)
 	}

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spirepod/spirepod/internal/pr"
+	"github.com/spirepod/spirepod/internal/project"
 )
 
 func TestPRSpiffeIDFlags(t *testing.T) {
@@ -86,10 +89,20 @@ func TestResolveToken(t *testing.T) {
 	if !errors.As(err, &ce) || !strings.Contains(ce.hint, "GH_TOKEN") {
 		t.Errorf("missing token: %v", err)
 	}
-	if got := apiURL(f, "ghe.example.com"); got != "https://ghe.example.com/api/v3/" {
-		t.Errorf("enterprise API URL %q", got)
+	// A <tenant>.ghe.com host is GitHub's cloud (GH_TOKEN), its API at
+	// api.<tenant>.ghe.com; any other host is GHES (GH_ENTERPRISE_TOKEN).
+	env = map[string]string{"GH_TOKEN": "cloud", "GH_ENTERPRISE_TOKEN": "ghes"}
+	for host, want := range map[string]string{"acme.ghe.com": "cloud", "ghe.example.com": "ghes"} {
+		if tok, err := c.resolveToken(ctx, host); err != nil || tok != want {
+			t.Errorf("%s: token %q (%v), want the %s one", host, tok, err, want)
+		}
 	}
-	if got := apiURL(f, "github.com"); got != "" {
-		t.Errorf("github.com API URL %q", got)
+	p := &project.Project{City: project.City{Repo: "acme/city", Host: "acme.ghe.com"}}
+	o, err := c.gitHubOptions(ctx, p, true)
+	if err != nil || o.Host != "acme.ghe.com" || o.BaseURL != "" {
+		t.Errorf("gitHubOptions for acme.ghe.com: host %q, base URL %q (%v): the library must derive api.acme.ghe.com", o.Host, o.BaseURL, err)
+	}
+	if rest, gql, err := pr.APIEndpoints(o.Host); err != nil || rest.Host != "api.acme.ghe.com" || gql.String() != "https://api.acme.ghe.com/graphql" {
+		t.Errorf("endpoints of acme.ghe.com: %v %v %v", rest, gql, err)
 	}
 }

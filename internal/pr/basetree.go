@@ -1,11 +1,8 @@
 package pr
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"net/url"
 	"sort"
 	"strings"
@@ -85,8 +82,16 @@ func (m *memo) Read(ctx context.Context, paths []string) (map[string][]byte, err
 	return out, nil
 }
 
-// graphqlBatch is how many blobs one GraphQL request reads.
+// graphqlBatch is how many blobs one GraphQL request reads at most; a
+// batch GitHub cannot answer in time is split.
 const graphqlBatch = 250
+
+// Listing a tree GitHub cut (see Files): treeBatch directories per GraphQL
+// request, each treeDepth levels deep; both shrink when GitHub cannot answer.
+const (
+	treeBatch = 50
+	treeDepth = 6
+)
 
 // remoteTree reads the base through GitHub cheaply: the whole file list in
 // one recursive tree request, then file contents in GraphQL requests of up
@@ -97,22 +102,152 @@ type remoteTree struct {
 	sha string
 }
 
+// Files lists every file. A recursive tree listing is cut by GitHub above
+// 100,000 entries or 7 MB (truncated: true; "Get a tree",
+// https://docs.github.com/rest/git/trees#get-a-tree); the tree is then
+// listed through GraphQL, many directories and levels per request.
 func (t *remoteTree) Files(ctx context.Context) ([]string, error) {
 	tree, _, err := t.c.gh.Git.GetTree(ctx, t.c.owner, t.c.name, t.sha, true)
 	if err != nil {
 		return nil, translate(err, "list the files of "+t.c.repo()+" at "+shortRef(t.sha), t.c.repo(), "contents:read")
 	}
-	if tree.GetTruncated() {
-		return nil, fmt.Errorf("GitHub truncated the file list of %s at %s (over 100,000 files): run the check on a local checkout with --local", t.c.repo(), shortRef(t.sha))
-	}
 	var out []string
-	for _, e := range tree.Entries {
-		if e.GetType() == "blob" {
-			out = append(out, e.GetPath())
+	if !tree.GetTruncated() {
+		for _, e := range tree.Entries {
+			if e.GetType() == "blob" {
+				out = append(out, e.GetPath())
+			}
 		}
+		sort.Strings(out)
+		return out, nil
+	}
+	fmt.Fprintf(t.c.progress, "GitHub cut the file list of %s (over 100,000 entries or 7 MB): listing it through GraphQL\n", t.c.repo())
+	pending := []treeDir{{oid: tree.GetSHA()}}
+	for len(pending) > 0 {
+		batch := pending[:min(treeBatch, len(pending))]
+		pending = pending[len(batch):]
+		more, err := t.listDirs(ctx, batch, treeDepth, &out)
+		if err != nil {
+			return nil, err
+		}
+		pending = append(pending, more...)
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// treeDir is a directory still to list: its path ("" is the root) and tree SHA.
+type treeDir struct{ path, oid string }
+
+// gqlTreeEntry is a GraphQL TreeEntry, with its subtree's entries when asked.
+type gqlTreeEntry struct {
+	Name   string  `json:"name"`
+	Path   *string `json:"path"`
+	Type   string  `json:"type"`
+	Oid    string  `json:"oid"`
+	Object *struct {
+		Entries []gqlTreeEntry `json:"entries"`
+	} `json:"object"`
+}
+
+// listDirs lists dirs depth levels deep into files and returns the
+// directories below that depth. A query GitHub cannot answer is split by
+// directories, then by depth, then read through REST one level at a time.
+func (t *remoteTree) listDirs(ctx context.Context, dirs []treeDir, depth int, files *[]string) ([]treeDir, error) {
+	var q strings.Builder
+	vars := map[string]any{"owner": t.c.owner, "name": t.c.name}
+	q.WriteString("query($owner: String!, $name: String!")
+	for i := range dirs {
+		fmt.Fprintf(&q, ", $e%d: String!", i)
+	}
+	q.WriteString(") { repository(owner: $owner, name: $name) {")
+	for i, d := range dirs {
+		fmt.Fprintf(&q, " d%d: object(expression: $e%d) { ... on Tree { %s } }", i, i, entriesSelection(depth))
+		vars[fmt.Sprintf("e%d", i)] = t.sha + ":" + d.path
+	}
+	q.WriteString(" } }")
+	var data struct {
+		Repository map[string]*struct {
+			Entries []gqlTreeEntry `json:"entries"`
+		} `json:"repository"`
+	}
+	err := t.c.graphql(ctx, fmt.Sprintf("list %d directories of %s", len(dirs), t.c.repo()), q.String(), vars, &data)
+	switch {
+	case isTooBig(err) && len(dirs) > 1:
+		half := len(dirs) / 2
+		a, err := t.listDirs(ctx, dirs[:half], depth, files)
+		if err != nil {
+			return nil, err
+		}
+		b, err := t.listDirs(ctx, dirs[half:], depth, files)
+		return append(a, b...), err
+	case isTooBig(err) && depth > 1:
+		return t.listDirs(ctx, dirs, depth/2, files)
+	case isTooBig(err):
+		return t.listDirREST(ctx, dirs[0], files)
+	case err != nil:
+		return nil, err
+	}
+	var more []treeDir
+	var walk func(parent string, es []gqlTreeEntry, level int)
+	walk = func(parent string, es []gqlTreeEntry, level int) {
+		for _, e := range es {
+			p := e.Name
+			if parent != "" {
+				p = parent + "/" + e.Name
+			}
+			if e.Path != nil && *e.Path != "" {
+				p = *e.Path
+			}
+			switch {
+			case e.Type == "blob":
+				*files = append(*files, p)
+			case e.Type == "tree" && level < depth && e.Object != nil:
+				walk(p, e.Object.Entries, level+1)
+			case e.Type == "tree":
+				more = append(more, treeDir{path: p, oid: e.Oid})
+			}
+		}
+	}
+	for i, d := range dirs {
+		got := data.Repository[fmt.Sprintf("d%d", i)]
+		if got == nil {
+			return nil, fmt.Errorf("list %s of %s at %s: GitHub has no such directory", d.path, t.c.repo(), shortRef(t.sha))
+		}
+		walk(d.path, got.Entries, 1)
+	}
+	return more, nil
+}
+
+// entriesSelection is a TreeEntry selection depth levels deep.
+func entriesSelection(depth int) string {
+	s := "entries { name path type oid }"
+	for i := 1; i < depth; i++ {
+		s = "entries { name path type oid object { ... on Tree { " + s + " } } }"
+	}
+	return s
+}
+
+// listDirREST lists one directory one level deep through "Get a tree".
+func (t *remoteTree) listDirREST(ctx context.Context, d treeDir, files *[]string) ([]treeDir, error) {
+	tree, _, err := t.c.gh.Git.GetTree(ctx, t.c.owner, t.c.name, d.oid, false)
+	if err != nil {
+		return nil, translate(err, "list "+d.path+" of "+t.c.repo(), t.c.repo(), "contents:read")
+	}
+	var more []treeDir
+	for _, e := range tree.Entries {
+		p := e.GetPath()
+		if d.path != "" {
+			p = d.path + "/" + p
+		}
+		switch e.GetType() {
+		case "blob":
+			*files = append(*files, p)
+		case "tree":
+			more = append(more, treeDir{path: p, oid: e.GetSHA()})
+		}
+	}
+	return more, nil
 }
 
 func (t *remoteTree) Read(ctx context.Context, paths []string) (map[string][]byte, error) {
@@ -126,60 +261,69 @@ func (t *remoteTree) Read(ctx context.Context, paths []string) (map[string][]byt
 	return out, nil
 }
 
+// readBatch reads files in one GraphQL request. A file whose Blob.text
+// GitHub cut (isTruncated: GraphQL cuts text at 512,000 bytes) is read by
+// its oid through the Git Data API. A batch GitHub cannot answer in time is
+// split in halves; a single file that still fails is read through REST.
 func (t *remoteTree) readBatch(ctx context.Context, paths []string, out map[string][]byte) error {
+	err := t.queryBlobs(ctx, paths, out)
+	if !isTooBig(err) {
+		return err
+	}
+	if len(paths) == 1 {
+		b, ok, err := t.c.read(ctx, t.sha, paths[0], false)
+		if ok {
+			out[paths[0]] = b
+		}
+		return err
+	}
+	fmt.Fprintf(t.c.progress, "GitHub could not answer a GraphQL read of %d files: splitting it\n", len(paths))
+	half := len(paths) / 2
+	if err := t.readBatch(ctx, paths[:half], out); err != nil {
+		return err
+	}
+	return t.readBatch(ctx, paths[half:], out)
+}
+
+func (t *remoteTree) queryBlobs(ctx context.Context, paths []string, out map[string][]byte) error {
 	var q strings.Builder
-	vars := map[string]string{"owner": t.c.owner, "name": t.c.name}
+	vars := map[string]any{"owner": t.c.owner, "name": t.c.name}
 	q.WriteString("query($owner: String!, $name: String!")
 	for i := range paths {
 		fmt.Fprintf(&q, ", $e%d: String!", i)
 	}
 	q.WriteString(") { repository(owner: $owner, name: $name) {")
 	for i, p := range paths {
-		fmt.Fprintf(&q, " f%d: object(expression: $e%d) { ... on Blob { text isBinary } }", i, i)
+		fmt.Fprintf(&q, " f%d: object(expression: $e%d) { ... on Blob { text isBinary isTruncated byteSize oid } }", i, i)
 		vars[fmt.Sprintf("e%d", i)] = t.sha + ":" + p
 	}
 	q.WriteString(" } }")
-	body, err := json.Marshal(map[string]any{"query": q.String(), "variables": vars})
-	if err != nil {
+	var data struct {
+		Repository map[string]*struct {
+			Text        *string `json:"text"`
+			IsBinary    *bool   `json:"isBinary"`
+			IsTruncated bool    `json:"isTruncated"`
+			ByteSize    int     `json:"byteSize"`
+			Oid         string  `json:"oid"`
+		} `json:"repository"`
+	}
+	if err := t.c.graphql(ctx, fmt.Sprintf("read %d files of %s", len(paths), t.c.repo()), q.String(), vars, &data); err != nil {
 		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, t.c.graphqlURL, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := t.c.gh.Client().Do(req)
-	if err != nil {
-		return fmt.Errorf("read %d files of %s through GraphQL: %w", len(paths), t.c.repo(), err)
-	}
-	defer resp.Body.Close()
-	var res struct {
-		Data struct {
-			Repository map[string]*struct {
-				Text     *string `json:"text"`
-				IsBinary bool    `json:"isBinary"`
-			} `json:"repository"`
-		} `json:"data"`
-		Errors []struct {
-			Message string `json:"message"`
-		} `json:"errors"`
-	}
-	if resp.StatusCode != http.StatusOK {
-		return &APIError{Op: "read files of " + t.c.repo() + " through GraphQL", Status: resp.StatusCode,
-			Hint: "the token needs read access to " + t.c.repo() + " (GraphQL is used to read many files in one request)"}
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
-		return fmt.Errorf("read files of %s through GraphQL: %w", t.c.repo(), err)
-	}
-	if len(res.Errors) > 0 {
-		return fmt.Errorf("read files of %s through GraphQL: %s", t.c.repo(), res.Errors[0].Message)
 	}
 	for i, p := range paths {
-		b := res.Data.Repository[fmt.Sprintf("f%d", i)]
-		if b == nil || b.IsBinary || b.Text == nil {
-			continue
+		b := data.Repository[fmt.Sprintf("f%d", i)]
+		switch {
+		case b == nil || (b.IsBinary != nil && *b.IsBinary):
+			continue // not there (or not a file), or binary: no text to judge
+		case b.IsTruncated || b.Text == nil || len(*b.Text) != b.ByteSize:
+			blob, err := t.c.blob(ctx, t.c.owner, t.c.name, b.Oid, p)
+			if err != nil {
+				return err
+			}
+			out[p] = blob
+		default:
+			out[p] = []byte(*b.Text)
 		}
-		out[p] = []byte(*b.Text)
 	}
 	return nil
 }

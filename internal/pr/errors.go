@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/google/go-github/v60/github"
@@ -30,6 +31,8 @@ func (e *APIError) Error() string {
 	switch e.Status {
 	case http.StatusUnauthorized:
 		return fmt.Sprintf("%s: GitHub rejected the token (401 %s)", e.Op, e.Message)
+	case http.StatusTooManyRequests:
+		return fmt.Sprintf("%s: GitHub's rate limit (429 %s)", e.Op, e.Message)
 	case http.StatusForbidden:
 		if e.Permission != "" {
 			return fmt.Sprintf("%s: GitHub refused (403 %s); the token lacks %s", e.Op, e.Message, e.Permission)
@@ -50,7 +53,7 @@ func translate(err error, op, repo, perm string) error {
 	var rl *github.RateLimitError
 	if errors.As(err, &rl) {
 		return &APIError{Status: http.StatusForbidden, Op: op, Message: rl.Message,
-			Hint: fmt.Sprintf("the GitHub rate limit resets at %s; retry then (or give a longer --timeout)", rl.Rate.Reset.Time.Format(time.RFC3339))}
+			Hint: fmt.Sprintf("the GitHub rate limit resets at %s; retry then", rl.Rate.Reset.Time.UTC().Format(time.RFC3339))}
 	}
 	var ab *github.AbuseRateLimitError
 	if errors.As(err, &ab) {
@@ -76,6 +79,13 @@ func translate(err error, op, repo, perm string) error {
 			ae.Hint = "check the token's access to " + repo
 		} else {
 			ae.Hint = fmt.Sprintf("give the token %s on %s (fine-grained token) or the repo scope (classic token)", perm, repo)
+		}
+	case http.StatusTooManyRequests: // GitHub's rate limits answer 403 or 429
+		ae.Hint = "GitHub's rate limit: wait a few minutes and retry"
+		if er.Response.Header.Get("X-RateLimit-Remaining") == "0" {
+			if reset, err := strconv.ParseInt(er.Response.Header.Get("X-RateLimit-Reset"), 10, 64); err == nil {
+				ae.Hint = fmt.Sprintf("the GitHub rate limit resets at %s; retry then", time.Unix(reset, 0).UTC().Format(time.RFC3339))
+			}
 		}
 	case http.StatusNotFound:
 		ae.Hint = fmt.Sprintf("check city.repo (%s) in spirepod.yaml, and that the token can read it (a private repository answers 404 to tokens without access)", repo)

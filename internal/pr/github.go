@@ -2,6 +2,7 @@ package pr
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-git/go-git/v5/plumbing"
 	"github.com/google/go-github/v60/github"
 
 	"github.com/spirepod/spirepod/internal/retry"
@@ -19,8 +21,14 @@ import (
 type GitHubOptions struct {
 	// HTTPClient is the client requests go through; its transport is wrapped.
 	HTTPClient *http.Client
-	// BaseURL is the REST API root: "" for api.github.com, or
-	// https://HOST/api/v3/ for GitHub Enterprise Server (and the fake in tests).
+	// Host is the GitHub host (city.host): github.com, <tenant>.ghe.com or
+	// a GitHub Enterprise Server host; the API endpoints follow from it
+	// (APIEndpoints). "" is github.com. BaseURL, when set, wins.
+	Host string
+	// BaseURL is the REST API root when it is not the host's usual one
+	// (a proxy, or the fake in tests): https://HOST/api/v3/ or
+	// https://api.HOST/. GraphQL is then at /api/graphql for a root ending
+	// in /api/v3/, else at <root>/graphql.
 	BaseURL string
 	// Token authenticates; it is only ever sent in the Authorization header.
 	Token string
@@ -32,6 +40,11 @@ type GitHubOptions struct {
 	Now   func() time.Time
 	// Retries of a 5xx or rate-limited request; 0 means 4.
 	Retries int
+	// MaxRateLimitWait is the longest spirepod waits for one rate limit
+	// to pass (GitHub's retry-after or x-ratelimit-reset) before it gives
+	// up with the rate-limit error; 0 means 2 minutes. The context's
+	// deadline bounds it too.
+	MaxRateLimitWait time.Duration
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
 }
@@ -71,37 +84,49 @@ func newClient(o GitHubOptions) (*client, error) {
 	if o.Retries == 0 {
 		o.Retries = 4
 	}
-	apiRoot := "https://api.github.com/"
-	if o.BaseURL != "" {
-		apiRoot = o.BaseURL
+	if o.MaxRateLimitWait == 0 {
+		o.MaxRateLimitWait = 2 * time.Minute
 	}
-	api, err := url.Parse(apiRoot)
-	if err != nil || api.Host == "" {
-		return nil, fmt.Errorf("GitHub API URL %q is not an absolute URL", apiRoot)
+	progress := o.Progress
+	if progress == nil {
+		progress = io.Discard
 	}
-	tr := &apiTransport{base: base, token: o.Token, api: api, sleep: o.Sleep, now: o.Now, retries: o.Retries,
-		minDelay: 500 * time.Millisecond, attemptTimeout: hc.Timeout}
+	tr := &apiTransport{base: base, token: o.Token, sleep: o.Sleep, now: o.Now, retries: o.Retries,
+		minDelay: 500 * time.Millisecond, attemptTimeout: hc.Timeout, maxWait: o.MaxRateLimitWait, progress: progress}
 	wrapped := *hc
 	wrapped.Transport = tr
 	// The client's timeout applies to each attempt inside the transport, so
 	// waiting out a rate limit is bounded by the caller's context instead.
 	wrapped.Timeout = 0
 	gh := github.NewClient(&wrapped)
+	var api, gql *url.URL
 	if o.BaseURL != "" {
 		u := o.BaseURL
 		if !strings.HasSuffix(u, "/") {
 			u += "/"
 		}
+		if p, err := url.Parse(u); err != nil || p.Host == "" || (p.Scheme != "https" && p.Scheme != "http") {
+			return nil, fmt.Errorf("GitHub API URL %q is not an absolute http(s) URL", o.BaseURL)
+		}
+		// go-github's rule: a root that neither ends in /api/v3/ nor is on
+		// an api.* host gets api/v3/ appended (GitHub Enterprise Server).
+		var err error
 		if gh, err = gh.WithEnterpriseURLs(u, u); err != nil {
 			return nil, fmt.Errorf("GitHub API URL %q: %w", o.BaseURL, err)
 		}
+		api = gh.BaseURL
+		gql, _ = url.Parse(graphqlURL(api))
+	} else {
+		var err error
+		if api, gql, err = APIEndpoints(o.Host); err != nil {
+			return nil, err
+		}
+		gh.BaseURL = api
 	}
-	progress := o.Progress
-	if progress == nil {
-		progress = io.Discard
-	}
+	// The token goes to the API's scheme and host only.
+	tr.api = api
 	return &client{gh: gh, tr: tr, owner: owner, name: name, headOwner: owner, headName: name,
-		baseBranch: o.Base, progress: progress, sleep: o.Sleep, graphqlURL: graphqlURL(api)}, nil
+		baseBranch: o.Base, progress: progress, sleep: o.Sleep, graphqlURL: gql.String()}, nil
 }
 
 func (c *client) tree(sha string) BaseTree { return &remoteTree{c: c, sha: sha} }
@@ -124,6 +149,12 @@ func (c *client) base(ctx context.Context) (string, string, error) {
 	return b.GetCommit().GetSHA(), b.GetCommit().GetCommit().GetTree().GetSHA(), nil
 }
 
+// read reads a file through the contents API. A file above the contents
+// API's 1 MB limit comes back with content "" and encoding "none" (GitHub's
+// description of "Get repository content":
+// https://docs.github.com/rest/repos/contents#get-repository-content); it is
+// then read by its SHA through the Git Data API, which serves blobs up to
+// 100 MB.
 func (c *client) read(ctx context.Context, ref, path string, head bool) ([]byte, bool, error) {
 	owner, name := c.owner, c.name
 	if head {
@@ -139,11 +170,45 @@ func (c *client) read(ctx context.Context, ref, path string, head bool) ([]byte,
 	if fc == nil {
 		return nil, false, fmt.Errorf("read %s in %s/%s: it is a directory", path, owner, name)
 	}
+	if fc.GetEncoding() == "none" || (fc.Content != nil && *fc.Content == "" && fc.GetSize() > 0) {
+		b, err := c.blob(ctx, owner, name, fc.GetSHA(), path)
+		return b, err == nil, err
+	}
 	s, err := fc.GetContent()
 	if err != nil {
-		return nil, false, fmt.Errorf("read %s: %w", path, err)
+		return nil, false, fmt.Errorf("read %s in %s/%s: %w", path, owner, name, err)
 	}
 	return []byte(s), true, nil
+}
+
+// blob reads a blob by SHA through the Git Data API ("Get a blob", base64,
+// up to 100 MB: https://docs.github.com/rest/git/blobs#get-a-blob) and
+// checks that its content hashes to the SHA. path names it in errors.
+func (c *client) blob(ctx context.Context, owner, name, sha, path string) ([]byte, error) {
+	op := fmt.Sprintf("read %s (blob %s) in %s/%s", path, shortRef(sha), owner, name)
+	if !plumbing.IsHash(sha) {
+		return nil, fmt.Errorf("%s: GitHub gave no blob SHA", op)
+	}
+	b, _, err := c.gh.Git.GetBlob(ctx, owner, name, sha)
+	if err != nil {
+		return nil, translate(err, op, owner+"/"+name, "contents:read")
+	}
+	var data []byte
+	switch b.GetEncoding() {
+	case "base64":
+		data, err = base64.StdEncoding.DecodeString(strings.NewReplacer("\n", "", "\r", "").Replace(b.GetContent()))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+	case "utf-8":
+		data = []byte(b.GetContent())
+	default:
+		return nil, fmt.Errorf("%s: unsupported blob encoding %q", op, b.GetEncoding())
+	}
+	if got := plumbing.ComputeHash(plumbing.BlobObject, data); got.String() != sha {
+		return nil, fmt.Errorf("%s: the content GitHub sent hashes to %s, not to the blob's SHA", op, shortRef(got.String()))
+	}
+	return data, nil
 }
 
 func (c *client) branch(ctx context.Context, name string) (string, bool, error) {
@@ -186,7 +251,6 @@ func (c *client) write(ctx context.Context, baseTree string, files []File, paren
 		}
 		return "", translate(err, "create tree in "+c.headRepo(), c.headRepo(), "contents:write")
 	}
-	fmt.Fprintf(c.progress, "created tree %s\n", tree.GetSHA())
 	commit := &github.Commit{Message: github.String(msg), Tree: &github.Tree{SHA: tree.SHA}}
 	for _, p := range parents {
 		commit.Parents = append(commit.Parents, &github.Commit{SHA: github.String(p)})

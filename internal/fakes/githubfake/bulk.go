@@ -1,108 +1,68 @@
 package githubfake
 
 import (
-	"encoding/json"
 	"net/http"
-	"regexp"
-	"sort"
-	"strings"
-	"unicode/utf8"
 
 	"github.com/go-git/go-git/v5/plumbing"
-	"github.com/google/go-github/v60/github"
-
-	"github.com/spirepod/spirepod/internal/pr/gittree"
+	"github.com/go-git/go-git/v5/plumbing/object"
 )
 
-// getTree serves GET /repos/{o}/{r}/git/trees/{sha}[?recursive=1]: with
-// recursive, every blob of the tree (GitHub also lists the subtrees; only
-// blobs are listed here, which is what a client reading files needs).
+// getTree serves "Get a tree" (https://docs.github.com/rest/git/trees#get-a-tree):
+// the entries of a tree (by tree SHA, commit SHA or branch), every subtree's
+// too with recursive. Its description: "The limit for the tree array is
+// 100,000 entries with a maximum size of 7 MB when using the recursive
+// parameter"; beyond that (Limits.TreeMaxEntries, TreeMaxBytes) the answer
+// is cut and truncated is true.
 func (s *Server) getTree(w http.ResponseWriter, req *http.Request, r *Repo, ref string) {
-	c, err := r.resolve(ref)
-	if err != nil {
+	var h plumbing.Hash
+	if c, err := r.resolve(ref); err == nil {
+		h = c.TreeHash
+	} else if _, terr := object.GetTree(r.store, plumbing.NewHash(ref)); terr == nil && plumbing.IsHash(ref) {
+		h = plumbing.NewHash(ref)
+	} else {
 		writeErr(w, 404, "Not Found")
 		return
 	}
-	files, err := gittree.Files(r.store, c.TreeHash)
-	if err != nil {
-		writeErr(w, 500, err.Error())
-		return
-	}
-	if req.URL.Query().Get("recursive") == "" {
-		writeErr(w, 422, "the fake serves recursive trees only")
-		return
-	}
-	paths := make([]string, 0, len(files))
-	for p := range files {
-		paths = append(paths, p)
-	}
-	sort.Strings(paths)
-	t := &github.Tree{SHA: github.String(c.TreeHash.String()), Truncated: github.Bool(false)}
-	for _, p := range paths {
-		t.Entries = append(t.Entries, &github.TreeEntry{Path: github.String(p), Mode: github.String("100644"),
-			Type: github.String("blob"), SHA: github.String(files[p].String())})
-	}
-	writeJSON(w, 200, t)
+	s.writeTree(w, 200, r, h, req.URL.Query().Get("recursive") != "")
 }
 
-// An alias of an object(expression: $var) field in a GraphQL query.
-var graphqlObject = regexp.MustCompile(`(\w+)\s*:\s*object\s*\(\s*expression\s*:\s*\$(\w+)\s*\)`)
-
-// graphql serves the one GraphQL query shape spirepod sends: blobs of a
-// repository by "<rev>:<path>" expressions, many per request,
-//
-//	query($owner: String!, $name: String!, $e0: String!, …) {
-//	  repository(owner: $owner, name: $name) {
-//	    f0: object(expression: $e0) { ... on Blob { text isBinary } } …
-//	  }
-//	}
-//
-// answered from the real git objects. Anything else is a GraphQL error.
-func (s *Server) graphql(w http.ResponseWriter, req *http.Request) {
-	var body struct {
-		Query     string            `json:"query"`
-		Variables map[string]string `json:"variables"`
-	}
-	if err := json.NewDecoder(req.Body).Decode(&body); err != nil {
-		writeErr(w, 400, "Problems parsing JSON")
-		return
-	}
-	gqlErr := func(msg string) {
-		writeJSON(w, 200, map[string]any{"errors": []map[string]string{{"message": msg}}})
-	}
-	if !strings.Contains(body.Query, "repository(owner: $owner, name: $name)") || !strings.Contains(body.Query, "... on Blob") {
-		gqlErr("the fake answers only blob queries by expression")
-		return
-	}
-	r := s.repos[body.Variables["owner"]+"/"+body.Variables["name"]]
-	if r == nil {
-		gqlErr("Could not resolve to a Repository with the name '" + body.Variables["owner"] + "/" + body.Variables["name"] + "'.")
-		return
-	}
-	out := map[string]any{}
-	for _, m := range graphqlObject.FindAllStringSubmatch(body.Query, -1) {
-		alias, expr := m[1], body.Variables[m[2]]
-		rev, p, ok := strings.Cut(expr, ":")
-		if !ok {
-			out[alias] = nil
-			continue
-		}
-		c, err := r.resolve(rev)
+// writeTree answers schema git-tree for tree h.
+func (s *Server) writeTree(w http.ResponseWriter, status int, r *Repo, h plumbing.Hash, recursive bool) {
+	entries := []obj{}
+	truncated := false
+	size := 0
+	var walk func(prefix string, h plumbing.Hash) bool
+	walk = func(prefix string, h plumbing.Hash) bool {
+		t, err := object.GetTree(r.store, h)
 		if err != nil {
-			out[alias] = nil
-			continue
+			return false
 		}
-		b, found, err := gittree.ReadFile(r.store, c.TreeHash, p)
-		if err != nil || !found {
-			out[alias] = nil
-			continue
+		for _, e := range t.Entries {
+			p := prefix + e.Name
+			var o obj
+			if e.Mode.IsFile() {
+				n := int64(0)
+				if b, err := r.store.EncodedObject(plumbing.BlobObject, e.Hash); err == nil {
+					n = b.Size()
+				}
+				o = obj{"path": p, "mode": e.Mode.String()[1:], "type": "blob", "sha": e.Hash.String(), "size": n,
+					"url": s.apiURL(r, "git/blobs/"+e.Hash.String())}
+			} else {
+				o = obj{"path": p, "mode": "040000", "type": "tree", "sha": e.Hash.String(),
+					"url": s.apiURL(r, "git/trees/"+e.Hash.String())}
+			}
+			size += len(p) + len(s.apiURL(r, "")) + 130 // the entry's JSON, near enough
+			if recursive && (len(entries) >= s.limits.TreeMaxEntries || size > s.limits.TreeMaxBytes) {
+				truncated = true
+				return true
+			}
+			entries = append(entries, o)
+			if recursive && !e.Mode.IsFile() && walk(p+"/", e.Hash) {
+				return true
+			}
 		}
-		bin := !utf8.Valid(b)
-		blob := map[string]any{"isBinary": bin, "byteSize": len(b), "oid": plumbing.ComputeHash(plumbing.BlobObject, b).String()}
-		if !bin {
-			blob["text"] = string(b)
-		}
-		out[alias] = blob
+		return false
 	}
-	writeJSON(w, 200, map[string]any{"data": map[string]any{"repository": out}})
+	walk("", h)
+	writeJSON(w, status, obj{"sha": h.String(), "url": s.apiURL(r, "git/trees/"+h.String()), "tree": entries, "truncated": truncated})
 }

@@ -3,8 +3,13 @@
 // forks, like GitHub's fork networks), refs, repositories with the caller's
 // permissions, forks and pull requests. Merging a pull request makes a real
 // merge commit on the base branch, so a test reads the tree the PR merged.
-// Responses use go-github's types for their JSON shapes. Faults can be
-// injected, and every API request is counted.
+// Responses carry every field GitHub's OpenAPI description marks required
+// (shapes.go), and the fake keeps GitHub's documented limits and habits
+// (http.go, limits.go): contents API size limits, GraphQL Blob.text
+// truncation, rate-limit headers, ETags, Location on 201s, documentation_url
+// on errors, redirects for renamed repositories. Faults can be injected, and
+// every API request is counted and recorded (Exchanges, Observe) so
+// conformance tests can judge it against GitHub's own descriptions.
 //
 // Only the endpoints spirepod uses are served; anything else answers 404.
 package githubfake
@@ -12,9 +17,9 @@ package githubfake
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"sort"
 	"strings"
 	"sync"
@@ -45,10 +50,21 @@ type Server struct {
 	// "Git Repository is empty." before the fork is ready (GitHub forks asynchronously).
 	ForkPolls int
 	now       func() time.Time
+
+	limits    Limits
+	nextID    int64
+	renamed   map[string]*Repo // old owner/name -> the repository now
+	rate      map[string]int   // rate-limit resource -> requests used
+	exchanges []Exchange
+	// mutate, when set, edits each response before it is sent (tests of
+	// the conformance checks make a fake answer wrong on purpose).
+	mutate func(*Exchange)
 }
 
 // Repo is one repository.
 type Repo struct {
+	// ID is the repository's numeric id (GET /repositories/{id} after a rename).
+	ID            int64
 	Owner, Name   string
 	DefaultBranch string
 	// Push is whether the authenticated user may push.
@@ -77,8 +93,8 @@ type Pull struct {
 	MergeCommit   plumbing.Hash
 	mergedHeadSHA plumbing.Hash
 	base          *Repo
-	// closedAt and mergedAt back closed_at and merged_at.
-	closedAt, mergedAt time.Time
+	// createdAt, closedAt and mergedAt back created_at, closed_at and merged_at.
+	createdAt, closedAt, mergedAt time.Time
 }
 
 // Fault is an injected failure, matched against each request in order.
@@ -91,9 +107,15 @@ type Fault struct {
 	Message string
 	// Errors are GitHub validation errors ("A pull request already exists for ...").
 	Errors []string
-	// RateLimitReset, when set, answers 403 with X-RateLimit-Remaining: 0 and
+	// RateLimitReset, when set, answers a primary rate limit: Status (403
+	// by default; GitHub also uses 429) with X-RateLimit-Remaining: 0 and
 	// X-RateLimit-Reset this far in the future.
 	RateLimitReset time.Duration
+	// Secondary answers GitHub's secondary rate limit: Status (403 by
+	// default, or 429) with its message and documentation_url, and a
+	// Retry-After of RetryAfter when that is set (GitHub sends none at times).
+	Secondary  bool
+	RetryAfter time.Duration
 	// Times is how many requests this fault answers; 0 means once.
 	Times int
 	// Before runs before the request is answered (e.g. to move a branch).
@@ -105,7 +127,8 @@ type Fault struct {
 // New starts a fake on 127.0.0.1. token, when not empty, is the only token
 // accepted; user is the authenticated login.
 func New(user, token string) *Server {
-	s := &Server{repos: map[string]*Repo{}, user: user, token: token, ForkPolls: 1, now: time.Now}
+	s := &Server{repos: map[string]*Repo{}, user: user, token: token, ForkPolls: 1, now: time.Now,
+		limits: DefaultLimits(), renamed: map[string]*Repo{}, rate: map[string]int{}}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL + "/api/v3/"
 	return s
@@ -153,7 +176,8 @@ func (s *Server) AddRepo(fullName string, push bool, branch string, files map[st
 	if !ok {
 		return nil, fmt.Errorf("repo %q is not owner/name", fullName)
 	}
-	r := &Repo{Owner: owner, Name: name, DefaultBranch: branch, Push: push, store: memory.NewStorage(),
+	s.nextID++
+	r := &Repo{ID: 1000 + s.nextID, Owner: owner, Name: name, DefaultBranch: branch, Push: push, store: memory.NewStorage(),
 		refs: map[string]plumbing.Hash{}, checks: map[string][]*github.CheckRun{}}
 	s.repos[fullName] = r
 	if _, err := s.commitLocked(r, branch, files, "initial commit"); err != nil {
@@ -242,6 +266,22 @@ func (s *Server) Files(fullName, ref string) (map[string]string, error) {
 		out[p] = string(b)
 	}
 	return out, nil
+}
+
+// File returns one file at ref (a branch name or a SHA) and whether it exists.
+func (s *Server) File(fullName, ref, path string) (string, bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r := s.repos[fullName]
+	if r == nil {
+		return "", false, fmt.Errorf("no repo %s", fullName)
+	}
+	c, err := r.resolve(ref)
+	if err != nil {
+		return "", false, err
+	}
+	b, ok, err := gittree.ReadFile(r.store, c.TreeHash, path)
+	return string(b), ok, err
 }
 
 // Ref returns the SHA a branch points at, or "".
@@ -429,100 +469,6 @@ func (r *Repo) resolve(ref string) (*object.Commit, error) {
 	return object.GetCommit(r.store, h)
 }
 
-// ---- HTTP ----
-
-type apiError struct {
-	Message string            `json:"message"`
-	Errors  []json.RawMessage `json:"errors,omitempty"`
-	DocURL  string            `json:"documentation_url,omitempty"`
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-func writeErr(w http.ResponseWriter, status int, msg string, errs ...string) {
-	e := apiError{Message: msg}
-	for _, m := range errs {
-		b, _ := json.Marshal(map[string]string{"resource": "PullRequest", "code": "custom", "message": m})
-		e.Errors = append(e.Errors, b)
-	}
-	writeJSON(w, status, e)
-}
-
-func (s *Server) serve(w http.ResponseWriter, req *http.Request) {
-	path := strings.TrimPrefix(req.URL.EscapedPath(), "/api/v3")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.requests = append(s.requests, req.Method+" "+path)
-	for _, f := range s.faults {
-		times := f.Times
-		if times == 0 {
-			times = 1
-		}
-		if f.hits >= times || (f.Method != "" && f.Method != req.Method) || !strings.Contains(path, f.Path) {
-			continue
-		}
-		f.hits++
-		if f.Before != nil {
-			f.Before(s)
-		}
-		if f.RateLimitReset > 0 {
-			w.Header().Set("X-RateLimit-Limit", "5000")
-			w.Header().Set("X-RateLimit-Remaining", "0")
-			w.Header().Set("X-RateLimit-Reset", fmt.Sprint(s.now().Add(f.RateLimitReset).Unix()))
-			writeErr(w, http.StatusForbidden, "API rate limit exceeded for user.")
-			return
-		}
-		if f.Status != 0 {
-			msg := f.Message
-			if msg == "" {
-				msg = http.StatusText(f.Status)
-			}
-			writeErr(w, f.Status, msg, f.Errors...)
-			return
-		}
-		break
-	}
-	if s.token != "" {
-		auth := req.Header.Get("Authorization")
-		if auth != "Bearer "+s.token && auth != "token "+s.token {
-			writeErr(w, http.StatusUnauthorized, "Bad credentials")
-			return
-		}
-	}
-	w.Header().Set("X-RateLimit-Limit", "5000")
-	w.Header().Set("X-RateLimit-Remaining", "4999")
-	w.Header().Set("X-RateLimit-Reset", fmt.Sprint(s.now().Add(time.Hour).Unix()))
-	seg := strings.Split(strings.Trim(path, "/"), "/")
-	for i := range seg {
-		if u, err := url.PathUnescape(seg[i]); err == nil {
-			seg[i] = u
-		}
-	}
-	if len(seg) >= 1 && seg[len(seg)-1] == "graphql" && req.Method == http.MethodPost {
-		s.graphql(w, req)
-		return
-	}
-	if len(seg) == 1 && seg[0] == "user" && req.Method == http.MethodGet {
-		writeJSON(w, 200, &github.User{Login: github.String(s.user), Type: github.String("User")})
-		return
-	}
-	if len(seg) < 3 || seg[0] != "repos" {
-		writeErr(w, 404, "Not Found")
-		return
-	}
-	r := s.repos[seg[1]+"/"+seg[2]]
-	if r == nil {
-		writeErr(w, 404, "Not Found")
-		return
-	}
-	rest := seg[3:]
-	s.route(w, req, r, rest)
-}
-
 func (s *Server) route(w http.ResponseWriter, req *http.Request, r *Repo, rest []string) {
 	m := req.Method
 	at := func(n int, name string) bool { return len(rest) > n && rest[n] == name }
@@ -536,6 +482,7 @@ func (s *Server) route(w http.ResponseWriter, req *http.Request, r *Repo, rest [
 		writeErr(w, http.StatusConflict, "Git Repository is empty.")
 		return
 	}
+	setDoc(w, endpointDoc(m, rest))
 	switch {
 	case len(rest) == 0 && m == http.MethodGet:
 		writeJSON(w, 200, s.repoJSON(r))
@@ -553,6 +500,8 @@ func (s *Server) route(w http.ResponseWriter, req *http.Request, r *Repo, rest [
 		s.updateRef(w, req, r, "refs/"+strings.Join(rest[2:], "/"))
 	case at(0, "git") && at(1, "blobs") && len(rest) == 2 && m == http.MethodPost:
 		s.createBlob(w, req, r)
+	case at(0, "git") && at(1, "blobs") && len(rest) == 3 && m == http.MethodGet:
+		s.getBlob(w, r, rest[2])
 	case at(0, "git") && at(1, "trees") && len(rest) == 2 && m == http.MethodPost:
 		s.createTree(w, req, r)
 	case at(0, "git") && at(1, "trees") && len(rest) == 3 && m == http.MethodGet:
@@ -568,33 +517,14 @@ func (s *Server) route(w http.ResponseWriter, req *http.Request, r *Repo, rest [
 	case at(0, "pulls") && len(rest) == 2 && (m == http.MethodGet || m == http.MethodPatch):
 		s.pull(w, req, r, rest[1])
 	case at(0, "commits") && len(rest) == 3 && rest[2] == "check-runs" && m == http.MethodGet:
-		runs := r.checks[rest[1]]
+		sha := rest[1]
 		if c, err := r.resolve(rest[1]); err == nil {
-			runs = r.checks[c.Hash.String()]
+			sha = c.Hash.String()
 		}
-		writeJSON(w, 200, &github.ListCheckRunsResults{Total: github.Int(len(runs)), CheckRuns: runs})
+		writeJSON(w, 200, s.checkRunsJSON(r, sha, r.checks[sha]))
 	default:
 		writeErr(w, 404, "Not Found")
 	}
-}
-
-func (s *Server) htmlURL(r *Repo) string {
-	return strings.TrimSuffix(s.srv.URL, "/") + "/" + r.FullName()
-}
-
-func (s *Server) repoJSON(r *Repo) *github.Repository {
-	out := &github.Repository{
-		Name: github.String(r.Name), FullName: github.String(r.FullName()),
-		Owner:         &github.User{Login: github.String(r.Owner)},
-		DefaultBranch: github.String(r.DefaultBranch),
-		HTMLURL:       github.String(s.htmlURL(r)),
-		Fork:          github.Bool(r.parent != nil),
-		Permissions:   map[string]bool{"pull": true, "push": r.Push, "admin": false},
-	}
-	if r.parent != nil {
-		out.Parent = s.repoJSON(r.parent)
-	}
-	return out
 }
 
 func (s *Server) fork(w http.ResponseWriter, r *Repo) {
@@ -622,19 +552,14 @@ func (s *Server) getBranch(w http.ResponseWriter, r *Repo, branch string) {
 		writeErr(w, 500, err.Error())
 		return
 	}
-	writeJSON(w, 200, &github.Branch{Name: github.String(branch), Commit: &github.RepositoryCommit{
-		SHA: github.String(h.String()), Commit: s.commitJSON(c)}})
+	writeJSON(w, 200, s.branchJSON(r, branch, c))
 }
 
-func (s *Server) commitJSON(c *object.Commit) *github.Commit {
-	out := &github.Commit{SHA: github.String(c.Hash.String()), Message: github.String(c.Message),
-		Tree: &github.Tree{SHA: github.String(c.TreeHash.String())}}
-	for _, p := range c.ParentHashes {
-		out.Parents = append(out.Parents, &github.Commit{SHA: github.String(p.String())})
-	}
-	return out
-}
-
+// getContents serves "Get repository content" with its documented size
+// limits (Limits.ContentsMax, Limits.BlobMax): a file above 1 MB comes back
+// with content "" and encoding "none" (the default and object media types),
+// or raw with the raw media type; above 100 MB the endpoint refuses.
+// https://docs.github.com/rest/repos/contents#get-repository-content
 func (s *Server) getContents(w http.ResponseWriter, req *http.Request, r *Repo, p string) {
 	ref := req.URL.Query().Get("ref")
 	if ref == "" {
@@ -645,55 +570,161 @@ func (s *Server) getContents(w http.ResponseWriter, req *http.Request, r *Repo, 
 		writeErr(w, 404, "No commit found for the ref "+ref)
 		return
 	}
-	files, err := gittree.Files(r.store, c.TreeHash)
+	root, err := object.GetTree(r.store, c.TreeHash)
 	if err != nil {
 		writeErr(w, 500, err.Error())
 		return
 	}
-	if h, ok := files[p]; ok {
-		b, _, err := gittree.ReadFile(r.store, c.TreeHash, p)
+	dir := root
+	if p != "" {
+		e, err := root.FindEntry(p)
 		if err != nil {
+			writeErr(w, 404, "Not Found")
+			return
+		}
+		if e.Mode.IsFile() {
+			s.contentFile(w, req, r, ref, p, e.Hash)
+			return
+		}
+		if dir, err = object.GetTree(r.store, e.Hash); err != nil {
 			writeErr(w, 500, err.Error())
 			return
 		}
-		name := p[strings.LastIndex(p, "/")+1:]
-		writeJSON(w, 200, &github.RepositoryContent{Type: github.String("file"), Encoding: github.String("base64"),
-			Size: github.Int(len(b)), Name: github.String(name), Path: github.String(p), SHA: github.String(h.String()),
-			Content: github.String(encodeBase64(b))})
+	}
+	out := []obj{}
+	for _, e := range dir.Entries {
+		ep := e.Name
+		if p != "" {
+			ep = p + "/" + e.Name
+		}
+		if e.Mode.IsFile() {
+			size, _ := r.store.EncodedObject(plumbing.BlobObject, e.Hash)
+			n := 0
+			if size != nil {
+				n = int(size.Size())
+			}
+			out = append(out, s.contentJSON(r, ref, "file", ep, e.Hash.String(), n))
+		} else {
+			out = append(out, s.contentJSON(r, ref, "dir", ep, e.Hash.String(), 0))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i]["name"].(string) < out[j]["name"].(string) })
+	writeJSON(w, 200, out)
+}
+
+// rawMedia reports whether Accept asks for the raw media type
+// ("Media types", https://docs.github.com/rest/using-the-rest-api/getting-started-with-the-rest-api#media-types).
+func rawMedia(accept string) bool {
+	for _, a := range strings.Split(accept, ",") {
+		a, _, _ = strings.Cut(strings.TrimSpace(a), ";")
+		switch a {
+		case "application/vnd.github.raw", "application/vnd.github.raw+json", "application/vnd.github.v3.raw":
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) contentFile(w http.ResponseWriter, req *http.Request, r *Repo, ref, p string, h plumbing.Hash) {
+	b, err := readBlob(r, h)
+	if err != nil {
+		writeErr(w, 500, err.Error())
 		return
 	}
-	var dir []*github.RepositoryContent
-	seen := map[string]bool{}
-	prefix := p + "/"
-	if p == "" { // contents/ lists the root directory
-		prefix = ""
+	if len(b) > s.limits.BlobMax {
+		writeErrResource(w, 403, "This API returns blobs up to 100 MB in size. The requested blob is too large to fetch via the API.", "Blob", "too_large")
+		return
 	}
-	for fp, h := range files {
-		if !strings.HasPrefix(fp, prefix) {
-			continue
-		}
-		rest := strings.TrimPrefix(fp, prefix)
-		name, _, nested := strings.Cut(rest, "/")
-		if seen[name] {
-			continue
-		}
-		seen[name] = true
-		e := &github.RepositoryContent{Name: github.String(name), Path: github.String(prefix + name), Type: github.String("file"), SHA: github.String(h.String())}
-		if nested {
-			e.Type, e.SHA = github.String("dir"), nil
-		}
-		dir = append(dir, e)
+	if rawMedia(req.Header.Get("Accept")) {
+		w.Header().Set("Content-Type", "application/vnd.github.raw")
+		w.WriteHeader(200)
+		_, _ = w.Write(b)
+		return
 	}
-	if len(dir) == 0 {
+	f := s.contentJSON(r, ref, "file", p, h.String(), len(b))
+	f["content"], f["encoding"] = encodeBase64(b), "base64"
+	if len(b) > s.limits.ContentsMax {
+		f["content"], f["encoding"] = "", "none"
+	}
+	writeJSON(w, 200, f)
+}
+
+func readBlob(r *Repo, h plumbing.Hash) ([]byte, error) {
+	blob, err := object.GetBlob(r.store, h)
+	if err != nil {
+		return nil, err
+	}
+	rd, err := blob.Reader()
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	return io.ReadAll(rd)
+}
+
+// getBlob serves "Get a blob" (base64, the default media type), up to
+// Limits.BlobMax. https://docs.github.com/rest/git/blobs#get-a-blob
+func (s *Server) getBlob(w http.ResponseWriter, r *Repo, sha string) {
+	if !plumbing.IsHash(sha) {
+		writeErr(w, 422, "Validation Failed")
+		return
+	}
+	b, err := readBlob(r, plumbing.NewHash(sha))
+	if err != nil {
 		writeErr(w, 404, "Not Found")
 		return
 	}
-	sort.Slice(dir, func(i, j int) bool { return dir[i].GetName() < dir[j].GetName() })
-	writeJSON(w, 200, dir)
+	if len(b) > s.limits.BlobMax {
+		writeErrResource(w, 403, "This API returns blobs up to 100 MB in size.", "Blob", "too_large")
+		return
+	}
+	writeJSON(w, 200, s.blobJSON(r, sha, b))
 }
 
-func (s *Server) refJSON(r *Repo, name string, h plumbing.Hash) *github.Reference {
-	return &github.Reference{Ref: github.String(name), Object: &github.GitObject{Type: github.String("commit"), SHA: github.String(h.String())}}
+// endpointDoc is the documentation page of the endpoint a request is for,
+// the documentation_url of its errors (each operation's externalDocs in
+// GitHub's OpenAPI description).
+func endpointDoc(m string, rest []string) string {
+	at := func(n int, name string) bool { return len(rest) > n && rest[n] == name }
+	switch {
+	case len(rest) == 0:
+		return "https://docs.github.com/rest/repos/repos#get-a-repository"
+	case at(0, "forks"):
+		return "https://docs.github.com/rest/repos/forks#create-a-fork"
+	case at(0, "branches"):
+		return "https://docs.github.com/rest/branches/branches#get-a-branch"
+	case at(0, "contents"):
+		return "https://docs.github.com/rest/repos/contents#get-repository-content"
+	case at(0, "git") && at(1, "ref"):
+		return "https://docs.github.com/rest/git/refs#get-a-reference"
+	case at(0, "git") && at(1, "refs") && m == http.MethodPost:
+		return "https://docs.github.com/rest/git/refs#create-a-reference"
+	case at(0, "git") && at(1, "refs"):
+		return "https://docs.github.com/rest/git/refs#update-a-reference"
+	case at(0, "git") && at(1, "blobs") && m == http.MethodPost:
+		return "https://docs.github.com/rest/git/blobs#create-a-blob"
+	case at(0, "git") && at(1, "blobs"):
+		return "https://docs.github.com/rest/git/blobs#get-a-blob"
+	case at(0, "git") && at(1, "trees") && m == http.MethodPost:
+		return "https://docs.github.com/rest/git/trees#create-a-tree"
+	case at(0, "git") && at(1, "trees"):
+		return "https://docs.github.com/rest/git/trees#get-a-tree"
+	case at(0, "git") && at(1, "commits") && m == http.MethodPost:
+		return "https://docs.github.com/rest/git/commits#create-a-commit"
+	case at(0, "git") && at(1, "commits"):
+		return "https://docs.github.com/rest/git/commits#get-a-commit-object"
+	case at(0, "pulls") && len(rest) == 1 && m == http.MethodPost:
+		return "https://docs.github.com/rest/pulls/pulls#create-a-pull-request"
+	case at(0, "pulls") && len(rest) == 1:
+		return "https://docs.github.com/rest/pulls/pulls#list-pull-requests"
+	case at(0, "pulls") && m == http.MethodPatch:
+		return "https://docs.github.com/rest/pulls/pulls#update-a-pull-request"
+	case at(0, "pulls"):
+		return "https://docs.github.com/rest/pulls/pulls#get-a-pull-request"
+	case at(0, "commits"):
+		return "https://docs.github.com/rest/checks/runs#list-check-runs-for-a-git-reference"
+	}
+	return docRoot
 }
 
 func (s *Server) getRef(w http.ResponseWriter, r *Repo, name string) {
@@ -740,6 +771,7 @@ func (s *Server) createRef(w http.ResponseWriter, req *http.Request, r *Repo) {
 	}
 	h := plumbing.NewHash(in.SHA)
 	r.refs[in.Ref] = h
+	w.Header().Set("Location", s.apiURL(r, "git/"+in.Ref))
 	writeJSON(w, 201, s.refJSON(r, in.Ref, h))
 }
 
@@ -791,7 +823,9 @@ func (s *Server) createBlob(w http.ResponseWriter, req *http.Request, r *Repo) {
 		writeErr(w, 500, err.Error())
 		return
 	}
-	writeJSON(w, 201, &github.Blob{SHA: github.String(h.String())})
+	// schema short-blob
+	w.Header().Set("Location", s.apiURL(r, "git/blobs/"+h.String()))
+	writeJSON(w, 201, obj{"sha": h.String(), "url": s.apiURL(r, "git/blobs/"+h.String())})
 }
 
 func (s *Server) createTree(w http.ResponseWriter, req *http.Request, r *Repo) {
@@ -842,7 +876,8 @@ func (s *Server) createTree(w http.ResponseWriter, req *http.Request, r *Repo) {
 		writeErr(w, 422, err.Error())
 		return
 	}
-	writeJSON(w, 201, &github.Tree{SHA: github.String(h.String())})
+	w.Header().Set("Location", s.apiURL(r, "git/trees/"+h.String()))
+	s.writeTree(w, 201, r, h, false)
 }
 
 func (s *Server) getCommit(w http.ResponseWriter, r *Repo, sha string) {
@@ -851,7 +886,7 @@ func (s *Server) getCommit(w http.ResponseWriter, r *Repo, sha string) {
 		return
 	}
 	c, _ := object.GetCommit(r.store, plumbing.NewHash(sha))
-	writeJSON(w, 200, s.commitJSON(c))
+	writeJSON(w, 200, s.commitJSON(r, c))
 }
 
 func (s *Server) createCommit(w http.ResponseWriter, req *http.Request, r *Repo) {
@@ -883,31 +918,8 @@ func (s *Server) createCommit(w http.ResponseWriter, req *http.Request, r *Repo)
 		return
 	}
 	c, _ := object.GetCommit(r.store, h)
-	writeJSON(w, 201, s.commitJSON(c))
-}
-
-func (s *Server) pullJSON(p *Pull) *github.PullRequest {
-	headSHA := p.HeadRepo.refs["refs/heads/"+p.HeadRef]
-	if p.Merged {
-		headSHA = p.mergedHeadSHA
-	}
-	out := &github.PullRequest{
-		Number: github.Int(p.Number), State: github.String(p.State), Title: github.String(p.Title), Body: github.String(p.Body),
-		HTMLURL: github.String(fmt.Sprintf("%s/pull/%d", s.htmlURL(p.base), p.Number)),
-		Merged:  github.Bool(p.Merged),
-		Head: &github.PullRequestBranch{Ref: github.String(p.HeadRef), SHA: github.String(headSHA.String()),
-			Label: github.String(p.HeadRepo.Owner + ":" + p.HeadRef), Repo: s.repoJSON(p.HeadRepo)},
-		Base: &github.PullRequestBranch{Ref: github.String(p.BaseRef), SHA: github.String(p.base.refs["refs/heads/"+p.BaseRef].String()),
-			Repo: s.repoJSON(p.base)},
-	}
-	if p.Merged {
-		out.MergeCommitSHA = github.String(p.MergeCommit.String())
-		out.MergedAt = &github.Timestamp{Time: p.mergedAt}
-	}
-	if !p.closedAt.IsZero() {
-		out.ClosedAt = &github.Timestamp{Time: p.closedAt}
-	}
-	return out
+	w.Header().Set("Location", s.apiURL(r, "git/commits/"+h.String()))
+	writeJSON(w, 201, s.commitJSON(r, c))
 }
 
 func (s *Server) headRepo(r *Repo, head string) (*Repo, string) {
@@ -927,7 +939,7 @@ func (s *Server) listPulls(w http.ResponseWriter, req *http.Request, r *Repo) {
 	if state == "" {
 		state = "open"
 	}
-	out := []*github.PullRequest{}
+	out := []obj{}
 	for i := len(r.pulls) - 1; i >= 0; i-- { // newest first
 		p := r.pulls[i]
 		if state != "all" && p.State != state {
@@ -945,9 +957,7 @@ func (s *Server) listPulls(w http.ResponseWriter, req *http.Request, r *Repo) {
 		}
 		// A listed pull request is GitHub's "pull-request-simple": it has
 		// merged_at but no merged field.
-		j := s.pullJSON(p)
-		j.Merged = nil
-		out = append(out, j)
+		out = append(out, s.pullJSON(p, true))
 	}
 	writeJSON(w, 200, out)
 }
@@ -990,9 +1000,10 @@ func (s *Server) createPull(w http.ResponseWriter, req *http.Request, r *Repo) {
 		return
 	}
 	p := &Pull{Number: len(r.pulls) + 1, Title: in.GetTitle(), Body: in.GetBody(), HeadRepo: hr, HeadRef: ref,
-		BaseRef: in.GetBase(), State: "open", base: r}
+		BaseRef: in.GetBase(), State: "open", base: r, createdAt: s.now()}
 	r.pulls = append(r.pulls, p)
-	writeJSON(w, 201, s.pullJSON(p))
+	w.Header().Set("Location", s.apiURL(r, fmt.Sprintf("pulls/%d", p.Number)))
+	writeJSON(w, 201, s.pullJSON(p, false))
 }
 
 func (s *Server) pull(w http.ResponseWriter, req *http.Request, r *Repo, num string) {
@@ -1025,7 +1036,7 @@ func (s *Server) pull(w http.ResponseWriter, req *http.Request, r *Repo, num str
 			}
 		}
 	}
-	writeJSON(w, 200, s.pullJSON(p))
+	writeJSON(w, 200, s.pullJSON(p, false))
 }
 
 // OpenPullLocked opens a pull request from a branch of the same repository;
@@ -1033,7 +1044,7 @@ func (s *Server) pull(w http.ResponseWriter, req *http.Request, r *Repo, num str
 func (s *Server) OpenPullLocked(fullName, head, base, title, body string) {
 	r := s.repos[fullName]
 	r.pulls = append(r.pulls, &Pull{Number: len(r.pulls) + 1, Title: title, Body: body, HeadRepo: r, HeadRef: head,
-		BaseRef: base, State: "open", base: r})
+		BaseRef: base, State: "open", base: r, createdAt: s.now()})
 }
 
 // CommitLocked is Commit for Fault.Before hooks.
