@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 
@@ -54,6 +55,16 @@ func (m *memo) Files(ctx context.Context) ([]string, error) {
 	return append([]string(nil), m.files...), nil
 }
 
+// Links are the base's symbolic links and submodules (city.LinkLister).
+func (m *memo) Links(ctx context.Context) ([]string, error) {
+	if l, ok := m.base.(interface {
+		Links(context.Context) ([]string, error)
+	}); ok {
+		return l.Links(ctx)
+	}
+	return nil, nil
+}
+
 func (m *memo) Read(ctx context.Context, paths []string) (map[string][]byte, error) {
 	var missing []string
 	for _, p := range paths {
@@ -100,7 +111,25 @@ const (
 type remoteTree struct {
 	c   *client
 	sha string
+	// links are the symbolic links (mode 120000) and submodules (type
+	// commit) Files found: not files, and not to be read as files.
+	links  []string
+	listed bool
 }
+
+// Links lists the base's symbolic links and submodules.
+func (t *remoteTree) Links(ctx context.Context) ([]string, error) {
+	if !t.listed {
+		if _, err := t.Files(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return t.links, nil
+}
+
+// isLink: a tree entry a checkout follows elsewhere: a symbolic link (mode
+// 120000, which GitHub lists as a blob) or a submodule (type commit).
+func isLink(typ, mode string) bool { return typ == "commit" || mode == "120000" }
 
 // Files lists every file. A recursive tree listing is cut by GitHub above
 // 100,000 entries or 7 MB (truncated: true; "Get a tree",
@@ -112,9 +141,13 @@ func (t *remoteTree) Files(ctx context.Context) ([]string, error) {
 		return nil, translate(err, "list the files of "+t.c.repo()+" at "+shortRef(t.sha), t.c.repo(), "contents:read")
 	}
 	var out []string
+	t.links, t.listed = nil, true
 	if !tree.GetTruncated() {
 		for _, e := range tree.Entries {
-			if e.GetType() == "blob" {
+			switch {
+			case isLink(e.GetType(), e.GetMode()):
+				t.links = append(t.links, e.GetPath())
+			case e.GetType() == "blob":
 				out = append(out, e.GetPath())
 			}
 		}
@@ -144,6 +177,7 @@ type gqlTreeEntry struct {
 	Name   string  `json:"name"`
 	Path   *string `json:"path"`
 	Type   string  `json:"type"`
+	Mode   int     `json:"mode"`
 	Oid    string  `json:"oid"`
 	Object *struct {
 		Entries []gqlTreeEntry `json:"entries"`
@@ -200,6 +234,8 @@ func (t *remoteTree) listDirs(ctx context.Context, dirs []treeDir, depth int, fi
 				p = *e.Path
 			}
 			switch {
+			case isLink(e.Type, fmt.Sprintf("%o", e.Mode)):
+				t.links = append(t.links, p)
 			case e.Type == "blob":
 				*files = append(*files, p)
 			case e.Type == "tree" && level < depth && e.Object != nil:
@@ -221,9 +257,9 @@ func (t *remoteTree) listDirs(ctx context.Context, dirs []treeDir, depth int, fi
 
 // entriesSelection is a TreeEntry selection depth levels deep.
 func entriesSelection(depth int) string {
-	s := "entries { name path type oid }"
+	s := "entries { name path type mode oid }"
 	for i := 1; i < depth; i++ {
-		s = "entries { name path type oid object { ... on Tree { " + s + " } } }"
+		s = "entries { name path type mode oid object { ... on Tree { " + s + " } } }"
 	}
 	return s
 }
@@ -240,10 +276,12 @@ func (t *remoteTree) listDirREST(ctx context.Context, d treeDir, files *[]string
 		if d.path != "" {
 			p = d.path + "/" + p
 		}
-		switch e.GetType() {
-		case "blob":
+		switch {
+		case isLink(e.GetType(), e.GetMode()):
+			t.links = append(t.links, p)
+		case e.GetType() == "blob":
 			*files = append(*files, p)
-		case "tree":
+		case e.GetType() == "tree":
 			more = append(more, treeDir{path: p, oid: e.GetSHA()})
 		}
 	}
@@ -354,7 +392,7 @@ type localTree struct {
 	sha string
 }
 
-func (t *localTree) Files(context.Context) ([]string, error) {
+func (t *localTree) Files(ctx context.Context) ([]string, error) {
 	c, err := t.l.repo.CommitObject(plumbing.NewHash(t.sha))
 	if err != nil {
 		return nil, err
@@ -363,12 +401,27 @@ func (t *localTree) Files(context.Context) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
+	links, err := t.Links(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]string, 0, len(files))
 	for p := range files {
-		out = append(out, p)
+		if !slices.Contains(links, p) {
+			out = append(out, p)
+		}
 	}
 	sort.Strings(out)
 	return out, nil
+}
+
+// Links lists the base's symbolic links and submodules.
+func (t *localTree) Links(context.Context) ([]string, error) {
+	c, err := t.l.repo.CommitObject(plumbing.NewHash(t.sha))
+	if err != nil {
+		return nil, err
+	}
+	return gittree.Links(t.l.repo.Storer, c.TreeHash)
 }
 
 func (t *localTree) Read(ctx context.Context, paths []string) (map[string][]byte, error) {

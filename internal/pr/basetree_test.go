@@ -4,6 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/spirepod/spirepod/internal/fakes/githubfake"
@@ -71,5 +75,55 @@ func TestGraphQLURL(t *testing.T) {
 		if got := graphqlURL(u); got != want {
 			t.Errorf("graphqlURL(%s) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+// TestLocalTreeLinks: a symbolic link in the base is listed as a link, not
+// as a file (git lists it as a blob of mode 120000; a checkout follows it),
+// so the city check reports it (SPD501) instead of reading its target path
+// as content.
+func TestLocalTreeLinks(t *testing.T) {
+	if _, err := exec.LookPath("git"); err != nil {
+		t.Skip("git not installed")
+	}
+	dir := t.TempDir()
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1",
+			"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	run("init", "-q", "-b", "main")
+	if err := os.MkdirAll(filepath.Join(dir, "ns/a"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "ns/a/spiffe-ids.json"), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../b", filepath.Join(dir, "ns/a/other")); err != nil {
+		t.Fatal(err)
+	}
+	run("add", "-A")
+	run("commit", "-qm", "with a link")
+	l, err := openLocal(LocalOptions{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree := &localTree{l: l, sha: run("rev-parse", "HEAD")}
+	files, err := tree.Files(context.Background())
+	if err != nil || len(files) != 1 || files[0] != "ns/a/spiffe-ids.json" {
+		t.Errorf("files %v (%v), want the JSON only", files, err)
+	}
+	links, err := memoTree(tree, nil).(interface {
+		Links(context.Context) ([]string, error)
+	}).Links(context.Background())
+	if err != nil || len(links) != 1 || links[0] != "ns/a/other" {
+		t.Errorf("links %v (%v), want ns/a/other", links, err)
 	}
 }

@@ -197,6 +197,25 @@ func WriteCommit(s storer.EncodedObjectStorer, c *object.Commit) (plumbing.Hash,
 
 // Files lists every file in tree with its blob hash, keyed by slash path.
 func Files(s storer.EncodedObjectStorer, tree plumbing.Hash) (map[string]plumbing.Hash, error) {
+	return walk(s, tree, func(m filemode.FileMode) bool { return m.IsFile() })
+}
+
+// Links lists the symbolic links and submodules of tree: entries a checkout
+// follows to content that is not in the tree.
+func Links(s storer.EncodedObjectStorer, tree plumbing.Hash) ([]string, error) {
+	m, err := walk(s, tree, func(m filemode.FileMode) bool { return m == filemode.Symlink || m == filemode.Submodule })
+	if err != nil {
+		return nil, err
+	}
+	out := make([]string, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func walk(s storer.EncodedObjectStorer, tree plumbing.Hash, keep func(filemode.FileMode) bool) (map[string]plumbing.Hash, error) {
 	out := map[string]plumbing.Hash{}
 	if tree.IsZero() {
 		return out, nil
@@ -215,7 +234,7 @@ func Files(s storer.EncodedObjectStorer, tree plumbing.Hash) (map[string]plumbin
 		if err != nil {
 			return nil, err
 		}
-		if e.Mode.IsFile() {
+		if keep(e.Mode) {
 			out[name] = e.Hash
 		}
 	}
