@@ -106,6 +106,19 @@ format), 2 usage (a bad flag, CITY_DIR or --base).`,
 	return cmd
 }
 
+// executableIdentity names this build of spirepod for the build cache:
+// its version, and the executable's path, size and modification time (a
+// rebuilt binary, whose rules may differ, never reads another's entries).
+func executableIdentity() string {
+	id := currentVersion()
+	if exe, err := os.Executable(); err == nil {
+		if st, err := os.Stat(exe); err == nil {
+			id += fmt.Sprintf(" %s %d %d", exe, st.Size(), st.ModTime().UnixNano())
+		}
+	}
+	return id
+}
+
 // defaultBuildCache is $XDG_CACHE_HOME/spirepod/city-build (or ~/.cache/…).
 func defaultBuildCache(getenv func(string) string) string {
 	base := getenv("XDG_CACHE_HOME")
@@ -149,7 +162,7 @@ func (o *cityCheckOptions) config() (city.Config, error) {
 	}
 	cfg := city.Config{TrustDomain: prof.TrustDomain, TeamPath: prof.TeamPath, TrustList: prof.TrustList,
 		ServerConfigs: o.ServerConfigs, ExpiryDays: o.ExpiryDays, Classless: o.Classless, Now: o.f.Now(),
-		AllowFederation: o.AllowFederation, MaxCAsPerTeam: o.MaxCAsPerTeam, BuildCache: o.BuildCache}
+		AllowFederation: o.AllowFederation, MaxCAsPerTeam: o.MaxCAsPerTeam, BuildCache: o.BuildCache, CacheSalt: executableIdentity()}
 	set := func(dst *string, v string) {
 		if v != "" {
 			*dst = v

@@ -238,18 +238,19 @@ func buildFolder(files map[string][]byte, dir string, generated []string) buildR
 			res.Err = err.Error()
 			return res
 		}
-		y, err := r.AsYAML()
+		// The JSON kubectl ends up sending: kustomize's YAML output is this
+		// JSON converted (resource.AsYAML), which kubectl converts back.
+		j, err := r.MarshalJSON()
 		if err != nil {
 			res.Err = err.Error()
 			return res
 		}
-		objs, err := registration.Objects(y)
+		objs, err := registration.ObjectsFromJSON(j)
 		if err != nil {
 			res.Err = err.Error()
 			return res
 		}
 		for _, o := range objs {
-			o.Line = 0
 			res.Objects = append(res.Objects, builtObject{Object: o, Origin: origin})
 		}
 	}
@@ -281,21 +282,25 @@ func addBuildMetadata(data []byte, opt string) ([]byte, error) {
 }
 
 // buildCache keeps builds by the content of what they could read (the
-// whole folder): a folder that did not change is not built again. In
-// memory always; on disk under dir when set.
+// whole folder), and whole folder judgements by the folder's content: a
+// folder that did not change is neither built nor judged again. In memory
+// always; on disk under dir when set. salt names the program that made
+// an entry (Config.CacheSalt): another build of spirepod never reads it.
 type buildCache struct {
-	dir string
-	mu  sync.Mutex
-	mem map[string]buildResult
+	dir  string
+	salt string
+	mu   sync.Mutex
+	mem  map[string]buildResult
+	outs map[string]folderOutcome
 }
 
 // buildCacheVersion changes whenever what a cached build holds, or how it is
 // made, changes (it is part of every key).
 const buildCacheVersion = "spirepod-city-build-1 kustomize/api v0.21.2"
 
-func buildKey(files map[string][]byte, dir string, generated []string) string {
+func (c *buildCache) buildKey(files map[string][]byte, dir string, generated []string) string {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%q\x00", buildCacheVersion, dir, generated)
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%q\x00", buildCacheVersion, c.salt, dir, generated)
 	paths := make([]string, 0, len(files))
 	for p := range files {
 		paths = append(paths, p)
@@ -309,7 +314,7 @@ func buildKey(files map[string][]byte, dir string, generated []string) string {
 }
 
 func (c *buildCache) build(files map[string][]byte, dir string, generated []string) buildResult {
-	key := buildKey(files, dir, generated)
+	key := c.buildKey(files, dir, generated)
 	c.mu.Lock()
 	if r, ok := c.mem[key]; ok {
 		c.mu.Unlock()
@@ -340,23 +345,24 @@ func (c *buildCache) file(key string) string {
 }
 
 func (c *buildCache) load(key string) (buildResult, bool) {
+	var r buildResult
+	return r, c.loadJSON(key, &r)
+}
+
+func (c *buildCache) loadJSON(key string, into any) bool {
 	if c.dir == "" {
-		return buildResult{}, false
+		return false
 	}
 	b, err := os.ReadFile(c.file(key))
 	if err != nil {
-		return buildResult{}, false
+		return false
 	}
-	var r buildResult
-	if json.Unmarshal(b, &r) != nil {
-		return buildResult{}, false
-	}
-	return r, true
+	return json.Unmarshal(b, into) == nil
 }
 
 // store writes a build to disk; a cache that cannot be written is no
 // cache (the check's result does not depend on it).
-func (c *buildCache) store(key string, r buildResult) {
+func (c *buildCache) store(key string, r any) {
 	if c.dir == "" {
 		return
 	}
@@ -372,3 +378,74 @@ func (c *buildCache) store(key string, r buildResult) {
 }
 
 var errNoBuild = errors.New("no kustomization and no Kubernetes manifest")
+
+// cachedOutcome is a folderOutcome as the cache keeps it.
+type cachedOutcome struct {
+	Entries  []registration.Entry `json:"entries"`
+	RegFiles []string             `json:"regFiles"`
+	Findings []cachedFinding      `json:"findings"`
+}
+
+type cachedFinding struct {
+	registration.Finding
+	Involves []string `json:"involves"`
+}
+
+// outcomeKey names a folder's judgement: the folder (its path gives its
+// namespace and team), whether it was read partially, and what it holds
+// (a git tree hash, or a hash of its files and links).
+func (c *buildCache) outcomeKey(j *folderJob, content string) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "outcome\x00%s\x00%s\x00%s\x00%v\x00%s", buildCacheVersion, c.salt, j.f.Path, j.partial, content)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// contentHash hashes a folder's files and links as read.
+func contentHash(j *folderJob) string {
+	h := sha256.New()
+	for _, p := range j.paths {
+		b := j.data[p]
+		fmt.Fprintf(h, "f\x00%s\x00%d\x00", p, len(b))
+		h.Write(b)
+	}
+	for _, l := range j.links {
+		fmt.Fprintf(h, "l\x00%s\x00", l)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func (c *buildCache) outcome(key string) (folderOutcome, bool) {
+	c.mu.Lock()
+	o, ok := c.outs[key]
+	c.mu.Unlock()
+	if ok {
+		return o, true
+	}
+	var co cachedOutcome
+	if !c.loadJSON(key, &co) {
+		return folderOutcome{}, false
+	}
+	o = folderOutcome{entries: co.Entries, regFiles: co.RegFiles}
+	for _, f := range co.Findings {
+		o.findings = append(o.findings, finding{Finding: f.Finding, involves: f.Involves})
+	}
+	c.putOutcome(key, o, false)
+	return o, true
+}
+
+func (c *buildCache) putOutcome(key string, o folderOutcome, persist bool) {
+	c.mu.Lock()
+	if c.outs == nil {
+		c.outs = map[string]folderOutcome{}
+	}
+	c.outs[key] = o
+	c.mu.Unlock()
+	if !persist {
+		return
+	}
+	co := cachedOutcome{Entries: o.entries, RegFiles: o.regFiles}
+	for _, f := range o.findings {
+		co.Findings = append(co.Findings, cachedFinding{Finding: f.Finding, Involves: f.involves})
+	}
+	c.store(key, co)
+}

@@ -3,9 +3,11 @@ package city
 import (
 	"bytes"
 	"context"
+	"errors"
 	"path"
 	"reflect"
 	"sort"
+	"strings"
 
 	"sigs.k8s.io/yaml"
 
@@ -81,11 +83,25 @@ func verbatimKustomization(b []byte) bool {
 }
 
 // concerns says whether a file (path and content) may take part in a
-// finding of the change: it changed, or its text mentions a needle. A file
-// with a backslash is always read (an escape could hide a needle).
+// finding of the change: it changed, or its text mentions a needle. In a
+// file with a backslash an escape could hide a needle: its entries are
+// decoded (as their consumers decode them) and their values searched; a
+// file that does not decode is always read.
 func (ch *Change) concerns(p string, data []byte) bool {
-	if ch.keys[fileKey(p)] || bytes.IndexByte(data, '\\') >= 0 {
+	if ch.keys[fileKey(p)] {
 		return true
+	}
+	if bytes.IndexByte(data, '\\') >= 0 {
+		es, err := registration.Parse(p, data)
+		if err != nil && !errors.Is(err, registration.ErrNotRegistration) {
+			return true
+		}
+		var vals []string
+		for _, e := range es {
+			vals = append(vals, e.SpiffeID, e.ParentID, e.EntryID, e.Name)
+			vals = append(vals, e.Selectors...)
+		}
+		data = []byte(strings.Join(vals, "\n"))
 	}
 	for _, n := range ch.needles {
 		if bytes.Contains(data, n) {
@@ -107,7 +123,7 @@ func Changed(ctx context.Context, base, head Tree, cfg Config) (*Change, error) 
 	if err != nil {
 		return nil, err
 	}
-	ch := &Change{Paths: paths, keys: map[string]bool{}, folders: map[string]bool{}, builds: &buildCache{dir: cfg.BuildCache}}
+	ch := &Change{Paths: paths, keys: map[string]bool{}, folders: map[string]bool{}, builds: &buildCache{dir: cfg.BuildCache, salt: cfg.CacheSalt}}
 	var outside []string
 	trustChanged := false
 	for _, p := range paths {

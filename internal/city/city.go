@@ -117,7 +117,10 @@ func load(ctx context.Context, t Tree, cfg Config, focus *Change) (*City, error)
 		return nil, err
 	}
 	c := &City{cfg: cfg, tp: tp, folders: map[string]Folder{}, regFiles: map[string]bool{}, focus: focus,
-		builds: &buildCache{dir: cfg.BuildCache}}
+		builds: &buildCache{dir: cfg.BuildCache, salt: cfg.CacheSalt}}
+	if focus != nil && focus.builds != nil {
+		c.builds = focus.builds
+	}
 	jobs := map[string]*folderJob{}
 	var order []string
 	job := func(f Folder) *folderJob {
@@ -155,10 +158,25 @@ func load(ctx context.Context, t Tree, cfg Config, focus *Change) (*City, error)
 	// What to read: every file of every folder, but for the team side's
 	// light reading (only registration files, and every file of the
 	// folders its change touches).
+	// A folder judged before (same content, same program) is neither read
+	// nor judged again: a git tree names its folders' content by hash.
+	dirHash, _ := t.(interface {
+		DirHash(context.Context, string) (string, bool)
+	})
+	outcomes := make([]folderOutcome, len(order))
+	known := make([]bool, len(order))
 	var reads []string
-	for _, k := range order {
+	for i, k := range order {
 		j := jobs[k]
 		j.partial = cfg.Light && (focus == nil || !focus.touches(k))
+		if dirHash != nil {
+			if h, ok := dirHash.DirHash(ctx, k); ok {
+				j.key = c.builds.outcomeKey(j, "git "+h)
+				if outcomes[i], known[i] = c.builds.outcome(j.key); known[i] {
+					continue
+				}
+			}
+		}
 		for _, p := range j.paths {
 			if !j.partial || registrationNames[path.Base(p)] {
 				reads = append(reads, p)
@@ -176,13 +194,22 @@ func load(ctx context.Context, t Tree, cfg Config, focus *Change) (*City, error)
 
 	// Judge the folders (in parallel); with a focus, an unchanged folder
 	// only when its files can hold a fact of the change.
-	outcomes := make([]folderOutcome, len(order))
 	parallel(len(order), func(i int) {
+		if known[i] {
+			return
+		}
 		j := jobs[order[i]]
+		if j.key == "" {
+			j.key = c.builds.outcomeKey(j, contentHash(j))
+			if outcomes[i], known[i] = c.builds.outcome(j.key); known[i] {
+				return
+			}
+		}
 		if focus != nil && !focus.touches(j.f.Path) && !focus.concernsFolder(j) {
 			return
 		}
 		outcomes[i] = c.judgeFolder(*j)
+		c.builds.putOutcome(j.key, outcomes[i], true)
 	})
 	for i, k := range order {
 		o := outcomes[i]

@@ -47,6 +47,10 @@ type Config struct {
 	// content, so an unchanged folder is not built again; "" keeps them in
 	// memory only.
 	BuildCache string
+	// CacheSalt names the program that writes BuildCache (the CLI passes
+	// its executable's identity): a judgement kept by another build of
+	// spirepod, whose rules may differ, is never used.
+	CacheSalt string
 	// Light reads only files named spiffe-ids.yaml/spiffe-ids.json as
 	// registrations and no server config unless ServerConfigs names one:
 	// few reads, for a city read over an API. The default (false) is the

@@ -27,6 +27,8 @@ type folderJob struct {
 	// partial: only the folder's registration files were read (the team
 	// side's light reading of folders its change does not touch).
 	partial bool
+	// key names the folder's judgement in the cache.
+	key string
 }
 
 // folderOutcome is what a folder contributes to the city.

@@ -244,6 +244,7 @@ type GitTree struct {
 	index map[string]plumbing.Hash // path → blob, filled by Files
 	files []string
 	links []string // symbolic links and submodules, filled by Files
+	dirs  map[string]plumbing.Hash // directory → tree hash, filled by Files
 	err   error
 
 	mu    sync.Mutex
@@ -345,6 +346,7 @@ func (g *GitTree) Files(ctx context.Context) ([]string, error) {
 		var errs []error
 		var links []string
 		index := map[string]plumbing.Hash{}
+		dirs := map[string]plumbing.Hash{}
 		pending.Add(1)
 		jobs <- job{"", g.tree.Hash}
 		done := make(chan struct{})
@@ -384,6 +386,9 @@ func (g *GitTree) Files(ctx context.Context) ([]string, error) {
 						}
 						switch e.Mode {
 						case filemode.Dir:
+							mu.Lock()
+							dirs[p] = e.Hash
+							mu.Unlock()
 							pending.Add(1)
 							select {
 							case jobs <- job{p, e.Hash}:
@@ -410,6 +415,7 @@ func (g *GitTree) Files(ctx context.Context) ([]string, error) {
 			return
 		}
 		g.index = index
+		g.dirs = dirs
 		sort.Strings(links)
 		g.links = links
 		g.files = make([]string, 0, len(index))
@@ -422,6 +428,17 @@ func (g *GitTree) Files(ctx context.Context) ([]string, error) {
 		return nil, g.err
 	}
 	return g.files, nil
+}
+
+// DirHash is the git tree hash of a directory of the commit: it names
+// everything under it (contents, modes, links), so a judgement of the
+// directory can be kept by it.
+func (g *GitTree) DirHash(ctx context.Context, dir string) (string, bool) {
+	if _, err := g.Files(ctx); err != nil {
+		return "", false
+	}
+	h, ok := g.dirs[dir]
+	return h.String(), ok
 }
 
 // Links lists the commit's symbolic links and submodules, sorted.

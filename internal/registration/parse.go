@@ -148,6 +148,11 @@ func Objects(data []byte) ([]Object, error) {
 	return out, nil
 }
 
+// ObjectsFromJSON is Objects for one JSON document (an object, or a List).
+func ObjectsFromJSON(j []byte) ([]Object, error) {
+	return objectsOf(bytes.TrimSpace(j), 0)
+}
+
 type typeMeta struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
