@@ -243,7 +243,7 @@ type GitTree struct {
 	once  sync.Once
 	index map[string]plumbing.Hash // path → blob, filled by Files
 	files []string
-	links []string // symbolic links and submodules, filled by Files
+	links []string                 // symbolic links and submodules, filled by Files
 	dirs  map[string]plumbing.Hash // directory → tree hash, filled by Files
 	err   error
 
