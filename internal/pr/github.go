@@ -47,6 +47,10 @@ type GitHubOptions struct {
 	MaxRateLimitWait time.Duration
 	// Progress receives one line per step; nil discards.
 	Progress io.Writer
+	// Conditional, when set, keeps ETags across calls: a caller that polls
+	// (spirepod up) sends conditional requests, which GitHub answers 304
+	// without counting them against the rate limit.
+	Conditional *Conditional
 }
 
 type client struct {
@@ -74,6 +78,9 @@ func newClient(o GitHubOptions) (*client, error) {
 	base := hc.Transport
 	if base == nil {
 		base = http.DefaultTransport
+	}
+	if o.Conditional != nil {
+		base = &conditionalTransport{base: base, cache: o.Conditional}
 	}
 	if o.Sleep == nil {
 		o.Sleep = retry.Sleep

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"math/big"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -642,4 +643,48 @@ func TestStatusChecks(t *testing.T) {
 	if got.State != "open" || got.Checks != "pending" || got.ChecksPassed != 1 || got.ChecksPending != 1 || got.URL != res.URL {
 		t.Errorf("%+v", got)
 	}
+}
+
+// TestStatusConditional: polling a pull request's state (what `spirepod up`
+// does while it waits on a review) with one Conditional sends conditional
+// requests: while nothing changes every request is a 304, which GitHub does
+// not count against the rate limit; a change (the merge) is seen at once.
+func TestStatusConditional(t *testing.T) {
+	e := newEnv(t, true, nil)
+	ca, _ := genCA(t, "payments CA")
+	res := e.open(trustCA(t, testProject(project.TrustListBundle), ca))
+	cond := &pr.Conditional{}
+	o := e.opts()
+	o.Conditional = cond
+	first, err := pr.Status(context.Background(), "payments", o)
+	if err != nil || first.Pulls[0].State != "open" {
+		t.Fatalf("%v %+v", err, first)
+	}
+	if cond.Hits() != 0 {
+		t.Fatalf("hits %d on the first call", cond.Hits())
+	}
+	again, err := pr.Status(context.Background(), "payments", o)
+	if err != nil || again.Pulls[0].State != "open" || again.Pulls[0].URL != res.URL {
+		t.Fatalf("%v %+v", err, again)
+	}
+	if cond.Hits() != again.Requests || again.Requests == 0 {
+		t.Fatalf("second poll: %d of %d requests answered 304", cond.Hits(), again.Requests)
+	}
+	if _, err := e.fake.Merge(cityRepo, prNumberOf(t, res.URL)); err != nil {
+		t.Fatal(err)
+	}
+	merged, err := pr.Status(context.Background(), "payments", o)
+	if err != nil || merged.Pulls[0].State != "merged" {
+		t.Fatalf("after the merge: %v %+v", err, merged)
+	}
+}
+
+func prNumberOf(t *testing.T, url string) int {
+	t.Helper()
+	i := strings.LastIndex(url, "/")
+	n, err := strconv.Atoi(url[i+1:])
+	if err != nil {
+		t.Fatalf("PR URL %q: %v", url, err)
+	}
+	return n
 }
