@@ -84,14 +84,12 @@ func (c *prCommon) verifyWithCity(ch *pr.Change, p *project.Project, pending pen
 		bad := false
 		var waiting []string
 		for i, fd := range fs {
-			if fd.Code == city.CodePinNotTrusted {
-				if fp := mentioned(fd.Message, pending.SHA1s); fp != "" {
-					fs[i].Severity = registration.SeverityWarning
-					if !slices.Contains(waiting, fp) {
-						waiting = append(waiting, fp)
-					}
-					continue
+			if fd.Code == city.CodePinNotTrusted && slices.Contains(pending.SHA1s, fd.CA) {
+				fs[i].Severity = registration.SeverityWarning
+				if !slices.Contains(waiting, fd.CA) {
+					waiting = append(waiting, fd.CA)
 				}
+				continue
 			}
 			bad = bad || fd.Severity == registration.SeverityError
 		}
@@ -120,16 +118,6 @@ func checkNoRotation(p *project.Project, cmd string) error {
 	}
 	return usageError("continue the rotation with `spirepod pki rotate` (it opens this pull request with both CAs while they overlap); nothing was sent",
 		"a team CA rotation is in progress (%s): `%s` now would drop the CA the rotation keeps trusted", rotate.FileName, cmd)
-}
-
-// mentioned is the first of fps that s names, or "".
-func mentioned(s string, fps []string) string {
-	for _, fp := range fps {
-		if fp != "" && strings.Contains(s, fp) {
-			return fp
-		}
-	}
-	return ""
 }
 
 // cityCheckHint lists the findings, one per line, for the error's hint.

@@ -827,6 +827,7 @@ func (c *City) judgePins(aliases []alias) {
 				}
 				c.add(CodePinNotTrusted, sevE, e.File, e.Line, inv,
 					"node alias %s is pinned to CA %s, %s: the server rejects that CA's agents, so the alias never matches", e.SpiffeID, fp, why)
+				c.findings[len(c.findings)-1].CA = fp
 				continue
 			}
 			f, ok := c.folder(c.keyOf[a.i])
@@ -839,6 +840,7 @@ func (c *City) judgePins(aliases []alias) {
 			c.add(CodePinOtherTeam, sevE, e.File, e.Line, inv,
 				"node alias %s (folder of %s) is pinned to CA %s, which %s put on the trust list (%s:%d, owner from %s)",
 				e.SpiffeID, c.describeFolder(f.Path), fp, b.Owner, b.File, b.Line, b.Owner.Source)
+			c.findings[len(c.findings)-1].CA = fp
 		}
 	}
 }

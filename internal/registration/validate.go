@@ -27,6 +27,10 @@ type Finding struct {
 	File     string   `json:"file,omitempty"`
 	Line     int      `json:"line,omitempty"`
 	Message  string   `json:"message"`
+	// CA is the SHA-1 fingerprint of the CA the finding is about (an
+	// alias's pin, a trust-list block), so callers decide by it, never by
+	// the message.
+	CA string `json:"ca,omitempty"`
 }
 
 func (f Finding) String() string {
