@@ -156,16 +156,6 @@ var rules = []Rule{
 // Rules lists every rule, in code order within each group.
 func Rules() []Rule { return append([]Rule(nil), rules...) }
 
-// RuleFor is the rule of a code.
-func RuleFor(code string) (Rule, bool) {
-	for _, r := range rules {
-		if r.Code == code {
-			return r, true
-		}
-	}
-	return Rule{}, false
-}
-
 // Groups lists the rule groups in display order.
 func Groups() []string {
 	return []string{GroupRegistrations, GroupFolder, GroupOwnership, GroupTrustList, GroupServer}

@@ -178,15 +178,6 @@ func RegistrarRewrite(e Entry) string {
 	return ""
 }
 
-// ValidateSelector checks "type:value" syntax and, for the types spirepod
-// writes, the value's exact form (SPIRE matches selectors byte for byte).
-func ValidateSelector(s string) error {
-	if f, ok := selectorFinding(s); !ok {
-		return fmt.Errorf("%s", f.Message)
-	}
-	return nil
-}
-
 func selectorFinding(s string) (Finding, bool) {
 	typ, val, ok := strings.Cut(s, ":")
 	if !ok || !selectorType.MatchString(typ) || val == "" {

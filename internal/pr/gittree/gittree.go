@@ -59,11 +59,6 @@ func WriteBlob(s storer.EncodedObjectStorer, data []byte) (plumbing.Hash, error)
 	return s.SetEncodedObject(obj)
 }
 
-// BlobHash is the git object ID of data as a blob, computed without storing it.
-func BlobHash(data []byte) plumbing.Hash {
-	return plumbing.ComputeHash(plumbing.BlobObject, data)
-}
-
 // Entry is one path to set in a new tree: a blob hash with a mode, or
 // Delete to remove the path.
 type Entry struct {
