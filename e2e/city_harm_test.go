@@ -28,6 +28,7 @@ import (
 // identity. Without the rule a team can push an SVID of its choosing into
 // another team's pods.
 func TestCityHarmParentChain(t *testing.T) {
+	t.Parallel()
 	ft := newFormatTest(t, false)
 	trust := ft.mergeTrustCA()
 	reg := ft.mergeSpiffeID(project.FormatEntryJSON)
@@ -92,6 +93,7 @@ func svidURIs(t *testing.T, dir string) []string {
 // handful of CAs (SPD314), and any CA with another owner's subject or key
 // ID is refused (SPD313), so no team can line up 100.
 func TestCityHarmCAFlood(t *testing.T) {
+	t.Parallel()
 	ft := newFormatTest(t, false)
 	victim := ft.ca.Cert
 	lookAlikes := func(n int) string {
@@ -162,7 +164,10 @@ func (ft *formatTest) tryPodAgent(runRoot, pod string, srv *testbed.SpireServer)
 // `spire-server entry create -data` (spirepod's own file here); with
 // entryIDPrefix it leaves them alone.
 func TestCityHarmControllerPrefix(t *testing.T) {
+	t.Parallel()
 	ft := newFormatTest(t, false, testbed.Bins.ControllerManagerSet)
+	// ClusterStaticEntry objects are cluster-scoped: see clusterScoped.
+	ft.lockClusterScoped()
 	trust := ft.mergeTrustCA()
 	reg := ft.mergeSpiffeID(project.FormatEntryJSON)
 	want := entryIDsOf(t, []byte(reg.Content))

@@ -76,14 +76,17 @@ type chain struct {
 	agentBin string
 	// saToken is a real token of the pods' service account, for the agent's k8s workload attestor.
 	saToken string
+	// env is added to the environment of every spirepod run (tests run in
+	// parallel, so none changes the test process's environment).
+	env []string
 }
 
-// newChain starts what the end-to-end tests share: the spirepod binary, a
+// newChain gathers what the end-to-end tests share: the spirepod binary, a
 // short temp root (unix socket paths stay under 108 bytes; 0755 so fetches
 // as the Envoy uid reach the agent sockets), spire-agent reachable by that
-// uid, the test bed's cluster and the fake GitHub with an empty city repo.
-// ctx ends after timeout.
-func newChain(t *testing.T, tmpPrefix string, timeout time.Duration, opts testbed.Options, sets ...func(testbed.Bins) []string) *chain {
+// uid, the package's test bed (see bed) and a fake GitHub of the test's own
+// with an empty city repo. ctx ends after timeout.
+func newChain(t *testing.T, tmpPrefix string, timeout time.Duration, sets ...func(testbed.Bins) []string) *chain {
 	t.Helper()
 	b := testbed.Require(t, sets...)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -100,15 +103,12 @@ func newChain(t *testing.T, tmpPrefix string, timeout time.Duration, opts testbe
 	}
 	c.root = root
 	c.agentBin = reachableBinary(t, b.SpireAgent(), filepath.Join(root, "bin"))
-	c.cluster = testbed.StartCluster(t, b, opts)
+	c.cluster = bed.Get(t)
 	c.gh = githubfake.New("alice", ghToken)
 	t.Cleanup(c.gh.Close)
 	if _, err := c.gh.AddRepo(cityRepo, true, "main", map[string]string{"README.md": "city\n"}); err != nil {
 		t.Fatal(err)
 	}
-	// The agents' k8s workload attestor, where configured, reads the node
-	// name from MY_NODE_NAME (the pod sets it from spec.nodeName).
-	t.Setenv("MY_NODE_NAME", testbed.NodeName)
 	return c
 }
 
@@ -138,6 +138,7 @@ func (tm *timings) String() string {
 
 // TestE2E is issue 7's chain, steps 1–9, in order.
 func TestE2E(t *testing.T) {
+	t.Parallel()
 	b := testbed.Require(t, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -160,16 +161,13 @@ func TestE2E(t *testing.T) {
 	c.root = root
 	c.agentBin = reachableBinary(t, b.SpireAgent(), filepath.Join(root, "bin"))
 	t0 := time.Now()
-	c.cluster = testbed.StartCluster(t, b, testbed.Options{})
+	c.cluster = bed.Get(t) // the package's bed: started here when this test is the first
 	tCluster := time.Since(t0)
 	c.gh = githubfake.New("alice", ghToken)
 	t.Cleanup(c.gh.Close)
 	if _, err := c.gh.AddRepo(cityRepo, true, "main", map[string]string{"README.md": "city\n"}); err != nil {
 		t.Fatal(err)
 	}
-	// The pods' Envoy selects unix:uid:101; the agent's k8s workload attestor
-	// reads the node name from MY_NODE_NAME (the pod sets it from spec.nodeName).
-	t.Setenv("MY_NODE_NAME", testbed.NodeName)
 
 	// The second team of the negative chain joined the city earlier: its CA is
 	// already on the shared trust list when the first team onboards.
@@ -412,9 +410,10 @@ func (c *chain) run(dir string, args ...string) string {
 func (c *chain) execWatch(dir string, onLine func(string) bool, args ...string) (stdout, stderr string, code int) {
 	cmd := exec.CommandContext(c.ctx, c.cli, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(cliBaseEnv(),
 		"HOME="+c.home, "XDG_CONFIG_HOME="+filepath.Join(c.home, ".config"), "NO_COLOR=1",
 		"SPIREPOD_GITHUB_API_URL="+c.gh.URL, "GH_TOKEN="+ghToken)
+	cmd.Env = append(cmd.Env, c.env...)
 	var o, e bytes.Buffer
 	cmd.Stdout = &o
 	pipe, err := cmd.StderrPipe()
@@ -447,9 +446,10 @@ func (c *chain) execWatch(dir string, onLine func(string) bool, args ...string) 
 func (c *chain) exec(dir string, args ...string) (stdout, stderr string, code int) {
 	cmd := exec.CommandContext(c.ctx, c.cli, args...)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(),
+	cmd.Env = append(cliBaseEnv(),
 		"HOME="+c.home, "XDG_CONFIG_HOME="+filepath.Join(c.home, ".config"), "NO_COLOR=1",
 		"SPIREPOD_GITHUB_API_URL="+c.gh.URL, "GH_TOKEN="+ghToken)
+	cmd.Env = append(cmd.Env, c.env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -462,6 +462,21 @@ func (c *chain) exec(dir string, args ...string) (stdout, stderr string, code in
 		c.t.Fatalf("spirepod %s: %v", strings.Join(args, " "), err)
 	}
 	return o.String(), e.String(), code
+}
+
+// cliBaseEnv is this process's environment without what would point the
+// spirepod under test at something other than the test's own files: the
+// user's config file (SPIREPOD_CONFIG, which the standing bed's env sets)
+// and kubeconfig (tests pass --kubeconfig).
+func cliBaseEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "SPIREPOD_CONFIG=") || strings.HasPrefix(kv, "KUBECONFIG=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
 }
 
 // upstreamCA makes the SPIRE server's upstream root (made at run time, as
@@ -481,21 +496,6 @@ func (c *chain) upstreamCA() (cert, key string) {
 		c.t.Fatal(err)
 	}
 	return cert, key
-}
-
-// buildCLI builds the real binary once, as users run it.
-func buildCLI(t *testing.T) string {
-	t.Helper()
-	goBin, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("e2e: no go toolchain to build spirepod: %v", err)
-	}
-	out := filepath.Join(t.TempDir(), "spirepod")
-	cmd := exec.Command(goBin, "build", "-o", out, "github.com/spirepod/spirepod/cmd/spirepod")
-	if o, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build spirepod: %v\n%s", err, o)
-	}
-	return out
 }
 
 // reachableBinary gives bin a path an unprivileged uid can execute: a hard

@@ -88,14 +88,16 @@ type formatTest struct {
 	ca     *x509Cert
 	pods   []string
 	wantID string
+	// agentEnv is added to the environment of the agents startPodAgent starts.
+	agentEnv []string
 }
 
+// newFormatTest scaffolds the team of a format proof on the package's bed.
+// certManager says whether the proof uses cert-manager; the bed runs it
+// either way (other tests need it), so it is informational.
 func newFormatTest(t *testing.T, certManager bool, sets ...func(testbed.Bins) []string) *formatTest {
-	base := testbed.Bins.ControlPlaneSet
-	if certManager {
-		base = testbed.Bins.KubeSet
-	}
-	c := newChain(t, "spfmt-", 10*time.Minute, testbed.Options{NoCertManager: !certManager}, append([]func(testbed.Bins) []string{base, testbed.Bins.SpireSet}, sets...)...)
+	_ = certManager
+	c := newChain(t, "spfmt-", 10*time.Minute, append([]func(testbed.Bins) []string{testbed.Bins.KubeSet, testbed.Bins.SpireSet}, sets...)...)
 	root := c.root
 
 	ft := &formatTest{chain: c, dir: filepath.Join(root, "team")}
@@ -479,7 +481,7 @@ func (ft *formatTest) startPodAgentCtx(ctx context.Context, runRoot, pod string,
 	if err := os.MkdirAll(confDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	return testbed.StartSpireAgent(ctx, ft.bins, podRoot, "spire-agent-"+filepath.Base(runRoot)+"-"+pod, ft.agentValidate(conf, confDir), sock)
+	return testbed.StartSpireAgentEnv(ctx, ft.bins, podRoot, "spire-agent-"+filepath.Base(runRoot)+"-"+pod, ft.agentValidate(conf, confDir), sock, ft.agentEnv)
 }
 
 var (
@@ -591,6 +593,7 @@ func (ft *formatTest) noSVIDWithin(window time.Duration, sockets map[string]stri
 // `spire-server entry create -data`, gives every pod's agent the SVID;
 // loading it again changes nothing.
 func TestFormatEntryJSON(t *testing.T) {
+	t.Parallel()
 	ft := newFormatTest(t, false)
 	trust := ft.mergeTrustCA()
 	reg := ft.mergeSpiffeID(project.FormatEntryJSON)
@@ -740,7 +743,10 @@ func (ft *formatTest) entryIDFacts(trustList string) {
 // className under a controller with a className and watchClassless=false
 // (the Helm default) are ignored silently.
 func TestFormatClusterStaticEntry(t *testing.T) {
+	t.Parallel()
 	ft := newFormatTest(t, false, testbed.Bins.ControllerManagerSet)
+	// ClusterStaticEntry objects are cluster-scoped: see clusterScoped.
+	ft.lockClusterScoped()
 	trust := ft.mergeTrustCA()
 	if cseRefusesWithoutClassName {
 		// The init defaults name no class: spirepod must refuse rather than
@@ -1145,6 +1151,7 @@ func (ft *formatTest) entryIDs(ns string, objNames []string, bound time.Duration
 // makes of them; then finds which SpiffeID shapes do give this pod design
 // (x509pop agent in the pod, Envoy beside it) a working SVID.
 func TestFormatSpiffeID(t *testing.T) {
+	t.Parallel()
 	ft := newFormatTest(t, true, testbed.Bins.RegistrarSet)
 	kubeFlags := []string{"--kubeconfig", ft.cluster.Kubeconfig, "--context", ft.cluster.Context}
 	trust := ft.mergeTrustCA()
@@ -1500,7 +1507,7 @@ func (ft *formatTest) spiffeIDShapes(srv *testbed.SpireServer) {
 		t.Fatal(err)
 	}
 	t.Cleanup(pl.Close)
-	t.Setenv("MY_NODE_NAME", "127.0.0.1") // the node's address, as the kubelet's host
+	ft.agentEnv = []string{"MY_NODE_NAME=127.0.0.1"} // the node's address, as the kubelet's host
 	agents := map[string]*testbed.SpireAgent{}
 	for _, pod := range ft.pods {
 		agents[pod] = ft.startPodAgent(filepath.Join(ft.root, "shape-agents"), pod, srv, pl.Port)

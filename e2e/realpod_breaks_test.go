@@ -20,94 +20,97 @@ import (
 	"github.com/spirepod/spirepod/internal/verify"
 )
 
-// TestRealPodBreaks onboards one team with every default (one replica) onto
-// the real node, checks it verifies, then breaks one layer at a time the
+// TestRealPodBreaks onboards, per break, one team with every default (one
+// replica) onto one real node, checks it verifies, then breaks one layer the
 // way a user could, and checks that `spirepod verify` (reading the real
 // pod's logs and status through the apiserver) fails and its diagnosis
-// names that layer. After each break the scaffold is restored and the pod
-// verifies again, so each diagnosis is about its own break only.
+// names that layer. Then the scaffold is restored and the pod verifies
+// again. Each break has a team and pod of its own, so each diagnosis is
+// about its own break only, and the breaks run in parallel.
 func TestRealPodBreaks(t *testing.T) {
+	t.Parallel()
 	b, _ := testbed.RequireRealNode(t)
+	// Built once here, in the parent: the child InNetns starts reuses it.
+	buildCLI(t)
+	// A bed of its own, not the package's: the real node (containerd, a
+	// kubelet, the pod bridge) lives in this test's network namespace.
 	if !testbed.InNetns(t) {
 		return
 	}
-	r := onboardRealPod(t, b, 1)
-	pod := r.p.PodName(0)
-	wantID := r.p.WorkloadSpiffeID()
-	r.step("baseline-verify", func() {
-		r.checkVerified(r.verify(0, "--timeout", "2m"), []string{pod}, wantID)
-	})
-
-	// The agent cannot read its key: gen-cert writes it 0600 as its own
-	// user, and someone gave gen-cert another user than the agent's.
-	t.Run("key-unreadable", func(t *testing.T) {
-		r := r.with(t)
-		r.breakAndRestore(
-			func() {
+	// One real node; each break is a team of its own on it (its own
+	// namespace, city, SPIRE server and upstream), so the breaks run at the
+	// same time and no break sees another's pods or logs.
+	cl := startRealNode(t, b)
+	breaks := []struct {
+		name           string
+		brk, symptom   func(r *realPod, pod string)
+		stage, pattern string
+		mention        string
+	}{
+		// The agent cannot read its key: gen-cert writes it 0600 as its own
+		// user, and someone gave gen-cert another user than the agent's.
+		{name: "key-unreadable",
+			brk: func(r *realPod, pod string) {
 				r.editStatefulSet(func(sts *unstructured.Unstructured) {
 					r.setContainerUser(sts, "initContainers", "gen-cert", r.p.Agent.UID+1)
 				})
 				r.rollout(pod)
 			},
-			func() {
+			symptom: func(r *realPod, pod string) {
 				// The real agent's own words, then its restart.
 				r.waitLogLine(pod, "spire-agent", "permission denied")
 				r.waitPod(pod, "spire-agent restarted", func(p *corev1.Pod) bool { return restarts(p, "spire-agent") > 0 })
 			},
-			func(d verify.Diagnosis) {
-				r.wantDiagnosis(d, verify.StageAgent, "agent-key-unreadable", "gen-cert")
-			})
-	})
+			stage: verify.StageAgent, pattern: "agent-key-unreadable", mention: "gen-cert"},
 
-	// The unix workload attestor finds Envoy's process by PID: without
-	// shareProcessNamespace the agent cannot see it, and Envoy gets no SVID.
-	t.Run("no-shared-process-namespace", func(t *testing.T) {
-		r := r.with(t)
-		r.breakAndRestore(
-			func() {
+		// The unix workload attestor finds Envoy's process by PID: without
+		// shareProcessNamespace the agent cannot see it, and Envoy gets no SVID.
+		{name: "no-shared-process-namespace",
+			brk: func(r *realPod, pod string) {
 				r.editStatefulSet(func(sts *unstructured.Unstructured) {
 					unstructured.RemoveNestedField(sts.Object, "spec", "template", "spec", "shareProcessNamespace")
 				})
 				r.rollout(pod)
 			},
-			func() {
+			symptom: func(r *realPod, pod string) {
 				// The real agent refuses the caller it cannot see; Envoy's
 				// SDS stream closes.
 				r.waitLogLine(pod, "spire-agent", "could not resolve caller information")
 				r.waitLogLine(pod, "envoy", "StreamSecrets gRPC config stream to spire_agent closed")
 			},
-			func(d verify.Diagnosis) {
-				r.wantDiagnosis(d, verify.StageAgent, "agent-no-shared-pid", "shareProcessNamespace")
-			})
-	})
+			stage: verify.StageAgent, pattern: "agent-no-shared-pid", mention: "shareProcessNamespace"},
 
-	// Envoy accepts exactly the upstream's SPIFFE ID (spirepod.yaml
-	// upstream.spiffeID): a wrong one fails the mTLS handshake.
-	t.Run("wrong-upstream-id", func(t *testing.T) {
-		r := r.with(t)
-		wrong := strings.TrimSuffix(r.echoID, "/xfccecho") + "/not-the-echo"
-		r.breakAndRestore(
-			func() {
+		// Envoy accepts exactly the upstream's SPIFFE ID (spirepod.yaml
+		// upstream.spiffeID): a wrong one fails the mTLS handshake.
+		{name: "wrong-upstream-id",
+			brk: func(r *realPod, pod string) {
+				wrong := strings.TrimSuffix(r.echoID, "/xfccecho") + "/not-the-echo"
 				r.reinit("--upstream-id", wrong)
 				r.apply()
 				// A changed ConfigMap does not restart the pod (Envoy reads
 				// its bootstrap at start): restart it, as a user would.
 				r.rolloutOrRestart(pod)
 			},
-			func() {
+			symptom: func(r *realPod, pod string) {
 				r.waitLogLine(pod, "curl", "CERTIFICATE_VERIFY_FAILED")
 			},
-			func(d verify.Diagnosis) {
-				r.wantDiagnosis(d, verify.StageCurl, "curl-upstream-tls", "upstream.spiffeID")
+			stage: verify.StageCurl, pattern: "curl-upstream-tls", mention: "upstream.spiffeID"},
+	}
+	for _, br := range breaks {
+		t.Run(br.name, func(t *testing.T) {
+			t.Parallel()
+			r := onboardRealPod(t, b, cl, 1)
+			pod := r.p.PodName(0)
+			r.step("baseline-verify", func() {
+				r.checkVerified(r.verify(0, "--timeout", "2m"), []string{pod}, r.p.WorkloadSpiffeID())
 			})
-	})
-	t.Logf("REALPOD BREAKS TIMINGS: %s", r.tm)
-}
-
-func (r *realPod) with(t *testing.T) *realPod {
-	rr := *r
-	rr.chain = r.chain.with(t)
-	return &rr
+			r.breakAndRestore(
+				func() { br.brk(r, pod) },
+				func() { br.symptom(r, pod) },
+				func(d verify.Diagnosis) { r.wantDiagnosis(d, br.stage, br.pattern, br.mention) })
+			t.Logf("REALPOD BREAKS TIMINGS: %s", r.tm)
+		})
+	}
 }
 
 // breakAndRestore saves the scaffold, breaks it, waits for the symptom,

@@ -73,11 +73,16 @@ type realPod struct {
 // through apiserver → kubelet, shows the XFCC line. Then one pod is deleted:
 // the StatefulSet recreates it, gen-cert runs again, and it verifies.
 func TestRealPodEndToEnd(t *testing.T) {
+	t.Parallel()
 	b, _ := testbed.RequireRealNode(t)
+	// Built once here, in the parent: the child InNetns starts reuses it.
+	buildCLI(t)
+	// A bed of its own, not the package's: the real node (containerd, a
+	// kubelet, the pod bridge) lives in this test's network namespace.
 	if !testbed.InNetns(t) {
 		return
 	}
-	r := onboardRealPod(t, b, 2)
+	r := onboardRealPod(t, b, nil, 2)
 	pods := r.p.PodNames()
 	wantID := r.p.WorkloadSpiffeID()
 
@@ -132,10 +137,28 @@ func TestRealPodEndToEnd(t *testing.T) {
 	t.Logf("REALPOD TIMINGS: %s", r.tm)
 }
 
-// onboardRealPod starts a test bed with a real node and takes one team,
-// with the default scaffold and `replicas` pods, from `spirepod init` to a
-// successful `spirepod apply --wait`.
-func onboardRealPod(t *testing.T, b testbed.Bins, replicas int) *realPod {
+// startRealNode starts a test bed with a real node (call it inside the
+// test's network namespace: testbed.InNetns) and makes its cluster DNS
+// answer the names the teams' pods use for the SPIRE server and the
+// upstream: the bridge, where each team's relay and echo listen on ports of
+// their own.
+func startRealNode(t *testing.T, b testbed.Bins) *testbed.Cluster {
+	t.Helper()
+	cl := testbed.StartCluster(t, b, testbed.Options{RealNode: true})
+	for _, name := range []string{realSpireServerHost, realUpstreamHost} {
+		if err := cl.Node.DNS.Add(name, cl.PodReachableAddr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return cl
+}
+
+// onboardRealPod takes one team, with the default scaffold and `replicas`
+// pods, from `spirepod init` to a successful `spirepod apply --wait` on the
+// real node of cl (nil: a test bed of its own, started here). Teams sharing
+// a node have their own namespace, fake GitHub, SPIRE server and upstream,
+// as teams of one city do.
+func onboardRealPod(t *testing.T, b testbed.Bins, cl *testbed.Cluster, replicas int) *realPod {
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	t.Cleanup(cancel)
 	c := &chain{t: t, ctx: ctx, bins: b, home: t.TempDir()}
@@ -149,14 +172,16 @@ func onboardRealPod(t *testing.T, b testbed.Bins, replicas int) *realPod {
 		}
 		t.Cleanup(func() { os.RemoveAll(root) })
 		c.root = root
-		c.cluster = testbed.StartCluster(t, b, testbed.Options{RealNode: true})
+		if cl == nil {
+			cl = startRealNode(t, b)
+		}
+		c.cluster = cl
 		c.gh = githubfake.New("alice", ghToken)
 		t.Cleanup(c.gh.Close)
 		if _, err := c.gh.AddRepo(cityRepo, true, "main", map[string]string{"README.md": "city\n"}); err != nil {
 			t.Fatal(err)
 		}
 	})
-	cl := c.cluster
 
 	// The SPIRE server will listen on 127.0.0.1:<port> once the PRs are
 	// merged; pods reach it by name through a relay on the bridge.
@@ -168,11 +193,6 @@ func onboardRealPod(t *testing.T, b testbed.Bins, replicas int) *realPod {
 	echoPort, err := testbed.FreePort()
 	if err != nil {
 		t.Fatal(err)
-	}
-	for _, name := range []string{realSpireServerHost, realUpstreamHost} {
-		if err := cl.Node.DNS.Add(name, cl.PodReachableAddr); err != nil {
-			t.Fatal(err)
-		}
 	}
 
 	// The project's own settings point the scaffold at this test bed: the

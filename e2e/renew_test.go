@@ -22,14 +22,15 @@ import (
 
 // TestRenewAgentCertificate: a pod outlives its agent certificate. Real
 // cert-manager renews the pod's Certificate (its lifetime shortened on the
-// live object so renewals come every ~30 s instead of every year); the
+// live object so renewals come every ~18 s instead of every year); the
 // scaffold's own gen_cert.sh, running as the gen-cert sidecar does (follow
 // mode, the pod's service-account token and Role), writes each renewal into
 // the pod's certificate directory; a real spire-agent re-attests with the new
 // certificate at its next rotation and keeps serving the workload's SVID,
 // across at least two renewals.
 func TestRenewAgentCertificate(t *testing.T) {
-	c := newChain(t, "sprenew-", 6*time.Minute, testbed.Options{}, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
+	t.Parallel()
+	c := newChain(t, "sprenew-", 6*time.Minute, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
 	root, ctx, b := c.root, c.ctx, c.bins
 	kube := []string{"--kubeconfig", c.cluster.Kubeconfig, "--context", c.cluster.Context}
 
@@ -47,14 +48,17 @@ func TestRenewAgentCertificate(t *testing.T) {
 	pod := p.PodName(0)
 	certName := p.CertificateName(pod)
 
-	// Renewals every ~30 s: lifetime 90 s, renewed 60 s before its end.
-	patch := `{"spec":{"duration":"90s","renewBefore":"60s"}}`
+	// Renewals every ~18 s: lifetime 54 s, renewed 36 s before its end. The
+	// agent must rotate (re-attest) between two renewals, or it would skip a
+	// certificate: it rotates at half its 18 s SVID lifetime (±10 %) on a
+	// 5 s check (SPIRE's rotator), so within ~15 s of a renewal.
+	patch := `{"spec":{"duration":"54s","renewBefore":"36s"}}`
 	if _, err := c.cluster.Dynamic.Resource(certmanager.CertificateGVR).Namespace(p.Namespace).Patch(ctx, certName, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
 	// The SPIRE server: the merged trust list, the merged entries, agents
-	// rotating (x509pop: re-attesting) every 20 s.
+	// rotating (x509pop: re-attesting) every ~9 s.
 	files, err := c.gh.Files(cityRepo, "main")
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +67,7 @@ func TestRenewAgentCertificate(t *testing.T) {
 	writeFile(t, filepath.Join(sdir, "trust.pem"), files[p.City.TrustList.Path], 0o644)
 	writeFile(t, filepath.Join(sdir, "entries.json"), files[pr.TeamPath(p)+"/spiffe-ids.json"], 0o644)
 	srv, err := testbed.StartSpireServer(ctx, b, sdir, testbed.SpireServerConfig{TrustDomain: p.TrustDomain, CABundlePath: filepath.Join(sdir, "trust.pem"),
-		AgentPathTemplate: defaultAgentPathTemplate, UpstreamCACert: upCert, UpstreamCAKey: upKey, AgentTTL: "40s"})
+		AgentPathTemplate: defaultAgentPathTemplate, UpstreamCACert: upCert, UpstreamCAKey: upKey, AgentTTL: "18s"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +152,7 @@ func TestRenewAgentCertificate(t *testing.T) {
 			renewals++
 		}
 		agentID := fmt.Sprintf("spiffe://%s/spire/agent/x509pop/%s", p.TrustDomain, fp)
-		// The agent re-attests with it at its next rotation (every 20 s).
+		// The agent re-attests with it at its next rotation (every ~9 s).
 		attested := waitFor(t, 90*time.Second, func() bool {
 			out, err := srv.Run(ctx, "agent", "show", "-spiffeID", agentID)
 			return err == nil && strings.Contains(out, agentID)

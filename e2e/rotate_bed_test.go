@@ -61,7 +61,7 @@ type rotBed struct {
 // newRotBed starts everything and onboards the team: CA, bundle, both pull
 // requests merged and loaded by the server, applied, agents serving SVIDs.
 func newRotBed(t *testing.T, replicas int) *rotBed {
-	c := newChain(t, "sprot-", 20*time.Minute, testbed.Options{}, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
+	c := newChain(t, "sprot-", 20*time.Minute, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
 	root, ctx := c.root, c.ctx
 
 	r := &rotBed{chain: c, name: "rot-" + randHex(t, 3), pods: map[string]*rotPod{}, agentLogs: map[string][]string{}}

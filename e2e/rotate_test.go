@@ -35,6 +35,7 @@ import (
 // trust list, its aliases are gone, and a real agent with a leaf of the
 // old CA no longer attests.
 func TestRotateZeroFailedFetches(t *testing.T) {
+	t.Parallel()
 	r := newRotBed(t, 2)
 	oldCA := readCert(t, r.p.Path(r.p.Paths.CACert))
 	judgeKey := r.keepOldKey()
@@ -116,6 +117,7 @@ func TestRotateZeroFailedFetches(t *testing.T) {
 // the next run resumes there (the Secret is not applied again, nothing is
 // done twice) and the rotation completes, still with no failed fetch.
 func TestRotateResume(t *testing.T) {
+	t.Parallel()
 	r := newRotBed(t, 2)
 	oldCA := readCert(t, r.p.Path(r.p.Paths.CACert))
 	judgeKey := r.keepOldKey()
@@ -151,7 +153,7 @@ func TestRotateResume(t *testing.T) {
 		"--check-with", leaf.CertPath, "--check-key", leaf.KeyPath}, r.kube...)
 	cmd := exec.CommandContext(r.ctx, r.cli, args...)
 	cmd.Dir = r.dir
-	cmd.Env = append(os.Environ(), "HOME="+r.home, "NO_COLOR=1", "SPIREPOD_GITHUB_API_URL="+r.gh.URL, "GH_TOKEN="+ghToken)
+	cmd.Env = append(cliBaseEnv(), "HOME="+r.home, "NO_COLOR=1", "SPIREPOD_GITHUB_API_URL="+r.gh.URL, "GH_TOKEN="+ghToken)
 	logf, err := os.Create(filepath.Join(r.root, "killed-run.log"))
 	if err != nil {
 		t.Fatal(err)
@@ -218,6 +220,7 @@ func TestRotateResume(t *testing.T) {
 // server loaded the alias change, and every pod serves again at the end;
 // the old CA is gone and its leaves do not attest.
 func TestRotateEmergency(t *testing.T) {
+	t.Parallel()
 	r := newRotBed(t, 2)
 	oldCA := readCert(t, r.p.Path(r.p.Paths.CACert))
 	judgeKey := r.keepOldKey()
@@ -308,6 +311,7 @@ func TestRotateEmergency(t *testing.T) {
 // rewriting the PEM file it names in place is not picked up ("config is
 // unchanged"); a restart always reloads.
 func TestRotateServerReload(t *testing.T) {
+	t.Parallel()
 	b := testbed.Require(t, testbed.Bins.SpireSet)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

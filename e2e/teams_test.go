@@ -36,7 +36,8 @@ type member struct {
 // first team's `pr spiffe-id`; and SPIREPOD_YES cannot pass the protected
 // context guard.
 func TestE2EManyTeams(t *testing.T) {
-	c := newChain(t, "spteams-", 5*time.Minute, testbed.Options{}, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
+	t.Parallel()
+	c := newChain(t, "spteams-", 5*time.Minute, testbed.Bins.KubeSet, testbed.Bins.SpireSet)
 	root, b := c.root, c.bins
 	kube := []string{"--kubeconfig", c.cluster.Kubeconfig, "--context", c.cluster.Context}
 	suffix := randHex(t, 3)
@@ -229,7 +230,7 @@ func TestE2EManyTeams(t *testing.T) {
 		if err := c.cluster.AddContext("PROD-eu"); err != nil {
 			t.Fatal(err)
 		}
-		t.Setenv("SPIREPOD_YES", "true")
+		c.env = append(append([]string{}, c.env...), "SPIREPOD_YES=true")
 		out, errOut, code := c.exec(alpha.dir, "apply", "--kubeconfig", c.cluster.Kubeconfig, "--context", "PROD-eu")
 		if code != 2 || !strings.Contains(errOut, "protected pattern") || !strings.Contains(errOut, "SPIREPOD_YES is ignored") {
 			t.Fatalf("SPIREPOD_YES=true apply --context PROD-eu: exit %d, want 2 at the guard\n%s%s", code, out, errOut)

@@ -67,6 +67,9 @@ type Cluster struct {
 	kwokArgs      []string
 	procs         []*Proc
 	logf          func(string, ...any)
+	// attached: the processes belong to someone else (a Shared bed's view,
+	// or the standing bed): Stop leaves them, restarts are refused.
+	attached bool
 }
 
 // StartCluster starts a cluster for one test (or a whole package, from
@@ -213,21 +216,13 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 	if err != nil {
 		return c, err
 	}
-	c.Config, err = clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
-	if err != nil {
+	if err := c.connect(); err != nil {
 		return c, err
 	}
-	c.Config.QPS, c.Config.Burst = 200, 400
 	if err := c.waitAPIServer(ctx); err != nil {
 		return c, err
 	}
 	step("kube-apiserver ready", t0)
-	if c.Client, err = kubernetes.NewForConfig(c.Config); err != nil {
-		return c, err
-	}
-	if c.Dynamic, err = dynamic.NewForConfig(c.Config); err != nil {
-		return c, err
-	}
 
 	// controller-manager and scheduler
 	t0 = time.Now()
@@ -285,6 +280,14 @@ func Start(ctx context.Context, b Bins, dir string, opts Options) (c *Cluster, e
 			"--tls-cert-file", kwokCertPath, "--tls-private-key-file", kwokKeyPath,
 			"--enable-crds", "Logs,ClusterLogs",
 			"--cidr", "10.244.0.0/16",
+			// The node's Lease, renewed every 10 s as a kubelet does. Without
+			// it kwok heartbeats only every 10–20 min, the controller-manager
+			// marks the node NotReady after its 50 s grace period, kwok's
+			// node-initialize stage runs again and the node loses its
+			// addresses (pod logs then fail with "no preferred addresses
+			// found"): harmless for a test bed that lives a minute, fatal for
+			// one a package or a developer shares.
+			"--node-lease-duration-seconds", "40",
 		}
 		c.Kwok, err = c.start("kwok", b.Kwok(), c.kwokArgs...)
 		if err != nil {
@@ -340,10 +343,22 @@ func (c *Cluster) waitAPIServer(ctx context.Context) error {
 }
 
 // StopAPIServer kills kube-apiserver (fault tests); RestartAPIServer brings it back on the same port.
-func (c *Cluster) StopAPIServer() { c.APIServer.Kill() }
+// A fault test needs a bed of its own: a shared one refuses.
+func (c *Cluster) StopAPIServer() {
+	c.own("StopAPIServer")
+	c.APIServer.Kill()
+}
+
+// own panics when c's processes are not c's to stop (a shared or standing bed).
+func (c *Cluster) own(what string) {
+	if c.attached {
+		panic("testbed: " + what + " on a shared test bed: a test that stops or restarts components starts a bed of its own (StartCluster)")
+	}
+}
 
 // RestartAPIServer starts kube-apiserver again with the same flags and waits for it.
 func (c *Cluster) RestartAPIServer(ctx context.Context) error {
+	c.own("RestartAPIServer")
 	p, err := c.start("kube-apiserver", c.Bins.Kube("kube-apiserver"), c.apiserverArgs...)
 	if err != nil {
 		return err
@@ -354,8 +369,16 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 
 // RestartKwok kills kwok (ending every log stream it serves, as a node
 // restarting a container would) and starts it again with the same flags.
+// The node's Lease goes with the old kwok: the new one would otherwise wait
+// out the old holder's 40 s before it runs the node's pods again.
 func (c *Cluster) RestartKwok() error {
+	c.own("RestartKwok")
 	c.Kwok.Kill()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Delete(ctx, NodeName, metav1.DeleteOptions{}); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("node lease %s: %w", NodeName, err)
+	}
 	p, err := c.start("kwok", c.Bins.Kwok(), c.kwokArgs...)
 	if err != nil {
 		return err
@@ -364,8 +387,12 @@ func (c *Cluster) RestartKwok() error {
 	return nil
 }
 
-// Stop stops every process, last started first.
+// Stop stops every process, last started first; a view of a shared or
+// standing bed stops nothing.
 func (c *Cluster) Stop() {
+	if c.attached {
+		return
+	}
 	if c.Node != nil {
 		c.Node.Stop()
 	}

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -155,41 +156,87 @@ func goTool() (string, error) {
 	return p, nil
 }
 
-// buildStandins compiles the stand-ins and the pause program statically.
+// standinNames are the programs under internal/testbed/standin.
+var standinNames = []string{"pause", "envoy", "xfccecho"}
+
+// buildStandins compiles the stand-ins and the pause program statically and
+// copies them into dir.
 func buildStandins(ctx context.Context, dir string) (map[string]string, error) {
-	goBin, err := goTool()
-	if err != nil {
-		return nil, err
-	}
-	const pkg = "github.com/spirepod/spirepod/internal/testbed/standin/"
 	out := map[string]string{}
-	args := []string{"build", "-trimpath", "-o", dir + string(os.PathSeparator)}
-	for _, name := range []string{"pause", "envoy", "xfccecho"} {
-		args = append(args, pkg+name)
+	for _, name := range standinNames {
 		out[name] = filepath.Join(dir, name)
 	}
-	cmd := exec.CommandContext(ctx, goBin, args...)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build stand-ins: %v\n%s", err, b)
-	}
-	return out, nil
+	return out, standinsInto(ctx, out)
 }
 
 // StandinBinary builds one stand-in (pause, envoy, xfccecho) into dir, for
 // tests that run it as a plain process.
 func StandinBinary(ctx context.Context, dir, name string) (string, error) {
+	out := filepath.Join(dir, name)
+	return out, standinsInto(ctx, map[string]string{name: out})
+}
+
+// standinsInto builds every stand-in in one place per checkout in the
+// test-bin cache (<root>/standins/<checkout>) and copies the named ones to
+// the given paths. `go build -o` does not link again when the binaries there
+// are already the build of the current sources, so only the first build
+// after a change pays the links; every real-node test (each a process of
+// its own, in its own namespaces) then costs about a second. An flock
+// serialises builders (parallel tests, packages) and the copies.
+func standinsInto(ctx context.Context, want map[string]string) error {
 	goBin, err := goTool()
 	if err != nil {
-		return "", err
+		return err
 	}
-	out := filepath.Join(dir, name)
-	cmd := exec.CommandContext(ctx, goBin, "build", "-trimpath", "-o", out, "github.com/spirepod/spirepod/internal/testbed/standin/"+name)
+	_, self, _, _ := runtime.Caller(0) // <checkout>/internal/testbed/images.go
+	sum := sha256.Sum256([]byte(filepath.Dir(filepath.Dir(filepath.Dir(self)))))
+	dir := filepath.Join(DefaultRoot(), "standins", hex.EncodeToString(sum[:6]))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("lock %s: %w", dir, err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	const pkg = "github.com/spirepod/spirepod/internal/testbed/standin/"
+	args := []string{"build", "-trimpath", "-o", dir + string(os.PathSeparator)}
+	for _, name := range standinNames {
+		args = append(args, pkg+name)
+	}
+	cmd := exec.CommandContext(ctx, goBin, args...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=-buildvcs=false")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("go build %s: %v\n%s", name, err, b)
+		return fmt.Errorf("go build stand-ins: %v\n%s", err, b)
 	}
-	return out, nil
+	for name, to := range want {
+		if err := copyExecutable(filepath.Join(dir, name), to); err != nil {
+			return fmt.Errorf("stand-in %s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+// copyExecutable copies from to to (mode 0755).
+func copyExecutable(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
 }
 
 func imageSpecs(b Bins, h HostTools, standins map[string]string) ([]imageSpec, error) {

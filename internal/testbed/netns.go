@@ -3,6 +3,7 @@ package testbed
 import (
 	"bufio"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -122,6 +123,10 @@ func runInNetns(t *testing.T) {
 	// stops what it started. --mount-proc shows that namespace's /proc.
 	args := []string{"--net", "--mount", "--propagation", "private", "--pid", "--kill-child=SIGTERM", "--mount-proc", "--", self,
 		"-test.run=" + strings.Join(parts, "/"), "-test.v=true", "-test.count=1"}
+	// The child runs the test's parallel subtests as the parent would.
+	if f := flag.Lookup("test.parallel"); f != nil {
+		args = append(args, "-test.parallel="+f.Value.String())
+	}
 	if dl, ok := t.Deadline(); ok {
 		// Leave the parent time to report the child's own timeout panic.
 		if left := time.Until(dl) - 30*time.Second; left > 0 {

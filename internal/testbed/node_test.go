@@ -185,6 +185,7 @@ exec sleep 86400`},
 // come through the apiserver → kubelet path; kubectl exec works; and once
 // it is deleted every container and shim of it is gone.
 func TestRealPodSmoke(t *testing.T) {
+	t.Parallel()
 	b, _ := testbed.RequireRealNode(t)
 	if !testbed.InNetns(t) {
 		return
@@ -334,6 +335,7 @@ func itoa(i int) string {
 // no process it started (control plane, containerd, kubelet, shims,
 // containers), no pod network interface and no mount under its directory.
 func TestRealPodNothingLeft(t *testing.T) {
+	t.Parallel()
 	b, h := testbed.RequireRealNode(t)
 	if !testbed.InNetns(t) {
 		return

@@ -31,6 +31,7 @@ import (
 // curl's log, read through apiserver → kubelet, shows the XFCC line with
 // this workload's SPIFFE ID. Pod Security "restricted" is enforced.
 func TestRealPodSpireChain(t *testing.T) {
+	t.Parallel()
 	b, _ := RequireRealNode(t)
 	if !InNetns(t) {
 		return

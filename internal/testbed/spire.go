@@ -152,9 +152,16 @@ type SpireAgent struct {
 // StartSpireAgent starts spire-agent with a config file the test wrote and
 // waits until it is healthy (attested).
 func StartSpireAgent(ctx context.Context, b Bins, dir, name, confPath, socketPath string) (*SpireAgent, error) {
+	return StartSpireAgentEnv(ctx, b, dir, name, confPath, socketPath, nil)
+}
+
+// StartSpireAgentEnv is StartSpireAgent with extra environment variables
+// for the agent alone (e.g. MY_NODE_NAME for its k8s workload attestor), so
+// tests running in parallel need not change the test process's environment.
+func StartSpireAgentEnv(ctx context.Context, b Bins, dir, name, confPath, socketPath string, env []string) (*SpireAgent, error) {
 	a := &SpireAgent{Socket: socketPath, bin: b.SpireAgent()}
 	var err error
-	a.Proc, err = StartProc(dir, name, a.bin, "run", "-config", confPath)
+	a.Proc, err = startProcEnv(dir, name, a.bin, env, "run", "-config", confPath)
 	if err != nil {
 		return nil, err
 	}

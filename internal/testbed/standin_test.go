@@ -337,7 +337,7 @@ plugins {
 	// which verify diagnoses in curl's log.
 	code, body, err = wrong.get(ctx, "/headers")
 	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "CERTIFICATE_VERIFY_FAILED") {
-		t.Fatalf("wrong SAN matcher: %d %v %q, want 503 with CERTIFICATE_VERIFY_FAILED", code, err, body)
+		t.Fatalf("wrong SAN matcher: %d %v %q, want 503 with CERTIFICATE_VERIFY_FAILED\n--- stand-in log:\n%s", code, err, body, wrong.proc.Tail(4000))
 	}
 	if p, ok := verify.MatchPattern(verify.ContainerCurl, body); !ok || p.ID != "curl-upstream-tls" {
 		t.Errorf("verify diagnoses the stand-in's TLS failure reply as %q, want curl-upstream-tls", p.ID)

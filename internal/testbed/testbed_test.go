@@ -20,6 +20,7 @@ import (
 // controller-manager, scheduler and kwok, and a container log written to a
 // file is served through the real apiserver → kwok kubelet API path.
 func TestClusterSmoke(t *testing.T) {
+	t.Parallel()
 	b := testbed.Require(t, testbed.Bins.ControlPlaneSet)
 	c := testbed.StartCluster(t, b, testbed.Options{NoCertManager: true})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
