@@ -61,6 +61,7 @@ func TestCityAtGitHubLimits(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 5,000-team city: skipped under -short")
 	}
+	t.Parallel() // its own fake GitHub; the package's other tests go on meanwhile
 	teams := 5000
 	if n, err := strconv.Atoi(os.Getenv("SPIREPOD_PR_CITY_TEAMS")); err == nil && n > 0 {
 		teams = n
