@@ -399,7 +399,13 @@ func (ch *Change) facts(ctx context.Context, t Tree, cfg Config, tp *teamPath, o
 		if e.Node {
 			aliases[e.SpiffeID] = true
 		}
-		for _, id := range []string{e.SpiffeID, e.ParentID, e.EntryID, e.Name} {
+		// Global names only: a ClusterStaticEntry's name (cluster-scoped);
+		// a SpiffeID's is its namespace's, and many teams share it.
+		global := []string{e.SpiffeID, e.ParentID, e.EntryID}
+		if e.Format == registration.FormatClusterStaticEntry {
+			global = append(global, e.Name)
+		}
+		for _, id := range global {
 			if id != "" && !registration.IsServerID(id) {
 				needles[id] = true
 			}
