@@ -34,22 +34,26 @@ type applyOptions struct {
 
 func newCmdApply(f *Factory, runF func(*applyOptions) error) *cobra.Command {
 	opts := &applyOptions{f: f, kube: newKubeFlags()}
+	facts := defaultScaffoldFacts()
 	cmd := &cobra.Command{
 		Use:   "apply",
 		Short: "Server-side apply certs/ and the scaffold, then wait for the issuer and pods (guide step 6)",
-		Long: `Build certs/ and the scaffold root with kustomize (in-process) and apply every object with
-server-side apply (field manager "spirepod"): the CA Secret and ClusterIssuer first, then the
-ServiceAccount, RBAC and ConfigMaps, then the StatefulSet. This is
-"kubectl apply -k ./certs && kubectl apply -k ." done once, in order, and checked first.
+		Long: reflow(`Build certs/ and the scaffold root as kustomize does (in-process) and apply every object with
+server-side apply, field manager ` + facts.FieldManager + ` (one per team: the API server reports a
+change to another team's fields as a conflict). First certs/: the team CA Secret
+` + facts.CASecret + ` and ` + facts.Issuer + ` (` + clusterIssuerNote + `);
+then the ServiceAccount, RBAC, ConfigMaps and one cert-manager Certificate per pod
+(` + facts.Certificate + `); then the StatefulSet. This is "kubectl apply -k ./certs && kubectl apply -k ." done once, in order, and
+checked first.
 
 Before changing anything it prints the context and cluster, and checks: the team CA exists and
-passes pki inspect, cert-manager is installed, the namespace exists, the cluster-wide CA Secret
-is absent or already holds this team CA (--replace-ca to replace it), and you may apply every
-object (SelfSubjectAccessReview). A context matching a protected pattern (spirepod.yaml
-protectedContexts; default *prod*) needs --yes.
+passes pki inspect, cert-manager is installed, the namespace exists, the issuer's CA Secret is
+absent or already holds this team CA (--replace-ca to replace it), and you may apply every object
+(SelfSubjectAccessReview). A context matching a protected pattern (spirepod.yaml
+protectedContexts; default ` + strings.Join(apply.DefaultProtectedContexts, ", ") + `) needs --yes.
 
 If the API server becomes unreachable, requests are retried with backoff until --timeout; then
-the command lists what was and was not applied. Running it again completes the job.`,
+the command lists what was and was not applied. Running it again completes the job.`),
 		Example: `  spirepod apply --context dev-cluster
   spirepod apply --dry-run=server -o json
   spirepod apply --context prod-eu --yes --timeout 10m
@@ -62,7 +66,7 @@ the command lists what was and was not applied. Running it again completes the j
 	fl.StringVar(&opts.DryRun, "dry-run", "none", `"server": the API server validates and reports created/configured/unchanged; nothing is stored`)
 	fl.Lookup("dry-run").NoOptDefVal = "server"
 	cmd.Args = dryRunArgs(cmd, &opts.DryRun)
-	fl.BoolVar(&opts.Wait, "wait", true, "wait for the ClusterIssuer to be Ready and the pods to be Running and ready")
+	fl.BoolVar(&opts.Wait, "wait", true, "wait for the "+facts.IssuerKind+" to be Ready and the pods to be Running and ready")
 	addTimeoutFlag(fl, &opts.Timeout, 5*time.Minute, "how long to retry an unreachable API server and to wait")
 	fl.BoolVar(&opts.Yes, "yes", false, "allow changing a protected context")
 	fl.BoolVar(&opts.ForceConflicts, "force-conflicts", false, "take ownership of fields another field manager owns")
@@ -121,6 +125,21 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 	if check.Failed(rep.Preflight) {
 		return o.preflightFailed(rep)
 	}
+	// The cluster before the registries: a wrong --context or a cluster
+	// that does not answer is the real cause, said first and once.
+	t, err := o.f.Kube(o.kube)
+	if err != nil {
+		return err
+	}
+	rep.Context, rep.Cluster, rep.Server = t.Context, t.Cluster, t.Server
+	verb := "Applying to"
+	if rep.DryRun {
+		verb = "Dry run (server) against"
+	}
+	fmt.Fprintf(errOut, "%s %s\n", verb, t.describe())
+	if err := t.ping(ctx); err != nil {
+		return err
+	}
 	if !o.SkipImageCheck {
 		fmt.Fprintln(errOut, "Checking images in their registries…")
 		imgs := apply.CheckImages(ctx, apply.All(layers), o.f.ImageCheck)
@@ -136,16 +155,6 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 		}
 		printWarnings(o.f, imgs)
 	}
-	t, err := o.f.Kube(o.kube)
-	if err != nil {
-		return err
-	}
-	rep.Context, rep.Cluster, rep.Server = t.Context, t.Cluster, t.Server
-	verb := "Applying to"
-	if rep.DryRun {
-		verb = "Dry run (server) against"
-	}
-	fmt.Fprintf(errOut, "%s %s\n", verb, t.describe())
 
 	patterns := p.ProtectedContexts
 	if len(patterns) == 0 {
@@ -250,9 +259,13 @@ func (o *applyOptions) preflightFailed(rep *applyReport) error {
 			failed = append(failed, r)
 		}
 	}
+	if len(failed) == 1 {
+		// One cause: one line and its hint, once.
+		first := failed[0]
+		return failure(fmt.Errorf("preflight: %s: %s; nothing was applied", first.Name, first.Message), first.Hint)
+	}
 	printChecks(o.f.IO, o.f.IO.ErrOut, failed)
-	first := failed[0]
-	return failure(fmt.Errorf("preflight: %s: %s", first.Name, first.Message), first.Hint)
+	return failure(fmt.Errorf("preflight: %d checks failed (above, each with its hint); nothing was applied", len(failed)), "")
 }
 
 func (o *applyOptions) applyFailed(rep *applyReport, err error) error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -34,6 +35,8 @@ type bundleSetResult struct {
 	File         string   `json:"file"`
 	Changed      bool     `json:"changed"`
 	Certificates []caInfo `json:"certificates"`
+	// DryRun: nothing was written.
+	DryRun bool `json:"dryRun"`
 }
 
 type caInfo struct {
@@ -62,7 +65,7 @@ within 30 days is written with a warning.`,
 			if runF != nil {
 				return runF(opts)
 			}
-			return bundleSetRun(opts)
+			return bundleSetRun(cmd.Context(), opts)
 		},
 	}
 	addDirFlag(cmd.Flags(), &opts.Dir)
@@ -72,7 +75,7 @@ within 30 days is written with a warning.`,
 	return cmd
 }
 
-func bundleSetRun(o *bundleSetOptions) error {
+func bundleSetRun(ctx context.Context, o *bundleSetOptions) error {
 	pemData, err := o.f.ReadFile(o.File)
 	if err != nil {
 		return usageError("pass the PEM file holding the SPIRE server's CA", "%s: %v", o.File, pathErr(err))
@@ -98,13 +101,13 @@ func bundleSetRun(o *bundleSetOptions) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return usageError("re-render the scaffold with `"+p.ReinitCommand()+"`", "%s is missing", path)
 	} else if err != nil {
-		return failure(err, "")
+		return fileFailure(o.f, err)
 	}
 	updated, err := scaffold.UpdateBundleFile(old, pemData)
 	if err != nil {
 		return usageError("re-render the scaffold with `"+p.ReinitCommand()+"`", "%s: %v", path, err)
 	}
-	res := bundleSetResult{File: path, Changed: string(old) != string(updated)}
+	res := bundleSetResult{File: path, Changed: string(old) != string(updated), DryRun: o.DryRun}
 	for _, c := range certs {
 		res.Certificates = append(res.Certificates, caInfo{Subject: c.Subject.String(), SHA256: pki.SHA256Fingerprint(c), SHA1: pki.SHA1Fingerprint(c)})
 	}
@@ -120,8 +123,11 @@ func bundleSetRun(o *bundleSetOptions) error {
 		return nil
 	}
 	if res.Changed {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if err := atomicfile.WriteFile(path, updated, atomicfile.Options{Perm: 0o644}); err != nil {
-			return failure(err, "")
+			return fileFailure(o.f, err)
 		}
 	}
 	if o.f.JSON() {

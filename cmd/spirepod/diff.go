@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spirepod/spirepod/internal/apply"
+	"github.com/spirepod/spirepod/internal/project"
 )
 
 type diffOptions struct {
@@ -116,7 +117,7 @@ func diffRun(ctx context.Context, o *diffOptions) error {
 			}
 			fmt.Fprint(o.f.IO.Out, d.Diff)
 		}
-		fmt.Fprintf(o.f.IO.ErrOut, "%d of %d objects would change\n", changed, len(diffs))
+		fmt.Fprintf(o.f.IO.ErrOut, "%d of %s would change\n", changed, project.Count(len(diffs), "object"))
 	}
 	if changed > 0 {
 		return &silentError{code: exitFailure}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"strings"
+	"syscall"
 )
 
 // Exit codes, documented in `spirepod --help`.
@@ -59,13 +60,15 @@ func (e *silentError) Error() string { return fmt.Sprintf("exit %d", e.code) }
 
 // exitCodeFor maps an error to an exit code and prints it with its hint.
 func reportError(ctx context.Context, w io.Writer, err error) int {
+	if ctx.Err() != nil {
+		// SIGINT or SIGTERM: whatever the command ran into while stopping
+		// (a cancelled request, a half-read log), it was interrupted.
+		fmt.Fprintln(w, "interrupted")
+		return exitInterrupted
+	}
 	var se *silentError
 	if errors.As(err, &se) {
 		return se.code
-	}
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
-		fmt.Fprintln(w, "interrupted")
-		return exitInterrupted
 	}
 	code := exitFailure
 	hint := ""
@@ -79,6 +82,30 @@ func reportError(ctx context.Context, w io.Writer, err error) int {
 		fmt.Fprintf(w, "hint: %s\n", hint)
 	}
 	return code
+}
+
+// fileFailure reports a file that could not be read or written in the
+// user's words: the file (never a temporary name), what the system said,
+// and what to do. An error that is not about a file is a plain failure.
+func fileFailure(f *Factory, err error) error {
+	var pe *fs.PathError
+	if !errors.As(err, &pe) {
+		return failure(err, "")
+	}
+	verb := "read"
+	if pe.Op == "write" || pe.Op == "mkdir" || pe.Op == "rename" || pe.Op == "link" || pe.Op == "remove" {
+		verb = "write"
+	}
+	hint := ""
+	switch {
+	case errors.Is(pe.Err, syscall.EROFS):
+		hint = "the file system is read-only: run spirepod where the scaffold can be written; nothing was half-written"
+	case errors.Is(pe.Err, syscall.EACCES), errors.Is(pe.Err, syscall.EPERM):
+		hint = "you may not " + verb + " there: check the owner and mode of the file and its directory (ls -ld)"
+	case errors.Is(pe.Err, syscall.ENOSPC), errors.Is(pe.Err, syscall.EDQUOT):
+		hint = "the disk (or your quota) is full: free some space and run again; nothing was half-written"
+	}
+	return failure(fmt.Errorf("cannot %s %s: %v", verb, displayPath(f, pe.Path), pe.Err), hint)
 }
 
 // pathErr drops the path from an *fs.PathError ("open PATH: no such file"),

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"time"
 
@@ -30,10 +31,21 @@ type Factory struct {
 	// Kube resolves --kubeconfig/--context into clients, as kubectl's
 	// Complete(f) does; tests may build their own targets.
 	Kube func(k *kubeFlags) (*kubeTarget, error)
+	// Executable and LookPath say how this binary is run, for the next
+	// steps a command prints (selfCommand).
+	Executable func() (string, error)
+	LookPath   func(string) (string, error)
 
 	// userProfiles is the config file's profiles: section, read once by
 	// applyConfigPrecedence.
 	userProfiles map[string]project.Profile
+
+	// interrupt is run's context: cancelled by SIGINT or SIGTERM. Clients
+	// bind every request to it, including those client-go makes without a
+	// context (discovery behind the RESTMapper).
+	interrupt context.Context
+	// running is stdout of the command running now, counting what it wrote.
+	running *countingWriter
 
 	// Root flags.
 	ConfigPath string
@@ -42,7 +54,7 @@ type Factory struct {
 }
 
 func newFactory(streams *IOStreams, getenv func(string) string) *Factory {
-	return &Factory{
+	f := &Factory{
 		IO:         streams,
 		Getenv:     getenv,
 		Getwd:      os.Getwd,
@@ -50,10 +62,14 @@ func newFactory(streams *IOStreams, getenv func(string) string) *Factory {
 		Rand:       rand.Reader,
 		HTTPClient: func() *http.Client { return &http.Client{Timeout: 60 * time.Second} },
 		GHToken:    ghAuthToken,
-		Kube:       (*kubeFlags).Target,
+		Executable: os.Executable,
+		LookPath:   exec.LookPath,
 		ConfigPath: defaultConfigPath(getenv),
 		Output:     "text",
+		interrupt:  context.Background(),
 	}
+	f.Kube = func(k *kubeFlags) (*kubeTarget, error) { return k.Target(f.interrupt) }
+	return f
 }
 
 // JSON reports whether -o json was asked for.

@@ -104,7 +104,9 @@ func checkTimeout(d time.Duration) error {
 // says how to re-render the scaffold for another namespace.
 func (k *kubeFlags) projectNamespace(p *project.Project) (string, error) {
 	if ns := k.Namespace(""); ns != "" && ns != p.Namespace {
-		return "", usageError("the namespace is part of the scaffold: re-render it with `spirepod init --namespace "+ns+" --force` from its parent directory, or drop -n",
+		moved := *p
+		moved.Namespace = ns
+		return "", usageError("the namespace is part of the scaffold: drop -n, or re-render the scaffold for "+ns+" with `"+moved.ReinitCommand()+"`",
 			"-n %s differs from the scaffold's namespace %s (%s)", ns, p.Namespace, project.FileName)
 	}
 	return p.Namespace, nil

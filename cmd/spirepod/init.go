@@ -36,17 +36,20 @@ type initOptions struct {
 
 func newCmdInit(f *Factory, runF func(*initOptions) error) *cobra.Command {
 	opts := &initOptions{f: f}
+	facts := defaultScaffoldFacts()
+	guide := project.HelpExample()
+	guide.Naming = project.NamingGuide
 	cmd := &cobra.Command{
 		Use:   "init [DIR]",
 		Short: "Scaffold the same-pod SPIRE agent + Envoy manifests for your namespace (guide step 1)",
-		Long: `Scaffold a complete spire-envoy-integration directory for your team: the StatefulSet
-(gen-cert init container, spire-agent, envoy and curl in one Pod), its RBAC, the agent and
-Envoy configuration, the bundle ConfigMap, one cert-manager Certificate per pod, certs/ (the
-team CA Secret and an Issuer in your namespace; --issuer cluster: a ClusterIssuer named after the
-namespace), a .gitignore that keeps the CA key out of git, and spirepod.yaml.
+		Long: reflow(`Scaffold a complete spire-envoy-integration directory for your team: the StatefulSet
+(gen-cert sidecar, spire-agent, envoy and curl in one Pod), its RBAC, the agent and Envoy
+configuration, the bundle ConfigMap, one cert-manager Certificate per pod (` + facts.Certificate + `),
+certs/ (the team CA Secret ` + facts.CASecret + ` and ` + facts.Issuer + `; ` + clusterIssuerNote + `),
+a .gitignore that keeps the CA key out of git, and spirepod.yaml.
 
-Every name is scoped to the team: agent CNs <pod>.<namespace>, node aliases under
-spiffe://<td>/ns/<namespace>/, the field manager spirepod-<namespace>. The pod runs under Pod
+Every name is scoped to the team: agent CNs ` + facts.AgentCN + `, node aliases ` + facts.Alias + `,
+the field manager ` + facts.FieldManager + `. The pod runs under Pod
 Security "restricted" (non-root, no privilege escalation, all capabilities dropped, seccomp
 RuntimeDefault, read-only root filesystems), with requests, limits and probes. Images come from
 the profile (images: in the user config overrides them): alpine/k8s:1.31.12 (gen-cert),
@@ -57,7 +60,9 @@ The namespace is rewritten structurally everywhere it occurs, inside SPIFFE IDs,
 configuration too; the cert-manager namespace of certs/secret is kept.
 
 Everything is rendered in memory first. Running again with the same inputs writes nothing;
-changed inputs show a diff and need --force; files you added are left alone.`,
+changed inputs show a diff and need --force; files you added are left alone. An interrupted
+init leaves nothing half-written: a new directory appears whole or not at all, an existing one
+keeps its files as they were.`),
 		Example: `  spirepod init --team payments --namespace payments
   spirepod init --team payments --namespace payments --env lab --replicas 3 --server-ca server-ca.pem
   spirepod init --team payments --namespace payments --from ~/src/city --dry-run`,
@@ -86,8 +91,8 @@ changed inputs show a diff and need --force; files you added are left alone.`,
 	fl.StringVar(&opts.Name, "name", scaffold.TemplateName, "StatefulSet name; pods are <name>-0, <name>-1, …")
 	fl.IntVar(&opts.Replicas, "replicas", 1, "number of pods (each gets its own agent identity)")
 	fl.StringVar(&opts.ServiceAccount, "service-account", scaffold.TemplateServiceAccount, "service account of the pods; names the workload's SPIFFE ID")
-	fl.StringVar(&opts.Naming, "naming", project.NamingNamespaced, "agent names: namespaced (CN <pod>.<namespace>, alias spiffe://<td>/ns/<namespace>/spire-agent-x509pop-<pod>) or guide (the guide's spire-agent-x509pop-<pod>; needs a StatefulSet name no other team uses)")
-	fl.StringVar(&opts.Issuer, "issuer", project.IssuerNamespaced, "agent certificate issuer: namespaced (an Issuer and its CA Secret in your namespace) or cluster (a ClusterIssuer spire-agent-x509pop-<namespace>, CA Secret in cert-manager)")
+	fl.StringVar(&opts.Naming, "naming", project.DefaultNaming, "agent names: namespaced (CN "+facts.AgentCN+", alias "+facts.Alias+") or guide (the guide's CN "+guide.AgentCN("<pod>")+", alias "+guide.NodeAliasID("<pod>")+"; needs a StatefulSet name no other team uses)")
+	fl.StringVar(&opts.Issuer, "issuer", project.DefaultIssuerScope, "agent certificate issuer: namespaced ("+facts.Issuer+", CA Secret "+facts.CASecret+") or cluster ("+strings.TrimPrefix(clusterIssuerNote, "with init --issuer cluster: ")+")")
 	fl.StringVar(&opts.Upstream.Host, "upstream-host", "", "the remote service Envoy calls over mTLS (default httpbin.spire-sample.svc.cluster.local)")
 	fl.IntVar(&opts.Upstream.Port, "upstream-port", 0, "its port (default 8443)")
 	fl.StringVar(&opts.Upstream.SNI, "upstream-sni", "", "the TLS server name Envoy sends (default: --upstream-host)")
@@ -106,13 +111,16 @@ func migrateHint(p *project.Project) string {
 	return "move it to team-scoped names: `" + p.ReinitCommand() + "` (it keeps the team CA; then `spirepod apply` and new PRs)"
 }
 
-// askMissing prompts for required values on a terminal.
+// askMissing prompts for required values on a terminal. Each answer is
+// checked at once, as the flag would be, and asked again (up to three
+// times) with what is wrong: a bad team name is not taken and refused later.
 func (o *initOptions) askMissing() error {
 	io := o.f.IO
 	ask := []struct {
-		flag string
-		dst  *string
-	}{{"team", &o.Team}, {"namespace", &o.Namespace}}
+		flag  string
+		dst   *string
+		check func(string) error
+	}{{"team", &o.Team, project.CheckTeam}, {"namespace", &o.Namespace, project.CheckNamespace}}
 	var r *bufio.Reader
 	for _, a := range ask {
 		if *a.dst != "" {
@@ -124,12 +132,23 @@ func (o *initOptions) askMissing() error {
 		if r == nil {
 			r = bufio.NewReader(io.In)
 		}
-		fmt.Fprintf(io.ErrOut, "? %s: ", a.flag)
-		line, err := r.ReadString('\n')
-		if err != nil && line == "" {
-			return usageError(fmt.Sprintf("pass --%s", a.flag), "--%s is required", a.flag)
+		for try := 1; ; try++ {
+			fmt.Fprintf(io.ErrOut, "? %s: ", a.flag)
+			line, err := r.ReadString('\n')
+			if err != nil && line == "" {
+				return usageError(fmt.Sprintf("pass --%s", a.flag), "--%s is required", a.flag)
+			}
+			v := strings.TrimSpace(line)
+			cerr := a.check(v)
+			if cerr == nil {
+				*a.dst = v
+				break
+			}
+			if try == 3 {
+				return usageError(fmt.Sprintf("pass --%s", a.flag), "--%s: %v", a.flag, cerr)
+			}
+			fmt.Fprintf(io.ErrOut, "  %v\n", cerr)
 		}
-		*a.dst = strings.TrimSpace(line)
 	}
 	return nil
 }
@@ -143,11 +162,11 @@ func (o *initOptions) validate() error {
 	if o.Team == "" {
 		return usageError("pass --team", "--team is required")
 	}
-	if err := project.CheckNamespace(o.Team); err != nil {
-		return usageError("use lower-case letters, digits and '-'", "--team: %s", strings.Replace(err.Error(), "namespace", "team name", 1))
+	if err := project.CheckTeam(o.Team); err != nil {
+		return usageError("the team name names branches and files: lower-case letters, digits and '-'", "--team: %v", err)
 	}
-	if o.Replicas < 1 || o.Replicas > 1000 {
-		return usageError("one pod is the usual start", "--replicas must be between 1 and 1000, got %d", o.Replicas)
+	if o.Replicas < 1 || o.Replicas > project.MaxReplicas {
+		return usageError("one pod is the usual start", "--replicas must be between 1 and %d, got %d", project.MaxReplicas, o.Replicas)
 	}
 	if err := project.CheckStatefulSet(o.Name, o.Replicas); err != nil {
 		hint := "use lower-case letters, digits and '-', starting and ending with a letter or digit"
@@ -179,8 +198,8 @@ func (o *initOptions) validate() error {
 	if o.ServiceAccount == "" {
 		return usageError("pass --service-account", "--service-account must not be empty")
 	}
-	if err := project.CheckNamespace(o.ServiceAccount); err != nil {
-		return usageError("a service account name is a DNS-1123 name", "--service-account: %s", strings.Replace(err.Error(), "namespace", "service account name", 1))
+	if err := project.CheckServiceAccount(o.ServiceAccount); err != nil {
+		return usageError("a service account name is lower-case letters, digits, '-' and '.'", "--service-account: %v", err)
 	}
 	return nil
 }
@@ -303,7 +322,14 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 	}
 	plan, err := scaffold.PlanWrite(dir, files)
 	if err != nil {
-		return failure(err, "")
+		return fileFailure(o.f, err)
+	}
+	if plan.Changed() {
+		// A rotation trusts and issues from CA files and names this scaffold
+		// renders (namespace, issuer, paths): only `pki rotate` moves them.
+		if err := checkNoRotationForCA(o.f, p, "`spirepod init`"); err != nil {
+			return err
+		}
 	}
 	res := initResult{Dir: dir, Source: src.Origin, DryRun: o.DryRun, Changed: plan.Changed(), Files: plan.Files, Project: p}
 	out, errOut := o.f.IO.Out, o.f.IO.ErrOut
@@ -322,7 +348,7 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 			fmt.Fprint(errOut, plan.Diff())
 			return failure(err, "re-run with --force to overwrite them, or --dry-run to review")
 		}
-		return failure(err, "")
+		return fileFailure(o.f, err)
 	}
 	cd := o.Dir
 	if abs, err := o.f.Abs(o.Dir); err == nil {
@@ -330,7 +356,7 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 			cd = "" // already there
 		}
 	}
-	res.Next = nextSteps(cd, serverCA != nil)
+	res.Next = nextSteps(o.f, p, cd)
 
 	if o.f.JSON() {
 		return writeJSON(out, res)
@@ -346,20 +372,6 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 	}
 	fmt.Fprintln(out, dir)
 	return nil
-}
-
-// nextSteps are the commands after init; dir "" means the scaffold is the
-// current directory (no cd).
-func nextSteps(dir string, haveServerCA bool) []string {
-	var steps []string
-	if dir != "" {
-		steps = append(steps, "cd "+dir)
-	}
-	steps = append(steps, "spirepod pki gen")
-	if !haveServerCA {
-		steps = append(steps, "spirepod bundle set <spire-server-ca.pem>")
-	}
-	return append(steps, "spirepod pr trust-ca", "spirepod pr spiffe-id", "spirepod apply", "spirepod verify")
 }
 
 func printPlan(w interface{ Write([]byte) (int, error) }, plan *scaffold.Plan, would string) {

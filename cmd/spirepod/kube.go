@@ -2,17 +2,22 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/discovery"
@@ -70,8 +75,9 @@ type kubeTarget struct {
 const kubeHint = "check --kubeconfig and --context (kubectl config get-contexts lists them)"
 
 // Target resolves the kubeconfig and context and builds clients. Nothing is
-// contacted yet: discovery is lazy.
-func (k *kubeFlags) Target() (*kubeTarget, error) {
+// contacted yet: discovery is lazy. Every request the clients make ends when
+// stop is cancelled (an interrupt), whatever context its caller passed.
+func (k *kubeFlags) Target(stop context.Context) (*kubeTarget, error) {
 	raw, err := k.cf.ToRawKubeConfigLoader().RawConfig()
 	if err != nil {
 		return nil, usageError(kubeHint, "kubeconfig: %v", err)
@@ -94,6 +100,7 @@ func (k *kubeFlags) Target() (*kubeTarget, error) {
 		for n := range raw.Contexts {
 			names = append(names, n)
 		}
+		sort.Strings(names)
 		return nil, usageError(kubeHint, "--context %q not found in the kubeconfig (have: %s)", ctxName, strings.Join(names, ", "))
 	}
 	cfg, err := k.cf.ToRESTConfig()
@@ -107,9 +114,10 @@ func (k *kubeFlags) Target() (*kubeTarget, error) {
 	if os.Getenv("SPIREPOD_HTTP_TRACE") != "" {
 		cfg.Wrap(traceTransport)
 	}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &stopTransport{stop: stop, rt: rt} })
 	t := &kubeTarget{Context: ctxName, Cluster: kctx.Cluster, Config: cfg, Server: cfg.Host}
 	if t.Client, err = kubernetes.NewForConfig(cfg); err != nil {
-		return nil, err
+		return nil, kubeConfigError(ctxName, kctx.Cluster, err)
 	}
 	if t.Dynamic, err = dynamic.NewForConfig(cfg); err != nil {
 		return nil, err
@@ -153,7 +161,10 @@ const pingBudget = 4 * time.Second
 // ping asks the API server for its version. When nothing answers (refused,
 // no route, unknown host, dial timeout) it tries again for a few seconds (a
 // restarting API server) and then fails with "cluster unreachable" naming
-// the server, exit 1, instead of a command waiting out its --timeout.
+// the server, exit 1, instead of a command waiting out its --timeout. A
+// server that answers but is not usable (not an API server, credentials
+// refused or not obtainable, a certificate the kubeconfig's CA does not
+// sign) fails at once, saying which (explain).
 func (t *kubeTarget) ping(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, pingBudget)
 	defer cancel()
@@ -162,9 +173,16 @@ func (t *kubeTarget) ping(ctx context.Context) error {
 	for {
 		actx, acancel := context.WithTimeout(ctx, 3*time.Second)
 		_, err := t.Client.Discovery().RESTClient().Get().AbsPath("/version").Do(actx).Raw()
+		timedOut := actx.Err() != nil // read before acancel cancels it
 		acancel()
-		if err == nil || !retry.Unreachable(err) && actx.Err() == nil {
-			return nil // it answered (an error status is for the command's own requests to report)
+		if err == nil {
+			return nil
+		}
+		if !retry.Unreachable(err) && !timedOut {
+			if e := t.explain(err); e != nil {
+				return e
+			}
+			return nil // it answered (another error status is for the command's own requests to report)
 		}
 		last = err
 		if ctx.Err() != nil || retry.Sleep(ctx, delay) != nil {
@@ -176,6 +194,56 @@ func (t *kubeTarget) ping(ctx context.Context) error {
 		return ctx.Err()
 	}
 	return t.unreachable(last)
+}
+
+// explain says in spirepod's words why the cluster cannot be used, for the
+// failures that are not "unreachable": the one place client-go's errors are
+// translated (it exports no types for them, so some are known by their
+// text). nil when err is none of them.
+func (t *kubeTarget) explain(err error) error {
+	where := fmt.Sprintf("%s (context %q)", t.Server, t.Context)
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var hn x509.HostnameError
+	var se apierrors.APIStatus
+	msg := err.Error()
+	switch {
+	case retry.Unreachable(err):
+		return t.unreachable(err)
+	case strings.Contains(msg, "getting credentials: "):
+		_, cause, _ := strings.Cut(msg, "getting credentials: ")
+		return failure(fmt.Errorf("cannot get credentials for context %q: its exec plugin failed: %s", t.Context, cause),
+			"the kubeconfig's user runs a command for a token (`kubectl config view --minify` shows it): install it, log in again with your provider, or run it yourself to see why")
+	case errors.As(err, &ua):
+		return failure(fmt.Errorf("the API server at %s presents a certificate that the kubeconfig's certificate-authority-data does not sign", where),
+			"re-download the kubeconfig from your provider (certificate-authority-data must be the base64 PEM of the cluster's CA), or check that the server: URL is the cluster's")
+	case errors.As(err, &hn), errors.As(err, &ci):
+		return failure(fmt.Errorf("the API server's certificate does not fit %s: %v", where, rootCause(err)),
+			"check the cluster's server: URL in the kubeconfig (`kubectl config view --minify`)")
+	case errors.As(err, &se) && se.Status().Code == http.StatusUnauthorized:
+		return failure(fmt.Errorf("the API server at %s refused the credentials (401 Unauthorized)", where),
+			"renew them: your provider's get-credentials command, or a new token in the kubeconfig's user")
+	case errors.As(err, &se) && se.Status().Code == http.StatusNotFound:
+		return failure(fmt.Errorf("%s is not a Kubernetes API server: it answered 404 Not Found for /version", where),
+			"check the cluster's server: URL in the kubeconfig (`kubectl config view --minify`): it points at another web server")
+	}
+	return nil
+}
+
+// kubeConfigError explains a kubeconfig whose cluster or user cannot make a
+// client: a certificate-authority-data that is not a PEM CA, a client
+// certificate and key that do not load.
+func kubeConfigError(kubeContext, cluster string, err error) error {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "unable to load root certificates"):
+		return usageError("certificate-authority-data must be the base64 of the cluster CA's PEM: re-download the kubeconfig from your provider, or `kubectl config set-cluster "+cluster+" --certificate-authority=ca.pem --embed-certs`",
+			"kubeconfig: cluster %q (context %q): certificate-authority-data is not a PEM CA certificate (%v)", cluster, kubeContext, errors.Unwrap(err))
+	case strings.Contains(msg, "tls: "), strings.Contains(msg, "client certificate"):
+		return usageError("client-certificate-data and client-key-data must be the base64 PEM of a matching pair: re-download the kubeconfig from your provider",
+			"kubeconfig: context %q: the user's client certificate does not load: %v", kubeContext, err)
+	}
+	return usageError(kubeHint, "kubeconfig: context %q: %v", kubeContext, err)
 }
 
 // unreachable is the one message for a cluster that does not answer.
@@ -200,6 +268,44 @@ func rootCause(err error) error {
 // describe is the one line printed before changing a cluster.
 func (t *kubeTarget) describe() string {
 	return fmt.Sprintf("context %q (cluster %q at %s)", t.Context, t.Cluster, t.Server)
+}
+
+// stopTransport ends every request when stop is cancelled: client-go's
+// discovery (behind the RESTMapper) and its rate limiter's waits take no
+// context, so without it an interrupted command waits for a server that
+// never answers.
+type stopTransport struct {
+	stop context.Context
+	rt   http.RoundTripper
+}
+
+func (t *stopTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if err := t.stop.Err(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	unbind := context.AfterFunc(t.stop, cancel)
+	resp, err := t.rt.RoundTrip(r.WithContext(ctx))
+	if err != nil {
+		unbind()
+		cancel()
+		return nil, err
+	}
+	resp.Body = &stopBody{ReadCloser: resp.Body, done: func() { unbind(); cancel() }}
+	return resp, nil
+}
+
+// stopBody releases the request's context when its body is closed.
+type stopBody struct {
+	io.ReadCloser
+	done func()
+	once sync.Once
+}
+
+func (b *stopBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.once.Do(b.done)
+	return err
 }
 
 // traceTransport prints every API request with its start (since the first)

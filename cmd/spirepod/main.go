@@ -5,14 +5,47 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 )
 
 func main() {
+	os.Exit(mainRun(newFactory(systemStreams(), os.Getenv), os.Args[1:]))
+}
+
+// interruptGrace is how long a command has, after SIGINT or SIGTERM, to
+// notice its cancelled context and return. Every step that changes
+// something outside the process checks the context just before it (and
+// takes milliseconds), so a command still running after the grace is in a
+// step that changes nothing: it is abandoned, with exit 130.
+const interruptGrace = 700 * time.Millisecond
+
+// mainRun is main without os.Exit: the signal-cancelled context, the run, and
+// the guarantee that the process ends within a second of an interrupt. The
+// testscript `spirepod` command runs it too, so scripts can send real
+// signals.
+func mainRun(f *Factory, args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, newFactory(systemStreams(), os.Getenv), os.Args[1:])
-	stop()
-	os.Exit(code)
+	defer stop()
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, f, args) }()
+	select {
+	case code := <-done:
+		return code
+	case <-ctx.Done():
+	}
+	stop() // a second Ctrl-C now kills the process the default way
+	select {
+	case code := <-done:
+		return code
+	case <-time.After(interruptGrace):
+		fmt.Fprintln(f.IO.ErrOut, "interrupted")
+		if f.JSON() && f.running != nil && f.running.n.Load() == 0 {
+			_ = writeJSON(f.running, jsonError{Error: "interrupted", ExitCode: exitInterrupted, Interrupted: true})
+		}
+		return exitInterrupted
+	}
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"os"
 	"testing"
 
@@ -19,9 +18,8 @@ func TestMain(m *testing.M) {
 // their functions in their own _test.go files.
 func scriptCommands() map[string]func() {
 	return map[string]func(){
-		"spirepod": func() {
-			os.Exit(run(context.Background(), newFactory(systemStreams(), os.Getenv), os.Args[1:]))
-		},
+		// The same path as main, signals included: scripts interrupt it.
+		"spirepod": func() { os.Exit(mainRun(newFactory(systemStreams(), os.Getenv), os.Args[1:])) },
 	}
 }
 
@@ -45,13 +43,19 @@ func TestScript(t *testing.T) {
 // functions in their own _test.go files.
 func scriptCustomCommands() map[string]func(ts *testscript.TestScript, neg bool, args []string) {
 	return map[string]func(ts *testscript.TestScript, neg bool, args []string){
-		"mtimes":      cmdMtimes,
-		"gen-test-ca": cmdGenTestCA,
-		"git-city":    cmdGitCity,
-		"pki-fixture": cmdPKIFixture,
-		"file-mode":   cmdFileMode,
-		"fakegithub":  cmdFakeGitHub,
-		"exits":       cmdExits,
-		"gen-city":    cmdGenCity,
+		"mtimes":           cmdMtimes,
+		"gen-test-ca":      cmdGenTestCA,
+		"git-city":         cmdGitCity,
+		"pki-fixture":      cmdPKIFixture,
+		"file-mode":        cmdFileMode,
+		"fakegithub":       cmdFakeGitHub,
+		"exits":            cmdExits,
+		"gen-city":         cmdGenCity,
+		"hang-server":      cmdHangServer,
+		"status-server":    cmdStatusServer,
+		"json-doc":         cmdJSONDoc,
+		"mkfifo":           cmdMkfifo,
+		"interrupt":        cmdInterrupt,
+		"interrupted-exit": cmdInterruptedExit,
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -23,14 +24,16 @@ func newCmdPKI(f *Factory) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "pki",
 		Short: "Make, import, inspect and issue the team CA and agent certificates for x509pop (guide step 2)",
-		Long: `The team CA signs every agent certificate (cert-manager's ClusterIssuer uses it) and goes on
-the SPIRE server's x509pop trust list. It lives in the scaffold as
-certs/secret/agent-x509pop.crt.pem and agent-x509pop.key.pem (the key is git-ignored).
+		Long: reflow(`The team CA signs every agent certificate (cert-manager's ` + defaultScaffoldFacts().Issuer + ` uses it,
+from the Secret ` + defaultScaffoldFacts().CASecret + `; ` + clusterIssuerNote + `) and goes
+on the SPIRE server's x509pop trust list. It lives in the scaffold as
+` + project.DefaultPaths.CACert + ` and ` + path.Base(project.DefaultPaths.CAKey) + ` (the key is git-ignored, never printed, never in a PR).
 
   spirepod pki gen          make a new team CA
   spirepod pki import       use a CA you already have
   spirepod pki inspect      predict what SPIRE and cert-manager will say about a certificate
-  spirepod pki issue        issue one agent certificate, as the scaffold's gen-cert would`,
+  spirepod pki issue        issue one agent certificate, as the scaffold's gen-cert would
+  spirepod pki rotate       replace the team CA in phases, without a failed SVID fetch`),
 	}
 	cmd.AddCommand(
 		newCmdPKIGen(f, nil),
@@ -180,7 +183,7 @@ func pkiWriteError(f *Factory, err error) error {
 	if errors.Is(err, fs.ErrNotExist) {
 		return usageError("run `spirepod init` to create the scaffold, or create the directory", "%v; nothing was written", err)
 	}
-	return failure(err, "")
+	return fileFailure(f, err)
 }
 
 // displayPath shows p relative to the working directory when it is inside it.

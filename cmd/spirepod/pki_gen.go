@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -93,8 +95,33 @@ type pkiCAOutput struct {
 	pki.CAInfo
 	// ReplacedSelector is the selector of the CA --force replaced.
 	ReplacedSelector string `json:"replacedSelector,omitempty"`
+	// Backup are the copies of the CA --force replaced (.spirepod/backup).
+	Backup []string `json:"backup,omitempty"`
 	// DryRun: nothing was written.
-	DryRun bool `json:"dryRun,omitempty"`
+	DryRun bool `json:"dryRun"`
+}
+
+// warnReplaced says what replacing a team CA breaks, and where the old
+// one is kept.
+func warnReplaced(f *Factory, replaced *x509.Certificate, out *pkiCAOutput) {
+	msg := "warning: --force replaced the team CA. If the old CA is already on the SPIRE server's trust list, agents issued by the new one will not attest until the new certificate is added (spirepod pr trust-ca) and the server reloads its trust list; to replace a CA in use without an outage, use `spirepod pki rotate`"
+	if replaced != nil {
+		out.ReplacedSelector = pki.CAFingerprintSelector(replaced)
+		msg += "; node aliases with " + out.ReplacedSelector + " stop matching (re-run spirepod pr spiffe-id)"
+	}
+	if len(out.Backup) > 0 {
+		msg += "; the old CA is kept in " + strings.Join(out.Backup, " and ")
+	}
+	fmt.Fprintln(f.IO.ErrOut, f.IO.yellow(msg+"."))
+}
+
+// displayPaths is displayPath of each.
+func displayPaths(f *Factory, ps []string) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = displayPath(f, p)
+	}
+	return out
 }
 
 func pkiGenRun(ctx context.Context, o *pkiGenOptions) error {
@@ -109,10 +136,15 @@ func pkiGenRun(ctx context.Context, o *pkiGenOptions) error {
 	certPath, keyPath := p.Path(p.Paths.CACert), p.Path(p.Paths.CAKey)
 	// `spirepod init` leaves empty placeholders; replacing them replaces no CA.
 	existed := (fileExists(certPath) && !pki.IsPlaceholder(certPath)) || (fileExists(keyPath) && !pki.IsPlaceholder(keyPath))
+	if existed {
+		if err := checkNoRotationForCA(o.f, p, "`spirepod pki gen`"); err != nil {
+			return err
+		}
+	}
 	res, err := pki.Generate(ctx, pki.GenerateOptions{
 		CertPath: certPath, KeyPath: keyPath,
 		KeyType: o.keyType, Validity: o.validity, Subject: subject, Force: o.Force, DryRun: o.DryRun,
-		Rand: o.f.Rand, Now: o.f.Now,
+		Rand: o.f.Rand, Now: o.f.Now, BackupDir: caBackupDir(p),
 	})
 	var ee *pki.ExistsError
 	if errors.As(err, &ee) {
@@ -131,19 +163,20 @@ func pkiGenRun(ctx context.Context, o *pkiGenOptions) error {
 		fmt.Fprintln(o.f.IO.ErrOut, "the fingerprints are of this dry run's CA: a real run makes a new key")
 		return nil
 	}
+	out.Backup = displayPaths(o.f, res.BackedUp)
 	if existed {
-		msg := "warning: --force replaced the team CA. If the old CA is already on the SPIRE server's trust list, agents issued by the new one will not attest until the new certificate is added (spirepod pr trust-ca) and the server restarted"
-		if res.Replaced != nil {
-			out.ReplacedSelector = pki.CAFingerprintSelector(res.Replaced)
-			msg += "; node aliases with " + out.ReplacedSelector + " stop matching (re-run spirepod pr spiffe-id)"
-		}
-		fmt.Fprintln(o.f.IO.ErrOut, o.f.IO.yellow(msg+"."))
+		warnReplaced(o.f, res.Replaced, &out)
 	}
 	if o.f.JSON() {
 		return writeJSON(o.f.IO.Out, out)
 	}
 	printCAInfo(o.f, "Team CA written", out)
-	fmt.Fprintln(o.f.IO.ErrOut, "next: add the CA to the server's trust list with `spirepod pr trust-ca`")
+	self, _ := selfCommand(o.f)
+	if !hasServerCA(p) {
+		fmt.Fprintln(o.f.IO.ErrOut, "next: put the SPIRE server's CA in the bundle with `"+self+" bundle set <spire-server-ca.pem>`, then add the team CA to the server's trust list with `"+self+" pr trust-ca`")
+	} else {
+		fmt.Fprintln(o.f.IO.ErrOut, "next: add the CA to the server's trust list with `"+self+" pr trust-ca`")
+	}
 	return nil
 }
 

@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -49,9 +51,10 @@ when a check fails or a file exists (unless --force).`,
 	return cmd
 }
 
-// pkiImportOutput is the -o json shape of `pki import`.
+// pkiImportOutput is the -o json shape of `pki import` (a failed check
+// prints {results, error, dryRun}).
 type pkiImportOutput struct {
-	pkiCAOutput
+	*pkiCAOutput
 	Results []check.Result `json:"results"`
 }
 
@@ -68,10 +71,23 @@ func pkiImportRun(ctx context.Context, o *pkiImportOptions) error {
 	if err != nil {
 		return err
 	}
+	certPath, keyPath := p.Path(p.Paths.CACert), p.Path(p.Paths.CAKey)
+	existed := (fileExists(certPath) && !pki.IsPlaceholder(certPath)) || (fileExists(keyPath) && !pki.IsPlaceholder(keyPath))
+	if existed {
+		if err := checkNoRotationForCA(o.f, p, "`spirepod pki import`"); err != nil {
+			return err
+		}
+	}
+	var replaced *x509.Certificate
+	if data, err := os.ReadFile(certPath); err == nil {
+		if cs, err := pki.ParseCertificates(data); err == nil {
+			replaced = cs[0]
+		}
+	}
 	res, err := pki.Import(ctx, pki.ImportOptions{
 		CertPEM: certPEM, KeyPEM: keyPEM,
-		CertPath: p.Path(p.Paths.CACert), KeyPath: p.Path(p.Paths.CAKey),
-		Force: o.Force, DryRun: o.DryRun, Now: o.f.Now,
+		CertPath: certPath, KeyPath: keyPath,
+		Force: o.Force, DryRun: o.DryRun, Now: o.f.Now, BackupDir: caBackupDir(p),
 	})
 	var ie *pki.InputError
 	var ce *pki.CheckError
@@ -84,21 +100,36 @@ func pkiImportRun(ctx context.Context, o *pkiImportOptions) error {
 		}
 		return usageError(hint, "%s %s: %v; nothing was written", ie.Which, file, ie.Err)
 	case errors.As(err, &ce):
-		printChecks(o.f.IO, o.f.IO.ErrOut, ce.Results)
+		// The CA given is not one the scaffold can use: bad input, exit 2,
+		// as `bundle set` refuses a non-CA certificate.
 		r := firstFailure(ce.Results)
-		return failure(fmt.Errorf("%s fails %s: %s; nothing was written", o.Cert, r.ID, r.Message), r.Hint)
+		cerr := usageError(r.Hint, "%s fails %s: %s; nothing was written", o.Cert, r.ID, r.Message)
+		if o.f.JSON() {
+			_ = writeJSON(o.f.IO.Out, struct {
+				Results []check.Result `json:"results"`
+				Error   string         `json:"error"`
+				DryRun  bool           `json:"dryRun"`
+			}{ce.Results, cerr.Error(), o.DryRun})
+			return &silentError{code: exitUsage}
+		}
+		printChecks(o.f.IO, o.f.IO.ErrOut, ce.Results)
+		return cerr
 	case err != nil:
 		return pkiWriteError(o.f, err)
 	}
 	out := pkiImportOutput{
-		pkiCAOutput: pkiCAOutput{Certificate: displayPath(o.f, res.CertPath), Key: displayPath(o.f, res.KeyPath), CAInfo: pki.Describe(res.Cert), DryRun: o.DryRun},
-		Results:     res.Results,
+		pkiCAOutput: &pkiCAOutput{Certificate: displayPath(o.f, res.CertPath), Key: displayPath(o.f, res.KeyPath), CAInfo: pki.Describe(res.Cert), DryRun: o.DryRun,
+			Backup: displayPaths(o.f, res.BackedUp)},
+		Results: res.Results,
+	}
+	if existed && !o.DryRun && (replaced == nil || pki.SHA1Fingerprint(replaced) != pki.SHA1Fingerprint(res.Cert)) {
+		warnReplaced(o.f, replaced, out.pkiCAOutput)
 	}
 	if o.f.JSON() {
 		return writeJSON(o.f.IO.Out, out)
 	}
 	printChecks(o.f.IO, o.f.IO.ErrOut, res.Results)
 	fmt.Fprintln(o.f.IO.ErrOut)
-	printCAInfo(o.f, wouldWrite(o.DryRun, "Team CA imported", "Team CA to import"), out.pkiCAOutput)
+	printCAInfo(o.f, wouldWrite(o.DryRun, "Team CA imported", "Team CA to import"), *out.pkiCAOutput)
 	return nil
 }

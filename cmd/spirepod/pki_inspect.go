@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -26,12 +27,14 @@ func newCmdPKIInspect(f *Factory, runF func(*pkiInspectOptions) error) *cobra.Co
 	cmd := &cobra.Command{
 		Use:   "inspect [FILE...]",
 		Short: "Check a team CA or agent certificate the way SPIRE x509pop and cert-manager will",
-		Long: `Check certificates against what the SPIRE server's x509pop plugin and cert-manager accept,
+		Long: reflow(`Check certificates against what the SPIRE server's x509pop plugin and cert-manager accept,
 and say in SPIRE's own words what it would reject.
 
 With no FILE, inspects the scaffold's team CA and its key. A FILE whose certificate is not a
-CA and whose common name starts with spire-agent-x509pop- is checked as an agent certificate
-(certificates after it in the file are its intermediates); anything else as a team CA.
+CA and whose common name is an agent's (` + defaultScaffoldFacts().AgentCN + `, or ` + defaultScaffoldFacts().GuideAgentCN + `
+with naming: guide) is checked as an agent certificate (certificates after it in the file are
+its intermediates); anything else as a team CA. Every certificate's SHA-1 fingerprint is
+printed: the value of the x509pop:ca:fingerprint selector the node aliases pin.
 
 Rules (IDs are stable, see -o json):
   team CA  ca-basic-constraints, ca-keycertsign, ca-digitalsignature (warning), key-algorithm,
@@ -39,10 +42,10 @@ Rules (IDs are stable, see -o json):
   agent    leaf-digitalsignature, key-algorithm, rsa-size, cn-length, cn-form, chains-to-ca,
            validity, key-matches (with --key)
 
-Exits 1 when any rule fails.`,
+Exits 1 when any rule fails.`),
 		Example: `  spirepod pki inspect
   spirepod pki inspect ca.pem --key ca.key.pem
-  spirepod pki inspect spire-agent-x509pop-web-0.crt.pem --ca certs/secret/agent-x509pop.crt.pem`,
+  spirepod pki inspect web-0.payments.crt.pem --ca certs/secret/agent-x509pop.crt.pem`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts.Files = args
 			if runF != nil {
@@ -62,6 +65,54 @@ Exits 1 when any rule fails.`,
 type pkiInspectOutput struct {
 	OK      bool           `json:"ok"`
 	Results []check.Result `json:"results"`
+	// Certificates are the fingerprints of every certificate inspected.
+	Certificates []inspectedCert `json:"certificates"`
+}
+
+// inspectedCert names one inspected certificate by its fingerprints: the
+// SHA-1 is what SPIRE's x509pop:ca:fingerprint selector matches (40
+// lowercase hex digits, no colons), the value node aliases pin.
+type inspectedCert struct {
+	File    string `json:"file"`
+	Index   int    `json:"index,omitempty"`
+	Subject string `json:"subject"`
+	CA      bool   `json:"ca"`
+	SHA1    string `json:"sha1"`
+	SHA256  string `json:"sha256"`
+	// Selector is x509pop:ca:fingerprint:<sha1>, for a CA.
+	Selector string `json:"selector,omitempty"`
+}
+
+func describeCert(file string, index int, c *x509.Certificate) inspectedCert {
+	ic := inspectedCert{File: file, Index: index, Subject: c.Subject.String(), CA: c.BasicConstraintsValid && c.IsCA,
+		SHA1: pki.SHA1Fingerprint(c), SHA256: pki.SHA256Fingerprint(c)}
+	if ic.CA {
+		ic.Selector = pki.CAFingerprintSelector(c)
+	}
+	return ic
+}
+
+// printFingerprints prints each certificate's SHA-1 (and SHA-256) under a
+// heading, as the checklist prints its groups.
+func printFingerprints(s *IOStreams, w io.Writer, cs []inspectedCert) {
+	if len(cs) == 0 {
+		return
+	}
+	fmt.Fprintln(w, s.bold("fingerprints"))
+	fmt.Fprintln(w, s.bold(dashes(len("fingerprints"))))
+	for _, c := range cs {
+		name := c.File
+		if c.Index > 0 {
+			name += fmt.Sprintf(" (certificate %d)", c.Index)
+		}
+		fmt.Fprintf(w, "%s: %s\n", name, c.Subject)
+		fmt.Fprintf(w, "  sha1      %s\n", c.SHA1)
+		fmt.Fprintf(w, "  sha256    %s\n", c.SHA256)
+		if c.Selector != "" {
+			fmt.Fprintf(w, "  selector  %s\n", c.Selector)
+		}
+	}
+	fmt.Fprintln(w)
 }
 
 type inspectTarget struct {
@@ -98,6 +149,7 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 		err     error
 	)
 	var rs []check.Result
+	var certs []inspectedCert
 	if len(o.Files) == 0 {
 		// The scaffold's team CA and key, judged by the one team-CA loader.
 		p, err := pkiProject(o.f, o.Dir)
@@ -114,13 +166,25 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 		}
 		rs = t.Results
 		ca = t.Cert
+		if t.Cert != nil {
+			certs = append(certs, describeCert(displayPath(o.f, cert), 0, t.Cert))
+		}
 	}
 	for _, path := range o.Files {
-		certs, err := pkiReadCerts(o.f, "certificate", path)
+		cs, err := pkiReadCerts(o.f, "certificate", path)
 		if err != nil {
 			return err
 		}
-		targets = append(targets, inspectTarget{path: path, certs: certs, leaf: isAgentLeaf(certs[0])})
+		targets = append(targets, inspectTarget{path: path, certs: cs, leaf: isAgentLeaf(cs[0])})
+	}
+	for _, t := range targets {
+		for j, c := range t.certs {
+			idx := 0
+			if len(t.certs) > 1 {
+				idx = j + 1
+			}
+			certs = append(certs, describeCert(t.path, idx, c))
+		}
 	}
 	if o.Key != "" {
 		if key, err = pkiReadKey(o.f, "--key", o.Key); err != nil {
@@ -170,12 +234,13 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 	}
 	failed := check.Failed(rs)
 	if o.f.JSON() {
-		if err := writeJSON(o.f.IO.Out, pkiInspectOutput{OK: !failed, Results: rs}); err != nil {
+		if err := writeJSON(o.f.IO.Out, pkiInspectOutput{OK: !failed, Results: rs, Certificates: certs}); err != nil {
 			return err
 		}
 	} else {
 		printChecks(o.f.IO, o.f.IO.Out, rs)
 		fmt.Fprintln(o.f.IO.Out)
+		printFingerprints(o.f.IO, o.f.IO.Out, certs)
 		fmt.Fprintln(o.f.IO.Out, checkStatusLine(o.f.IO, rs))
 	}
 	if failed {

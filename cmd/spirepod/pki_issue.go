@@ -28,22 +28,24 @@ type pkiIssueOptions struct {
 
 func newCmdPKIIssue(f *Factory, runF func(*pkiIssueOptions) error) *cobra.Command {
 	opts := &pkiIssueOptions{f: f}
+	facts := defaultScaffoldFacts()
 	cmd := &cobra.Command{
 		Use:   "issue --pod NAME",
 		Short: "Issue one agent certificate from the team CA, as the scaffold's cert-manager Certificate would",
-		Long: fmt.Sprintf(`Issue the x509pop agent certificate of one pod from the team CA, exactly as the scaffold's
-gen-cert init container asks cert-manager to: common name spire-agent-x509pop-<pod>, ECDSA
-P-256, usages %q, duration %s (cut to the CA's expiry if that is sooner).
+		Long: reflow(fmt.Sprintf(`Issue the x509pop agent certificate of one pod from the team CA, exactly as the scaffold's
+gen-cert sidecar asks cert-manager to: common name %s (%s with naming: guide, and
+outside a scaffold), ECDSA P-256, usages %q, duration %s (cut to the CA's expiry if that is
+sooner).
 
-Writes <out-dir>/spire-agent-x509pop-<pod>.crt.pem (0644) and .key.pem (0600, SEC1 like
-cert-manager's default encoding). For clusters without cert-manager and for tests.`, pki.LeafUsages, pki.LeafDuration),
+Writes <out-dir>/%s.crt.pem (0644) and .key.pem (0600, SEC1 like cert-manager's default
+encoding). For clusters without cert-manager and for tests.`, facts.AgentCN, facts.GuideAgentCN, pki.LeafUsages, pki.LeafDuration, facts.Certificate)),
 		Example: `  spirepod pki issue --pod spire-envoy-integration-0
   spirepod pki issue --pod web-0 --out-dir /tmp/agent --ca ca.pem --ca-key ca.key.pem`,
 		Args: cobra.NoArgs,
 		RunE: runE(opts, opts.validate, runF, pkiIssueRun),
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&opts.Pod, "pod", "", "pod name; the certificate's CN is spire-agent-x509pop-<pod> (required)")
+	fl.StringVar(&opts.Pod, "pod", "", "pod name; the certificate's CN is "+facts.AgentCN+" in the scaffold (required)")
 	fl.StringVar(&opts.OutDir, "out-dir", ".", "directory to write the certificate and key into (must exist)")
 	addDirFlag(fl, &opts.Dir)
 	fl.StringVar(&opts.CA, "ca", "", "team CA certificate (instead of the scaffold's; needs --ca-key)")
@@ -83,7 +85,7 @@ type pkiIssueOutput struct {
 	// CappedByCA is true when the CA expires before the usual duration.
 	CappedByCA bool `json:"cappedByCA"`
 	// DryRun: nothing was written.
-	DryRun bool `json:"dryRun,omitempty"`
+	DryRun bool `json:"dryRun"`
 }
 
 func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {

@@ -41,6 +41,7 @@ type pkiRotateOptions struct {
 	Local          string
 	Push           bool
 	Again          bool
+	Abort          bool
 }
 
 func newCmdPKIRotate(f *Factory, runF func(*pkiRotateOptions) error) *cobra.Command {
@@ -99,7 +100,7 @@ Exit codes: 0 done or stopped at a step that waits (see "waiting"), 1 a step fai
 	fl.BoolVar(&opts.Emergency, "emergency", false, "the old key is compromised: no overlap (starts a rotation; refused while a normal one runs)")
 	fl.StringVar(&opts.Roll, "roll", "", "how pods move to the new CA in phase 3: in-place or restart (default in-place; restart with --emergency)")
 	fl.StringVar(&opts.Format, "format", "", "registration format of the alias pull requests (default registration.format)")
-	fl.BoolVar(&opts.Wait, "wait", false, "poll for merges and the server's reload instead of stopping, and follow each restarted pod until `spirepod verify` sees its SVID")
+	fl.BoolVar(&opts.Wait, "wait", false, "poll for merges and the server's reload instead of stopping, and follow each restarted pod until 'spirepod verify' sees its SVID")
 	fl.DurationVar(&opts.Poll, "poll", 15*time.Second, "with --wait, how often to look again")
 	addTimeoutFlag(fl, &opts.Timeout, 30*time.Minute, "give up after this long (exit 124; run again to resume)")
 	fl.BoolVar(&opts.Yes, "yes", false, "delete the old CA's key in phase 4 without asking")
@@ -108,10 +109,11 @@ Exit codes: 0 done or stopped at a step that waits (see "waiting"), 1 a step fai
 	fl.StringVar(&opts.CheckWith, "check-with", "", "an agent certificate of the new CA to probe the server with (default: a probe leaf spirepod mints)")
 	fl.StringVar(&opts.CheckKey, "check-key", "", "the private key of --check-with")
 	fl.BoolVar(&opts.Again, "again", false, "start another rotation after a finished one (its record in "+rotate.FileName+" is replaced)")
+	fl.BoolVar(&opts.Abort, "abort", false, "end a rotation none of whose pull requests is merged and whose issuance has not switched: the new CA moves to .spirepod/backup/, the state file goes; close its pull requests by hand")
 	fl.StringVar(&opts.Local, "local", "", "make the branches in this local city checkout instead of through the GitHub API")
 	fl.BoolVar(&opts.Push, "push", false, "with --local, push the branches to origin")
 	_ = fl.MarkHidden("poll")
-	markCLIOnly(fl, "yes", "server-reloaded", "emergency", "again")
+	markCLIOnly(fl, "yes", "server-reloaded", "emergency", "again", "abort")
 	return cmd
 }
 
@@ -140,6 +142,9 @@ func (o *pkiRotateOptions) validate() error {
 	if o.Poll <= 0 {
 		return usageError("for example --poll 15s", "--poll must be positive, got %s", o.Poll)
 	}
+	if o.Abort && (o.Plan || o.Emergency || o.Again || o.Wait) {
+		return usageError("run `spirepod pki rotate --abort` alone", "--abort cannot go with --plan, --emergency, --again or --wait")
+	}
 	return checkTimeout(o.Timeout)
 }
 
@@ -151,6 +156,9 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 	}
 	if _, err := o.kube.projectNamespace(p); err != nil {
 		return err
+	}
+	if o.Abort {
+		return pkiRotateAbort(f, p)
 	}
 	s, fresh, err := rotate.Start(p, rotate.StartOptions{Emergency: o.Emergency, Roll: o.Roll, Format: o.Format, Again: o.Again}, f.Now())
 	if err != nil {
@@ -282,6 +290,36 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 		return writeJSON(f.IO.Out, rep)
 	}
 	renderRotateReport(f, rep)
+	return nil
+}
+
+// pkiRotateAbort ends a rotation that has changed nothing outside the
+// scaffold yet (rotate.Abort), keeping the new CA in .spirepod/backup/.
+func pkiRotateAbort(f *Factory, p *project.Project) error {
+	res, err := rotate.Abort(p, caBackupDir(p))
+	if errors.Is(err, rotate.ErrCannotAbort) {
+		return usageError("finish it with `spirepod pki rotate` (`--plan` shows what is left)", "%v; nothing was changed", err)
+	}
+	if err != nil {
+		return rotateError(f, err)
+	}
+	if f.JSON() {
+		return writeJSON(f.IO.Out, struct {
+			Aborted bool `json:"aborted"`
+			*rotate.AbortResult
+		}{true, res})
+	}
+	fmt.Fprintf(f.IO.Out, "rotation aborted: the team CA stays %s\n", displayPath(f, p.Path(p.Paths.CACert)))
+	if len(res.Kept) > 0 {
+		fmt.Fprintf(f.IO.Out, "the new CA is kept in %s\n", strings.Join(displayPaths(f, res.Kept), " and "))
+	}
+	for _, pr := range res.OpenPRs {
+		where := pr.URL
+		if where == "" {
+			where = "branch " + pr.Branch
+		}
+		fmt.Fprintf(f.IO.ErrOut, "close the rotation's pull request (%s): %s\n", pr.Step, where)
+	}
 	return nil
 }
 

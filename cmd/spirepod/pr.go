@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"time"
 
+	git "github.com/go-git/go-git/v5"
 	"github.com/spf13/cobra"
 
 	"github.com/spirepod/spirepod/internal/pki"
@@ -89,7 +91,6 @@ func gitHubHost(f *Factory, p *project.Project) string {
 	return "github.com"
 }
 
-
 // resolveToken follows gh's order. The token is returned, never printed.
 func (c *prCommon) resolveToken(ctx context.Context, host string) (string, error) {
 	vars := []string{"GH_TOKEN", "GITHUB_TOKEN"}
@@ -155,11 +156,23 @@ func (c *prCommon) openChange(ctx context.Context, p *project.Project, ch *pr.Ch
 	if err != nil {
 		return nil, err
 	}
+	if c.Local != "" {
+		if err := checkLocalCity(c.Local, local, p); err != nil {
+			return nil, err
+		}
+	}
 	switch {
 	case c.DryRun && c.Local != "":
 		return pr.PlanLocal(ctx, ch, pr.LocalOptions{Dir: local, Base: base, Now: c.f.Now})
 	case c.Local != "":
-		return pr.OpenLocal(ctx, ch, pr.LocalOptions{Dir: local, Base: base, Push: c.Push, Now: c.f.Now})
+		res, err := pr.OpenLocal(ctx, ch, pr.LocalOptions{Dir: local, Base: base, Push: c.Push, Now: c.f.Now})
+		if err == nil {
+			// status and pr status read the branches' state from it.
+			if serr := project.SaveCityCheckout(p, local, c.f.Now()); serr != nil {
+				fmt.Fprintf(c.f.IO.ErrOut, "warning: could not record the city checkout for `spirepod status`: %v\n", serr)
+			}
+		}
+		return res, err
 	case c.DryRun:
 		o, err := c.gitHubOptions(ctx, p, false)
 		if err != nil {
@@ -176,6 +189,50 @@ func (c *prCommon) openChange(ctx context.Context, p *project.Project, ch *pr.Ch
 		return nil, err
 	}
 	return pr.Open(ctx, ch, o)
+}
+
+// cityBase is the city's base branch (main unless spirepod.yaml says).
+func cityBase(p *project.Project) string {
+	if p.City.BaseBranch != "" {
+		return p.City.BaseBranch
+	}
+	return "main"
+}
+
+// localCity is the checkout to read the team's branches from: --local,
+// else, when there is no GitHub token, the one the last `--local` run used
+// (said on stderr); "" to ask GitHub.
+func (c *prCommon) localCity(ctx context.Context, p *project.Project) (string, error) {
+	if c.Local != "" {
+		dir, err := c.f.Abs(c.Local)
+		if err != nil {
+			return "", err
+		}
+		return dir, checkLocalCity(c.Local, dir, p)
+	}
+	if tok, _ := c.resolveToken(ctx, gitHubHost(c.f, p)); tok != "" {
+		return "", nil
+	}
+	rec, err := project.LoadCityCheckout(p)
+	if err != nil || rec == nil {
+		return "", nil
+	}
+	fmt.Fprintf(c.f.IO.ErrOut, "no GitHub token: reading the branches from the city checkout %s (used by the last --local run)\n", displayPath(c.f, rec.Dir))
+	return rec.Dir, nil
+}
+
+// checkLocalCity refuses a --local that is not a directory (exit 2, as any
+// missing input file), before anything is read.
+func checkLocalCity(flagValue, dir string, p *project.Project) error {
+	hint := "pass --local a local checkout of the city repository (git clone of " + p.City.Repo + ")"
+	st, err := os.Stat(dir)
+	if err != nil {
+		return usageError(hint, "--local %s: %v", flagValue, pathErr(err))
+	}
+	if !st.IsDir() {
+		return usageError(hint, "--local %s is not a directory", flagValue)
+	}
+	return nil
 }
 
 // prTeamCA is the team CA a pull request carries or pins: --ca, else the
@@ -195,6 +252,8 @@ func translatePRError(err error) error {
 	var cc *CityCheckError
 	var co *pr.CheckedOutError
 	switch {
+	case errors.Is(err, git.ErrRepositoryNotExists):
+		return usageError("pass --local a local checkout of the city repository (a directory made by git clone)", "--local: %v", err)
 	case errors.As(err, &co):
 		return failure(err, "switch that work tree to another branch first (git switch "+"<base branch>), or pass --local a separate checkout; nothing was changed")
 	case errors.As(err, &cc):
@@ -209,12 +268,16 @@ func translatePRError(err error) error {
 
 // renderResult prints a run: the PR URL (or the local branch) on stdout, what
 // happened on stderr; the plan with its diff for --dry-run; JSON with -o json.
-func renderResult(f *Factory, res *pr.Result) error {
+func renderResult(f *Factory, res *pr.Result, dryRun bool) error {
 	for _, w := range res.Warnings {
 		fmt.Fprintf(f.IO.ErrOut, "warning: %s\n", w)
 	}
 	if f.JSON() {
-		return writeJSON(f.IO.Out, res)
+		// dryRun, as every --dry-run's JSON says: nothing was sent.
+		return writeJSON(f.IO.Out, struct {
+			*pr.Result
+			DryRun bool `json:"dryRun"`
+		}{res, dryRun})
 	}
 	out, errOut := f.IO.Out, f.IO.ErrOut
 	switch res.Action {

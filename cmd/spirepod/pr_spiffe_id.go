@@ -22,14 +22,17 @@ type prSpiffeIDOptions struct {
 
 func newCmdPRSpiffeID(f *Factory, runF func(*prSpiffeIDOptions) error) *cobra.Command {
 	opts := &prSpiffeIDOptions{prCommon: prCommon{f: f}}
+	facts := defaultScaffoldFacts()
+	guide := project.HelpExample()
+	guide.Naming = project.NamingGuide
 	cmd := &cobra.Command{
 		Use:   "spiffe-id",
 		Short: "PR registering node aliases and the Envoy SPIFFE IDs (guide step 5)",
 		Long: `Open (or update) the pull request registering, for every pod <statefulSet>-<i>:
 
-  a node alias   spiffe://<td>/ns/<namespace>/spire-agent-x509pop-<pod> (naming: namespaced;
-                 the guide's spiffe://<td>/spire-agent-x509pop-<pod> with naming: guide),
-                 parent spiffe://<td>/spire/server, selectors x509pop:subject:cn:<pod>.<namespace>
+  a node alias   ` + facts.Alias + ` (naming: namespaced;
+                 the guide's ` + guide.NodeAliasID("<pod>") + ` with naming: guide),
+                 parent spiffe://<td>/spire/server, selectors x509pop:subject:cn:` + facts.AgentCN + `
                  and x509pop:ca:fingerprint:<SHA-1 of the team CA> (so no other team can claim it)
   a workload     the Envoy identity (registration.spiffeID, default
                  spiffe://<td>/ns/<namespace>/sa/<serviceAccount>), parent that alias,
@@ -130,7 +133,7 @@ func prSpiffeIDRun(ctx context.Context, opts *prSpiffeIDOptions) error {
 	if err != nil {
 		return translatePRError(err)
 	}
-	return renderResult(f, res)
+	return renderResult(f, res, opts.DryRun)
 }
 
 // validationHint is the way out of the first finding.

@@ -22,12 +22,18 @@ func newCmdPRStatus(f *Factory, runF func(*prStatusOptions) error) *cobra.Comman
 		Short: "State (open, merged, closed) and checks of the trust-ca and spiffe-id pull requests",
 		Long: `Show the team's two pull requests in the city repository: none, open, merged or closed,
 with a summary of the check runs on their head commit (none, pending, success, failure).
+
+With --local CITY_DIR (or, without a GitHub token, the checkout the last ` + "`pr … --local`" + ` used,
+recorded in .spirepod/) the branches are read from that checkout instead: none, branch (made
+there, not merged), pushed (on origin too, not merged) or merged (the base branch holds the
+change; ` + "`git pull`" + ` the checkout first: nothing is fetched).
 -o json gives {repo, pulls: [{kind, branch, state, url, number, checks, ...}], requests}.`,
 		Args: cobra.NoArgs,
 		RunE: runE(opts, opts.validate, runF, prStatusRun),
 	}
 	addDirFlag(cmd.Flags(), &opts.Dir)
 	addTimeoutFlag(cmd.Flags(), &opts.Timeout, time.Minute, "give up after this long")
+	cmd.Flags().StringVar(&opts.Local, "local", "", "read the branches from this local city checkout instead of GitHub's pull requests")
 	return cmd
 }
 
@@ -39,11 +45,20 @@ func prStatusRun(ctx context.Context, opts *prStatusOptions) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	o, err := opts.gitHubOptions(ctx, p, true)
+	var res *pr.StatusResult
+	local, err := opts.localCity(ctx, p)
 	if err != nil {
 		return err
 	}
-	res, err := pr.Status(ctx, p.Team, o)
+	if local != "" {
+		res, err = pr.LocalStatus(ctx, p.Team, pr.LocalOptions{Dir: local, Base: cityBase(p)})
+	} else {
+		o, gerr := opts.gitHubOptions(ctx, p, true)
+		if gerr != nil {
+			return gerr
+		}
+		res, err = pr.Status(ctx, p.Team, o)
+	}
 	if err != nil {
 		return translatePRError(err)
 	}
@@ -56,6 +71,9 @@ func prStatusRun(ctx context.Context, opts *prStatusOptions) error {
 		url := ps.URL
 		if url == "" {
 			url = "-"
+			if local != "" && ps.State != "none" {
+				url = "branch " + ps.Branch + " in " + displayPath(f, local)
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ps.Kind, ps.State, ps.Checks, url)
 	}

@@ -67,5 +67,5 @@ func prTrustCARun(ctx context.Context, opts *prTrustCAOptions) error {
 	if err != nil {
 		return translatePRError(err)
 	}
-	return renderResult(f, res)
+	return renderResult(f, res, opts.DryRun)
 }

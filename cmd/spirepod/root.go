@@ -10,10 +10,12 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/cobra"
@@ -28,6 +30,12 @@ import (
 // test call it: there is one run path.
 func run(ctx context.Context, f *Factory, args []string) int {
 	silenceKlog()
+	f.interrupt = ctx
+	// Whether the command wrote its result: with -o json a failure that
+	// wrote nothing still prints one JSON document (jsonFailure).
+	out := &countingWriter{w: f.IO.Out}
+	f.IO.Out = out
+	f.running = out
 	streams := f.IO
 	root := newCmdRoot(f)
 	root.SetArgs(args)
@@ -37,8 +45,11 @@ func run(ctx context.Context, f *Factory, args []string) int {
 	root.SilenceErrors = true
 	root.SilenceUsage = true
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageError(fmt.Sprintf("run `%s --help` for usage", c.CommandPath()), "%s", err.Error())
+		return usageError(fmt.Sprintf("run `%s --help` for usage", c.CommandPath()), "%s", flagValueError(err))
 	})
+	// cobra adds `completion` when it executes, too late for
+	// groupsRefuseUnknown: `completion tcsh` printed help and exited 0.
+	root.InitDefaultCompletionCmd(args...)
 	groupsRefuseUnknown(root)
 	if c, err := root.ExecuteContextC(ctx); err != nil {
 		if isCobraUsage(err) {
@@ -48,9 +59,66 @@ func run(ctx context.Context, f *Factory, args []string) int {
 			}
 			err = usageError(fmt.Sprintf("run `%s --help` for usage", path), "%s", err.Error())
 		}
-		return reportError(ctx, streams.ErrOut, err)
+		code := reportError(ctx, streams.ErrOut, err)
+		if (f.JSON() || asksJSON(args)) && out.n.Load() == 0 {
+			_ = writeJSON(out, jsonFailure(ctx, err, code))
+		}
+		return code
 	}
 	return exitOK
+}
+
+// asksJSON reports whether args ask for -o json, for a failure before the
+// flags were parsed (a bad value of another flag).
+func asksJSON(args []string) bool {
+	for i, a := range args {
+		switch {
+		case a == "--":
+			return false
+		case a == "-ojson", a == "-o=json", a == "--output=json":
+			return true
+		case (a == "-o" || a == "--output") && i+1 < len(args) && args[i+1] == "json":
+			return true
+		}
+	}
+	return false
+}
+
+// countingWriter counts what a command wrote to stdout.
+type countingWriter struct {
+	w io.Writer
+	n atomic.Int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// jsonError is what -o json prints on stdout when a command fails before
+// writing its own document: one JSON document whatever happens.
+type jsonError struct {
+	Error       string `json:"error"`
+	Hint        string `json:"hint,omitempty"`
+	ExitCode    int    `json:"exitCode"`
+	Interrupted bool   `json:"interrupted,omitempty"`
+}
+
+func jsonFailure(ctx context.Context, err error, code int) jsonError {
+	if ctx.Err() != nil {
+		return jsonError{Error: "interrupted", ExitCode: code, Interrupted: true}
+	}
+	je := jsonError{Error: strings.TrimSpace(err.Error()), ExitCode: code}
+	var ce *cliError
+	if errors.As(err, &ce) {
+		je.Hint = ce.hint
+	}
+	var se *silentError
+	if errors.As(err, &se) {
+		je.Error = "failed (see stderr)"
+	}
+	return je
 }
 
 // groupsRefuseUnknown makes every command group (pr, pki, bundle, city)
@@ -78,6 +146,32 @@ func groupsRefuseUnknown(cmd *cobra.Command) {
 		}
 		return usageError(fmt.Sprintf("run `%s --help` for usage", c.CommandPath()), "%s", msg)
 	}
+}
+
+// flagValueError says what a flag takes when its value does not parse,
+// instead of pflag's strconv and time error text.
+func flagValueError(err error) string {
+	var ive *pflag.InvalidValueError
+	if errors.As(err, &ive) {
+		return valueProblem(ive.GetFlag(), ive.GetValue())
+	}
+	return err.Error()
+}
+
+// valueProblem is "--NAME takes …, got VALUE", by the flag's type.
+func valueProblem(fl *pflag.Flag, val string) string {
+	what := map[string]string{
+		"int": "a whole number", "int32": "a whole number", "int64": "a whole number", "uint": "a whole number",
+		"duration":    "a duration such as 30s, 5m or 1h30m",
+		"bool":        "true or false",
+		"float64":     "a number",
+		"stringSlice": "a comma-separated list",
+		"stringArray": "a value",
+	}[fl.Value.Type()]
+	if what == "" {
+		what = "a " + fl.Value.Type()
+	}
+	return fmt.Sprintf("--%s takes %s, got %q", fl.Name, what, val)
 }
 
 // isCobraUsage recognises cobra's own argument errors (unknown command,
@@ -132,6 +226,9 @@ from the current directory upward.
 			return nil
 		},
 	}
+	// --version, as `spirepod version` prints it.
+	cmd.Version = currentVersion()
+	cmd.SetVersionTemplate("spirepod {{.Version}} (" + runtime.Version() + ", " + runtime.GOOS + "/" + runtime.GOARCH + ")\n")
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.ConfigPath, "config", f.ConfigPath, "user config file (flag defaults and environment profiles)")
 	pf.StringVarP(&f.Output, "output", "o", "text", "output format: text or json (city check: also sarif)")
@@ -202,12 +299,12 @@ func applyConfigPrecedence(cmd *cobra.Command, f *Factory) error {
 			if err := v.UnmarshalKey("profiles", &user, func(dc *mapstructure.DecoderConfig) {
 				dc.ErrorUnused, dc.TagName = true, "yaml"
 			}); err != nil {
-				return usageError("profile keys are trustDomain, spireServer, cityRepo, baseBranch, githubHost, teamPath, trustList, registrationFormat, className",
+				return usageError("profile keys are "+strings.Join(project.ProfileKeys(), ", "),
 					"config file %s: %s", path, profileDecodeError(err))
 			}
 			f.userProfiles = user
 		} else if !errors.Is(err, fs.ErrNotExist) || cmd.Flags().Changed("config") {
-			return usageError("pass an existing file to --config", "--config %s: %v", path, err)
+			return usageError("pass an existing file to --config", "--config %s: %v", path, pathErr(err))
 		}
 	}
 	var errs []error
@@ -231,12 +328,12 @@ func applyConfigPrecedence(cmd *cobra.Command, f *Factory) error {
 		}
 		if sv, isSlice := fl.Value.(pflag.SliceValue); isSlice {
 			if err := sv.Replace(strings.Split(val, ",")); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", src, err))
+				errs = append(errs, fmt.Errorf("%s: %s", src, valueProblem(fl, val)))
 			}
 			return
 		}
 		if err := fl.Value.Set(val); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", src, err))
+			errs = append(errs, fmt.Errorf("%s: %s", src, valueProblem(fl, val)))
 		}
 	})
 	if len(errs) > 0 {
@@ -253,7 +350,15 @@ func profileDecodeError(err error) string {
 	var msgs []string
 	for _, m := range invalidKeys.FindAllStringSubmatch(err.Error(), -1) {
 		where := strings.Trim(strings.ReplaceAll(strings.ReplaceAll(m[1], "[", "."), "]", ""), ".")
-		msgs = append(msgs, fmt.Sprintf("profiles.%s: unknown key %s", where, m[2]))
+		msg := fmt.Sprintf("profiles.%s: unknown key %s", where, m[2])
+		// mapstructure names the profile's unknown keys (a nested one's
+		// known keys are not ours to guess): the nearest profile key.
+		if !strings.Contains(m[2], ",") {
+			if s := project.Closest(m[2], project.ProfileKeys()); s != "" {
+				msg += fmt.Sprintf(" (did you mean %s?)", s)
+			}
+		}
+		msgs = append(msgs, msg)
 	}
 	if len(msgs) == 0 {
 		return "profiles: " + strings.Join(strings.Fields(err.Error()), " ")
@@ -289,42 +394,10 @@ func checkConfigKeys(root *cobra.Command, v *viper.Viper, path string) error {
 		names = append(names, k)
 	}
 	hint := "the config file holds flag defaults (flag names without --) and profiles:"
-	if s := closest(unknown[0], names); s != "" {
+	if s := project.Closest(unknown[0], names); s != "" {
 		hint = fmt.Sprintf("did you mean %q? ", s) + hint
 	}
 	return usageError(hint, "config file %s: unknown key %s", path, strings.Join(unknown, ", "))
-}
-
-// closest is the known name nearest to s by edit distance, if near enough.
-func closest(s string, known []string) string {
-	best, bestD := "", len(s)/2+1
-	sort.Strings(known)
-	for _, k := range known {
-		if d := editDistance(s, k); d < bestD {
-			best, bestD = k, d
-		}
-	}
-	return best
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 func lookupEnv(getenv func(string) string, key string) (string, bool) {

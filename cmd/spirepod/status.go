@@ -8,6 +8,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spirepod/spirepod/internal/pr"
+	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/retry"
 	"github.com/spirepod/spirepod/internal/status"
 )
 
@@ -29,9 +31,10 @@ func newCmdStatus(f *Factory, runF func(*statusOptions) error) *cobra.Command {
   1. scaffold: spirepod.yaml valid, the kustomization in its namespace
   2. team CA present and passing pki inspect
   3. the SPIRE server CA in the bundle ConfigMap
-  4. trust-list PR and 5. SPIFFE ID PR: merged (open is a warning)
+  4. trust-list PR and 5. SPIFFE ID PR: merged (open is a warning); without a GitHub token,
+     the team's branches in the city checkout the last ` + "`pr … --local`" + ` used (recorded in .spirepod/)
   6. cluster: namespace, objects match what the scaffold renders (missing or drifted fields),
-     ClusterIssuer Ready, pods Running
+     the ` + defaultScaffoldFacts().IssuerKind + ` Ready, pods Running
   7. the last ` + "`spirepod verify`" + ` succeeded
 
 Local checks always run. Checks that need a GitHub token or a reachable cluster are skipped (-)
@@ -76,22 +79,37 @@ func statusRun(ctx context.Context, opts *statusOptions) error {
 		_, err := t.Client.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Raw()
 		pcancel()
 		if err != nil {
-			so.ClusterSkip = t.unreachable(err).Error() // one try: status reports, it does not wait
+			// one try: status reports, it does not wait
+			if e := t.explain(err); e != nil && !retry.Unreachable(err) {
+				so.ClusterSkip = e.Error()
+			} else {
+				so.ClusterSkip = t.unreachable(err).Error()
+			}
 		} else {
 			so.Cluster = &status.Cluster{Context: t.Context, Client: t.Client, Dynamic: t.Dynamic, Mapper: t.Mapper}
 		}
 	}
 
-	// The pull requests: skipped without a token, using pr's token resolution.
+	// The pull requests: from GitHub with a token; without one, the
+	// branches in the city checkout the last `--local` run used; else
+	// skipped with the reason.
 	pc := &prCommon{f: f}
 	if o, err := pc.gitHubOptions(ctx, p, false); err != nil {
 		so.PullsSkip = err.Error()
-	} else if o.Token == "" {
-		so.PullsSkip = "no GitHub token for " + gitHubHost(f, p) + " (set GH_TOKEN or run `gh auth login`)"
-	} else if res, err := pr.Status(ctx, p.Team, o, pr.TrustListFile(p), pr.RegistrationFile(p)); err != nil {
-		so.PullsSkip = "GitHub: " + err.Error()
+	} else if o.Token != "" {
+		if res, err := pr.Status(ctx, p.Team, o, pr.TrustListFile(p), pr.RegistrationFile(p)); err != nil {
+			so.PullsSkip = "GitHub: " + err.Error()
+		} else {
+			so.Pulls = res
+		}
+	} else if rec, _ := project.LoadCityCheckout(p); rec != nil {
+		if res, err := pr.LocalStatus(ctx, p.Team, pr.LocalOptions{Dir: rec.Dir, Base: cityBase(p)}, pr.TrustListFile(p), pr.RegistrationFile(p)); err != nil {
+			so.PullsSkip = "city checkout " + displayPath(f, rec.Dir) + ": " + err.Error()
+		} else {
+			so.Pulls = res
+		}
 	} else {
-		so.Pulls = res
+		so.PullsSkip = "no GitHub token for " + gitHubHost(f, p) + " (set GH_TOKEN or run `gh auth login`; after `pr … --local` the branches are read from that checkout)"
 	}
 
 	rep, err := status.Run(ctx, so)

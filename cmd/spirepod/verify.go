@@ -55,7 +55,7 @@ A cluster that does not answer fails within seconds ("cluster unreachable", exit
 --timeout. spirepod.yaml and the manifests must agree (replicas, namespace): exit 2 otherwise.
 
 On a timeout or a failure it walks the stages in order and names the first broken one with its
-evidence and the fix: pod scheduled and Running; agent Certificate and ClusterIssuer Ready;
+evidence and the fix: pod scheduled and Running; agent Certificate and ` + defaultScaffoldFacts().IssuerKind + ` Ready;
 init container gen-cert; the agent certificate against x509pop's rules; known SPIRE errors in the
 spire-agent log; SDS and upstream errors in the envoy log; the curl log.
 
@@ -192,6 +192,9 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 			}
 			out.Diagnoses = ds
 		}
+	}
+	if ctx.Err() != nil {
+		return ctx.Err() // interrupted while diagnosing: no half-made record
 	}
 	if p != nil {
 		rec := &verify.Record{Time: f.Now(), Context: target.Context, Namespace: ns, CASHA1: caSHA1(teamCA), Expected: expected, Outcome: out.Outcome,

@@ -36,14 +36,52 @@ func newCmdVersion(f *Factory, runF func(*versionOptions) error) *cobra.Command 
 	}
 }
 
+// currentVersion is the release (-X main.version), else the module version
+// `go install …@v1.2.3` records, else the commit a `go install ./cmd/spirepod`
+// or `go build` from a checkout was built from (the VCS stamp Go records:
+// "devel 1a2b3c4d5e6f 2026-11-30T10:00:00Z", "+dirty" with local edits);
+// "(devel)" only when the build recorded none (-buildvcs=false).
 func currentVersion() string {
 	if version != "" {
 		return version
 	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "(devel)"
 	}
-	return "(devel)"
+	return versionOf(bi)
+}
+
+func versionOf(bi *debug.BuildInfo) string {
+	if v := bi.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, at string
+	dirty := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if rev == "" {
+		return "(devel)"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	v := "devel " + rev
+	if dirty {
+		v += "+dirty"
+	}
+	if at != "" {
+		v += " " + at
+	}
+	return v
 }
 
 func versionRun(opts *versionOptions) error {

@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
@@ -38,8 +39,42 @@ func Build(dir string) ([]Layer, error) {
 	return layers, nil
 }
 
-// BuildDir runs kustomize on one directory.
+// BuildDir builds one directory's kustomization: what `kubectl apply -k DIR`
+// would apply. A kustomization within what plainBuild does (the scaffold's)
+// is built in time linear in its objects; any other goes to kustomize.
 func BuildDir(dir string) ([]*unstructured.Unstructured, error) {
+	objs, _, err := buildDir(dir)
+	return objs, err
+}
+
+// buildDir is BuildDir, saying whether the plain build made the objects.
+func buildDir(dir string) ([]*unstructured.Unstructured, bool, error) {
+	nodes, err := plainBuild(newResourceFactory(), dir, dir, 0)
+	if errors.Is(err, errPlainUnsupported) {
+		objs, err := kustomizeBuild(dir)
+		return objs, false, err
+	}
+	if err != nil {
+		return nil, true, plainError(dir, err)
+	}
+	docs, err := plainObjects(nodes)
+	if err != nil {
+		return nil, true, plainError(dir, err)
+	}
+	out := make([]*unstructured.Unstructured, 0, len(docs))
+	for _, data := range docs {
+		u := &unstructured.Unstructured{}
+		if err := u.UnmarshalJSON(data); err != nil {
+			return nil, true, plainError(dir, err)
+		}
+		out = append(out, u)
+	}
+	annotateConfigHash(out)
+	return out, true, nil
+}
+
+// kustomizeBuild runs kustomize on one directory.
+func kustomizeBuild(dir string) ([]*unstructured.Unstructured, error) {
 	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
 	m, err := k.Run(filesys.MakeFsOnDisk(), dir)
 	if err != nil {

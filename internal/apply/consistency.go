@@ -61,7 +61,7 @@ func CheckProject(layers []Layer, p *project.Project) error {
 		fields = append(fields, fmt.Sprintf("statefulSet: spirepod.yaml %s, manifests %s", p.StatefulSet, strings.Join(sts, ", ")))
 	}
 	if certs > 0 && certs != p.Replicas {
-		fields = append(fields, fmt.Sprintf("agent Certificates: spirepod.yaml has %d pods, the manifests %d Certificates in %s", p.Replicas, certs, p.Namespace))
+		fields = append(fields, fmt.Sprintf("agent Certificates: spirepod.yaml has %s, the manifests %s in %s", project.Count(p.Replicas, "pod"), project.Count(certs, "Certificate"), p.Namespace))
 	}
 	if len(fields) > 0 {
 		return &DriftError{Fields: fields}

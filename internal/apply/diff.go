@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -37,11 +36,22 @@ func Diff(ctx context.Context, opts Options) ([]ObjectDiff, error) {
 			items = append(items, item{layer.Name, o})
 		}
 	}
-	// Every object's read and dry-run apply are independent: all at once,
-	// one round trip to a remote API server.
+	// The live objects in a few Lists; every dry-run apply at once, one
+	// round trip to a remote API server.
+	objs := make([]*unstructured.Unstructured, len(items))
+	for i, it := range items {
+		objs[i] = it.o
+	}
+	rcs, lives, errs := readAllLive(ctx, opts, objs)
 	out := make([]ObjectDiff, len(items))
-	errs := make([]error, len(items))
-	parallel(len(items), func(i int) { out[i], errs[i] = diffOne(ctx, opts, items[i].layer, items[i].o) })
+	parallel(len(items), func(i int) {
+		if errs[i] == nil {
+			out[i], errs[i] = diffOne(ctx, opts, items[i].layer, items[i].o, rcs[i], lives[i])
+		} else {
+			out[i] = ObjectDiff{ObjectResult: newResult(items[i].layer, items[i].o, Failed)}
+			errs[i] = fmt.Errorf("get %s: %w", out[i].Ref(), errs[i])
+		}
+	})
 	for i, err := range errs {
 		if err != nil {
 			return out[:i], err
@@ -50,45 +60,20 @@ func Diff(ctx context.Context, opts Options) ([]ObjectDiff, error) {
 	return out, nil
 }
 
-// diffOne reads o's live object and its server-side dry-run apply, together.
-func diffOne(ctx context.Context, opts Options, layer string, o *unstructured.Unstructured) (ObjectDiff, error) {
+// diffOne asks for o's server-side dry-run apply and diffs it with live.
+func diffOne(ctx context.Context, opts Options, layer string, o *unstructured.Unstructured, rc dynamic.ResourceInterface, live *unstructured.Unstructured) (ObjectDiff, error) {
 	d := ObjectDiff{ObjectResult: newResult(layer, o, Failed)}
-	var rc dynamic.ResourceInterface
-	if err := retryOp(ctx, opts, func() error {
-		var err error
-		rc, err = resourceFor(opts, o)
-		return err
-	}); err != nil {
-		return d, err
-	}
 	data, err := json.Marshal(o.Object)
 	if err != nil {
 		return d, err
 	}
-	var live, want *unstructured.Unstructured
-	var getErr, patchErr error
-	parallel(2, func(k int) {
-		if k == 0 {
-			getErr = retryOp(ctx, opts, func() error {
-				var err error
-				live, err = rc.Get(ctx, o.GetName(), metav1.GetOptions{})
-				if apierrors.IsNotFound(err) {
-					live, err = nil, nil
-				}
-				return err
-			})
-			return
-		}
-		patchErr = retryOp(ctx, opts, func() error {
-			var err error
-			want, err = rc.Patch(ctx, o.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{
-				FieldManager: opts.FieldManager, Force: &opts.ForceConflicts, DryRun: []string{metav1.DryRunAll}})
-			return err
-		})
+	var want *unstructured.Unstructured
+	patchErr := retryOp(ctx, opts, func() error {
+		var err error
+		want, err = rc.Patch(ctx, o.GetName(), types.ApplyPatchType, data, metav1.PatchOptions{
+			FieldManager: opts.FieldManager, Force: &opts.ForceConflicts, DryRun: []string{metav1.DryRunAll}})
+		return err
 	})
-	if getErr != nil {
-		return d, fmt.Errorf("get %s: %w", d.Ref(), getErr)
-	}
 	if patchErr != nil {
 		d.Error, d.Conflicts = patchErr.Error(), conflictsOf(patchErr)
 		return d, nil

@@ -346,7 +346,7 @@ func CheckBundle(layers []Layer, now time.Time) []check.Result {
 		}
 		switch pr := scaffold.JudgeBundle(certs, now); {
 		case pr == nil:
-			return []check.Result{{Group: group, ID: id, Name: name, Status: check.OK, Message: fmt.Sprintf("%d CA(s)", len(certs))}}
+			return []check.Result{{Group: group, ID: id, Name: name, Status: check.OK, Message: project.Count(len(certs), "CA")}}
 		case pr.Fatal:
 			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail, Message: pr.Message, Hint: hint}}
 		default:

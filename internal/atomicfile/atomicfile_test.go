@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -75,5 +76,20 @@ func assertOnly(t *testing.T, dir string, names ...string) {
 			got = append(got, e.Name())
 		}
 		t.Fatalf("directory holds %v, want only %v (a temp file was left behind?)", got, names)
+	}
+}
+
+// TestErrorsNameTheTarget: a failed write names the file being written,
+// never the temporary file's name (issue 21 item 9: a raw "open
+// …tmp-100490976: read-only file system" reached the user).
+func TestErrorsNameTheTarget(t *testing.T) {
+	target := filepath.Join(t.TempDir(), "missing-dir", "ca.key.pem")
+	err := WriteFile(target, []byte("x"), Options{Perm: 0o600})
+	var pe *fs.PathError
+	if !errors.As(err, &pe) || pe.Path != target || pe.Op != "write" || !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("err %#v, want a write PathError for %s", err, target)
+	}
+	if strings.Contains(err.Error(), ".tmp-") {
+		t.Fatalf("the error names the temporary file: %v", err)
 	}
 }

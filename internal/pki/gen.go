@@ -1,11 +1,13 @@
 package pki
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -89,8 +91,9 @@ func DefaultSubject(team string) pkix.Name {
 }
 
 // ParseSubject reads a subject in RFC 4514 style ("CN=x,O=y") or OpenSSL
-// style ("/CN=x/O=y"). A value without "=" is a common name. Known
-// attributes: CN, O, OU, C, ST, L.
+// style ("/CN=x/O=y"). A value without "=" is refused (naming the CN= it
+// may have meant), not taken as a common name behind the user's back.
+// Known attributes: CN, O, OU, C, ST, L.
 func ParseSubject(s string) (pkix.Name, error) {
 	s = strings.TrimSpace(s)
 	var n pkix.Name
@@ -98,8 +101,7 @@ func ParseSubject(s string) (pkix.Name, error) {
 		return n, errors.New("subject is empty")
 	}
 	if !strings.Contains(s, "=") {
-		n.CommonName = s
-		return n, nil
+		return pkix.Name{}, fmt.Errorf("%q has no KEY=VALUE (for a common name write \"CN=%s\")", s, s)
 	}
 	var parts []string
 	if strings.HasPrefix(s, "/") {
@@ -155,6 +157,10 @@ type GenerateOptions struct {
 	// BeforeCommit, when set, runs with the final path and the temp file
 	// before each file is moved into place; tests inject failures with it.
 	BeforeCommit func(path, tmp string) error
+	// BackupDir, when set, keeps the CA that Force replaces: its
+	// certificate and key are copied there (0600, the directory 0700) before
+	// anything is written, so no replaced key is ever lost.
+	BackupDir string
 }
 
 // CAInfo describes a CA certificate for the CLI to print.
@@ -206,6 +212,9 @@ type GenerateResult struct {
 	KeyPath  string
 	// Replaced is the certificate that --force replaced, if one parsed.
 	Replaced *x509.Certificate
+	// BackedUp are the copies of the replaced certificate and key in
+	// BackupDir.
+	BackedUp []string
 }
 
 // ExistsError says a file is already there and Force was not set.
@@ -279,11 +288,68 @@ func Generate(ctx context.Context, opts GenerateOptions) (*GenerateResult, error
 		}
 	}
 	if !opts.DryRun { // DryRun: every check ran, nothing is written
+		// Making an RSA key takes long enough to be interrupted: nothing is
+		// written once the context is done.
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if res.BackedUp, err = Backup(opts.CertPath, opts.KeyPath, opts.BackupDir); err != nil {
+			return nil, err
+		}
 		if err := writePair(opts.CertPath, EncodeCertificate(cert), opts.KeyPath, keyPEM, opts.Force, opts.BeforeCommit); err != nil {
 			return nil, err
 		}
 	}
 	return res, nil
+}
+
+// Backup copies the CA at certPath and keyPath into dir as <sha1>.crt.pem
+// and <sha1>.key.pem (both 0600; dir 0700; an existing copy of the same CA
+// is kept), before a write replaces them. Nothing to keep (no key, or an
+// empty placeholder, or dir "") is no error. It returns the copies' paths.
+func Backup(certPath, keyPath, dir string) ([]string, error) {
+	if dir == "" {
+		return nil, nil
+	}
+	key, err := os.ReadFile(keyPath)
+	if errors.Is(err, fs.ErrNotExist) || (err == nil && len(key) == 0) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("back up the key %s: %w", keyPath, err)
+	}
+	cert, err := os.ReadFile(certPath)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("back up the certificate %s: %w", certPath, err)
+	}
+	name := "key-" + fmt.Sprintf("%x", sha256.Sum256(key))[:16] // a key without its certificate
+	if cs, perr := ParseCertificates(cert); perr == nil && len(cs) > 0 {
+		name = SHA1Fingerprint(cs[0])
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("back up the team CA: %w", err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("back up the team CA: %w", err)
+	}
+	var out []string
+	for _, f := range []struct {
+		data []byte
+		path string
+	}{{key, filepath.Join(dir, name+".key.pem")}, {cert, filepath.Join(dir, name+".crt.pem")}} {
+		if len(f.data) == 0 {
+			continue
+		}
+		if have, err := os.ReadFile(f.path); err == nil && bytes.Equal(have, f.data) {
+			out = append(out, f.path)
+			continue
+		}
+		if err := atomicfile.WriteFile(f.path, f.data, atomicfile.Options{Perm: 0o600}); err != nil {
+			return nil, fmt.Errorf("back up the team CA to %s: %w", f.path, err)
+		}
+		out = append(out, f.path)
+	}
+	return out, nil
 }
 
 // IsPlaceholder reports whether path is an empty regular file: the

@@ -274,7 +274,7 @@ func TestParseSubject(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{"payments CA", "CN=payments CA", ""},
+		{"payments CA", "", `no KEY=VALUE (for a common name write "CN=payments CA")`},
 		{"CN=x,O=Acme", "CN=x,O=Acme", ""},
 		{"/C=JP/O=Woven/CN=team ca", "CN=team ca,O=Woven,C=JP", ""},
 		{"cn=lower, ou=unit", "CN=lower,OU=unit", ""},

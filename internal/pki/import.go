@@ -21,6 +21,8 @@ type ImportOptions struct {
 	Now    func() time.Time
 	// BeforeCommit is a test hook, as in GenerateOptions.
 	BeforeCommit func(path, tmp string) error
+	// BackupDir keeps the CA Force replaces, as in GenerateOptions.
+	BackupDir string
 }
 
 // InputError is an input file that cannot be used at all (not PEM, the
@@ -51,6 +53,8 @@ type ImportResult struct {
 	Results  []check.Result
 	CertPath string
 	KeyPath  string
+	// BackedUp are the copies of the replaced CA in BackupDir.
+	BackedUp []string
 }
 
 // Import checks an existing CA and key as `inspect` does (plus that the key
@@ -84,12 +88,19 @@ func Import(ctx context.Context, opts ImportOptions) (*ImportResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	res := &ImportResult{Cert: ca, Results: rs, CertPath: opts.CertPath, KeyPath: opts.KeyPath}
 	if !opts.DryRun { // DryRun: every check ran, nothing is written
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		if res.BackedUp, err = Backup(opts.CertPath, opts.KeyPath, opts.BackupDir); err != nil {
+			return nil, err
+		}
 		if err := writePair(opts.CertPath, EncodeCertificate(ca), opts.KeyPath, keyPEM, opts.Force, opts.BeforeCommit); err != nil {
 			return nil, err
 		}
 	}
-	return &ImportResult{Cert: ca, Results: rs, CertPath: opts.CertPath, KeyPath: opts.KeyPath}, nil
+	return res, nil
 }
 
 // IsInputError reports whether err is an unusable input file.

@@ -91,7 +91,7 @@ func InspectCA(group string, ca *x509.Certificate, key crypto.Signer, now time.T
 	case left < LifetimeWarning:
 		add(result(group, RuleLifetime90d, "more than 90 days left", check.Warn,
 			fmt.Sprintf("the CA expires in %d days (%s); every agent stops attesting then", int(left.Hours()/24), ca.NotAfter.UTC().Format(time.RFC3339)),
-			"make a successor with `spirepod pki gen --force` and get it on the trust list before then"))
+			"rotate it before then with `spirepod pki rotate` (the new CA is trusted next to this one while the agents move)"))
 	default:
 		add(result(group, RuleLifetime90d, "more than 90 days left", check.OK,
 			fmt.Sprintf("%d days left", int(left.Hours()/24)), ""))

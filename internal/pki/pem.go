@@ -64,7 +64,13 @@ func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
 			if len(certs) == 0 {
 				return nil, ErrNoCertificate
 			}
-			return nil, fmt.Errorf("trailing data after certificate %d is not PEM", len(certs))
+			// Text around the blocks (a comment, openssl's "subject=" lines)
+			// is dropped, after the last block as before the first; a block
+			// that begins and does not end is not text.
+			if bytes.Contains(rest, []byte("-----BEGIN")) {
+				return nil, fmt.Errorf("certificate %d is not complete PEM (no matching -----END line)", len(certs)+1)
+			}
+			break
 		}
 		if block.Type != "CERTIFICATE" {
 			if ContainsPrivateKey(pem.EncodeToMemory(&pem.Block{Type: block.Type})) || block.Type == "PRIVATE KEY" {

@@ -200,6 +200,9 @@ func OpenLocal(ctx context.Context, ch *Change, o LocalOptions) (*Result, error)
 	if !o.Push || res.Action == ActionInBase {
 		return res, nil
 	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
 	spec := config.RefSpec(fmt.Sprintf("+refs/heads/%s:refs/heads/%s", ch.Branch, ch.Branch))
 	err = l.repo.PushContext(ctx, &git.PushOptions{RemoteName: l.o.Remote, RefSpecs: []config.RefSpec{spec}, Auth: o.Auth})
 	if err != nil && !errors.Is(err, git.NoErrAlreadyUpToDate) {

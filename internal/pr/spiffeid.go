@@ -140,7 +140,11 @@ func spiffeIDBody(p *project.Project, ca *x509.Certificate, format, file string)
 	var b strings.Builder
 	td := p.TrustDomain
 	fmt.Fprintf(&b, "Registers the SPIFFE IDs of team **%s** (namespace `%s`, environment %s) in `%s` (format %s).\n\n", p.Team, p.Namespace, p.Environment, file, format)
-	fmt.Fprintf(&b, "For each of the %d pods `%s-<i>` of StatefulSet `%s`:\n", p.Replicas, p.StatefulSet, p.StatefulSet)
+	if p.Replicas == 1 {
+		fmt.Fprintf(&b, "For the one pod `%s-0` of StatefulSet `%s`:\n", p.StatefulSet, p.StatefulSet)
+	} else {
+		fmt.Fprintf(&b, "For each of the %s `%s-<i>` of StatefulSet `%s`:\n", project.Count(p.Replicas, "pod"), p.StatefulSet, p.StatefulSet)
+	}
 	pod0 := p.PodName(0)
 	fmt.Fprintf(&b, "- a node alias `%s` (for pod `%s`), parent `spiffe://%s/spire/server`, selectors `x509pop:subject:cn:%s` and `x509pop:ca:fingerprint:%s`\n",
 		p.NodeAliasID(pod0), pod0, td, p.AgentCN(pod0), pki.SHA1Fingerprint(ca))

@@ -269,7 +269,7 @@ func trustCABody(p *project.Project, ca *CAInfo) string {
 	b.WriteString("- [ ] The diff adds exactly one CERTIFICATE block and nothing else\n")
 	b.WriteString("- [ ] The CA has basicConstraints CA:TRUE and keyCertSign (see the inspect verdict)\n")
 	fmt.Fprintf(&b, "- [ ] The team's node aliases pin `x509pop:ca:fingerprint:%s`, so no other team on this trust list can mint their agents' names\n", ca.SHA1)
-	b.WriteString("- [ ] After merge, the SPIRE server is restarted: x509pop reads `ca_bundle_path` only at start\n")
+	b.WriteString("- [ ] After merge, the SPIRE server is restarted or reloads its x509pop trust list (x509pop reads `ca_bundle_path(s)` when the plugin is configured): restart it, or (SPIRE >= 1.10, x509pop data in a `plugin_data_file`) point that file at the new PEM path and send the server SIGUSR1 (a file whose text did not change is not reloaded)\n")
 	b.WriteString("\n_Opened by `spirepod pr trust-ca`._\n")
 	return b.String()
 }

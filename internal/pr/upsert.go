@@ -69,6 +69,11 @@ func upsertOnce(ctx context.Context, b backend, c *Change, res *Result) error {
 		return err
 	}
 	res.Warnings = warnings
+	// Reading and judging the city can take a while: once interrupted,
+	// nothing is written and no ref moves.
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	msg := commitMessage(c, baseSHA)
 	headSHA, exists, err := b.branch(ctx, c.Branch)
 	if err != nil {

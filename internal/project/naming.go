@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/spirepod/spirepod/internal/certmanager"
-	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // The guide's fixed names.
@@ -51,6 +50,21 @@ const (
 	// (spire-agent-x509pop-<namespace>, cert-manager/agent-x509pop-root-<namespace>).
 	IssuerCluster = "cluster"
 )
+
+// The naming and issuer scope `spirepod init` chooses by default.
+const (
+	DefaultNaming      = NamingNamespaced
+	DefaultIssuerScope = IssuerNamespaced
+)
+
+// HelpExample is a project made with init's defaults, its values left as
+// the placeholders help texts show (<namespace>, <name>, <td>): help that
+// names a scaffold fact renders it through the same methods the scaffold
+// does, so it cannot describe an older scaffold.
+func HelpExample() *Project {
+	return &Project{Team: "<team>", Namespace: "<namespace>", StatefulSet: "<name>", TrustDomain: "<td>",
+		Naming: DefaultNaming, IssuerScope: DefaultIssuerScope, ServiceAccount: "<service-account>"}
+}
 
 // DefaultStatefulSet is the StatefulSet name every scaffold starts with.
 const DefaultStatefulSet = "spire-envoy-integration"
@@ -153,10 +167,7 @@ func CheckPodName(pod string) error {
 	if pod == "" {
 		return errors.New("pod name is empty")
 	}
-	if errs := validation.IsDNS1123Subdomain(pod); len(errs) > 0 {
-		return fmt.Errorf("%q is not a valid pod name: %s", pod, strings.Join(errs, "; "))
-	}
-	return nil
+	return notSubdomain("pod name", pod)
 }
 
 // CheckAgentCN checks that an agent common name is not empty and fits the
@@ -185,8 +196,8 @@ func ParseAgentCN(cn string) (AgentName, error) {
 		if pod == "" {
 			return AgentName{}, errors.New("no pod name after " + AgentCNPrefix)
 		}
-		if errs := validation.IsDNS1123Label(pod); len(errs) > 0 {
-			return AgentName{}, fmt.Errorf("%q is not a valid pod name: %s", pod, strings.Join(errs, "; "))
+		if err := notLabel("pod name", pod); err != nil {
+			return AgentName{}, err
 		}
 		return AgentName{Pod: pod}, nil
 	}
@@ -195,8 +206,8 @@ func ParseAgentCN(cn string) (AgentName, error) {
 		return AgentName{}, fmt.Errorf("not <pod>.<namespace> nor %s<pod>", AgentCNPrefix)
 	}
 	for what, v := range map[string]string{"pod": pod, "namespace": ns} {
-		if errs := validation.IsDNS1123Label(v); len(errs) > 0 {
-			return AgentName{}, fmt.Errorf("%q is not a valid %s name: %s", v, what, strings.Join(errs, "; "))
+		if err := notLabel(what+" name", v); err != nil {
+			return AgentName{}, err
 		}
 	}
 	return AgentName{Pod: pod, Namespace: ns}, nil

@@ -2,6 +2,7 @@ package project
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 )
@@ -25,6 +26,18 @@ type Profile struct {
 	SpireVersion string `yaml:"spireVersion,omitempty" json:"spireVersion,omitempty"`
 	// Images override the default images (DefaultImages) field by field.
 	Images Images `yaml:"images,omitempty" json:"images,omitempty"`
+}
+
+// ProfileKeys are the keys a profile takes in the user config, from
+// Profile's own fields (so the list names every key, spireVersion and
+// images included).
+func ProfileKeys() []string {
+	var keys []string
+	for k := range yamlFields(reflect.TypeOf(Profile{})) {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }
 
 // DefaultEnvironment is used when --env is not given.

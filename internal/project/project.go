@@ -10,10 +10,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
-	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // FileName is the project file's name inside a scaffold.
@@ -165,11 +165,31 @@ func CheckNamespace(ns string) error {
 	if ns == "" {
 		return errors.New("must not be empty")
 	}
-	if errs := validation.IsDNS1123Label(ns); len(errs) > 0 {
-		return fmt.Errorf("%q is not a valid namespace: %s", ns, strings.Join(errs, "; "))
-	}
-	return nil
+	return notLabel("namespace", ns)
 }
+
+// CheckTeam checks a team name: a DNS-1123 label, as it names branches,
+// files and (by default) the CA's subject.
+func CheckTeam(team string) error {
+	if team == "" {
+		return errors.New("must not be empty")
+	}
+	return notLabel("team name", team)
+}
+
+// CheckServiceAccount checks a service account name (a DNS-1123 subdomain).
+func CheckServiceAccount(sa string) error {
+	if sa == "" {
+		return errors.New("must not be empty")
+	}
+	return notSubdomain("service account name", sa)
+}
+
+// MaxReplicas bounds the pods of one scaffold. The gen-cert Role names two
+// objects per pod in resourceNames: at 5,000 pods it is about 0.5 MB, a
+// third of etcd's 1.5 MiB object limit (the API server's request limit is
+// 3 MiB), and every command's cost grows linearly up to it (bench/scale.sh).
+const MaxReplicas = 5000
 
 // CheckStatefulSet checks the StatefulSet name and the replica count.
 // Whether every pod's agent common name fits in 64 bytes depends on the
@@ -178,11 +198,11 @@ func CheckStatefulSet(name string, replicas int) error {
 	if name == "" {
 		return errors.New("must not be empty")
 	}
-	if errs := validation.IsDNS1123Label(name); len(errs) > 0 {
-		return fmt.Errorf("%q is not a valid StatefulSet name: %s", name, strings.Join(errs, "; "))
+	if err := notLabel("StatefulSet name", name); err != nil {
+		return err
 	}
-	if replicas < 1 || replicas > 1000 {
-		return fmt.Errorf("replicas must be between 1 and 1000, got %d", replicas)
+	if replicas < 1 || replicas > MaxReplicas {
+		return fmt.Errorf("replicas must be between 1 and %d, got %d", MaxReplicas, replicas)
 	}
 	return nil
 }
@@ -203,8 +223,8 @@ func (p *Project) Validate() error {
 	}
 	if strings.TrimSpace(p.Team) == "" {
 		add("team", errors.New("must not be empty"))
-	} else if errs := validation.IsDNS1123Label(p.Team); len(errs) > 0 {
-		add("team", fmt.Errorf("%q must be a DNS-1123 label (it names branches and files): %s", p.Team, strings.Join(errs, "; ")))
+	} else {
+		add("team", CheckTeam(p.Team))
 	}
 	add("namespace", CheckNamespace(p.Namespace))
 	add("statefulSet", CheckStatefulSet(p.StatefulSet, p.Replicas))
@@ -227,9 +247,7 @@ func (p *Project) Validate() error {
 			add("statefulSet", fmt.Errorf("%v: use a shorter StatefulSet name (--name) or namespace", err))
 		}
 	}
-	if errs := validation.IsDNS1123Subdomain(p.ServiceAccount); len(errs) > 0 {
-		add("serviceAccount", fmt.Errorf("%q: %s", p.ServiceAccount, strings.Join(errs, "; ")))
-	}
+	add("serviceAccount", notSubdomain("service account name", p.ServiceAccount))
 	if p.TrustDomain == "" {
 		add("trustDomain", errors.New("must not be empty"))
 	}
@@ -307,6 +325,9 @@ func Parse(data []byte) (*Project, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&p); err != nil {
+		if e := explainYAML(data, reflect.TypeOf(p)); e != nil {
+			return nil, e
+		}
 		return nil, fmt.Errorf("parse: %w", cleanYAMLError(err))
 	}
 	p.ApplyDefaults()

@@ -177,8 +177,8 @@ func (p *Project) validateWorkload(add func(string, error)) {
 	case r <= 0 || r >= d:
 		add("agent.certRenewBefore", fmt.Errorf("%s must be positive and shorter than certDuration %s", r, d))
 	}
-	if errs := validation.IsDNS1123Subdomain(p.Upstream.Host); len(errs) > 0 && validation.IsValidIP(nil, p.Upstream.Host) != nil {
-		add("upstream.host", fmt.Errorf("%q is neither a DNS name nor an IP: %s", p.Upstream.Host, strings.Join(errs, "; ")))
+	if err := notSubdomain("host name", p.Upstream.Host); err != nil && validation.IsValidIP(nil, p.Upstream.Host) != nil {
+		add("upstream.host", fmt.Errorf("neither a DNS name nor an IP: %v", err))
 	}
 	if p.Upstream.Port < 1 || p.Upstream.Port > 65535 {
 		add("upstream.port", fmt.Errorf("must be 1-65535, got %d", p.Upstream.Port))

@@ -157,7 +157,7 @@ func aliasesBody(p *project.Project, s *State, oldFP, newFP, step, format string
 	case s.Emergency:
 		fmt.Fprintf(&b, "**Emergency CA replacement** for team **%s** (namespace `%s`): every node alias in `%s` is pinned to the new CA `%s` only; the aliases pinned to the compromised CA `%s` are removed.\n\n", p.Team, p.Namespace, file, newFP, oldFP)
 	case step == StepPRAliases:
-		fmt.Fprintf(&b, "CA rotation of team **%s** (namespace `%s`): for each of the %d pods, a second node alias with the **same ID** pinned to the new CA `%s`, next to the one pinned to the current CA `%s`. SPIRE applies an alias to every agent that matches any entry of that ID, so agents with a certificate of either CA keep their workloads' SVIDs.\n\n", p.Team, p.Namespace, p.Replicas, newFP, oldFP)
+		fmt.Fprintf(&b, "CA rotation of team **%s** (namespace `%s`): for %s, a second node alias with the **same ID** pinned to the new CA `%s`, next to the one pinned to the current CA `%s`. SPIRE applies an alias to every agent that matches any entry of that ID, so agents with a certificate of either CA keep their workloads' SVIDs.\n\n", p.Team, p.Namespace, eachPod(p.Replicas), newFP, oldFP)
 		fmt.Fprintf(&b, "For pod `%s`: alias `%s`, entries `%s` (old CA, unchanged) and `%s` (new CA).\n\n", pod0, p.NodeAliasID(pod0),
 			registration.EntryID(p.Namespace, p.CertificateName(pod0)), registration.EntryID(p.Namespace, registration.AliasName(p, pod0, newFP)))
 	default:
@@ -175,4 +175,12 @@ func aliasesBody(p *project.Project, s *State, oldFP, newFP, step, format string
 	}
 	b.WriteString("\n_Opened by `spirepod pki rotate`._\n")
 	return b.String()
+}
+
+// eachPod is "its one pod" or "each of its N pods".
+func eachPod(n int) string {
+	if n == 1 {
+		return "its one pod"
+	}
+	return "each of its " + project.Count(n, "pod")
 }

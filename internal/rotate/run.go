@@ -175,6 +175,9 @@ func Run(ctx context.Context, o Options, s *State) (*Report, error) {
 			if s.done(id) {
 				continue
 			}
+			if err := ctx.Err(); err != nil {
+				return r.rep, err // interrupted between steps: every finished one is recorded
+			}
 			for {
 				detail, err := r.step(ctx, id)
 				var w *waitErr
@@ -663,7 +666,7 @@ func (r *runner) pods(ctx context.Context) (string, error) {
 				return "", err
 			}
 		}
-		return fmt.Sprintf("%d pods restarted: %s", len(order), strings.Join(order, ", ")), nil
+		return fmt.Sprintf("%s restarted: %s", project.Count(len(order), "pod"), strings.Join(order, ", ")), nil
 	}
 	// In place: the first pod alone (a canary), then the others together.
 	groups := [][]string{order[:1], order[1:]}

@@ -34,11 +34,7 @@ func genCertData(base fs.FS) (*yaml.Node, error) {
 
 // agentCertificates renders one Certificate per pod from the file's first
 // Certificate: its name and Secret, the agent CN, the lifetime and the issuer.
-func (rw *rewriter) agentCertificates(data []byte) ([]byte, error) {
-	docs, err := decodeDocs(data)
-	if err != nil {
-		return nil, err
-	}
+func (rw *rewriter) agentCertificates(docs []*yaml.Node) ([]*yaml.Node, error) {
 	var proto *yaml.Node
 	for _, d := range docs {
 		if scalar(d.Content[0], "kind") == "Certificate" {
@@ -71,7 +67,7 @@ func (rw *rewriter) agentCertificates(data []byte) ([]byte, error) {
 		setScalar(ir, "name", ref.Name)
 		out = append(out, d)
 	}
-	return encodeDocs(out)
+	return out, nil
 }
 
 func cloneNode(n *yaml.Node) *yaml.Node {

@@ -127,11 +127,6 @@ func Render(opts Options) (map[string][]byte, error) {
 			return err
 		}
 		target := rw.fileName(name)
-		if name == AgentCertificatesFile {
-			if data, err = rw.agentCertificates(data); err != nil {
-				return fmt.Errorf("render %s: %w", name, err)
-			}
-		}
 		switch {
 		case isYAML(name):
 			data, err = rw.rewriteYAML(name, data, opts.ServerCA)
@@ -297,6 +292,13 @@ func (rw *rewriter) rewriteYAML(name string, data []byte, serverCA []byte) ([]by
 	docs, err := decodeDocs(data)
 	if err != nil {
 		return nil, err
+	}
+	if name == AgentCertificatesFile {
+		// One Certificate per pod, rewritten like any other document; the
+		// file is parsed and encoded once, whatever the number of pods.
+		if docs, err = rw.agentCertificates(docs); err != nil {
+			return nil, err
+		}
 	}
 	for _, doc := range docs {
 		root := doc
@@ -595,16 +597,22 @@ func decodeDocs(data []byte) ([]*yaml.Node, error) {
 }
 
 func encodeDocs(docs []*yaml.Node) ([]byte, error) {
+	// One encoder per document: yaml.v3's encoder keeps every event it
+	// emitted until it is closed, so one encoder for a file of 5,000
+	// Certificates held and re-copied hundreds of thousands of events.
 	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	for _, d := range docs {
+	for i, d := range docs {
+		if i > 0 {
+			buf.WriteString("---\n")
+		}
+		enc := yaml.NewEncoder(&buf)
+		enc.SetIndent(2)
 		if err := enc.Encode(d); err != nil {
 			return nil, err
 		}
-	}
-	if err := enc.Close(); err != nil {
-		return nil, err
+		if err := enc.Close(); err != nil {
+			return nil, err
+		}
 	}
 	return buf.Bytes(), nil
 }

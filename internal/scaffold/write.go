@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/spirepod/spirepod/internal/atomicfile"
+	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/unidiff"
 )
 
@@ -95,12 +96,25 @@ type ConflictError struct {
 }
 
 func (e *ConflictError) Error() string {
-	return fmt.Sprintf("%d existing file(s) differ from what would be written: %s", len(e.Paths), strings.Join(e.Paths, ", "))
+	n := project.Count(len(e.Paths), "existing file")
+	verb := "differ"
+	if len(e.Paths) == 1 {
+		verb = "differs"
+	}
+	return fmt.Sprintf("%s %s from what would be written: %s", n, verb, strings.Join(e.Paths, ", "))
 }
 
 // Write writes the plan: created files always, updated files only with
 // force (otherwise a ConflictError and nothing is written), unchanged files
-// never (their mtime stays). Each file is written atomically.
+// never (their mtime stays).
+//
+// It is all or nothing, so an interrupt (ctx) or a failure never leaves
+// half a scaffold. A directory that does not exist yet is written whole
+// into a temporary sibling and renamed into place. Into an existing
+// directory, every file is first written next to its target under a
+// temporary name (interruptible: ctx is checked before each), then all are
+// renamed into place in one quick pass that ctx no longer stops; if a rename
+// fails, the files already replaced are put back from copies kept aside.
 func (p *Plan) Write(ctx context.Context, force bool) error {
 	var conflicts []string
 	for _, f := range p.Files {
@@ -111,6 +125,95 @@ func (p *Plan) Write(ctx context.Context, force bool) error {
 	if len(conflicts) > 0 && !force {
 		return &ConflictError{Paths: conflicts}
 	}
+	if !p.Changed() {
+		return nil
+	}
+	if _, err := os.Lstat(p.Dir); errors.Is(err, fs.ErrNotExist) {
+		return p.writeNewDir(ctx)
+	}
+	return p.writeInto(ctx)
+}
+
+func perm(path string) fs.FileMode {
+	if strings.HasSuffix(path, ".key.pem") || strings.HasSuffix(path, ".key") {
+		return 0o600
+	}
+	return 0o644
+}
+
+// writeNewDir writes every file into a temporary directory next to p.Dir,
+// then renames it to p.Dir.
+func (p *Plan) writeNewDir(ctx context.Context) (err error) {
+	parent := filepath.Dir(p.Dir)
+	madeParents, err := mkdirAll(parent)
+	defer func() {
+		if err != nil {
+			for i := len(madeParents) - 1; i >= 0; i-- {
+				_ = os.Remove(madeParents[i]) // only if still empty
+			}
+		}
+	}()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(p.Dir)+".spirepod-*")
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = os.RemoveAll(tmp)
+		}
+	}()
+	if err := os.Chmod(tmp, 0o755); err != nil {
+		return err
+	}
+	for _, f := range p.Files {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		full := filepath.Join(tmp, filepath.FromSlash(f.Path))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return err
+		}
+		if err := atomicfile.WriteFile(full, f.new, atomicfile.Options{Perm: perm(f.Path)}); err != nil {
+			return fmt.Errorf("write %s: %w", filepath.Join(p.Dir, filepath.FromSlash(f.Path)), err)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, p.Dir); err != nil {
+		return fmt.Errorf("move the scaffold into %s: %w", p.Dir, err)
+	}
+	return nil
+}
+
+// staged is one file written next to its target, waiting to be renamed.
+type staged struct {
+	full, tmp string
+	// aside is a copy of the file it replaces ("" when it creates one).
+	aside string
+}
+
+// writeInto stages every file next to its target, then renames them all.
+func (p *Plan) writeInto(ctx context.Context) (err error) {
+	var stage []staged
+	var madeDirs []string
+	defer func() {
+		if err == nil {
+			return
+		}
+		for _, s := range stage {
+			_ = os.Remove(s.tmp)
+			if s.aside != "" {
+				_ = os.Remove(s.aside)
+			}
+		}
+		for i := len(madeDirs) - 1; i >= 0; i-- {
+			_ = os.Remove(madeDirs[i]) // only if still empty
+		}
+	}()
 	for _, f := range p.Files {
 		if f.Action == Unchanged {
 			continue
@@ -119,16 +222,68 @@ func (p *Plan) Write(ctx context.Context, force bool) error {
 			return err
 		}
 		full := filepath.Join(p.Dir, filepath.FromSlash(f.Path))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		made, err := mkdirAll(filepath.Dir(full))
+		madeDirs = append(madeDirs, made...)
+		if err != nil {
 			return err
 		}
-		perm := fs.FileMode(0o644)
-		if strings.HasSuffix(f.Path, ".key.pem") || strings.HasSuffix(f.Path, ".key") {
-			perm = 0o600
-		}
-		if err := atomicfile.WriteFile(full, f.new, atomicfile.Options{Perm: perm}); err != nil {
+		tmp, err := atomicfile.Stage(full, f.new, atomicfile.Options{Perm: perm(f.Path)})
+		if err != nil {
 			return fmt.Errorf("write %s: %w", full, err)
 		}
+		s := staged{full: full, tmp: tmp}
+		if f.Action == Update {
+			if s.aside, err = atomicfile.Aside(full); err != nil {
+				stage = append(stage, s)
+				return fmt.Errorf("keep %s aside: %w", full, err)
+			}
+		}
+		stage = append(stage, s)
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// Commit: renames only, not stopped by ctx.
+	for i, s := range stage {
+		if rerr := os.Rename(s.tmp, s.full); rerr != nil {
+			for _, done := range stage[:i] {
+				if done.aside != "" {
+					_ = os.Rename(done.aside, done.full)
+				} else {
+					_ = os.Remove(done.full)
+				}
+			}
+			return fmt.Errorf("write %s: %w (the scaffold was put back as it was)", s.full, rerr)
+		}
+	}
+	for _, s := range stage {
+		if s.aside != "" {
+			_ = os.Remove(s.aside)
+		}
+	}
+	stage = nil
 	return nil
+}
+
+// mkdirAll is os.MkdirAll that returns the directories it made, outermost
+// first.
+func mkdirAll(dir string) ([]string, error) {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Lstat(d); err == nil {
+			break
+		}
+		missing = append([]string{d}, missing...)
+		if filepath.Dir(d) == d {
+			break
+		}
+	}
+	var made []string
+	for _, d := range missing {
+		if err := os.Mkdir(d, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			return made, err
+		}
+		made = append(made, d)
+	}
+	return made, nil
 }

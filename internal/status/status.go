@@ -21,6 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/kustomize/kyaml/yaml"
@@ -103,12 +104,20 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	}
 	add := func(rs ...check.Result) { r.Checks = append(r.Checks, rs...) }
 
-	add(scaffoldChecks(p)...)
+	// One build of the scaffold for every check that reads its objects.
+	layers, buildErr := apply.Build(p.Dir)
+	add(scaffoldChecks(p, layers, buildErr)...)
 	add(caCheck(p, o.Now()))
 	add(rotationChecks(p)...)
 	add(bundleCheck(p))
 	add(pullChecks(p, o.Pulls, o.PullsSkip)...)
-	add(clusterChecks(ctx, p, o.Cluster, o.ClusterSkip)...)
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	add(clusterChecks(ctx, p, o.Cluster, o.ClusterSkip, layers, buildErr)...)
+	if err := ctx.Err(); err != nil && errors.Is(err, context.Canceled) {
+		return nil, err // interrupted: no half-made checklist
+	}
 	add(verifyCheck(p, o.Context))
 
 	r.Steps = summarize(r.Checks)
@@ -120,7 +129,7 @@ func res(group, id, name string, st check.Status, msg, hint string) check.Result
 	return check.Result{Group: group, ID: id, Name: name, Status: st, Message: msg, Hint: hint}
 }
 
-func scaffoldChecks(p *project.Project) []check.Result {
+func scaffoldChecks(p *project.Project, layers []apply.Layer, buildErr error) []check.Result {
 	out := []check.Result{res(Step1, "project-file", "spirepod.yaml is valid", check.OK, p.Dir, "")}
 	data, err := os.ReadFile(p.Path("kustomization.yaml"))
 	if err != nil {
@@ -143,7 +152,7 @@ func scaffoldChecks(p *project.Project) []check.Result {
 	default:
 		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.OK, "", ""))
 	}
-	if layers, err := apply.Build(p.Dir); err == nil {
+	if buildErr == nil {
 		r := apply.CheckProjectResult(layers, p)
 		r.Group = Step1
 		out = append(out, r)
@@ -213,7 +222,7 @@ func bundleCheck(p *project.Project) check.Result {
 		return res(Step3, "bundle", name, check.Todo, file+" has no CA yet",
 			"ask the SPIRE operators for the "+p.Environment+" server CA, then `spirepod bundle set SERVER_CA.pem`")
 	}
-	return res(Step3, "bundle", name, check.OK, fmt.Sprintf("%d CA(s): %s", len(certs), certs[0].Subject), "")
+	return res(Step3, "bundle", name, check.OK, fmt.Sprintf("%s: %s", project.Count(len(certs), "CA"), certs[0].Subject), "")
 }
 
 // mergedStale says why a merged pull request no longer counts: the base
@@ -282,7 +291,19 @@ func pullChecks(p *project.Project, pulls *pr.StatusResult, skip string) []check
 				out = append(out, res(s.step, id, s.name, check.Fail, stale, "`"+s.cmd+"` opens a pull request with the current CA"))
 				continue
 			}
-			out = append(out, res(s.step, id, s.name, check.OK, ps.URL, ""))
+			msg := ps.URL
+			if msg == "" { // a local checkout's branch
+				msg = fmt.Sprintf("branch %s merged into %s (city checkout %s)", ps.Branch, p.City.BaseBranch, pulls.Repo)
+			}
+			out = append(out, res(s.step, id, s.name, check.OK, msg, ""))
+		case ps.State == pr.StateBranch:
+			out = append(out, res(s.step, id, s.name, check.Todo,
+				fmt.Sprintf("branch %s made in the city checkout %s, not pushed", ps.Branch, pulls.Repo),
+				"push it (`git -C "+pulls.Repo+" push origin "+ps.Branch+"`, or `"+s.cmd+" --local "+pulls.Repo+" --push`) and open a pull request from it"))
+		case ps.State == pr.StatePushed:
+			out = append(out, res(s.step, id, s.name, check.Warn,
+				fmt.Sprintf("branch %s pushed from %s, not merged into %s yet", ps.Branch, pulls.Repo, p.City.BaseBranch),
+				"open a pull request from it and ask for a review in the AMA channel (then `git pull` the checkout to see the merge)"))
 		case ps.State == "open":
 			msg := fmt.Sprintf("open, checks %s: %s", ps.Checks, ps.URL)
 			hint := "ask for a review in the AMA channel"
@@ -339,7 +360,7 @@ func verifyCheck(p *project.Project, kubeContext string) check.Result {
 	return res(Step7, "last-verify", name, check.Fail, msg, hint)
 }
 
-func clusterChecks(ctx context.Context, p *project.Project, c *Cluster, skip string) []check.Result {
+func clusterChecks(ctx context.Context, p *project.Project, c *Cluster, skip string, layers []apply.Layer, buildErr error) []check.Result {
 	names := []struct{ id, name string }{
 		{"namespace", "namespace " + p.Namespace + " exists"},
 		{"objects", "objects in the cluster match the scaffold"},
@@ -368,7 +389,7 @@ func clusterChecks(ctx context.Context, p *project.Project, c *Cluster, skip str
 				out[0] = res(Step6, names[0].id, names[0].name, check.OK, "", "")
 			}
 		case 1:
-			out[1] = objectsCheck(ctx, p, c, names[1].id, names[1].name)
+			out[1] = objectsCheck(ctx, p, c, names[1].id, names[1].name, layers, buildErr)
 		case 2:
 			out[2] = issuerCheck(ctx, p, c, names[2].id, names[2].name)
 		case 3:
@@ -394,35 +415,16 @@ func parallel(n int, fn func(i int)) {
 var errKindNotServed = errors.New("kind not served")
 
 // objectsCheck compares every field the scaffold sets with the live object.
-func objectsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name string) check.Result {
-	layers, err := apply.Build(p.Dir)
-	if err != nil {
-		return res(Step6, id, name, check.Fail, err.Error(), "fix the scaffold (`"+p.ReinitCommand()+"` re-renders it)")
+// The live objects are listed, one request per kind and namespace, so the
+// cost is a handful of round trips whatever the number of pods.
+func objectsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name string, layers []apply.Layer, buildErr error) check.Result {
+	if buildErr != nil {
+		return res(Step6, id, name, check.Fail, buildErr.Error(), "fix the scaffold (`"+p.ReinitCommand()+"` re-renders it)")
 	}
 	var missing, drifted []string
 	objs := apply.All(layers)
 	total := len(objs)
-	lives := make([]*unstructured.Unstructured, len(objs))
-	errs := make([]error, len(objs))
-	parallel(len(objs), func(i int) {
-		o := objs[i]
-		gvk := o.GroupVersionKind()
-		m, err := c.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
-		if err != nil {
-			errs[i] = errKindNotServed
-			return
-		}
-		ri := c.Dynamic.Resource(m.Resource)
-		if m.Scope.Name() == meta.RESTScopeNameNamespace {
-			ns := o.GetNamespace()
-			if ns == "" {
-				ns = p.Namespace
-			}
-			lives[i], errs[i] = ri.Namespace(ns).Get(ctx, o.GetName(), metav1.GetOptions{})
-		} else {
-			lives[i], errs[i] = ri.Get(ctx, o.GetName(), metav1.GetOptions{})
-		}
-	})
+	lives, errs := liveObjects(ctx, p, c, objs)
 	for i, o := range objs {
 		ref, live, err := objRef(o), lives[i], errs[i]
 		if err == errKindNotServed {
@@ -444,19 +446,86 @@ func objectsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name 
 		}
 	}
 	if len(missing)+len(drifted) == 0 {
-		return res(Step6, id, name, check.OK, fmt.Sprintf("%d objects", total), "")
+		return res(Step6, id, name, check.OK, project.Count(total, "object"), "")
 	}
 	if len(missing) == total {
-		return res(Step6, id, name, check.Todo, fmt.Sprintf("none of the %d objects applied yet", total), "`spirepod apply`")
+		return res(Step6, id, name, check.Todo, fmt.Sprintf("none of the scaffold's %s applied yet", project.Count(total, "object")), "`spirepod apply`")
 	}
 	var parts []string
 	if len(missing) > 0 {
-		parts = append(parts, "missing: "+strings.Join(missing, ", "))
+		parts = append(parts, "missing: "+strings.Join(firstOf(missing, 5), ", "))
 	}
 	if len(drifted) > 0 {
-		parts = append(parts, "drifted: "+strings.Join(drifted, "; "))
+		parts = append(parts, "drifted: "+strings.Join(firstOf(drifted, 5), "; "))
 	}
 	return res(Step6, id, name, check.Fail, strings.Join(parts, "; "), "`spirepod diff` shows the changes; `spirepod apply` applies the scaffold")
+}
+
+// firstOf is the first n of l and "and K more" for the rest: a line stays
+// readable at 5,000 pods.
+func firstOf(l []string, n int) []string {
+	if len(l) <= n {
+		return l
+	}
+	return append(l[:n:n], fmt.Sprintf("and %d more", len(l)-n))
+}
+
+// liveObjects reads the live object of each of objs: one List per kind and
+// namespace (a forbidden List falls back to a Get per object). A kind the
+// cluster does not serve is errKindNotServed; an absent object NotFound.
+func liveObjects(ctx context.Context, p *project.Project, c *Cluster, objs []*unstructured.Unstructured) ([]*unstructured.Unstructured, []error) {
+	type group struct {
+		ri    dynamic.ResourceInterface
+		index []int
+	}
+	lives := make([]*unstructured.Unstructured, len(objs))
+	errs := make([]error, len(objs))
+	groups := map[string]*group{}
+	var keys []string
+	for i, o := range objs {
+		gvk := o.GroupVersionKind()
+		m, err := c.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
+		if err != nil {
+			errs[i] = errKindNotServed
+			continue
+		}
+		var ri dynamic.ResourceInterface = c.Dynamic.Resource(m.Resource)
+		key := m.Resource.String()
+		if m.Scope.Name() == meta.RESTScopeNameNamespace {
+			ns := o.GetNamespace()
+			if ns == "" {
+				ns = p.Namespace
+			}
+			ri, key = c.Dynamic.Resource(m.Resource).Namespace(ns), key+"/"+ns
+		}
+		g := groups[key]
+		if g == nil {
+			g = &group{ri: ri}
+			groups[key] = g
+			keys = append(keys, key)
+		}
+		g.index = append(g.index, i)
+	}
+	parallel(len(keys), func(k int) {
+		g := groups[keys[k]]
+		list, err := g.ri.List(ctx, metav1.ListOptions{})
+		if err != nil {
+			for _, i := range g.index {
+				lives[i], errs[i] = g.ri.Get(ctx, objs[i].GetName(), metav1.GetOptions{})
+			}
+			return
+		}
+		byName := make(map[string]*unstructured.Unstructured, len(list.Items))
+		for j := range list.Items {
+			byName[list.Items[j].GetName()] = &list.Items[j]
+		}
+		for _, i := range g.index {
+			if lives[i] = byName[objs[i].GetName()]; lives[i] == nil {
+				errs[i] = apierrors.NewNotFound(schema.GroupResource{Resource: keys[k]}, objs[i].GetName())
+			}
+		}
+	})
+	return lives, errs
 }
 
 // normalizeSecret removes the line breaks kustomize puts into long base64
@@ -640,9 +709,20 @@ func podsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name str
 	names := p.PodNames()
 	pods := make([]*corev1.Pod, len(names))
 	errs := make([]error, len(names))
-	parallel(len(names), func(i int) {
-		pods[i], errs[i] = c.Client.CoreV1().Pods(p.Namespace).Get(ctx, names[i], metav1.GetOptions{})
-	})
+	// One List of the namespace's pods, whatever the number of replicas.
+	list, err := c.Client.CoreV1().Pods(p.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return res(Step6, id, name, check.Fail, fmt.Sprintf("list pods in %s: %v", p.Namespace, err), "")
+	}
+	byName := make(map[string]*corev1.Pod, len(list.Items))
+	for i := range list.Items {
+		byName[list.Items[i].Name] = &list.Items[i]
+	}
+	for i, n := range names {
+		if pods[i] = byName[n]; pods[i] == nil {
+			errs[i] = apierrors.NewNotFound(corev1.Resource("pods"), n)
+		}
+	}
 	for i, pod := range names {
 		po, err := pods[i], errs[i]
 		switch {
@@ -667,7 +747,7 @@ func podsCheck(ctx context.Context, p *project.Project, c *Cluster, id, name str
 		return res(Step6, id, name, check.Todo, fmt.Sprintf("no pod yet (0/%d)", p.Replicas), "`spirepod apply`")
 	}
 	if len(bad) > 0 {
-		return res(Step6, id, name, check.Fail, fmt.Sprintf("%d/%d Running; %s", running, p.Replicas, strings.Join(bad, ", ")),
+		return res(Step6, id, name, check.Fail, fmt.Sprintf("%d/%d Running; %s", running, p.Replicas, strings.Join(firstOf(bad, 5), ", ")),
 			"`spirepod verify` diagnoses the first broken stage of each pod")
 	}
 	return res(Step6, id, name, check.OK, fmt.Sprintf("%d/%d", running, p.Replicas), "")
