@@ -298,8 +298,10 @@ func printCityCheck(s *IOStreams, w io.Writer, out *cityCheckOutput) {
 	}
 	fmt.Fprintf(w, "city %s\n", where)
 	sum := out.Summary
-	fmt.Fprintf(w, "%d team folders, %d registration files (%d entries, %d node aliases), %d trust-list CAs, %d server configs\n",
-		sum.Folders, sum.RegistrationFiles, sum.Entries, sum.Aliases, sum.TrustListCAs, sum.ServerConfigs)
+	fmt.Fprintf(w, "%s, %s (%s, %s), %s, %s\n",
+		project.Count(sum.Folders, "team folder"), project.Count(sum.RegistrationFiles, "registration file"),
+		project.Count(sum.Entries, "entry"), project.Count(sum.Aliases, "node alias"),
+		project.Count(sum.TrustListCAs, "trust-list CA"), project.Count(sum.ServerConfigs, "server config"))
 	if out.Base != "" {
 		fmt.Fprintf(w, "changes since %s (%s): %d files; only findings that involve them are reported",
 			out.Base, out.BaseCommit[:12], len(out.Changed))

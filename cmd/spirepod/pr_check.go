@@ -116,8 +116,13 @@ func checkNoRotation(p *project.Project, cmd string) error {
 	if st == nil || !st.Done.IsZero() {
 		return nil
 	}
-	return usageError("continue the rotation with `spirepod pki rotate` (it opens this pull request with both CAs while they overlap); nothing was sent",
-		"a team CA rotation is in progress (%s): `%s` now would drop the CA the rotation keeps trusted", rotate.FileName, cmd)
+	rep := rotate.Plan(p, st, p.SpireServer)
+	next := ""
+	if rep.Next != "" {
+		next = "; next: " + rep.Next
+	}
+	return usageError("continue the rotation with `spirepod pki rotate` (it opens this pull request with both CAs while they overlap"+next+"); nothing was sent",
+		"a team CA rotation is in phase %d of %d (%s, %s): `%s` now would drop the CA the rotation keeps trusted", rep.Phase, rep.Phases, rep.PhaseName, rotate.FileName, cmd)
 }
 
 // cityCheckHint lists the findings, one per line, for the error's hint.

@@ -387,7 +387,7 @@ func (ch *Change) facts(ctx context.Context, t Tree, cfg Config, tp *teamPath, o
 	var es []registration.Entry
 	for _, j := range jobs {
 		j.data = data
-		es = append(es, c.judgeFolder(*j).entries...)
+		es = append(es, c.judgeCached(j).entries...)
 	}
 	for _, p := range outside {
 		if b, ok := data[p]; ok {

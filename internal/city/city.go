@@ -208,8 +208,7 @@ func load(ctx context.Context, t Tree, cfg Config, focus *Change) (*City, error)
 		if focus != nil && !focus.touches(j.f.Path) && !focus.concernsFolder(j) {
 			return
 		}
-		outcomes[i] = c.judgeFolder(*j)
-		c.builds.putOutcome(j.key, outcomes[i], true)
+		outcomes[i] = c.judgeCached(j)
 	})
 	for i, k := range order {
 		o := outcomes[i]
@@ -259,6 +258,20 @@ func load(ctx context.Context, t Tree, cfg Config, focus *Change) (*City, error)
 	}
 	c.judge()
 	return c, nil
+}
+
+// judgeCached judges a folder, or takes its judgement from the cache (by
+// j.key, or by its content when it has none).
+func (c *City) judgeCached(j *folderJob) folderOutcome {
+	if j.key == "" {
+		j.key = c.builds.outcomeKey(j, contentHash(j))
+	}
+	if o, ok := c.builds.outcome(j.key); ok {
+		return o
+	}
+	o := c.judgeFolder(*j)
+	c.builds.putOutcome(j.key, o, true)
+	return o
 }
 
 // trustListDir is the directory the trust list lives in: the directory of

@@ -104,7 +104,8 @@ func sortedStrings(s []string) []string {
 }
 
 // Count is n and noun, plural when n is not 1: "1 pod", "2 pods", "0 pods".
-// noun is the singular; plural adds "s" (or "es" after s, x, sh, ch).
+// noun is the singular; plural adds "s" (or "es" after s, x, sh, ch; "ies"
+// for a consonant and y).
 func Count(n int, noun string) string {
 	if n == 1 {
 		return "1 " + noun
@@ -112,6 +113,8 @@ func Count(n int, noun string) string {
 	switch {
 	case strings.HasSuffix(noun, "s"), strings.HasSuffix(noun, "x"), strings.HasSuffix(noun, "sh"), strings.HasSuffix(noun, "ch"):
 		return fmt.Sprintf("%d %ses", n, noun)
+	case strings.HasSuffix(noun, "y") && len(noun) > 1 && !strings.ContainsRune("aeiou", rune(noun[len(noun)-2])):
+		return fmt.Sprintf("%d %sies", n, noun[:len(noun)-1])
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -223,3 +223,17 @@ func TestAgentVersionSkew(t *testing.T) {
 		}
 	}
 }
+
+func TestCount(t *testing.T) {
+	for _, c := range []struct {
+		n          int
+		noun, want string
+	}{
+		{1, "team folder", "1 team folder"}, {0, "team folder", "0 team folders"}, {2, "entry", "2 entries"},
+		{3, "node alias", "3 node aliases"}, {2, "key", "2 keys"}, {1, "entry", "1 entry"},
+	} {
+		if got := Count(c.n, c.noun); got != c.want {
+			t.Errorf("Count(%d, %q) = %q, want %q", c.n, c.noun, got, c.want)
+		}
+	}
+}

@@ -369,6 +369,14 @@ func entryLines(data []byte) []int {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	var lines, cur []int
 	depth, inEntries, key := 0, false, ""
+	// Lines are counted forward from the last offset: offsets only grow, so
+	// a file of n entries costs one pass, not n.
+	at, line := int64(0), 1
+	lineAt := func(off int64) int {
+		line += bytes.Count(data[at:off], []byte("\n"))
+		at = off
+		return line
+	}
 	for {
 		before := dec.InputOffset()
 		tok, err := dec.Token()
@@ -380,7 +388,7 @@ func entryLines(data []byte) []int {
 			switch t {
 			case '{':
 				if inEntries && depth == 2 {
-					cur = append(cur, lineOf(data, int64(bytes.IndexByte(data[before:], '{'))+before))
+					cur = append(cur, lineAt(int64(bytes.IndexByte(data[before:], '{'))+before))
 				}
 				depth++
 			case '[':
