@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/onboard"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/rotate"
@@ -197,11 +198,10 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 	}
 
 	ro := rotate.Options{Project: p, Emergency: o.Emergency, Roll: o.Roll, Format: o.Format, Now: f.Now, Rand: f.Rand,
-		Wait: o.Wait, Poll: o.Poll, Yes: o.Yes, ServerReloaded: o.ServerReloaded}
+		Wait: o.Wait, Poll: o.Poll, Yes: o.Yes, ServerReloaded: o.ServerReloaded, Server: server}
 	pc := &prCommon{f: f, Local: o.Local, Push: o.Push, Timeout: o.Timeout}
 	ro.PRs = &rotatePRs{c: pc, p: p}
-	probe, probeErr := probeOptions(f, p, server)
-	ro.Probe = probe
+	ro.Probe, ro.NoProbe = serverProbe(f, p, server)
 	if o.CheckWith != "" {
 		certs, err := pkiReadCerts(f, "--check-with", o.CheckWith)
 		if err != nil {
@@ -217,7 +217,7 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 		ro.CheckWith, ro.CheckWithKey = certs, crypto.Signer(key)
 	}
 	var target *kubeTarget
-	ro.Cluster = func(ctx context.Context) (*rotate.Cluster, error) {
+	ro.Cluster = func(ctx context.Context) (rotate.Cluster, error) {
 		t, err := f.Kube(o.kube)
 		if err != nil {
 			return nil, err
@@ -227,7 +227,7 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 		}
 		target = t
 		fmt.Fprintf(f.IO.ErrOut, "Cluster: %s\n", t.describe())
-		return &rotate.Cluster{Context: t.Context, Client: t.Client, Dynamic: t.Dynamic, Mapper: t.Mapper}, nil
+		return &rotate.KubeCluster{Context: t.Context, Client: t.Client, Dynamic: t.Dynamic, Mapper: t.Mapper}, nil
 	}
 	ro.VerifyPod = func(ctx context.Context, pod string) error {
 		if target == nil {
@@ -270,10 +270,6 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
 	defer cancel()
 	rep, runErr := rotate.Run(rctx, ro, s)
-	var ie *rotate.InputError
-	if probeErr != nil && errors.As(runErr, &ie) && strings.Contains(ie.Err.Error(), "probe") {
-		ie.Err = fmt.Errorf("%v: %v", ie.Err, probeErr)
-	}
 	if runErr != nil {
 		if rep != nil && f.JSON() {
 			_ = writeJSON(f.IO.Out, rep)
@@ -341,7 +337,7 @@ func rotateError(f *Factory, err error) error {
 	var se *rotate.StateError
 	var sec *rotate.SecretError
 	var un *rotate.UnreachableError
-	var cc *CityCheckError
+	var cc *onboard.CityCheckError
 	switch {
 	case errors.As(err, &ie):
 		return usageError(ie.Hint, "%s: %v; nothing more was changed", displayPath(f, ie.Path), ie.Err)
@@ -364,8 +360,9 @@ func rotateError(f *Factory, err error) error {
 	return failure(err, "run `spirepod pki rotate` again once the cause is fixed: finished steps are not repeated")
 }
 
-// probeOptions are the server address and the bundle from the scaffold.
-func probeOptions(f *Factory, p *project.Project, server string) (*rotate.ProbeOptions, error) {
+// serverProbe attests at server, trusting the scaffold's bundle; nil and
+// why when there is no address or no server CA.
+func serverProbe(f *Factory, p *project.Project, server string) (rotate.ProbeFunc, error) {
 	if server == "" {
 		return nil, errors.New("spireServer is empty in spirepod.yaml (pass --server)")
 	}
@@ -377,7 +374,7 @@ func probeOptions(f *Factory, p *project.Project, server string) (*rotate.ProbeO
 	if err != nil || len(certs) == 0 {
 		return nil, fmt.Errorf("%s holds no server CA (`spirepod bundle set`)", scaffold.BundleFile(p.Environment))
 	}
-	return &rotate.ProbeOptions{Server: server, TrustDomain: p.TrustDomain, Bundle: certs}, nil
+	return rotate.ProbeOptions{Server: server, TrustDomain: p.TrustDomain, Bundle: certs}.Attest, nil
 }
 
 // rotatePRs opens the rotation's pull requests the way `spirepod pr` does.
@@ -387,9 +384,8 @@ type rotatePRs struct {
 }
 
 func (x *rotatePRs) Open(ctx context.Context, ch *rotate.Change) (*pr.Result, error) {
-	x.c.verifyWithCity(ch.Change, x.p, pendingCAs{SHA1s: ch.Pending, Label: "the rotation's CA",
+	res, err := x.c.submit(ctx, x.p, ch.Change, onboard.Pending{SHA1s: ch.Pending, Label: "the rotation's CA",
 		Why: "expected until the rotation's other pull request is merged"})
-	res, err := x.c.openChange(ctx, x.p, ch.Change)
 	if err != nil {
 		return nil, translatePRError(err)
 	}
@@ -402,25 +398,11 @@ func (x *rotatePRs) Open(ctx context.Context, ch *rotate.Change) (*pr.Result, er
 func (x *rotatePRs) InBase(ctx context.Context, ch *rotate.Change) (bool, error) {
 	plain := *ch.Change
 	plain.Verify = nil
-	base := x.p.City.BaseBranch
-	if base == "" {
-		base = "main"
+	w, err := x.c.where(ctx, x.p) // a token is needed: a plan against an empty base says nothing
+	if err != nil {
+		return false, err
 	}
-	var res *pr.Result
-	var err error
-	if x.c.Local != "" {
-		dir, aerr := x.c.f.Abs(x.c.Local)
-		if aerr != nil {
-			return false, aerr
-		}
-		res, err = pr.PlanLocal(ctx, &plain, pr.LocalOptions{Dir: dir, Base: base, Now: x.c.f.Now})
-	} else {
-		o, gerr := x.c.gitHubOptions(ctx, x.p, true)
-		if gerr != nil {
-			return false, gerr
-		}
-		res, err = pr.PlanGitHub(ctx, &plain, o)
-	}
+	res, err := onboard.Plan(ctx, &plain, x.p, w)
 	if err != nil {
 		return false, translatePRError(err)
 	}

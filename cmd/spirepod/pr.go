@@ -13,6 +13,7 @@ import (
 	git "github.com/go-git/go-git/v5"
 	"github.com/spf13/cobra"
 
+	"github.com/spirepod/spirepod/internal/onboard"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
@@ -130,13 +131,10 @@ func (c *prCommon) gitHubOptions(ctx context.Context, p *project.Project, requir
 	// The library derives the API and GraphQL endpoints from the host
 	// (api.github.com, api.<tenant>.ghe.com, https://HOST/api/v3/);
 	// SPIREPOD_GITHUB_API_URL overrides them (the fake in tests).
-	o := pr.GitHubOptions{HTTPClient: c.f.HTTPClient(), Host: host, BaseURL: c.f.Getenv(envGitHubAPIURL), Repo: p.City.Repo, Base: p.City.BaseBranch,
+	o := pr.GitHubOptions{HTTPClient: c.f.HTTPClient(), Host: host, BaseURL: c.f.Getenv(envGitHubAPIURL), Repo: p.City.Repo, Base: p.BaseBranch(),
 		Now: c.f.Now, Progress: c.f.IO.ErrOut}
 	if p.City.Repo == "" {
 		return o, usageError("set city.repo (owner/name) in spirepod.yaml", "%s: city.repo is empty", project.FileName)
-	}
-	if o.Base == "" {
-		o.Base = "main"
 	}
 	tok, err := c.resolveToken(ctx, host)
 	if err != nil && requireToken {
@@ -146,79 +144,53 @@ func (c *prCommon) gitHubOptions(ctx context.Context, p *project.Project, requir
 	return o, nil
 }
 
-// openChange runs the change: plan (--dry-run), local, or GitHub.
-func (c *prCommon) openChange(ctx context.Context, p *project.Project, ch *pr.Change) (*pr.Result, error) {
-	base := p.City.BaseBranch
-	if base == "" {
-		base = "main"
-	}
-	local, err := c.f.Abs(c.Local)
-	if err != nil {
-		return nil, err
-	}
-	if c.Local != "" {
-		if err := checkLocalCity(c.Local, local, p); err != nil {
-			return nil, err
-		}
-	}
-	switch {
-	case c.DryRun && c.Local != "":
-		return pr.PlanLocal(ctx, ch, pr.LocalOptions{Dir: local, Base: base, Now: c.f.Now})
-	case c.Local != "":
-		res, err := pr.OpenLocal(ctx, ch, pr.LocalOptions{Dir: local, Base: base, Push: c.Push, Now: c.f.Now})
-		if err == nil {
-			// status and pr status read the branches' state from it.
-			if serr := project.SaveCityCheckout(p, local, c.f.Now()); serr != nil {
-				fmt.Fprintf(c.f.IO.ErrOut, "warning: could not record the city checkout for `spirepod status`: %v\n", serr)
-			}
-		}
-		return res, err
-	case c.DryRun:
-		o, err := c.gitHubOptions(ctx, p, false)
-		if err != nil {
-			return nil, err
-		}
-		if o.Token == "" {
-			fmt.Fprintln(c.f.IO.ErrOut, "warning: no GitHub token: the diff is against an empty base, not the real "+p.City.Repo)
-			return pr.Plan(ctx, ch, nil, base)
-		}
-		return pr.PlanGitHub(ctx, ch, o)
-	}
-	o, err := c.gitHubOptions(ctx, p, true)
-	if err != nil {
-		return nil, err
-	}
-	return pr.Open(ctx, ch, o)
-}
-
-// cityBase is the city's base branch (main unless spirepod.yaml says).
-func cityBase(p *project.Project) string {
-	if p.City.BaseBranch != "" {
-		return p.City.BaseBranch
-	}
-	return "main"
-}
-
-// localCity is the checkout to read the team's branches from: --local,
-// else, when there is no GitHub token, the one the last `--local` run used
-// (said on stderr); "" to ask GitHub.
-func (c *prCommon) localCity(ctx context.Context, p *project.Project) (string, error) {
+// where is where the command's pull request goes: --local (checked to be a
+// directory), else GitHub, with a token unless it is a dry run.
+func (c *prCommon) where(ctx context.Context, p *project.Project) (onboard.Where, error) {
+	w := onboard.Where{Push: c.Push, DryRun: c.DryRun, Now: c.f.Now}
 	if c.Local != "" {
 		dir, err := c.f.Abs(c.Local)
 		if err != nil {
-			return "", err
+			return w, err
 		}
-		return dir, checkLocalCity(c.Local, dir, p)
+		w.Local = dir
+		return w, checkLocalCity(c.Local, dir, p)
 	}
-	if tok, _ := c.resolveToken(ctx, gitHubHost(c.f, p)); tok != "" {
-		return "", nil
+	o, err := c.gitHubOptions(ctx, p, !c.DryRun)
+	w.GitHub = o
+	return w, err
+}
+
+// submit judges the change with the city rules and opens (or plans) it
+// where the flags say; onboard.Submit does both.
+func (c *prCommon) submit(ctx context.Context, p *project.Project, ch *pr.Change, pending onboard.Pending) (*pr.Result, error) {
+	w, err := c.where(ctx, p)
+	if err != nil {
+		return nil, err
 	}
-	rec, err := project.LoadCityCheckout(p)
-	if err != nil || rec == nil {
-		return "", nil
+	return onboard.Submit(ctx, ch, p, w, cityConfig(c.f, p, c.Local == ""), pending)
+}
+
+// pullsWhere is where the team's pull requests are read from: --local;
+// else GitHub with a token; else the city checkout the last `--local` run
+// used (note says so); else onboard.ErrNoToken, with the hint in note.
+func (c *prCommon) pullsWhere(ctx context.Context, p *project.Project) (w onboard.Where, note string, err error) {
+	if c.Local != "" {
+		w, err = c.where(ctx, p)
+		return w, "", err
 	}
-	fmt.Fprintf(c.f.IO.ErrOut, "no GitHub token: reading the branches from the city checkout %s (used by the last --local run)\n", displayPath(c.f, rec.Dir))
-	return rec.Dir, nil
+	o, err := c.gitHubOptions(ctx, p, false)
+	if err != nil {
+		return w, "", err
+	}
+	if o.Token != "" {
+		return onboard.Where{GitHub: o, Now: c.f.Now}, "", nil
+	}
+	if rec, _ := project.LoadCityCheckout(p); rec != nil {
+		return onboard.Where{Local: rec.Dir, Now: c.f.Now},
+			fmt.Sprintf("no GitHub token: reading the branches from the city checkout %s (used by the last --local run)", displayPath(c.f, rec.Dir)), nil
+	}
+	return w, "no GitHub token for " + gitHubHost(c.f, p) + " (set GH_TOKEN or run `gh auth login`; after `pr … --local` the branches are read from that checkout)", onboard.ErrNoToken
 }
 
 // checkLocalCity refuses a --local that is not a directory (exit 2, as any
@@ -249,9 +221,17 @@ func prTeamCA(f *Factory, p *project.Project, caFlag string) (*pki.TeamCA, error
 func translatePRError(err error) error {
 	var ae *pr.APIError
 	var pk *pr.PrivateKeyError
-	var cc *CityCheckError
+	var cc *onboard.CityCheckError
+	var ro *onboard.RotatingError
 	var co *pr.CheckedOutError
 	switch {
+	case errors.As(err, &ro):
+		next := ""
+		if ro.Next != "" {
+			next = "; next: " + ro.Next
+		}
+		return usageError("continue the rotation with `spirepod pki rotate` (it opens this pull request with both CAs while they overlap"+next+"); nothing was sent",
+			"%v: a hand-made trust-ca or spiffe-id pull request now would drop the CA the rotation keeps trusted", err)
 	case errors.Is(err, git.ErrRepositoryNotExists):
 		return usageError("pass --local a local checkout of the city repository (a directory made by git clone)", "--local: %v", err)
 	case errors.As(err, &co):

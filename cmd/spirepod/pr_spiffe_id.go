@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/onboard"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/registration"
@@ -97,40 +97,34 @@ func prSpiffeIDRun(ctx context.Context, opts *prSpiffeIDOptions) error {
 	if err := checkDrift(p); err != nil {
 		return err // the entries are for spirepod.yaml's pods: they must be the StatefulSet's
 	}
-	if err := checkNoRotation(p, "spirepod pr spiffe-id"); err != nil {
-		return err
-	}
-	format := opts.Format
-	if format == "" {
-		format = p.Registration.Format
-	}
 	tca, err := prTeamCA(f, p, opts.CA)
 	if err != nil {
 		return err
 	}
-	ca := tca.Cert
-	ch, _, err := pr.SpiffeID(pr.SpiffeIDOptions{Project: p, CA: ca, Format: format})
-	if errors.Is(err, pr.ErrLegacyNames) {
-		return usageError(migrateHint(p), "%v", err)
+	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	w, err := opts.where(ctx, p)
+	if err != nil {
+		return err
 	}
+	res, err := onboard.SpiffeID(ctx, onboard.SpiffeIDOptions{Project: p, CA: tca.Cert, Format: opts.Format, Where: w,
+		City: cityConfig(f, p, opts.Local == "")})
 	var ve *pr.ValidationError
-	if errors.As(err, &ve) {
+	switch {
+	case errors.Is(err, pr.ErrLegacyNames):
+		return usageError(migrateHint(p), "%v", err)
+	case errors.As(err, &ve):
 		if !f.JSON() {
 			for _, fd := range ve.Findings {
 				fmt.Fprintf(f.IO.ErrOut, "%s %s: %s\n", f.IO.red("×"), fd.Code, fd.Message)
 			}
 		}
+		format := opts.Format
+		if format == "" {
+			format = p.Registration.Format
+		}
 		return usageError(validationHint(ve), "%s: the registration would not work (nothing was sent)", format)
-	}
-	if err != nil {
-		return usageError("fix trustDomain, registration or statefulSet in spirepod.yaml", "%v", err)
-	}
-	opts.verifyWithCity(ch, p, pendingCAs{SHA1s: []string{pki.SHA1Fingerprint(ca)}, Label: "the team CA",
-		Why: "the city check fails this pull request until the trust-ca pull request (spirepod pr trust-ca) is merged"})
-	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	defer cancel()
-	res, err := opts.openChange(ctx, p, ch)
-	if err != nil {
+	case err != nil:
 		return translatePRError(err)
 	}
 	return renderResult(f, res, opts.DryRun)

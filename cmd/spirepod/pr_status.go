@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"context"
 	"fmt"
 	"text/tabwriter"
@@ -8,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/spirepod/spirepod/internal/pr"
+	"github.com/spirepod/spirepod/internal/onboard"
 )
 
 type prStatusOptions struct {
@@ -45,20 +46,18 @@ func prStatusRun(ctx context.Context, opts *prStatusOptions) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	var res *pr.StatusResult
-	local, err := opts.localCity(ctx, p)
+	w, note, err := opts.pullsWhere(ctx, p)
+	if errors.Is(err, onboard.ErrNoToken) {
+		_, err = opts.resolveToken(ctx, gitHubHost(f, p)) // its error says where a token comes from
+	}
 	if err != nil {
 		return err
 	}
-	if local != "" {
-		res, err = pr.LocalStatus(ctx, p.Team, pr.LocalOptions{Dir: local, Base: cityBase(p)})
-	} else {
-		o, gerr := opts.gitHubOptions(ctx, p, true)
-		if gerr != nil {
-			return gerr
-		}
-		res, err = pr.Status(ctx, p.Team, o)
+	if note != "" {
+		fmt.Fprintln(f.IO.ErrOut, note)
 	}
+	local := w.Local
+	res, err := onboard.PullRequests(ctx, p, w)
 	if err != nil {
 		return translatePRError(err)
 	}

@@ -5,9 +5,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/spirepod/spirepod/internal/city"
-	"github.com/spirepod/spirepod/internal/pki"
-	"github.com/spirepod/spirepod/internal/pr"
+	"github.com/spirepod/spirepod/internal/onboard"
 )
 
 type prTrustCAOptions struct {
@@ -48,22 +46,18 @@ func prTrustCARun(ctx context.Context, opts *prTrustCAOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := checkNoRotation(p, "spirepod pr trust-ca"); err != nil {
-		return err
-	}
 	tca, err := prTeamCA(f, p, opts.CA)
 	if err != nil {
 		return err
 	}
-	ch, _, err := pr.TrustCA(pr.TrustCAOptions{Project: p, CA: tca.Cert, Inspect: tca.Results,
-		OwnerComment: city.OwnerComment(p.Team, p.Namespace, pki.SHA1Fingerprint(tca.Cert))})
-	if err != nil {
-		return failure(err, "")
-	}
-	opts.verifyWithCity(ch, p, pendingCAs{})
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
-	res, err := opts.openChange(ctx, p, ch)
+	w, err := opts.where(ctx, p)
+	if err != nil {
+		return err
+	}
+	res, err := onboard.TrustCA(ctx, onboard.TrustCAOptions{Project: p, CA: tca.Cert, Inspect: tca.Results, Where: w,
+		City: cityConfig(f, p, opts.Local == "")})
 	if err != nil {
 		return translatePRError(err)
 	}

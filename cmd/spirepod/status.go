@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/spirepod/spirepod/internal/onboard"
 	"github.com/spirepod/spirepod/internal/pr"
-	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/retry"
 	"github.com/spirepod/spirepod/internal/status"
 )
@@ -94,22 +94,22 @@ func statusRun(ctx context.Context, opts *statusOptions) error {
 	// branches in the city checkout the last `--local` run used; else
 	// skipped with the reason.
 	pc := &prCommon{f: f}
-	if o, err := pc.gitHubOptions(ctx, p, false); err != nil {
+	w, note, err := pc.pullsWhere(ctx, p)
+	switch {
+	case err != nil && note != "":
+		so.PullsSkip = note
+	case err != nil:
 		so.PullsSkip = err.Error()
-	} else if o.Token != "" {
-		if res, err := pr.Status(ctx, p.Team, o, pr.TrustListFile(p), pr.RegistrationFile(p)); err != nil {
-			so.PullsSkip = "GitHub: " + err.Error()
+	default:
+		from := "GitHub: "
+		if w.Local != "" {
+			from = "city checkout " + displayPath(f, w.Local) + ": "
+		}
+		if res, err := onboard.PullRequests(ctx, p, w, pr.TrustListFile(p), pr.RegistrationFile(p)); err != nil {
+			so.PullsSkip = from + err.Error()
 		} else {
 			so.Pulls = res
 		}
-	} else if rec, _ := project.LoadCityCheckout(p); rec != nil {
-		if res, err := pr.LocalStatus(ctx, p.Team, pr.LocalOptions{Dir: rec.Dir, Base: cityBase(p)}, pr.TrustListFile(p), pr.RegistrationFile(p)); err != nil {
-			so.PullsSkip = "city checkout " + displayPath(f, rec.Dir) + ": " + err.Error()
-		} else {
-			so.Pulls = res
-		}
-	} else {
-		so.PullsSkip = "no GitHub token for " + gitHubHost(f, p) + " (set GH_TOKEN or run `gh auth login`; after `pr … --local` the branches are read from that checkout)"
 	}
 
 	rep, err := status.Run(ctx, so)

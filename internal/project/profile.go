@@ -52,7 +52,7 @@ func builtinProfiles() map[string]Profile {
 			TrustDomain:        "spire.cityos-dev.woven-planet.tech",
 			SpireServer:        "spire-server.cityos-dev.woven-planet.tech:8081",
 			CityRepo:           "wp-wcm/city",
-			BaseBranch:         "main",
+			BaseBranch:         DefaultBaseBranch,
 			GitHubHost:         "github.com",
 			TeamPath:           "ns/{namespace}/spire-envoy-integration",
 			TrustList:          TrustList{Mode: TrustListBundle, Path: "ns/spire/server/dev/x509pop/agent-ca-bundle.pem"},
@@ -63,7 +63,7 @@ func builtinProfiles() map[string]Profile {
 			TrustDomain:        "spire.agora-lab.woven-planet.tech",
 			SpireServer:        "spire-server.agora-lab.woven-planet.tech:8081",
 			CityRepo:           "wp-wcm/city",
-			BaseBranch:         "main",
+			BaseBranch:         DefaultBaseBranch,
 			GitHubHost:         "github.com",
 			TeamPath:           "ns/{namespace}/spire-envoy-integration",
 			TrustList:          TrustList{Mode: TrustListBundle, Path: "ns/spire/server/lab/x509pop/agent-ca-bundle.pem"},
@@ -85,7 +85,7 @@ func MergeProfiles(user map[string]Profile) Profiles {
 	for name, up := range user {
 		base, ok := ps[name]
 		if !ok {
-			base = Profile{BaseBranch: "main", GitHubHost: "github.com", TeamPath: "ns/{namespace}/spire-envoy-integration",
+			base = Profile{BaseBranch: DefaultBaseBranch, GitHubHost: "github.com", TeamPath: "ns/{namespace}/spire-envoy-integration",
 				RegistrationFormat: FormatEntryJSON, TrustList: TrustList{Mode: TrustListBundle}}
 		}
 		ps[name] = mergeProfile(base, up)

@@ -73,6 +73,19 @@ type Project struct {
 	Dir string `yaml:"-" json:"-"`
 }
 
+// DefaultBaseBranch is the city repository's base branch when neither the
+// profile nor spirepod.yaml names one.
+const DefaultBaseBranch = "main"
+
+// BaseBranch is the city's base branch: city.baseBranch, else
+// DefaultBaseBranch.
+func (p *Project) BaseBranch() string {
+	if p.City.BaseBranch != "" {
+		return p.City.BaseBranch
+	}
+	return DefaultBaseBranch
+}
+
 // City describes the city monorepo that receives the pull requests.
 type City struct {
 	// Repo is owner/name.

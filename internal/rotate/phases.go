@@ -168,12 +168,7 @@ func (in planInputs) describeStep(id string) (title, changes string) {
 	return id, ""
 }
 
-func baseOf(p *project.Project) string {
-	if p.City.BaseBranch == "" {
-		return "main"
-	}
-	return p.City.BaseBranch
-}
+func baseOf(p *project.Project) string { return p.BaseBranch() }
 
 func certNames(p *project.Project) string {
 	var out []string
