@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -11,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/verify"
 )
 
@@ -23,13 +21,6 @@ type verifyOptions struct {
 	Pod     string
 	Expect  string
 	Timeout time.Duration
-}
-
-func caSHA1(c *x509.Certificate) string {
-	if c == nil {
-		return ""
-	}
-	return pki.SHA1Fingerprint(c)
 }
 
 func newCmdVerify(f *Factory, runF func(*verifyOptions) error) *cobra.Command {
@@ -116,94 +107,40 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 	if err != nil {
 		return err
 	}
-	var (
-		ns, expected, sts, upstream string
-		pods                        []string
-		teamCA                      *x509.Certificate
-	)
-	var (
-		certName func(string) string
-		cns      []string
-	)
+	ro := verify.RunOptions{Project: p, Client: target.Client, Dynamic: target.Dynamic, Context: target.Context,
+		Namespace: opts.kube.Namespace(""), Expected: opts.Expect, Timeout: opts.Timeout, Ping: target.ping, Now: f.Now}
 	if p != nil {
-		if ns, err = opts.kube.projectNamespace(p); err != nil {
+		if ro.Namespace, err = opts.kube.projectNamespace(p); err != nil {
 			return err
 		}
-		if err := checkDrift(p); err != nil {
-			return err
-		}
-		expected, sts, pods, certName, cns = p.WorkloadSpiffeID(), p.StatefulSet, p.PodNames(), p.CertificateName, p.AgentCNs()
-		upstream = p.Upstream.SpiffeID
-		cert, _ := scaffoldCAPaths(p, false)
-		teamCA = pki.LoadTeamCA(pki.TeamCAOptions{CertPath: cert, Now: f.Now()}).Cert
-	} else {
-		ns = opts.kube.Namespace("")
-	}
-	if opts.Expect != "" {
-		expected = opts.Expect
+		ro.Drift = checkDrift(p)
 	}
 	if opts.Pod != "" {
-		pods = []string{opts.Pod}
+		ro.Pods = []string{opts.Pod}
 	}
-	if err := target.ping(ctx); err != nil {
-		return err // unreachable: exit 1 within seconds, not after --timeout
+	line := &verifyProgress{s: f.IO, where: target.describe()}
+	ro.Event = line.event
+	res, verr := verify.Run(ctx, ro)
+	line.stop()
+	if res == nil {
+		return verr // nothing verified: drift, unreachable, interrupted
 	}
 
-	prog := newProgress(f.IO)
-	fmt.Fprintf(f.IO.ErrOut, "verifying %s in %s on %s: expecting URI=%s\n", strings.Join(pods, ", "), ns, target.describe(), expected)
-	states := newPodStates(pods)
-	stopTick := tick(prog, states)
-	vctx, cancel := context.WithTimeout(ctx, opts.Timeout)
-	res, verr := verify.Verify(vctx, verify.Options{
-		Client: target.Client, Namespace: ns, Pods: pods, Expected: expected, Upstream: upstream, Now: f.Now,
-		Progress: func(ev verify.Event) { prog.Update(states.update(ev)) },
-	})
-	cancel()
-	stopTick()
-	prog.Done()
-
-	out := verifyJSON{Expected: expected, Namespace: ns, Context: target.Context, Outcome: verify.OutcomeSuccess, Success: verr == nil}
-	if res != nil {
-		out.Pods, out.Elapsed = res.Pods, res.Elapsed
-	}
-	var wrong *verify.WrongIDError
-	var timeout *verify.TimeoutError
-	switch {
-	case verr == nil:
-	case errors.As(verr, &wrong):
-		out.Outcome = verify.OutcomeWrongID
-	case errors.As(verr, &timeout):
-		out.Outcome = verify.OutcomeTimeout
-	case ctx.Err() != nil:
-		return ctx.Err() // interrupted: nothing to record
-	default:
-		out.Outcome = verify.OutcomeError
-	}
+	out := verifyJSON{Expected: res.Expected, Namespace: res.Namespace, Context: res.Context, Outcome: res.Outcome, Success: verr == nil,
+		Elapsed: res.Elapsed, Pods: res.Pods, Diagnoses: res.Diagnoses}
 	if verr != nil {
 		out.Error = verr.Error()
-		if wrong == nil { // a wrong ID is its own diagnosis; otherwise find the broken stage
-			fmt.Fprintln(f.IO.ErrOut, "diagnosing…")
-			dctx, dcancel := context.WithTimeout(ctx, 60*time.Second)
-			ds, derr := verify.Diagnose(dctx, verify.DiagnoseOptions{Client: target.Client, Dynamic: target.Dynamic, Namespace: ns,
-				StatefulSet: sts, Pods: pods, Expected: expected, Upstream: upstream, TeamCA: teamCA, CertificateName: certName, AgentCNs: cns, Verify: res, Now: f.Now})
-			dcancel()
-			if derr != nil {
-				fmt.Fprintf(f.IO.ErrOut, "warning: diagnosis incomplete: %v\n", derr)
-			}
-			out.Diagnoses = ds
-		}
 	}
-	if ctx.Err() != nil {
-		return ctx.Err() // interrupted while diagnosing: no half-made record
-	}
-	if p != nil {
-		rec := &verify.Record{Time: f.Now(), Context: target.Context, Namespace: ns, CASHA1: caSHA1(teamCA), Expected: expected, Outcome: out.Outcome,
-			Message: out.Error, Pods: out.Pods, Diagnoses: out.Diagnoses}
-		if err := verify.SaveRecord(p.Dir, rec); err != nil {
-			fmt.Fprintf(f.IO.ErrOut, "warning: %v\n", err)
-		}
-	}
+	return verifyExit(f, out, verr)
+}
 
+// verifyExit renders the outcome and maps Run's error to the exit code:
+// 0 every pod matched, 124 timed out, 1 otherwise.
+func verifyExit(f *Factory, out verifyJSON, verr error) error {
+	var wrong *verify.WrongIDError
+	var timeout *verify.TimeoutError
+	errors.As(verr, &wrong)
+	errors.As(verr, &timeout)
 	if f.JSON() {
 		if err := writeJSON(f.IO.Out, out); err != nil {
 			return err
@@ -226,6 +163,46 @@ func verifyRun(ctx context.Context, opts *verifyOptions) error {
 		return timeoutError(verr, firstFix(out.Diagnoses, "run again with a longer --timeout"))
 	}
 	return failure(verr, firstFix(out.Diagnoses, kubeHint))
+}
+
+// verifyProgress renders verify.Run's events on stderr: what is verified
+// where, the progress line of every pod, "diagnosing…" and warnings.
+type verifyProgress struct {
+	s        *IOStreams
+	where    string
+	prog     *progress
+	states   *podStates
+	stopTick func()
+}
+
+func (v *verifyProgress) event(ev verify.RunEvent) {
+	switch ev.Kind {
+	case verify.RunStarted:
+		v.prog = newProgress(v.s)
+		fmt.Fprintf(v.s.ErrOut, "verifying %s in %s on %s: expecting URI=%s\n", strings.Join(ev.Pods, ", "), ev.Namespace, v.where, ev.Expected)
+		v.states = newPodStates(ev.Pods)
+		v.stopTick = tick(v.prog, v.states)
+	case verify.RunPod:
+		v.prog.Update(v.states.update(ev.Pod))
+	case verify.RunWaited:
+		v.stop()
+	case verify.RunDiagnosing:
+		fmt.Fprintln(v.s.ErrOut, "diagnosing…")
+	case verify.RunDiagnosisIncomplete:
+		fmt.Fprintf(v.s.ErrOut, "warning: diagnosis incomplete: %v\n", ev.Err)
+	case verify.RunRecordNotSaved:
+		fmt.Fprintf(v.s.ErrOut, "warning: %v\n", ev.Err)
+	}
+}
+
+// stop ends the progress line (once).
+func (v *verifyProgress) stop() {
+	if v.stopTick == nil {
+		return
+	}
+	v.stopTick()
+	v.prog.Done()
+	v.stopTick = nil
 }
 
 func firstFix(ds []verify.Diagnosis, def string) string {
