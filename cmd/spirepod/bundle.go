@@ -5,12 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 
 	"github.com/spf13/cobra"
 
-	"github.com/spirepod/spirepod/internal/atomicfile"
 	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/scaffold"
 )
 
@@ -76,62 +75,37 @@ within 30 days is written with a warning.`,
 }
 
 func bundleSetRun(ctx context.Context, o *bundleSetOptions) error {
-	pemData, err := o.f.ReadFile(o.File)
+	file, err := o.f.Abs(o.File)
 	if err != nil {
-		return usageError("pass the PEM file holding the SPIRE server's CA", "%s: %v", o.File, pathErr(err))
+		return usageError("pass the PEM file holding the SPIRE server's CA", "%s: %v", o.File, err)
 	}
-	certs, err := scaffold.ParseServerCA(pemData)
+	var p *project.Project // for the hints
+	r, err := scaffold.SetServerCA(ctx, scaffold.SetServerCAOptions{
+		File: file, Now: o.f.Now, Force: o.Force, DryRun: o.DryRun,
+		Project: func() (*project.Project, error) {
+			found, err := o.f.Project(o.Dir)
+			p = found
+			return found, err
+		},
+		Event: func(e scaffold.SetServerCAEvent) {
+			if e.Warning != nil {
+				fmt.Fprintf(o.f.IO.ErrOut, "warning: %s\n", e.Warning.Message)
+			}
+		},
+	})
 	if err != nil {
-		return usageError("ask the Agora team for the SPIRE server's CA certificate (PEM)", "%s: %v", o.File, err)
+		return o.setError(err, p)
 	}
-	if pr := scaffold.JudgeBundle(certs, o.f.Now()); pr != nil {
-		if pr.Fatal && !o.Force {
-			return usageError("ask the SPIRE operators for the current server CA, or pass --force if you mean this one", "%s: %s", o.File, pr.Message)
-		}
-		fmt.Fprintf(o.f.IO.ErrOut, "warning: %s\n", pr.Message)
-	}
-	pemData = scaffold.NormalizeBundle(certs)
-	p, err := o.f.Project(o.Dir)
-	if err != nil {
-		return err
-	}
-	rel := scaffold.BundleFile(p.Environment)
-	path := p.Path(rel)
-	old, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return usageError("re-render the scaffold with `"+p.ReinitCommand()+"`", "%s is missing", path)
-	} else if err != nil {
-		return fileFailure(o.f, err)
-	}
-	updated, err := scaffold.UpdateBundleFile(old, pemData)
-	if err != nil {
-		return usageError("re-render the scaffold with `"+p.ReinitCommand()+"`", "%s: %v", path, err)
-	}
-	res := bundleSetResult{File: path, Changed: string(old) != string(updated), DryRun: o.DryRun}
-	for _, c := range certs {
+	res := bundleSetResult{File: r.Path, Changed: r.Changed, DryRun: o.DryRun}
+	for _, c := range r.Certs {
 		res.Certificates = append(res.Certificates, caInfo{Subject: c.Subject.String(), SHA256: pki.SHA256Fingerprint(c), SHA1: pki.SHA1Fingerprint(c)})
-	}
-	if o.DryRun {
-		plan, err := scaffold.PlanWrite(p.Dir, map[string][]byte{rel: updated})
-		if err != nil {
-			return failure(err, "")
-		}
-		if o.f.JSON() {
-			return writeJSON(o.f.IO.Out, res)
-		}
-		fmt.Fprint(o.f.IO.Out, plan.Diff())
-		return nil
-	}
-	if res.Changed {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := atomicfile.WriteFile(path, updated, atomicfile.Options{Perm: 0o644}); err != nil {
-			return fileFailure(o.f, err)
-		}
 	}
 	if o.f.JSON() {
 		return writeJSON(o.f.IO.Out, res)
+	}
+	if o.DryRun {
+		fmt.Fprint(o.f.IO.Out, r.Diff)
+		return nil
 	}
 	verb := "Set"
 	if !res.Changed {
@@ -140,6 +114,29 @@ func bundleSetRun(ctx context.Context, o *bundleSetOptions) error {
 	for _, c := range res.Certificates {
 		fmt.Fprintf(o.f.IO.ErrOut, "%s server CA %s (sha256 %s)\n", verb, c.Subject, c.SHA256)
 	}
-	fmt.Fprintln(o.f.IO.Out, path)
+	fmt.Fprintln(o.f.IO.Out, r.Path)
 	return nil
+}
+
+// setError maps the library's typed errors to the file at fault, an exit
+// code and a hint; p is the scaffold once it was found.
+func (o *bundleSetOptions) setError(err error, p *project.Project) error {
+	var se *scaffold.ServerCAError
+	var ue *scaffold.UnusableServerCAError
+	var be *scaffold.BundleFileError
+	switch {
+	case errors.As(err, &se):
+		var pe *fs.PathError
+		if errors.As(se.Err, &pe) {
+			return usageError("pass the PEM file holding the SPIRE server's CA", "%s: %v", o.File, pathErr(se.Err))
+		}
+		return usageError("ask the Agora team for the SPIRE server's CA certificate (PEM)", "%s: %v", o.File, se.Err)
+	case errors.As(err, &ue):
+		return usageError("ask the SPIRE operators for the current server CA, or pass --force if you mean this one", "%s: %s", o.File, ue.Problem.Message)
+	case errors.As(err, &be):
+		return usageError("re-render the scaffold with `"+p.ReinitCommand()+"`", "%v", be)
+	case p == nil:
+		return err // finding the scaffold: the Factory's error, with its hint
+	}
+	return fileFailure(o.f, err)
 }

@@ -2,18 +2,15 @@ package main
 
 import (
 	"fmt"
-	"path/filepath"
 	"strings"
 
+	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/rotate"
 )
 
-// caBackupDir is where a replaced team CA is kept: the scaffold's local
-// state, git-ignored since the first scaffold (.spirepod/), 0700.
-func caBackupDir(p *project.Project) string {
-	return filepath.Join(p.Dir, project.StateDir, "backup")
-}
+// caBackupDir is where a replaced team CA is kept (pki.TeamCABackupDir).
+func caBackupDir(p *project.Project) string { return pki.TeamCABackupDir(p) }
 
 // checkNoRotationForCA refuses a command that would write the team CA or
 // its key, or re-render the scaffold around them, while

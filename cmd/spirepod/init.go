@@ -4,8 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
+	"io/fs"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -204,59 +203,6 @@ func (o *initOptions) validate() error {
 	return nil
 }
 
-// buildProject turns options and the environment profile into the project file.
-func (o *initOptions) buildProject(prof project.Profile, dir string) *project.Project {
-	return &project.Project{
-		APIVersion:     project.APIVersion,
-		Kind:           project.Kind,
-		Team:           o.Team,
-		Namespace:      o.Namespace,
-		Environment:    o.Env,
-		StatefulSet:    o.Name,
-		Replicas:       o.Replicas,
-		Naming:         o.Naming,
-		IssuerScope:    o.Issuer,
-		ServiceAccount: o.ServiceAccount,
-		TrustDomain:    prof.TrustDomain,
-		SpireServer:    prof.SpireServer,
-		City: project.City{
-			Repo:       prof.CityRepo,
-			BaseBranch: prof.BaseBranch,
-			Host:       prof.GitHubHost,
-			TeamPath:   prof.TeamPathFor(o.Team, o.Namespace),
-			TrustList:  prof.TrustList,
-		},
-		Registration: project.Registration{
-			Format:    prof.RegistrationFormat,
-			EnvoyUID:  project.DefaultEnvoyUID,
-			EnvoyGID:  project.DefaultEnvoyGID,
-			ClassName: prof.ClassName,
-		},
-		Images:       prof.PodImages(),
-		SpireVersion: prof.SpireVersion,
-		Agent:        project.DefaultAgent(),
-		Upstream:     o.upstream(prof.TrustDomain),
-		Paths:        project.DefaultPaths,
-		Dir:          dir,
-	}
-}
-
-// upstream is the flags' upstream over the default one.
-func (o *initOptions) upstream(td string) project.Upstream {
-	u := project.DefaultUpstream(td)
-	if o.Upstream.Host != "" {
-		u.Host = o.Upstream.Host
-	}
-	if o.Upstream.Port != 0 {
-		u.Port = o.Upstream.Port
-	}
-	u.SNI = o.Upstream.SNI
-	if o.Upstream.SpiffeID != "" {
-		u.SpiffeID = o.Upstream.SpiffeID
-	}
-	return u
-}
-
 // initResult is what -o json prints.
 type initResult struct {
 	Dir     string                `json:"dir"`
@@ -269,71 +215,17 @@ type initResult struct {
 }
 
 func initRun(cmd *cobra.Command, o *initOptions) error {
-	ctx := cmd.Context()
-	prof, err := o.f.Profiles().Get(o.Env)
-	if err != nil {
-		return usageError("run with --env dev or --env lab, or define the profile in the config file", "--env: %v", err)
-	}
-	var serverCA []byte
-	if o.ServerCA != "" {
-		serverCA, err = o.f.ReadFile(o.ServerCA)
-		if err != nil {
-			return usageError("pass the PEM file holding the SPIRE server's CA", "--server-ca %s: %v", o.ServerCA, pathErr(err))
-		}
-		if _, err := scaffold.ParseServerCA(serverCA); err != nil {
-			return usageError("ask the Agora team for the SPIRE server's CA certificate (PEM)", "--server-ca %s: %v", o.ServerCA, err)
-		}
-	}
-	src := &scaffold.Source{FS: spembed.Scaffold(), Origin: "embedded"}
-	if o.From != "" {
-		from, err := o.f.Abs(o.From)
-		if err != nil {
-			return err
-		}
-		src, err = scaffold.FromCity(from)
-		if err != nil {
-			return usageError("point --from at a city checkout that has "+scaffold.CityTemplatePath+" committed", "--from: %v", err)
-		}
-	}
-	dir, err := o.f.Abs(o.Dir)
+	lo, err := o.libOptions()
 	if err != nil {
 		return err
 	}
-	if st, err := os.Stat(dir); err == nil && !st.IsDir() {
-		return usageError("choose a directory", "%s exists and is not a directory", o.Dir)
-	}
-	p := o.buildProject(prof, dir)
-	if err := p.Validate(); err != nil {
-		return usageError("check --env's profile in the config file", "%v", err)
-	}
-
-	if serverCA == nil {
-		// Re-rendering keeps the server CA already in the scaffold (for the
-		// same environment): only --server-ca replaces it.
-		if data, err := os.ReadFile(filepath.Join(dir, scaffold.BundleFile(p.Environment))); err == nil {
-			if certs, err := scaffold.BundleCerts(data); err == nil && len(certs) > 0 {
-				serverCA = scaffold.NormalizeBundle(certs)
-			}
-		}
-	}
-	files, err := scaffold.Render(scaffold.Options{Source: src.FS, Base: spembed.Scaffold(), Project: p, ServerCA: serverCA})
+	r, err := scaffold.Init(cmd.Context(), lo)
 	if err != nil {
-		return failure(fmt.Errorf("render scaffold from %s: %w", src.Origin, err), "")
+		return o.initError(err)
 	}
-	plan, err := scaffold.PlanWrite(dir, files)
-	if err != nil {
-		return fileFailure(o.f, err)
-	}
-	if plan.Changed() {
-		// A rotation trusts and issues from CA files and names this scaffold
-		// renders (namespace, issuer, paths): only `pki rotate` moves them.
-		if err := checkNoRotationForCA(o.f, p, "`spirepod init`"); err != nil {
-			return err
-		}
-	}
-	res := initResult{Dir: dir, Source: src.Origin, DryRun: o.DryRun, Changed: plan.Changed(), Files: plan.Files, Project: p}
+	p, plan := r.Project, r.Plan
+	res := initResult{Dir: r.Dir, Source: r.Source, DryRun: r.DryRun, Changed: r.Changed, Files: plan.Files, Project: p}
 	out, errOut := o.f.IO.Out, o.f.IO.ErrOut
-
 	if o.DryRun {
 		if o.f.JSON() {
 			return writeJSON(out, res)
@@ -342,14 +234,6 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 		fmt.Fprint(out, plan.Diff())
 		return nil
 	}
-	if err := plan.Write(ctx, o.Force); err != nil {
-		var ce *scaffold.ConflictError
-		if errors.As(err, &ce) {
-			fmt.Fprint(errOut, plan.Diff())
-			return failure(err, "re-run with --force to overwrite them, or --dry-run to review")
-		}
-		return fileFailure(o.f, err)
-	}
 	cd := o.Dir
 	if abs, err := o.f.Abs(o.Dir); err == nil {
 		if cwd, err := o.f.Abs("."); err == nil && abs == cwd {
@@ -357,11 +241,10 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 		}
 	}
 	res.Next = nextSteps(o.f, p, cd)
-
 	if o.f.JSON() {
 		return writeJSON(out, res)
 	}
-	if !plan.Changed() {
+	if !r.Changed {
 		fmt.Fprintf(errOut, "No changes: %s is up to date.\n", o.Dir)
 		return nil
 	}
@@ -370,8 +253,68 @@ func initRun(cmd *cobra.Command, o *initOptions) error {
 	for _, s := range res.Next {
 		fmt.Fprintf(errOut, "  %s\n", s)
 	}
-	fmt.Fprintln(out, dir)
+	fmt.Fprintln(out, r.Dir)
 	return nil
+}
+
+// libOptions are the library's options from the flags: paths made
+// absolute against the working directory, the profiles from the config
+// file, the embedded template, the rotation guard.
+func (o *initOptions) libOptions() (scaffold.InitOptions, error) {
+	lo := scaffold.InitOptions{
+		Team: o.Team, Namespace: o.Namespace, Env: o.Env, Name: o.Name, Replicas: o.Replicas,
+		ServiceAccount: o.ServiceAccount, Naming: o.Naming, Issuer: o.Issuer, Upstream: o.Upstream,
+		Profiles: o.f.Profiles(), Template: spembed.Scaffold(), Force: o.Force, DryRun: o.DryRun,
+		CheckRotation: func(p *project.Project) error { return checkNoRotationForCA(o.f, p, "`spirepod init`") },
+	}
+	for _, path := range []struct{ dst, src *string }{{&lo.Dir, &o.Dir}, {&lo.From, &o.From}, {&lo.ServerCAFile, &o.ServerCA}} {
+		if *path.src == "" {
+			continue
+		}
+		abs, err := o.f.Abs(*path.src)
+		if err != nil {
+			return lo, err
+		}
+		*path.dst = abs
+	}
+	return lo, nil
+}
+
+// initError maps the library's typed errors to the flag at fault, an exit
+// code and a hint.
+func (o *initOptions) initError(err error) error {
+	var ie *scaffold.InitError
+	var re *scaffold.RefusedError
+	var ce *scaffold.ConflictError
+	var rendErr *scaffold.RenderError
+	switch {
+	case errors.As(err, &ie):
+		switch ie.Input {
+		case scaffold.InputEnv:
+			return usageError("run with --env dev or --env lab, or define the profile in the config file", "--env: %v", ie.Err)
+		case scaffold.InputServerCA:
+			var pe *fs.PathError
+			if errors.As(ie.Err, &pe) {
+				return usageError("pass the PEM file holding the SPIRE server's CA", "--server-ca %s: %v", o.ServerCA, pathErr(ie.Err))
+			}
+			return usageError("ask the Agora team for the SPIRE server's CA certificate (PEM)", "--server-ca %s: %v", o.ServerCA, ie.Err)
+		case scaffold.InputFrom:
+			return usageError("point --from at a city checkout that has "+scaffold.CityTemplatePath+" committed", "--from: %v", ie.Err)
+		case scaffold.InputDir:
+			return usageError("choose a directory", "%s exists and is not a directory", o.Dir)
+		case scaffold.InputProject:
+			return usageError("check --env's profile in the config file", "%v", ie.Err)
+		}
+		return usageError("", "%v", ie)
+	case errors.As(err, &re):
+		return re.Err // the rotation guard's own error, exit code and hint
+	case errors.As(err, &rendErr):
+		return failure(err, "")
+	case errors.As(err, &ce):
+		fmt.Fprint(o.f.IO.ErrOut, ce.Diff)
+		return failure(err, "re-run with --force to overwrite them, or --dry-run to review")
+	}
+	return fileFailure(o.f, err)
 }
 
 func printPlan(w interface{ Write([]byte) (int, error) }, plan *scaffold.Plan, would string) {

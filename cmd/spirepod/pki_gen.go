@@ -129,32 +129,24 @@ func pkiGenRun(ctx context.Context, o *pkiGenOptions) error {
 	if err != nil {
 		return err
 	}
-	subject := pki.DefaultSubject(p.Team)
-	if o.subject != nil {
-		subject = *o.subject
-	}
-	certPath, keyPath := p.Path(p.Paths.CACert), p.Path(p.Paths.CAKey)
-	// `spirepod init` leaves empty placeholders; replacing them replaces no CA.
-	existed := (fileExists(certPath) && !pki.IsPlaceholder(certPath)) || (fileExists(keyPath) && !pki.IsPlaceholder(keyPath))
-	if existed {
-		if err := checkNoRotationForCA(o.f, p, "`spirepod pki gen`"); err != nil {
-			return err
-		}
-	}
-	res, err := pki.Generate(ctx, pki.GenerateOptions{
-		CertPath: certPath, KeyPath: keyPath,
-		KeyType: o.keyType, Validity: o.validity, Subject: subject, Force: o.Force, DryRun: o.DryRun,
-		Rand: o.f.Rand, Now: o.f.Now, BackupDir: caBackupDir(p),
+	res, err := pki.GenTeamCA(ctx, pki.GenTeamCAOptions{
+		Project: p, KeyType: o.keyType, Validity: o.validity, Subject: o.subject,
+		Force: o.Force, DryRun: o.DryRun, Rand: o.f.Rand, Now: o.f.Now,
+		CheckRotation: func() error { return checkNoRotationForCA(o.f, p, "`spirepod pki gen`") },
 	})
 	var ee *pki.ExistsError
 	if errors.As(err, &ee) {
 		return usageError("pass --force to replace the team CA (agents it issued stop attesting once the server trusts only the new one)",
 			"%s already exists; nothing was written", displayPath(o.f, ee.Path))
 	}
+	var refused *pki.RefusedError
+	if errors.As(err, &refused) {
+		return refused.Err
+	}
 	if err != nil {
 		return pkiWriteError(o.f, err)
 	}
-	out := pkiCAOutput{Certificate: displayPath(o.f, res.CertPath), Key: displayPath(o.f, res.KeyPath), CAInfo: pki.Describe(res.Cert), DryRun: o.DryRun}
+	out := pkiCAOutput{Certificate: displayPath(o.f, res.CertPath), Key: displayPath(o.f, res.KeyPath), CAInfo: res.Info, DryRun: o.DryRun}
 	if o.DryRun {
 		if o.f.JSON() {
 			return writeJSON(o.f.IO.Out, out)
@@ -164,7 +156,7 @@ func pkiGenRun(ctx context.Context, o *pkiGenOptions) error {
 		return nil
 	}
 	out.Backup = displayPaths(o.f, res.BackedUp)
-	if existed {
+	if res.Existed {
 		warnReplaced(o.f, res.Replaced, &out)
 	}
 	if o.f.JSON() {

@@ -93,6 +93,9 @@ func (p *Plan) Diff() string {
 // ConflictError lists files that exist with other content.
 type ConflictError struct {
 	Paths []string
+	// Diff is the plan's unified diff (every file it creates or updates),
+	// for the user to review before --force.
+	Diff string
 }
 
 func (e *ConflictError) Error() string {
@@ -123,7 +126,7 @@ func (p *Plan) Write(ctx context.Context, force bool) error {
 		}
 	}
 	if len(conflicts) > 0 && !force {
-		return &ConflictError{Paths: conflicts}
+		return &ConflictError{Paths: conflicts, Diff: p.Diff()}
 	}
 	if !p.Changed() {
 		return nil

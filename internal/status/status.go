@@ -109,7 +109,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	add(scaffoldChecks(p, layers, buildErr)...)
 	add(caCheck(p, o.Now()))
 	add(rotationChecks(p)...)
-	add(bundleCheck(p))
+	add(bundleCheck(p, o.Now()))
 	add(pullChecks(p, o.Pulls, o.PullsSkip)...)
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -207,22 +207,21 @@ func caCheck(p *project.Project, now time.Time) check.Result {
 	return res(Step2, "team-ca", name, check.OK, p.Paths.CACert, "")
 }
 
-func bundleCheck(p *project.Project) check.Result {
+func bundleCheck(p *project.Project, now time.Time) check.Result {
 	const name = "SPIRE server CA in the bundle ConfigMap"
-	file := scaffold.BundleFile(p.Environment)
-	data, err := os.ReadFile(p.Path(file))
-	if err != nil {
-		return res(Step3, "bundle", name, check.Fail, err.Error(), "re-create the scaffold with `spirepod init --force`")
-	}
-	certs, err := scaffold.BundleCerts(data)
+	b := scaffold.ReadBundle(p.Dir, p.Environment, now)
 	switch {
-	case err != nil:
-		return res(Step3, "bundle", name, check.Fail, file+": "+err.Error(), "`spirepod bundle set SERVER_CA.pem`")
-	case len(certs) == 0:
-		return res(Step3, "bundle", name, check.Todo, file+" has no CA yet",
+	case b.ReadErr != nil:
+		return res(Step3, "bundle", name, check.Fail, b.ReadErr.Error(), "re-create the scaffold with `spirepod init --force`")
+	case b.ParseErr != nil:
+		return res(Step3, "bundle", name, check.Fail, b.File+": "+b.ParseErr.Error(), "`spirepod bundle set SERVER_CA.pem`")
+	case len(b.Certs) == 0:
+		return res(Step3, "bundle", name, check.Todo, b.File+" has no CA yet",
 			"ask the SPIRE operators for the "+p.Environment+" server CA, then `spirepod bundle set SERVER_CA.pem`")
 	}
-	return res(Step3, "bundle", name, check.OK, fmt.Sprintf("%s: %s", project.Count(len(certs), "CA"), certs[0].Subject), "")
+	// b.Problem (a CA expired or near its end) is not judged here: apply's
+	// preflight does.
+	return res(Step3, "bundle", name, check.OK, fmt.Sprintf("%s: %s", project.Count(len(b.Certs), "CA"), b.Certs[0].Subject), "")
 }
 
 // mergedStale says why a merged pull request no longer counts: the base
@@ -318,46 +317,10 @@ func pullChecks(p *project.Project, pulls *pr.StatusResult, skip string) []check
 	return out
 }
 
+// verifyCheck is verify.CheckLast's answer, the one `spirepod up` asks too.
 func verifyCheck(p *project.Project, kubeContext string) check.Result {
-	const name = "last verification succeeded"
-	rec, err := verify.LoadRecord(p.Dir)
-	ca := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: p.Path(p.Paths.CACert)}).Cert
-	switch {
-	case err != nil:
-		return res(Step7, "last-verify", name, check.Warn, err.Error(), "run `spirepod verify` again")
-	case rec == nil:
-		return res(Step7, "last-verify", name, check.Todo, "never verified", "`spirepod verify`")
-	case rec.Namespace != p.Namespace:
-		return res(Step7, "last-verify", name, check.Todo,
-			fmt.Sprintf("the last verification was of namespace %s, not %s", rec.Namespace, p.Namespace), "`spirepod verify`")
-	case kubeContext != "" && rec.Context != kubeContext:
-		return res(Step7, "last-verify", name, check.Todo,
-			fmt.Sprintf("the last verification was on context %q, not %q", rec.Context, kubeContext), "`spirepod verify`")
-	case ca != nil && rec.CASHA1 != pki.SHA1Fingerprint(ca):
-		msg := "the last verification was made with another team CA (the CA was replaced since)"
-		if rec.CASHA1 == "" {
-			msg = "the last verification does not say which team CA it was made with"
-		}
-		return res(Step7, "last-verify", name, check.Todo, msg, "`spirepod verify`")
-	case rec.Outcome == verify.OutcomeSuccess && rec.Expected != p.WorkloadSpiffeID():
-		return res(Step7, "last-verify", name, check.Warn,
-			fmt.Sprintf("verified %s, but spirepod.yaml now expects %s", rec.Expected, p.WorkloadSpiffeID()), "`spirepod verify`")
-	case rec.Outcome == verify.OutcomeSuccess:
-		return res(Step7, "last-verify", name, check.OK, fmt.Sprintf("%s at %s", rec.Expected, rec.Time.UTC().Format(time.RFC3339)), "")
-	}
-	msg := fmt.Sprintf("%s at %s", rec.Outcome, rec.Time.UTC().Format(time.RFC3339))
-	hint := "`spirepod verify`"
-	if rec.Message != "" {
-		msg += ": " + rec.Message
-	}
-	if len(rec.Diagnoses) > 0 {
-		d := rec.Diagnoses[0]
-		msg += fmt.Sprintf(" (stage %s: %s)", d.Stage, d.Summary)
-		if d.Fix != "" {
-			hint = d.Fix
-		}
-	}
-	return res(Step7, "last-verify", name, check.Fail, msg, hint)
+	l := verify.CheckLast(p, kubeContext)
+	return res(Step7, "last-verify", "last verification succeeded", l.Status, l.Message, l.Fix)
 }
 
 func clusterChecks(ctx context.Context, p *project.Project, c *Cluster, skip string, layers []apply.Layer, buildErr error) []check.Result {
