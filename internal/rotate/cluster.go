@@ -31,12 +31,65 @@ import (
 	"github.com/spirepod/spirepod/internal/retry"
 )
 
-// Cluster is the team's cluster: clients of the context the CLI resolved.
-type Cluster struct {
+// Cluster is the team's cluster as a rotation reads and changes it: the
+// issuer's CA Secret, the issuer, the agent Certificates and their Secrets,
+// the pods and their agents' logs. KubeCluster is the real one; the rules
+// (which Secret may be switched, in what order pods move, what is recorded)
+// stay in Run, so a fake of these operations tests them.
+type Cluster interface {
+	// Name names the cluster in messages (its kubeconfig context).
+	Name() string
+	// Secret reads a Secret; a NotFound API error when there is none.
+	Secret(ctx context.Context, namespace, name string) (*corev1.Secret, error)
+	// ApplySecret server-side applies the issuer's CA Secret as certs/
+	// renders it (field manager p.FieldManager()) and says what changed.
+	ApplySecret(ctx context.Context, p *project.Project, secret *unstructured.Unstructured) (string, error)
+	// WaitIssuer waits for the issuer to be Ready with the CA Secret it reads.
+	WaitIssuer(ctx context.Context, p *project.Project) error
+	// Reissue has cert-manager issue pod's agent Certificate again, unless
+	// its Secret already holds a leaf of newCA, and returns that leaf once
+	// the Secret holds it.
+	Reissue(ctx context.Context, p *project.Project, pod string, newCA *x509.Certificate) (*x509.Certificate, error)
+	// RestartPod deletes pod, unless it was created after since, and waits
+	// for its successor to be Running and Ready.
+	RestartPod(ctx context.Context, p *project.Project, pod string, since time.Time) error
+	// WaitAttested follows the pod's spire-agent log until the agent
+	// (re-)attests with leaf, and returns that log line.
+	WaitAttested(ctx context.Context, p *project.Project, pod string, leaf *x509.Certificate) (string, error)
+}
+
+// KubeCluster is the Cluster of a kubeconfig context: its client-go clients.
+type KubeCluster struct {
 	Context string
 	Client  kubernetes.Interface
 	Dynamic dynamic.Interface
 	Mapper  meta.RESTMapper
+}
+
+var _ Cluster = (*KubeCluster)(nil)
+
+// Name is the kubeconfig context.
+func (c *KubeCluster) Name() string { return c.Context }
+
+// Secret reads a Secret.
+func (c *KubeCluster) Secret(ctx context.Context, namespace, name string) (*corev1.Secret, error) {
+	return c.Client.CoreV1().Secrets(namespace).Get(ctx, name, metav1.GetOptions{})
+}
+
+// ApplySecret server-side applies the CA Secret.
+func (c *KubeCluster) ApplySecret(ctx context.Context, p *project.Project, secret *unstructured.Unstructured) (string, error) {
+	res, err := apply.Apply(ctx, apply.Options{Layers: []apply.Layer{{Name: "certs", Objects: []*unstructured.Unstructured{secret}}},
+		Dynamic: c.Dynamic, Mapper: c.Mapper, FieldManager: p.FieldManager(), RetryFor: 30 * time.Second})
+	if err != nil {
+		return "", err
+	}
+	return string(res.Objects[0].Outcome), nil
+}
+
+// WaitIssuer waits for the issuer to be Ready with the CA Secret it reads.
+func (c *KubeCluster) WaitIssuer(ctx context.Context, p *project.Project) error {
+	_, err := apply.Wait(ctx, apply.WaitOptions{Client: c.Client, Dynamic: c.Dynamic, Issuer: p.Issuer()})
+	return err
 }
 
 // SecretError refuses to switch a CA Secret that holds neither of the
@@ -54,7 +107,7 @@ func (e *SecretError) Error() string {
 // it (the scaffold's CA files already hold the new CA), guarded: the live
 // Secret must hold the old or the new CA. It reads the live Secret first
 // and fails closed when it cannot.
-func switchSecret(ctx context.Context, p *project.Project, c *Cluster, oldFP, newFP string) (string, error) {
+func switchSecret(ctx context.Context, p *project.Project, c Cluster, oldFP, newFP string) (string, error) {
 	ref := p.Issuer()
 	layers, err := apply.Build(p.Dir)
 	if err != nil {
@@ -81,23 +134,18 @@ func switchSecret(ctx context.Context, p *project.Project, c *Cluster, oldFP, ne
 	if switched {
 		return "unchanged", nil
 	}
-	res, err := apply.Apply(ctx, apply.Options{Layers: []apply.Layer{{Name: "certs", Objects: []*unstructured.Unstructured{secret}}},
-		Dynamic: c.Dynamic, Mapper: c.Mapper, FieldManager: p.FieldManager(), RetryFor: 30 * time.Second})
-	if err != nil {
-		return "", err
-	}
-	return string(res.Objects[0].Outcome), nil
+	return c.ApplySecret(ctx, p, secret)
 }
 
 // guardSecret reads the issuer's live CA Secret (failing closed when it
 // cannot) and says whether it holds the new CA already; it refuses one that
 // holds neither of the rotation's CAs.
-func guardSecret(ctx context.Context, p *project.Project, c *Cluster, oldFP, newFP string) (bool, error) {
+func guardSecret(ctx context.Context, p *project.Project, c Cluster, oldFP, newFP string) (bool, error) {
 	ref := p.Issuer()
 	var live *corev1.Secret
 	err := retry.Backoff{For: 20 * time.Second}.Do(ctx, func() error {
 		var err error
-		live, err = c.Client.CoreV1().Secrets(ref.SecretNamespace).Get(ctx, ref.SecretName, metav1.GetOptions{})
+		live, err = c.Secret(ctx, ref.SecretNamespace, ref.SecretName)
 		return err
 	})
 	switch {
@@ -120,12 +168,6 @@ func guardSecret(ctx context.Context, p *project.Project, c *Cluster, oldFP, new
 	}
 }
 
-// waitIssuer waits for the issuer to be Ready with the CA Secret it reads.
-func waitIssuer(ctx context.Context, p *project.Project, c *Cluster) error {
-	_, err := apply.Wait(ctx, apply.WaitOptions{Client: c.Client, Dynamic: c.Dynamic, Issuer: p.Issuer()})
-	return err
-}
-
 // leafOf reads the agent certificate in a pod's Secret when it was issued
 // by ca: (leaf, nil); (nil, nil) when it is missing or from another CA.
 func leafOf(sec *corev1.Secret, ca *x509.Certificate) *x509.Certificate {
@@ -139,11 +181,11 @@ func leafOf(sec *corev1.Secret, ca *x509.Certificate) *x509.Certificate {
 	return certs[0]
 }
 
-// reissue asks cert-manager to issue pod's agent Certificate again (as
+// Reissue asks cert-manager to issue pod's agent Certificate again (as
 // `cmctl renew` does: the Issuing condition, set through the status
 // subresource) unless its Secret already holds a leaf of newCA, then
 // watches the Secret until it does.
-func reissue(ctx context.Context, p *project.Project, c *Cluster, pod string, newCA *x509.Certificate) (*x509.Certificate, error) {
+func (c *KubeCluster) Reissue(ctx context.Context, p *project.Project, pod string, newCA *x509.Certificate) (*x509.Certificate, error) {
 	name := p.CertificateName(pod)
 	certs := c.Dynamic.Resource(certmanager.CertificateGVR).Namespace(p.Namespace)
 	crt, err := certs.Get(ctx, name, metav1.GetOptions{})
@@ -176,7 +218,7 @@ func reissue(ctx context.Context, p *project.Project, c *Cluster, pod string, ne
 				return nil, fmt.Errorf("re-issue Certificate %s/%s: %w (spirepod needs update on certificates/status, as cmctl renew does)", p.Namespace, name, err)
 			}
 			if apierrors.IsConflict(err) {
-				return reissue(ctx, p, c, pod, newCA)
+				return c.Reissue(ctx, p, pod, newCA)
 			}
 			return nil, fmt.Errorf("re-issue Certificate %s/%s: %w", p.Namespace, name, err)
 		}
@@ -224,11 +266,11 @@ func issuing(crt *unstructured.Unstructured) bool {
 	return false
 }
 
-// restartPod deletes pod (unless it already started after since) and waits
+// RestartPod deletes pod (unless it already started after since) and waits
 // for its successor to be Running and Ready: the StatefulSet controller
 // recreates it, gen-cert writes the new leaf before the agent starts, and
 // the agent's readiness is its health check (attested).
-func restartPod(ctx context.Context, p *project.Project, c *Cluster, pod string, since time.Time) error {
+func (c *KubeCluster) RestartPod(ctx context.Context, p *project.Project, pod string, since time.Time) error {
 	pods := c.Client.CoreV1().Pods(p.Namespace)
 	cur, err := pods.Get(ctx, pod, metav1.GetOptions{})
 	switch {
@@ -266,12 +308,12 @@ var fingerprintID = regexp.MustCompile(`/x509pop/[0-9a-f]{40}$`)
 // AgentContainer is the agent's container in the scaffold's pods.
 const AgentContainer = "spire-agent"
 
-// waitAttested follows the spire-agent container's log of pod until the
+// WaitAttested follows the spire-agent container's log of pod until the
 // agent (re-)attests with leaf: a line whose agent ID is
 // spiffe://<td>/spire/agent/x509pop/<SHA-1 of leaf> (SPIRE's default
 // agent_path_template), or, when the server names agents otherwise, any
 // attestation line stamped after the leaf was issued. It returns the line.
-func waitAttested(ctx context.Context, p *project.Project, c *Cluster, pod string, leaf *x509.Certificate) (string, error) {
+func (c *KubeCluster) WaitAttested(ctx context.Context, p *project.Project, pod string, leaf *x509.Certificate) (string, error) {
 	want := "/x509pop/" + pki.SHA1Fingerprint(leaf)
 	since := metav1.NewTime(leaf.NotBefore.Add(-time.Minute))
 	var lastErr error
@@ -295,7 +337,7 @@ func waitAttested(ctx context.Context, p *project.Project, c *Cluster, pod strin
 }
 
 // scanAgentLog reads one log stream (follow) until a matching line or its end.
-func scanAgentLog(ctx context.Context, p *project.Project, c *Cluster, pod string, since metav1.Time, want string, issued time.Time) (string, error) {
+func scanAgentLog(ctx context.Context, p *project.Project, c *KubeCluster, pod string, since metav1.Time, want string, issued time.Time) (string, error) {
 	rc, err := c.Client.CoreV1().Pods(p.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: AgentContainer, Follow: true, Timestamps: true, SinceTime: &since}).Stream(ctx)
 	if err != nil {
 		return "", err
@@ -338,5 +380,3 @@ func rollOrder(p *project.Project) []string {
 
 // ErrNoCluster is returned when phase 3 needs a cluster and none is given.
 var ErrNoCluster = errors.New("this phase changes the cluster: no cluster was given")
-
-var getOpts = metav1.GetOptions{}

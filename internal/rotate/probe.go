@@ -40,6 +40,20 @@ type ProbeOptions struct {
 	Timeout time.Duration
 }
 
+// ProbeFunc attests at the SPIRE server with an agent certificate chain and
+// its key, as Probe does: the agent ID, a *RefusedError when the server says
+// no, or an *UnreachableError.
+type ProbeFunc func(ctx context.Context, chain []*x509.Certificate, key crypto.Signer) (string, error)
+
+// Attest probes the server o names: Probe with o (a ProbeFunc).
+func (o ProbeOptions) Attest(ctx context.Context, chain []*x509.Certificate, key crypto.Signer) (string, error) {
+	return Probe(ctx, o, chain, key)
+}
+
+// ErrNoProbe is a step that must probe the SPIRE server when Run was given
+// no Probe (wrapped in an *InputError with Options.NoProbe).
+var ErrNoProbe = errors.New("no SPIRE server address and bundle to probe with")
+
 // RefusedError is the server's answer that the leaf does not attest (its
 // CA is not on the x509pop trust list, or another x509pop rule failed).
 type RefusedError struct{ Err error }

@@ -40,9 +40,14 @@ type Options struct {
 
 	PRs PRs
 	// Cluster returns the team's cluster; called only when a step needs it.
-	Cluster func(ctx context.Context) (*Cluster, error)
-	// Probe says where the SPIRE server is; nil when it cannot be probed.
-	Probe *ProbeOptions
+	Cluster func(ctx context.Context) (Cluster, error)
+	// Server is the SPIRE server the probes attest at, as the plan names
+	// it; "" is the project's spireServer.
+	Server string
+	// Probe attests at the SPIRE server (ProbeOptions.Attest is the real
+	// one); nil when it cannot be probed, and NoProbe says why.
+	Probe   ProbeFunc
+	NoProbe error
 	// CheckWith is an agent certificate chain of the new CA (and its key)
 	// to probe with instead of a leaf spirepod mints.
 	CheckWith      []*x509.Certificate
@@ -104,7 +109,7 @@ type runner struct {
 	p   *project.Project
 	s   *State
 	rep *Report
-	cl  *Cluster
+	cl  Cluster
 	now func() time.Time
 }
 
@@ -167,6 +172,9 @@ func Run(ctx context.Context, o Options, s *State) (*Report, error) {
 			return nil, &InputError{Path: Path(s.dir), Err: fmt.Errorf("phase 3 already moved pods with --roll %s", s.Roll), Hint: "drop --roll, or pass --roll " + s.Roll}
 		}
 		s.Roll = o.Roll
+		if err := s.Save(); err != nil {
+			return nil, fmt.Errorf("record --roll %s in %s: %w", o.Roll, Path(s.dir), err)
+		}
 	}
 	r := &runner{o: o, p: o.Project, s: s, now: o.Now, rep: &Report{Dir: o.Project.Dir}}
 	defer r.fill()
@@ -230,8 +238,8 @@ func (r *runner) inputs() planInputs {
 }
 
 func (r *runner) serverAddr() string {
-	if r.o.Probe != nil && r.o.Probe.Server != "" {
-		return r.o.Probe.Server
+	if r.o.Server != "" {
+		return r.o.Server
 	}
 	return r.p.SpireServer
 }
@@ -372,13 +380,13 @@ func (r *runner) step(ctx context.Context, id string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("Secret %s %s (context %s)", r.p.Issuer().Secret(), out, cl.Context), nil
+		return fmt.Sprintf("Secret %s %s (context %s)", r.p.Issuer().Secret(), out, cl.Name()), nil
 	case StepIssuerReady:
 		cl, err := r.cluster(ctx)
 		if err != nil {
 			return "", err
 		}
-		return "", waitIssuer(ctx, r.p, cl)
+		return "", cl.WaitIssuer(ctx, r.p)
 	case StepCertsReissued:
 		return r.reissueAll(ctx)
 	case StepPods:
@@ -389,7 +397,7 @@ func (r *runner) step(ctx context.Context, id string) (string, error) {
 	return "", fmt.Errorf("unknown step %s", id)
 }
 
-func (r *runner) cluster(ctx context.Context) (*Cluster, error) {
+func (r *runner) cluster(ctx context.Context) (Cluster, error) {
 	if r.cl != nil {
 		return r.cl, nil
 	}
@@ -520,11 +528,15 @@ func (r *runner) merged(ctx context.Context, steps ...string) (string, error) {
 // probeWith attests with a leaf of fp's CA (minted here) or with CheckWith.
 func (r *runner) probeWith(ctx context.Context, fp string, userLeaf bool) (string, error) {
 	if r.o.Probe == nil {
-		return "", &InputError{Path: r.p.Path(project.FileName), Err: errors.New("no SPIRE server address and bundle to probe with"),
+		err := ErrNoProbe
+		if r.o.NoProbe != nil {
+			err = fmt.Errorf("%w: %w", ErrNoProbe, r.o.NoProbe)
+		}
+		return "", &InputError{Path: r.p.Path(project.FileName), Err: err,
 			Hint: "set spireServer (or pass --server HOST:PORT) and the server CA bundle (`spirepod bundle set`), or confirm the reload with --server-reloaded"}
 	}
 	if userLeaf && len(r.o.CheckWith) > 0 {
-		return Probe(ctx, *r.o.Probe, r.o.CheckWith, r.o.CheckWithKey)
+		return r.o.Probe(ctx, r.o.CheckWith, r.o.CheckWithKey)
 	}
 	ca, err := r.ca(fp, true)
 	if err != nil {
@@ -534,7 +546,7 @@ func (r *runner) probeWith(ctx context.Context, fp string, userLeaf bool) (strin
 	if err != nil {
 		return "", err
 	}
-	return Probe(ctx, *r.o.Probe, chain, key)
+	return r.o.Probe(ctx, chain, key)
 }
 
 func (r *runner) serverTrustsNew(ctx context.Context) (string, error) {
@@ -590,12 +602,12 @@ func (r *runner) newCert() (*x509.Certificate, error) {
 	return l.Cert, nil
 }
 
-func (r *runner) reissueOne(ctx context.Context, cl *Cluster, pod string, newCA *x509.Certificate) (*Pod, error) {
+func (r *runner) reissueOne(ctx context.Context, cl Cluster, pod string, newCA *x509.Certificate) (*Pod, error) {
 	st := r.s.pod(pod)
 	if st.Leaf != "" {
 		return st, nil
 	}
-	leaf, err := reissue(ctx, r.p, cl, pod, newCA)
+	leaf, err := cl.Reissue(ctx, r.p, pod, newCA)
 	if err != nil {
 		return nil, err
 	}
@@ -605,7 +617,7 @@ func (r *runner) reissueOne(ctx context.Context, cl *Cluster, pod string, newCA 
 }
 
 // clusterAndCA is what the cluster steps need: the cluster and the new CA.
-func (r *runner) clusterAndCA(ctx context.Context) (*Cluster, *x509.Certificate, error) {
+func (r *runner) clusterAndCA(ctx context.Context) (Cluster, *x509.Certificate, error) {
 	cl, err := r.cluster(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -650,7 +662,7 @@ func (r *runner) pods(ctx context.Context) (string, error) {
 				}
 			}
 			r.progress(pod + ": restarting")
-			if err := restartPod(ctx, r.p, cl, pod, st.Restarted); err != nil {
+			if err := cl.RestartPod(ctx, r.p, pod, st.Restarted); err != nil {
 				return "", err
 			}
 			st.How = "pod Running and Ready (the agent's health check)"
@@ -695,13 +707,13 @@ func (r *runner) pods(ctx context.Context) (string, error) {
 	return fmt.Sprintf("%d agents attested with leaves of the new CA", len(order)), nil
 }
 
-func (r *runner) attested(ctx context.Context, cl *Cluster, pod string, st *Pod) (string, error) {
+func (r *runner) attested(ctx context.Context, cl Cluster, pod string, st *Pod) (string, error) {
 	leaf, err := currentLeaf(ctx, r.p, cl, pod, st.Leaf)
 	if err != nil {
 		return "", err
 	}
 	r.progress(pod + ": waiting for its spire-agent to attest with the new certificate (at its next SVID rotation)")
-	line, err := waitAttested(ctx, r.p, cl, pod, leaf)
+	line, err := cl.WaitAttested(ctx, r.p, pod, leaf)
 	if err != nil {
 		return "", err
 	}
@@ -710,8 +722,8 @@ func (r *runner) attested(ctx context.Context, cl *Cluster, pod string, st *Pod)
 
 // currentLeaf reads the pod's agent certificate from its Secret; it must
 // be the one recorded (fp).
-func currentLeaf(ctx context.Context, p *project.Project, cl *Cluster, pod, fp string) (*x509.Certificate, error) {
-	sec, err := cl.Client.CoreV1().Secrets(p.Namespace).Get(ctx, p.CertificateName(pod), getOpts)
+func currentLeaf(ctx context.Context, p *project.Project, cl Cluster, pod, fp string) (*x509.Certificate, error) {
+	sec, err := cl.Secret(ctx, p.Namespace, p.CertificateName(pod))
 	if err != nil {
 		return nil, err
 	}
