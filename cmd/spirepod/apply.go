@@ -8,11 +8,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/spirepod/spirepod/internal/apply"
 	"github.com/spirepod/spirepod/internal/check"
-	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/retry"
 )
@@ -67,7 +65,7 @@ the command lists what was and was not applied. Running it again completes the j
 	fl.Lookup("dry-run").NoOptDefVal = "server"
 	cmd.Args = dryRunArgs(cmd, &opts.DryRun)
 	fl.BoolVar(&opts.Wait, "wait", true, "wait for the "+facts.IssuerKind+" to be Ready and the pods to be Running and ready")
-	addTimeoutFlag(fl, &opts.Timeout, 5*time.Minute, "how long to retry an unreachable API server and to wait")
+	addTimeoutFlag(fl, &opts.Timeout, apply.DefaultTimeout, "how long to retry an unreachable API server and to wait")
 	fl.BoolVar(&opts.Yes, "yes", false, "allow changing a protected context")
 	fl.BoolVar(&opts.ForceConflicts, "force-conflicts", false, "take ownership of fields another field manager owns")
 	fl.BoolVar(&opts.CreateNamespace, "create-namespace", false, "create the namespace if it does not exist")
@@ -88,16 +86,10 @@ func (o *applyOptions) validate() error {
 	return checkTimeout(o.Timeout)
 }
 
-// applyReport is what -o json prints.
+// applyReport is what -o json prints: the library's report and the error.
 type applyReport struct {
-	Context   string               `json:"context"`
-	Cluster   string               `json:"cluster"`
-	Server    string               `json:"server"`
-	DryRun    bool                 `json:"dryRun"`
-	Preflight []check.Result       `json:"preflight"`
-	Objects   []apply.ObjectResult `json:"objects"`
-	Wait      *apply.WaitStatus    `json:"wait,omitempty"`
-	Error     string               `json:"error,omitempty"`
+	apply.Report
+	Error string `json:"error,omitempty"`
 }
 
 func applyRun(ctx context.Context, o *applyOptions) error {
@@ -108,136 +100,112 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 	if _, err := o.kube.projectNamespace(p); err != nil {
 		return err
 	}
-	rep := &applyReport{DryRun: o.DryRun == "server"}
-	errOut := o.f.IO.ErrOut
-
-	cert, key := scaffoldCAPaths(p, true)
-	rep.Preflight = pki.LoadTeamCA(pki.TeamCAOptions{CertPath: cert, KeyPath: key, Now: o.f.Now(), Group: "team CA"}).Results
-	if check.Failed(rep.Preflight) {
-		return o.preflightFailed(rep)
-	}
-	layers, err := apply.Build(p.Dir)
-	if err != nil {
-		return failure(err, "fix the kustomization, or re-render the scaffold with `"+p.ReinitCommand()+"`")
-	}
-	rep.Preflight = append(rep.Preflight, apply.CheckProjectResult(layers, p))
-	rep.Preflight = append(rep.Preflight, apply.CheckBundle(layers, o.f.Now())...)
-	if check.Failed(rep.Preflight) {
-		return o.preflightFailed(rep)
-	}
-	// The cluster before the registries: a wrong --context or a cluster
-	// that does not answer is the real cause, said first and once.
-	t, err := o.f.Kube(o.kube)
-	if err != nil {
-		return err
-	}
-	rep.Context, rep.Cluster, rep.Server = t.Context, t.Cluster, t.Server
-	verb := "Applying to"
-	if rep.DryRun {
-		verb = "Dry run (server) against"
-	}
-	fmt.Fprintf(errOut, "%s %s\n", verb, t.describe())
-	if err := t.ping(ctx); err != nil {
-		return err
-	}
-	if !o.SkipImageCheck {
-		fmt.Fprintln(errOut, "Checking images in their registries…")
-		imgs := apply.CheckImages(ctx, apply.All(layers), o.f.ImageCheck)
-		rep.Preflight = append(rep.Preflight, imgs...)
-		if check.Failed(imgs) {
-			if err := o.preflightFailed(rep); err != nil {
-				var ce *cliError
-				if errors.As(err, &ce) {
-					ce.code = exitUsage // a definite "no such image": the input is wrong
-				}
-				return err
-			}
-		}
-		printWarnings(o.f, imgs)
-	}
-
-	patterns := p.ProtectedContexts
-	if len(patterns) == 0 {
-		patterns = apply.DefaultProtectedContexts
-	}
-	if pat, name, ok := apply.Protected([]string{t.Context, t.Cluster, t.Server}, patterns); ok && !o.Yes && !rep.DryRun {
-		return usageError("re-run with --yes on the command line if you mean it (SPIREPOD_YES and the config file cannot give it)",
-			"%q (context %s) matches protected pattern %q", name, t.Context, pat)
-	}
-
-	pctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	rep.Preflight = append(rep.Preflight, apply.CheckCluster(pctx, apply.ClusterOptions{
-		Layers: layers, Client: t.Client, Mapper: t.Mapper, Namespace: p.Namespace, CreateNamespace: o.CreateNamespace,
-		Issuer: p.Issuer(), ReplaceCA: o.ReplaceCA,
-	})...)
-	if check.Failed(rep.Preflight) {
-		return o.preflightFailed(rep)
-	}
-	if o.CreateNamespace {
-		nsObj := &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": p.Namespace},
-		}}
-		layers = append([]apply.Layer{{Name: "namespace", Objects: []*unstructured.Unstructured{nsObj}}}, layers...)
-	}
-
+	var t *kubeTarget
 	prog := newProgress(o.f.IO)
-	res, applyErr := apply.Apply(pctx, apply.Options{
-		Layers: layers, Dynamic: t.Dynamic, Mapper: t.Mapper, FieldManager: p.FieldManager(),
-		DryRun: rep.DryRun, ForceConflicts: o.ForceConflicts, RetryFor: o.Timeout,
-		Progress: func(ev apply.Event) {
-			if ev.Object != nil && !o.f.JSON() {
-				prog.Update(fmt.Sprintf("%s %s", ev.Object.Outcome, ev.Object.Ref()))
+	rep, err := apply.Run(ctx, apply.RunOptions{
+		Project: p, Now: o.f.Now(), SkipImageCheck: o.SkipImageCheck, ImageCheck: o.f.ImageCheck,
+		AllowProtected: o.Yes, DryRun: o.DryRun == "server", ForceConflicts: o.ForceConflicts,
+		CreateNamespace: o.CreateNamespace, ReplaceCA: o.ReplaceCA, Wait: o.Wait, Timeout: o.Timeout,
+		Connect: func() (*apply.Target, error) {
+			var err error
+			if t, err = o.f.Kube(o.kube); err != nil {
+				return nil, err
 			}
+			return &apply.Target{Context: t.Context, Cluster: t.Cluster, Server: t.Server,
+				Client: t.Client, Dynamic: t.Dynamic, Mapper: t.Mapper, Ping: t.ping}, nil
 		},
+		Event: func(ev apply.RunEvent) { o.render(ev, t, prog) },
 	})
 	prog.Done()
-	if res != nil {
-		rep.Objects = res.Objects
+	if err != nil {
+		return o.runFailed(p, &applyReport{Report: *rep}, err)
 	}
-	if applyErr != nil {
-		return o.applyFailed(rep, applyErr)
+	if o.f.JSON() {
+		return writeJSON(o.f.IO.Out, applyReport{Report: *rep})
 	}
-	if !o.f.JSON() {
+	if rep.Wait != nil {
+		fmt.Fprintf(o.f.IO.ErrOut, "%s Ready; pods ready: %s\n", p.Issuer(), strings.Join(rep.Wait.PodsReady, ", "))
+	}
+	if !rep.DryRun {
+		fmt.Fprintln(o.f.IO.ErrOut, "Next: spirepod verify")
+	}
+	return nil
+}
+
+// render shows one of apply.Run's events: the cluster before anything
+// happens, then on stderr progress, on stdout each object's outcome.
+func (o *applyOptions) render(ev apply.RunEvent, t *kubeTarget, prog *progress) {
+	errOut := o.f.IO.ErrOut
+	switch ev.Kind {
+	case apply.EventTarget:
+		verb := "Applying to"
+		if o.DryRun == "server" {
+			verb = "Dry run (server) against"
+		}
+		fmt.Fprintf(errOut, "%s %s\n", verb, t.describe())
+	case apply.EventImageCheck:
+		fmt.Fprintln(errOut, "Checking images in their registries…")
+	case apply.EventPreflight:
+		if ev.Stage == apply.StageImages && !check.Failed(ev.Results) {
+			printWarnings(o.f, ev.Results)
+		}
+	case apply.EventObject:
+		if !o.f.JSON() {
+			prog.Update(fmt.Sprintf("%s %s", ev.Object.Outcome, ev.Object.Ref()))
+		}
+	case apply.EventApplied:
+		prog.Done()
+		if o.f.JSON() {
+			return
+		}
+		res := ev.Result
 		for _, ob := range res.Objects {
 			fmt.Fprintf(o.f.IO.Out, "%-10s %s\n", ob.Outcome, ob.Ref())
 		}
 		fmt.Fprintf(errOut, "%d created, %d configured, %d unchanged%s\n", res.Count(apply.Created), res.Count(apply.Configured),
-			res.Count(apply.Unchanged), map[bool]string{true: " (dry run: nothing stored)", false: ""}[rep.DryRun])
-	}
-	if o.Wait && !rep.DryRun {
-		st, err := apply.Wait(pctx, apply.WaitOptions{
-			Client: t.Client, Dynamic: t.Dynamic, Issuer: p.Issuer(),
-			Namespace: p.Namespace, Pods: p.PodNames(),
-			Progress: func(s string) {
-				if !o.f.JSON() {
-					prog.Update(s)
-				}
-			},
-		})
-		prog.Done()
-		rep.Wait = st
-		if err != nil {
-			rep.Error = err.Error()
-			if o.f.JSON() {
-				_ = writeJSON(o.f.IO.Out, rep)
-			}
-			if pctx.Err() != nil && ctx.Err() == nil {
-				return timeoutError(err, waitHint(p, st))
-			}
-			return failure(err, waitHint(p, st))
-		}
+			res.Count(apply.Unchanged), map[bool]string{true: " (dry run: nothing stored)", false: ""}[o.DryRun == "server"])
+	case apply.EventWait:
 		if !o.f.JSON() {
-			fmt.Fprintf(errOut, "%s Ready; pods ready: %s\n", p.Issuer(), strings.Join(st.PodsReady, ", "))
+			prog.Update(ev.Message)
 		}
 	}
-	if o.f.JSON() {
-		return writeJSON(o.f.IO.Out, rep)
+}
+
+// runFailed maps apply.Run's errors to exit codes and hints; with -o json
+// the report is printed first, as far as it got.
+func (o *applyOptions) runFailed(p *project.Project, rep *applyReport, err error) error {
+	var (
+		pe *apply.PreflightError
+		pc *apply.ProtectedContextError
+		be *apply.BuildError
+		ae *apply.ApplyError
+		we *apply.WaitError
+	)
+	switch {
+	case errors.As(err, &pe):
+		ferr := o.preflightFailed(rep, pe)
+		var ce *cliError
+		if pe.Stage == apply.StageImages && errors.As(ferr, &ce) {
+			ce.code = exitUsage // a definite "no such image": the input is wrong
+		}
+		return ferr
+	case errors.As(err, &pc):
+		return usageError("re-run with --yes on the command line if you mean it (SPIREPOD_YES and the config file cannot give it)", "%v", pc)
+	case errors.As(err, &be):
+		return failure(be, "fix the kustomization, or re-render the scaffold with `"+p.ReinitCommand()+"`")
+	case errors.As(err, &ae):
+		return o.applyFailed(rep, ae.Err)
+	case errors.As(err, &we):
+		rep.Error = we.Error()
+		if o.f.JSON() {
+			_ = writeJSON(o.f.IO.Out, rep)
+		}
+		if we.TimedOut {
+			return timeoutError(we.Err, waitHint(p, we.Status))
+		}
+		return failure(we.Err, waitHint(p, we.Status))
 	}
-	if !rep.DryRun {
-		fmt.Fprintln(errOut, "Next: spirepod verify")
-	}
-	return nil
+	return err // the cluster's: resolving the context, or the ping
 }
 
 func waitHint(p *project.Project, st *apply.WaitStatus) string {
@@ -247,25 +215,18 @@ func waitHint(p *project.Project, st *apply.WaitStatus) string {
 	return "run `spirepod verify` or `spirepod status` to see which stage is stuck"
 }
 
-func (o *applyOptions) preflightFailed(rep *applyReport) error {
+func (o *applyOptions) preflightFailed(rep *applyReport, pe *apply.PreflightError) error {
 	if o.f.JSON() {
 		rep.Error = "preflight failed"
 		_ = writeJSON(o.f.IO.Out, rep)
 		return &silentError{code: exitFailure}
 	}
-	var failed []check.Result
-	for _, r := range rep.Preflight {
-		if r.Status == check.Fail {
-			failed = append(failed, r)
-		}
-	}
-	if len(failed) == 1 {
+	if len(pe.Failed) == 1 {
 		// One cause: one line and its hint, once.
-		first := failed[0]
-		return failure(fmt.Errorf("preflight: %s: %s; nothing was applied", first.Name, first.Message), first.Hint)
+		return failure(pe, pe.Failed[0].Hint)
 	}
-	printChecks(o.f.IO, o.f.IO.ErrOut, failed)
-	return failure(fmt.Errorf("preflight: %d checks failed (above, each with its hint); nothing was applied", len(failed)), "")
+	printChecks(o.f.IO, o.f.IO.ErrOut, pe.Failed)
+	return failure(fmt.Errorf("preflight: %d checks failed (above, each with its hint); nothing was applied", len(pe.Failed)), "")
 }
 
 func (o *applyOptions) applyFailed(rep *applyReport, err error) error {

@@ -100,12 +100,7 @@ func diffRun(ctx context.Context, o *diffOptions) error {
 	if err != nil {
 		return failure(err, kubeHint)
 	}
-	changed := 0
-	for _, d := range diffs {
-		if d.Outcome != apply.Unchanged {
-			changed++
-		}
-	}
+	changed := len(apply.Changed(diffs))
 	if o.f.JSON() {
 		if err := writeJSON(o.f.IO.Out, diffs); err != nil {
 			return err

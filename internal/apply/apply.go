@@ -126,7 +126,8 @@ func (e *IncompleteError) Error() string {
 func (e *IncompleteError) Unwrap() error { return e.Cause }
 
 // rank orders kinds: cluster prerequisites and namespaces first, the CA
-// Secret before the ClusterIssuer, configuration before the StatefulSet.
+// Secret before the issuer (Issuer or ClusterIssuer), configuration before
+// the StatefulSet.
 func rank(kind string) int {
 	switch kind {
 	case "CustomResourceDefinition":

@@ -1,6 +1,6 @@
 // Package apply builds a scaffold's two kustomizations in-process and
 // applies them with server-side apply, in dependency order, then waits for
-// the ClusterIssuer and the StatefulSet's pods.
+// the issuer and the StatefulSet's pods.
 package apply
 
 import (

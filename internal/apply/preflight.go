@@ -7,8 +7,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -60,42 +58,6 @@ func Protected(names []string, patterns []string) (pattern, name string, ok bool
 
 // DefaultProtectedContexts applies when the project file sets none.
 var DefaultProtectedContexts = []string{"*prod*", "*prd*"}
-
-// CheckCA is the local preflight: the team CA exists and passes pki inspect.
-func CheckCA(p *project.Project, now time.Time) []check.Result {
-	const group = "team CA"
-	certPath, keyPath := p.Path(p.Paths.CACert), p.Path(p.Paths.CAKey)
-	var missing []string
-	for _, f := range []string{certPath, keyPath} {
-		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) || pki.IsPlaceholder(f) {
-			missing = append(missing, f)
-		}
-	}
-	if len(missing) > 0 {
-		return []check.Result{{Group: group, ID: "ca-files", Name: "team CA files exist", Status: check.Fail,
-			Message: "missing: " + strings.Join(missing, ", "), Hint: "run `spirepod pki gen` (or `spirepod pki import CERT KEY`)"}}
-	}
-	certPEM, err := os.ReadFile(certPath)
-	if err != nil {
-		return []check.Result{{Group: group, ID: "ca-files", Name: "team CA files exist", Status: check.Fail, Message: err.Error()}}
-	}
-	certs, err := pki.ParseCertificates(certPEM)
-	if err != nil {
-		return []check.Result{{Group: group, ID: "ca-files", Name: "team CA certificate parses", Status: check.Fail,
-			Message: fmt.Sprintf("%s: %v", certPath, err), Hint: "run `spirepod pki gen --force`"}}
-	}
-	keyPEM, err := os.ReadFile(keyPath)
-	if err != nil {
-		return []check.Result{{Group: group, ID: "ca-files", Name: "team CA files exist", Status: check.Fail, Message: err.Error()}}
-	}
-	key, err := pki.ParsePrivateKey(keyPEM)
-	if err != nil {
-		return []check.Result{{Group: group, ID: "ca-files", Name: "team CA key parses", Status: check.Fail,
-			Message: fmt.Sprintf("%s: %v", keyPath, err), Hint: "run `spirepod pki gen --force`"}}
-	}
-	out := []check.Result{{Group: group, ID: "ca-files", Name: "team CA files exist", Status: check.OK}}
-	return append(out, pki.InspectCA(group, certs[0], key, now)...)
-}
 
 // ClusterOptions are the inputs of the cluster preflight.
 type ClusterOptions struct {

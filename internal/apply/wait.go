@@ -40,9 +40,9 @@ type WaitStatus struct {
 	PodsPending   []string `json:"podsPending,omitempty"`
 }
 
-// Wait watches until the ClusterIssuer is Ready and every pod of the
-// StatefulSet is Running and ready, or ctx ends (then the error says what
-// was not ready).
+// Wait watches until the issuer (Issuer or ClusterIssuer) is Ready and
+// every pod of the StatefulSet is Running and ready, or ctx ends (then the
+// error says what was not ready).
 func Wait(ctx context.Context, o WaitOptions) (*WaitStatus, error) {
 	st := &WaitStatus{}
 	progress := o.Progress
@@ -80,7 +80,7 @@ func waitIssuer(ctx context.Context, o WaitOptions, st *WaitStatus, progress fun
 		},
 	}
 	progress(fmt.Sprintf("waiting for %s to be Ready", o.Issuer))
-	_, err := watchtools.UntilWithSync(ctx, lw, &unstructured.Unstructured{}, nil, func(ev watch.Event) (bool, error) {
+	_, err := watchtools.UntilWithSync(ctx, watchListFor(lw, o.Dynamic), &unstructured.Unstructured{}, nil, func(ev watch.Event) (bool, error) {
 		u, ok := ev.Object.(*unstructured.Unstructured)
 		if !ok {
 			return false, nil
@@ -132,7 +132,7 @@ func waitPods(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(
 		}
 	}
 	report()
-	_, err := watchtools.UntilWithSync(ctx, lw, &corev1.Pod{}, nil, func(ev watch.Event) (bool, error) {
+	_, err := watchtools.UntilWithSync(ctx, watchListFor(lw, o.Client), &corev1.Pod{}, nil, func(ev watch.Event) (bool, error) {
 		p, ok := ev.Object.(*corev1.Pod)
 		if !ok || !want[p.Name] {
 			return false, nil
@@ -158,4 +158,12 @@ func PodReady(p *corev1.Pod) bool {
 		}
 	}
 	return false
+}
+
+// watchListFor lets the reflector know whether client can serve a streaming
+// list (a watch with sendInitialEvents): a real API server can; client-go's
+// fake clients say they cannot, and then it lists and watches as before.
+// https://kubernetes.io/docs/reference/using-api/api-concepts/#streaming-lists
+func watchListFor(lw *cache.ListWatch, client any) cache.ListerWatcher {
+	return cache.ToListWatcherWithWatchListSemantics(lw, client)
 }
