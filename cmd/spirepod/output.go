@@ -8,6 +8,9 @@ import (
 	"github.com/spirepod/spirepod/internal/check"
 )
 
+// writeJSONLine writes v as one line of JSON (a stream of events).
+func writeJSONLine(w io.Writer, v any) error { return json.NewEncoder(w).Encode(v) }
+
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

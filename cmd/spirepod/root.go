@@ -244,6 +244,7 @@ from the current directory upward.
 		newCmdDiff(f, nil),
 		newCmdVerify(f, nil),
 		newCmdStatus(f, nil),
+		newCmdUp(f, nil),
 		newCmdCity(f),
 	)
 	registerCompletions(cmd, f)

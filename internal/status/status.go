@@ -242,79 +242,89 @@ func mergedStale(p *project.Project, pulls *pr.StatusResult, kind string) string
 		file := pr.TrustListFile(p)
 		data, ok := pulls.Base[file]
 		if !ok {
-			return fmt.Sprintf("merged, but %s is no longer on %s", file, p.City.BaseBranch)
+			return fmt.Sprintf("merged, but %s is no longer on %s", file, p.BaseBranch())
 		}
 		if pr.TrustListHolds([]byte(data), fp) {
 			return ""
 		}
-		return fmt.Sprintf("merged, but %s on %s does not hold the current team CA (sha1 %s): the CA was replaced after the merge", file, p.City.BaseBranch, fp)
+		return fmt.Sprintf("merged, but %s on %s does not hold the current team CA (sha1 %s): the CA was replaced after the merge", file, p.BaseBranch(), fp)
 	case pr.KindSpiffeID:
 		file := pr.RegistrationFile(p)
 		data, ok := pulls.Base[file]
 		if !ok {
-			return fmt.Sprintf("merged, but %s is no longer on %s", file, p.City.BaseBranch)
+			return fmt.Sprintf("merged, but %s is no longer on %s", file, p.BaseBranch())
 		}
 		if !strings.Contains(data, "ca:fingerprint:"+fp) {
-			return fmt.Sprintf("merged, but %s on %s does not pin the current team CA (sha1 %s): its node aliases match no agent of this CA", file, p.City.BaseBranch, fp)
+			return fmt.Sprintf("merged, but %s on %s does not pin the current team CA (sha1 %s): its node aliases match no agent of this CA", file, p.BaseBranch(), fp)
 		}
 	}
 	return ""
 }
 
+// PullSpec names one of the team's pull requests for PullCheck.
+type PullSpec struct{ Step, Kind, Name, Cmd string }
+
+// Pulls are the team's two pull requests, in order.
+var Pulls = []PullSpec{
+	{Step4, pr.KindTrustCA, "trust-list PR merged", "spirepod pr trust-ca"},
+	{Step5, pr.KindSpiffeID, "SPIFFE ID PR merged", "spirepod pr spiffe-id"},
+}
+
 func pullChecks(p *project.Project, pulls *pr.StatusResult, skip string) []check.Result {
-	type spec struct {
-		step, kind, name, cmd string
-	}
-	specs := []spec{
-		{Step4, pr.KindTrustCA, "trust-list PR merged", "spirepod pr trust-ca"},
-		{Step5, pr.KindSpiffeID, "SPIFFE ID PR merged", "spirepod pr spiffe-id"},
-	}
 	var out []check.Result
-	for _, s := range specs {
-		id := "pr-" + s.kind
+	for _, s := range Pulls {
 		if pulls == nil {
-			out = append(out, res(s.step, id, s.name, check.Skipped, skip, ""))
+			out = append(out, res(s.Step, "pr-"+s.Kind, s.Name, check.Skipped, skip, ""))
 			continue
 		}
-		var ps *pr.PullStatus
-		for i := range pulls.Pulls {
-			if pulls.Pulls[i].Kind == s.kind {
-				ps = &pulls.Pulls[i]
-			}
-		}
-		switch {
-		case ps == nil || ps.State == "none":
-			out = append(out, res(s.step, id, s.name, check.Todo, "no pull request in "+pulls.Repo, "`"+s.cmd+"`"))
-		case ps.State == "merged":
-			if stale := mergedStale(p, pulls, s.kind); stale != "" {
-				out = append(out, res(s.step, id, s.name, check.Fail, stale, "`"+s.cmd+"` opens a pull request with the current CA"))
-				continue
-			}
-			msg := ps.URL
-			if msg == "" { // a local checkout's branch
-				msg = fmt.Sprintf("branch %s merged into %s (city checkout %s)", ps.Branch, p.City.BaseBranch, pulls.Repo)
-			}
-			out = append(out, res(s.step, id, s.name, check.OK, msg, ""))
-		case ps.State == pr.StateBranch:
-			out = append(out, res(s.step, id, s.name, check.Todo,
-				fmt.Sprintf("branch %s made in the city checkout %s, not pushed", ps.Branch, pulls.Repo),
-				"push it (`git -C "+pulls.Repo+" push origin "+ps.Branch+"`, or `"+s.cmd+" --local "+pulls.Repo+" --push`) and open a pull request from it"))
-		case ps.State == pr.StatePushed:
-			out = append(out, res(s.step, id, s.name, check.Warn,
-				fmt.Sprintf("branch %s pushed from %s, not merged into %s yet", ps.Branch, pulls.Repo, p.City.BaseBranch),
-				"open a pull request from it and ask for a review in the AMA channel (then `git pull` the checkout to see the merge)"))
-		case ps.State == "open":
-			msg := fmt.Sprintf("open, checks %s: %s", ps.Checks, ps.URL)
-			hint := "ask for a review in the AMA channel"
-			if ps.Checks == "failure" {
-				hint = "fix the failing checks, then `" + s.cmd + "` to update the PR"
-			}
-			out = append(out, res(s.step, id, s.name, check.Warn, msg, hint))
-		default:
-			out = append(out, res(s.step, id, s.name, check.Fail, ps.State+" without merging: "+ps.URL, "`"+s.cmd+"` opens a new one"))
-		}
+		r, _ := PullCheck(p, pulls, s)
+		out = append(out, r)
 	}
 	return out
+}
+
+// PullCheck judges one pull request of pulls (pr.Status or pr.LocalStatus):
+// merged counts only while the base branch still holds the current team CA;
+// open (or pushed) is to wait for; none (or a branch not pushed) is to do;
+// closed without merging is broken. It returns the request's state too
+// (nil when there is none): `spirepod up` decides by it.
+func PullCheck(p *project.Project, pulls *pr.StatusResult, s PullSpec) (check.Result, *pr.PullStatus) {
+	id := "pr-" + s.Kind
+	var ps *pr.PullStatus
+	for i := range pulls.Pulls {
+		if pulls.Pulls[i].Kind == s.Kind {
+			ps = &pulls.Pulls[i]
+		}
+	}
+	switch {
+	case ps == nil || ps.State == "none":
+		return res(s.Step, id, s.Name, check.Todo, "no pull request in "+pulls.Repo, "`"+s.Cmd+"`"), ps
+	case ps.State == "merged":
+		if stale := mergedStale(p, pulls, s.Kind); stale != "" {
+			return res(s.Step, id, s.Name, check.Fail, stale, "`"+s.Cmd+"` opens a pull request with the current CA"), ps
+		}
+		msg := ps.URL
+		if msg == "" { // a local checkout's branch
+			msg = fmt.Sprintf("branch %s merged into %s (city checkout %s)", ps.Branch, p.BaseBranch(), pulls.Repo)
+		}
+		return res(s.Step, id, s.Name, check.OK, msg, ""), ps
+	case ps.State == pr.StateBranch:
+		return res(s.Step, id, s.Name, check.Todo,
+			fmt.Sprintf("branch %s made in the city checkout %s, not pushed", ps.Branch, pulls.Repo),
+			"push it (`git -C "+pulls.Repo+" push origin "+ps.Branch+"`, or `"+s.Cmd+" --local "+pulls.Repo+" --push`) and open a pull request from it"), ps
+	case ps.State == pr.StatePushed:
+		return res(s.Step, id, s.Name, check.Warn,
+			fmt.Sprintf("branch %s pushed from %s, not merged into %s yet", ps.Branch, pulls.Repo, p.BaseBranch()),
+			"open a pull request from it and ask for a review in the AMA channel (then `git pull` the checkout to see the merge)"), ps
+	case ps.State == "open":
+		msg := fmt.Sprintf("open, checks %s: %s", ps.Checks, ps.URL)
+		hint := "ask for a review in the AMA channel"
+		if ps.Checks == "failure" {
+			hint = "fix the failing checks, then `" + s.Cmd + "` to update the PR"
+		}
+		return res(s.Step, id, s.Name, check.Warn, msg, hint), ps
+	}
+	return res(s.Step, id, s.Name, check.Fail, ps.State+" without merging: "+ps.URL, "`"+s.Cmd+"` opens a new one"), ps
 }
 
 // verifyCheck is verify.CheckLast's answer, the one `spirepod up` asks too.
