@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	utilversion "k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/spirepod/spirepod/internal/certmanager"
@@ -116,11 +117,11 @@ func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
 	// round trip to a remote API server, not four.
 	// A cluster that does not answer the namespace read stops the others
 	// (the CA-Secret read would otherwise retry for RetryFor).
-	var nsRes, caRes, permRes, admRes []check.Result
+	var nsRes, caRes, permRes, admRes, verRes []check.Result
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	unreachable := func() bool { return check.Failed(nsRes) && nsRes[len(nsRes)-1].ID == "cluster-reachable" }
-	parallel(4, func(k int) {
+	parallel(5, func(k int) {
 		switch k {
 		case 0:
 			if nsRes = checkNamespace(pctx, o); unreachable() {
@@ -132,15 +133,75 @@ func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
 			permRes = checkPermissions(pctx, o)
 		case 3:
 			admRes = CheckPodAdmission(pctx, o)
+		case 4:
+			verRes = checkServerVersion(o)
 		}
 	})
-	out = append(out, nsRes...)
 	if unreachable() {
-		return out
+		return append(out, nsRes...)
 	}
+	out = append(out, verRes...)
+	out = append(out, nsRes...)
 	out = append(out, caRes...)
 	out = append(out, permRes...)
 	return append(out, admRes...)
+}
+
+// MinSidecarVersion is the first Kubernetes release that runs native
+// sidecars (an init container with restartPolicy: Always) by default: the
+// SidecarContainers feature is beta and on from v1.29
+// (https://kubernetes.io/docs/concepts/workloads/pods/sidecar-containers/).
+// An older API server drops the field, so gen-cert, which follows renewals
+// and never exits, would block the pod's start for ever.
+var MinSidecarVersion = utilversion.MajorMinor(1, 29)
+
+// checkServerVersion refuses an API server older than MinSidecarVersion
+// when the manifests hold a native sidecar.
+func checkServerVersion(o ClusterOptions) []check.Result {
+	const group, id, name = "cluster", "kubernetes-version", "Kubernetes runs native sidecars"
+	sidecar := nativeSidecar(All(o.Layers))
+	if sidecar == "" {
+		return nil
+	}
+	info, err := o.Client.Discovery().ServerVersion()
+	if err != nil {
+		return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail,
+			Message: "cannot read the API server's version: " + apiMessage(err), Hint: "check --kubeconfig and --context"}}
+	}
+	v, err := utilversion.ParseGeneric(info.GitVersion)
+	if err != nil {
+		return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail,
+			Message: fmt.Sprintf("the API server reports version %q, which is not a Kubernetes version", info.GitVersion),
+			Hint:    "native sidecars need Kubernetes v1.29 or later; check --context"}}
+	}
+	if v.Major() == 0 {
+		// A build without version stamping (v0.0.0-master): the pod dry run
+		// in CheckPodAdmission still sees whether the field survives.
+		return []check.Result{{Group: group, ID: id, Name: name, Status: check.Skipped,
+			Message: fmt.Sprintf("the API server reports no release version (%s)", info.GitVersion)}}
+	}
+	if v.LessThan(MinSidecarVersion) {
+		return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail,
+			Message: fmt.Sprintf("the API server is Kubernetes %s; %s is a native sidecar (an init container with restartPolicy: Always), which needs v1.29 or later (older servers drop the field and the pod never starts)", info.GitVersion, sidecar),
+			Hint:    "upgrade the cluster to v1.29 or later, or pick another --context"}}
+	}
+	return []check.Result{{Group: group, ID: id, Name: name, Status: check.OK, Message: info.GitVersion}}
+}
+
+// nativeSidecar names the first init container with restartPolicy: Always
+// in objs' pod templates ("StatefulSet/x: gen-cert"), or "".
+func nativeSidecar(objs []*unstructured.Unstructured) string {
+	for _, obj := range objs {
+		for _, path := range [][]string{{"spec", "template", "spec", "initContainers"}, {"spec", "initContainers"}} {
+			inits, _, _ := unstructured.NestedSlice(obj.Object, path...)
+			for _, c := range inits {
+				if m, ok := c.(map[string]any); ok && m["restartPolicy"] == "Always" {
+					return fmt.Sprintf("%s/%s's init container %v", obj.GetKind(), obj.GetName(), m["name"])
+				}
+			}
+		}
+	}
+	return ""
 }
 
 // checkNamespace: the team namespace exists, is in the scaffold, or will be
@@ -341,9 +402,16 @@ func CheckPodAdmission(ctx context.Context, o ClusterOptions) []check.Result {
 		// The ServiceAccount may not exist yet: admission of the pod's security
 		// does not depend on it.
 		pod.Spec.ServiceAccountName = ""
-		_, err := o.Client.CoreV1().Pods(o.Namespace).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		got, err := o.Client.CoreV1().Pods(o.Namespace).Create(ctx, pod, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		switch {
 		case err == nil:
+			// A server that does not run native sidecars drops an init
+			// container's restartPolicy; the admitted pod shows it.
+			if c := droppedRestartPolicy(pod, got); c != "" {
+				return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail,
+					Message: fmt.Sprintf("the API server dropped restartPolicy: Always from init container %s: it does not run native sidecars (Kubernetes older than v1.29, or the SidecarContainers feature gate off), and gen-cert would block the pod's start", c),
+					Hint:    "upgrade the cluster to v1.29 or later, or pick another --context"}}
+			}
 			return []check.Result{{Group: group, ID: id, Name: name, Status: check.OK}}
 		case apierrors.IsNotFound(err):
 			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Skipped, Message: "namespace " + o.Namespace + " does not exist yet"}}
@@ -361,6 +429,24 @@ func CheckPodAdmission(ctx context.Context, o ClusterOptions) []check.Result {
 		}
 	}
 	return nil
+}
+
+// droppedRestartPolicy names the first init container of sent with
+// restartPolicy: Always that got (the server's answer) lacks, or "".
+func droppedRestartPolicy(sent, got *corev1.Pod) string {
+	if got == nil {
+		return ""
+	}
+	kept := map[string]bool{}
+	for _, c := range got.Spec.InitContainers {
+		kept[c.Name] = c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways
+	}
+	for _, c := range sent.Spec.InitContainers {
+		if c.RestartPolicy != nil && *c.RestartPolicy == corev1.ContainerRestartPolicyAlways && !kept[c.Name] {
+			return c.Name
+		}
+	}
+	return ""
 }
 
 func apiMessage(err error) string {

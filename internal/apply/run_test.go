@@ -22,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/version"
+	fakediscovery "k8s.io/client-go/discovery/fake"
 	dynfake "k8s.io/client-go/dynamic/fake"
 	kfake "k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
@@ -123,7 +125,13 @@ func newFakeCluster(t *testing.T, p *project.Project, objs ...runtime.Object) *f
 		return true, a.(k8stesting.CreateAction).GetObject(), nil
 	})
 	f.dyn.PrependReactor("patch", "*", f.serverSideApply)
+	f.setVersion("v1.34.2")
 	return f
+}
+
+// setVersion is the Kubernetes version the fake API server reports.
+func (f *fakeCluster) setVersion(v string) {
+	f.cs.Discovery().(*fakediscovery.FakeDiscovery).FakedServerVersion = &version.Info{GitVersion: v}
 }
 
 func (f *fakeCluster) serverSideApply(a k8stesting.Action) (bool, runtime.Object, error) {
@@ -719,4 +727,62 @@ func TestRunAndInPlaceOnTestbed(t *testing.T) {
 	if st.InPlace || len(st.Changed) != 1 || st.Changed[0].Kind != "StatefulSet" || len(st.Changed[0].Conflicts) == 0 || st.Changed[0].Conflicts[0].Manager != "flux" {
 		t.Fatalf("after flux set .spec.replicas to 2: %+v", st.Changed)
 	}
+}
+
+// TestRunRefusesOldKubernetes: the scaffold's gen-cert is a native sidecar
+// (issue 21.15); an API server older than v1.29 drops its restartPolicy and
+// the pod would never start, so the cluster preflight refuses it, naming
+// the version and the container, and nothing is applied. v1.29 passes.
+func TestRunRefusesOldKubernetes(t *testing.T) {
+	p := readyScaffold(t, "team-version", 1)
+	gvrSTS := schema.GroupVersionResource{Group: "apps", Version: "v1", Resource: "statefulsets"}
+	for _, tc := range []struct {
+		version string
+		refused bool
+	}{{"v1.28.15", true}, {"v1.27.3-eks-1234", true}, {"v1.29.0", false}, {"v1.34.2+k3s1", false}} {
+		t.Run(tc.version, func(t *testing.T) {
+			f := newFakeCluster(t, p)
+			f.setVersion(tc.version)
+			o := f.options(p, "dev")
+			o.CreateNamespace = true
+			_, err := apply.Run(t.Context(), o)
+			if !tc.refused {
+				if err != nil {
+					t.Fatalf("refused %s: %v", tc.version, err)
+				}
+				return
+			}
+			pe := wantPreflightError(t, err, apply.StageCluster, "kubernetes-version")
+			if msg := pe.Failed[0].Message; !strings.Contains(msg, tc.version) || !strings.Contains(msg, "gen-cert") || !strings.Contains(msg, "v1.29") {
+				t.Errorf("message %q does not name the version, gen-cert and v1.29", msg)
+			}
+			if _, err := f.dyn.Tracker().Get(gvrSTS, p.Namespace, p.StatefulSet); !apierrors.IsNotFound(err) {
+				t.Fatalf("the StatefulSet was applied on %s: %v", tc.version, err)
+			}
+		})
+	}
+
+	// A server without a release version (a build without stamping) that
+	// drops the field, as a pre-1.29 server does: the pod dry run sees it.
+	t.Run("unstamped server that drops the field", func(t *testing.T) {
+		f := newFakeCluster(t, p)
+		f.setVersion("v0.0.0-master+$Format:%H$")
+		f.cs.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+			pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod).DeepCopy()
+			for i := range pod.Spec.InitContainers {
+				pod.Spec.InitContainers[i].RestartPolicy = nil
+			}
+			return true, pod, nil
+		})
+		o := f.options(p, "dev")
+		o.CreateNamespace = true
+		_, err := apply.Run(t.Context(), o)
+		pe := wantPreflightError(t, err, apply.StageCluster, "pod-admission")
+		if msg := pe.Failed[0].Message; !strings.Contains(msg, "gen-cert") || !strings.Contains(msg, "native sidecars") {
+			t.Errorf("message %q does not name gen-cert and native sidecars", msg)
+		}
+		if _, err := f.dyn.Tracker().Get(gvrSTS, p.Namespace, p.StatefulSet); !apierrors.IsNotFound(err) {
+			t.Fatalf("the StatefulSet was applied: %v", err)
+		}
+	})
 }
