@@ -93,7 +93,7 @@ func TestRealPodSpireChain(t *testing.T) {
 	}
 
 	workloadID := fmt.Sprintf("spiffe://%s/ns/%s/sa/httpbin-client", td, ns)
-	if out, err := srv.Run(ctx, "entry", "create", "-parentID", fmt.Sprintf("spiffe://%s/spire/agent/x509pop/%s", td, cn),
+	if out, err := srv.Run(ctx, "entry", "create", "-parentID", nodeAlias(ctx, t, srv, td, cn),
 		"-spiffeID", workloadID, "-selector", "unix:uid:101"); err != nil {
 		t.Fatalf("entry create: %v\n%s", err, out)
 	}

@@ -14,7 +14,11 @@ type SpireServerConfig struct {
 	TrustDomain string
 	// CABundlePath is the x509pop trust list (one PEM file, may hold several CAs).
 	CABundlePath string
-	// AgentPathTemplate defaults to /{{ .PluginName }}/{{ .Subject.CommonName }}.
+	// AgentPathTemplate is x509pop's agent_path_template. Empty leaves it
+	// out, so SPIRE's own default applies (/{{ .PluginName }}/{{ .Fingerprint }}:
+	// the agent ID is the leaf's SHA-1), which is what a correct platform
+	// runs (issue 21.16). Only the tests that prove SPD401 set a template
+	// built from the subject's common name.
 	AgentPathTemplate string
 	// UpstreamCACert and UpstreamCAKey, when set, sign the server's CA (the
 	// UpstreamAuthority "disk" plugin): the trust bundle is then that
@@ -61,9 +65,9 @@ func StartSpireServer(ctx context.Context, b Bins, dir string, cfg SpireServerCo
 	if cfg.UpstreamCACert != "" {
 		extraPlugins = fmt.Sprintf("  UpstreamAuthority \"disk\" {\n    plugin_data {\n      cert_file_path = %q\n      key_file_path = %q\n    }\n  }\n", cfg.UpstreamCACert, cfg.UpstreamCAKey)
 	}
-	tmpl := cfg.AgentPathTemplate
-	if tmpl == "" {
-		tmpl = "/{{ .PluginName }}/{{ .Subject.CommonName }}"
+	var tmpl string
+	if cfg.AgentPathTemplate != "" {
+		tmpl = fmt.Sprintf("\n      agent_path_template = %q", cfg.AgentPathTemplate)
 	}
 	s := &SpireServer{Dir: dir, Socket: filepath.Join(dir, "api.sock"), Port: port, TrustDomain: cfg.TrustDomain, bin: b.SpireServer()}
 	conf := fmt.Sprintf(`server {
@@ -89,8 +93,7 @@ plugins {
   }
   NodeAttestor "x509pop" {
     plugin_data {
-      ca_bundle_path = %q
-      agent_path_template = %q
+      ca_bundle_path = %q%s
     }
   }
 }

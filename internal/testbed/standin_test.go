@@ -3,6 +3,7 @@ package testbed
 import (
 	"bytes"
 	"context"
+	"crypto/sha1"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/pem"
@@ -241,7 +242,21 @@ plugins {
 
 	// Two identities for this uid: a long-lived one, and one rotating every
 	// few seconds (SPIRE renews an SVID at half its TTL).
-	parent := fmt.Sprintf("spiffe://%s/spire/agent/x509pop/%s", td, cn)
+	// The bed's server runs SPIRE's default agent_path_template: the
+	// agent's ID is its leaf's SHA-1, not its common name (issue 21.16).
+	leafPEM, err := os.ReadFile(leafCrt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(leafPEM)
+	if blk == nil {
+		t.Fatalf("%s: no PEM block", leafCrt)
+	}
+	agentID := fmt.Sprintf("spiffe://%s/spire/agent/x509pop/%x", td, sha1.Sum(blk.Bytes))
+	if out, err := srv.Run(ctx, "agent", "list"); err != nil || !strings.Contains(string(out), agentID) {
+		t.Fatalf("agent list: want the fingerprint ID %s (SPIRE's default template); err %v\n%s", agentID, err, out)
+	}
+	parent := nodeAlias(ctx, t, srv, td, cn)
 	clientID := fmt.Sprintf("spiffe://%s/ns/team/sa/httpbin-client", td)
 	rotID := fmt.Sprintf("spiffe://%s/ns/team/sa/rotating", td)
 	sel := fmt.Sprintf("unix:uid:%d", os.Getuid())
@@ -378,4 +393,18 @@ func svidHashIn(t *testing.T, dir, hash string) bool {
 		}
 	}
 	return false
+}
+
+// nodeAlias registers a node alias for the agent whose x509pop leaf has
+// common name cn, as the scaffold's registration does, and returns its ID:
+// the server runs SPIRE's default agent_path_template (the leaf's
+// fingerprint), so an agent's own ID is not known before cert-manager
+// issues its leaf.
+func nodeAlias(ctx context.Context, t *testing.T, srv *SpireServer, td, cn string) string {
+	t.Helper()
+	id := fmt.Sprintf("spiffe://%s/node-alias/%s", td, cn)
+	if out, err := srv.Run(ctx, "entry", "create", "-node", "-spiffeID", id, "-selector", "x509pop:subject:cn:"+cn); err != nil {
+		t.Fatalf("entry create -node %s: %v\n%s", id, err, out)
+	}
+	return id
 }
