@@ -1,12 +1,10 @@
 package main
 
 import (
-	"path"
 	"strings"
 
 	"github.com/spirepod/spirepod/internal/city"
 	"github.com/spirepod/spirepod/internal/onboard"
-	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
 )
 
@@ -18,20 +16,14 @@ func cityConfig(f *Factory, p *project.Project, light bool) city.Config {
 		Classless: p.Registration.WatchClassless, Now: f.Now(), Light: light}
 }
 
-// teamPathPattern is the environment profile's team-folder pattern; when the
-// profile does not give one, the project's folder with its namespace as
-// {namespace}.
+// teamPathPattern is the team-folder pattern of the project's environment
+// profile (Project.TeamPathPattern).
 func teamPathPattern(f *Factory, p *project.Project) string {
-	if prof, err := f.Profiles().Get(p.Environment); err == nil && prof.TeamPathFor(p.Team, p.Namespace) == pr.TeamPath(p) {
-		return prof.TeamPath
+	prof, err := f.Profiles().Get(p.Environment)
+	if err != nil {
+		return p.TeamPathPattern(nil)
 	}
-	parts := strings.Split(pr.TeamPath(p), "/")
-	for i, s := range parts {
-		if s == p.Namespace {
-			parts[i] = "{namespace}"
-		}
-	}
-	return path.Join(parts...)
+	return p.TeamPathPattern(&prof)
 }
 
 // cityCheckHint lists the findings, one per line, for the error's hint.

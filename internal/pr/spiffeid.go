@@ -24,10 +24,8 @@ type SpiffeIDOptions struct {
 	Format string
 }
 
-// TeamPath is the team folder, with {namespace} and {team} replaced.
-func TeamPath(p *project.Project) string {
-	return strings.NewReplacer("{namespace}", p.Namespace, "{team}", p.Team).Replace(p.City.TeamPath)
-}
+// TeamPath is the team folder in the city (Project.CityTeamDir).
+func TeamPath(p *project.Project) string { return p.CityTeamDir() }
 
 // ValidationError refuses entries the offline validator finds errors in.
 type ValidationError struct{ Findings []registration.Finding }

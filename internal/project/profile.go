@@ -142,6 +142,11 @@ func (pr Profile) PodImages() Images { return pr.Images.merge(DefaultImages(pr.S
 
 // TeamPathFor expands the profile's team path.
 func (pr Profile) TeamPathFor(team, namespace string) string {
-	r := strings.NewReplacer("{namespace}", namespace, "{team}", team)
-	return r.Replace(pr.TeamPath)
+	return ExpandTeamPath(pr.TeamPath, team, namespace)
+}
+
+// ExpandTeamPath replaces {namespace} and {team} in a team-folder pattern:
+// the one expansion of it.
+func ExpandTeamPath(pattern, team, namespace string) string {
+	return strings.NewReplacer("{namespace}", namespace, "{team}", team).Replace(pattern)
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -381,4 +382,28 @@ func (p *Project) Marshal() ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+// CityTeamDir is the team's folder in the city repository (spirepod.yaml's
+// city.teamPath, with any {namespace} and {team} expanded).
+func (p *Project) CityTeamDir() string {
+	return ExpandTeamPath(p.City.TeamPath, p.Team, p.Namespace)
+}
+
+// TeamPathPattern is the team-folder pattern the city's rules use for this
+// project: prof's when it expands to the project's folder, otherwise the
+// project's folder with its namespace as {namespace}. It is the one reverse
+// of ExpandTeamPath.
+func (p *Project) TeamPathPattern(prof *Profile) string {
+	dir := p.CityTeamDir()
+	if prof != nil && prof.TeamPathFor(p.Team, p.Namespace) == dir {
+		return prof.TeamPath
+	}
+	parts := strings.Split(dir, "/")
+	for i, s := range parts {
+		if s == p.Namespace {
+			parts[i] = "{namespace}"
+		}
+	}
+	return path.Join(parts...)
 }
