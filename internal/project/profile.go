@@ -43,33 +43,30 @@ func ProfileKeys() []string {
 // DefaultEnvironment is used when --env is not given.
 const DefaultEnvironment = "dev"
 
+// profileDefaults are what every profile shares unless it says otherwise:
+// the one copy of them, under the built-in profiles and under a user's new
+// one.
+func profileDefaults() Profile {
+	return Profile{BaseBranch: DefaultBaseBranch, GitHubHost: "github.com", TeamPath: "ns/{namespace}/spire-envoy-integration",
+		RegistrationFormat: FormatEntryJSON, TrustList: TrustList{Mode: TrustListBundle}}
+}
+
 // builtinProfiles are the Agora environments from the public docs. The trust
 // list location is not public: mode bundle at the path below is spirepod's
 // documented default, overridable per profile or in spirepod.yaml.
 func builtinProfiles() map[string]Profile {
+	builtin := func(env, domain string) Profile {
+		return mergeProfile(profileDefaults(), Profile{
+			TrustDomain:  domain,
+			SpireServer:  "spire-server." + domain[len("spire."):] + ":8081",
+			CityRepo:     "wp-wcm/city",
+			TrustList:    TrustList{Path: "ns/spire/server/" + env + "/x509pop/agent-ca-bundle.pem"},
+			SpireVersion: DefaultSpireVersion,
+		})
+	}
 	return map[string]Profile{
-		"dev": {
-			TrustDomain:        "spire.cityos-dev.woven-planet.tech",
-			SpireServer:        "spire-server.cityos-dev.woven-planet.tech:8081",
-			CityRepo:           "wp-wcm/city",
-			BaseBranch:         DefaultBaseBranch,
-			GitHubHost:         "github.com",
-			TeamPath:           "ns/{namespace}/spire-envoy-integration",
-			TrustList:          TrustList{Mode: TrustListBundle, Path: "ns/spire/server/dev/x509pop/agent-ca-bundle.pem"},
-			RegistrationFormat: FormatEntryJSON,
-			SpireVersion:       DefaultSpireVersion,
-		},
-		"lab": {
-			TrustDomain:        "spire.agora-lab.woven-planet.tech",
-			SpireServer:        "spire-server.agora-lab.woven-planet.tech:8081",
-			CityRepo:           "wp-wcm/city",
-			BaseBranch:         DefaultBaseBranch,
-			GitHubHost:         "github.com",
-			TeamPath:           "ns/{namespace}/spire-envoy-integration",
-			TrustList:          TrustList{Mode: TrustListBundle, Path: "ns/spire/server/lab/x509pop/agent-ca-bundle.pem"},
-			RegistrationFormat: FormatEntryJSON,
-			SpireVersion:       DefaultSpireVersion,
-		},
+		"dev": builtin("dev", "spire.cityos-dev.woven-planet.tech"),
+		"lab": builtin("lab", "spire.agora-lab.woven-planet.tech"),
 	}
 }
 
@@ -85,8 +82,7 @@ func MergeProfiles(user map[string]Profile) Profiles {
 	for name, up := range user {
 		base, ok := ps[name]
 		if !ok {
-			base = Profile{BaseBranch: DefaultBaseBranch, GitHubHost: "github.com", TeamPath: "ns/{namespace}/spire-envoy-integration",
-				RegistrationFormat: FormatEntryJSON, TrustList: TrustList{Mode: TrustListBundle}}
+			base = profileDefaults()
 		}
 		ps[name] = mergeProfile(base, up)
 	}
