@@ -296,23 +296,22 @@ func (c *client) forkIfCannotPush(ctx context.Context) error {
 		return fmt.Errorf("fork %s: GitHub did not say where the fork is", c.repo())
 	}
 	c.headOwner, c.headName, c.forked = f.GetOwner().GetLogin(), f.GetName(), true
-	// Forking is asynchronous: wait until the fork's git data answers.
-	delay := time.Second
-	for i := 0; ; i++ {
+	// Forking is asynchronous: wait until the fork's git data answers
+	// (404 or 409 until then), 1 s doubling to 8 s, 11 tries.
+	err = retry.Backoff{Min: time.Second, Max: 8 * time.Second, For: time.Hour, Tries: 11, Sleep: c.sleep,
+		Retry: func(err error) bool {
+			st := statusOf(err)
+			return st == http.StatusConflict || st == http.StatusNotFound
+		},
+	}.Do(ctx, func() error {
 		_, _, err := c.gh.Git.GetRef(ctx, c.headOwner, c.headName, "heads/"+c.baseBranch)
-		if err == nil {
-			break
+		return err
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("wait for fork %s: %w", c.headRepo(), ctx.Err())
 		}
-		st := statusOf(err)
-		if (st != http.StatusConflict && st != http.StatusNotFound) || i >= 10 {
-			return translate(err, "wait for fork "+c.headRepo(), c.headRepo(), "contents:read")
-		}
-		if err := c.sleep(ctx, delay); err != nil {
-			return fmt.Errorf("wait for fork %s: %w", c.headRepo(), err)
-		}
-		if delay < 8*time.Second {
-			delay *= 2
-		}
+		return translate(err, "wait for fork "+c.headRepo(), c.headRepo(), "contents:read")
 	}
 	return errForked
 }

@@ -82,14 +82,23 @@ type Backoff struct {
 	For time.Duration
 	// Sleep waits between tries (tests may shorten it); nil means Sleep.
 	Sleep func(context.Context, time.Duration) error
+	// Retry says which errors are worth another try (default Transient).
+	Retry func(error) bool
+	// Tries, when above zero, bounds the number of tries as well.
+	Tries int
 }
 
-// Do runs fn until it succeeds, fails with an error that is not Transient,
-// or transient failures have lasted b.For. It returns fn's last error.
+// Do runs fn until it succeeds, fails with an error b.Retry refuses (by
+// default one that is not Transient), or failures have lasted b.For or
+// b.Tries tries. It returns fn's last error.
 func (b Backoff) Do(ctx context.Context, fn func() error) error {
 	sleep := b.Sleep
 	if sleep == nil {
 		sleep = Sleep
+	}
+	retry := b.Retry
+	if retry == nil {
+		retry = Transient
 	}
 	delay, maxDelay := b.Min, b.Max
 	if delay <= 0 {
@@ -99,15 +108,15 @@ func (b Backoff) Do(ctx context.Context, fn func() error) error {
 		maxDelay = 2 * time.Second
 	}
 	var start time.Time
-	for {
+	for try := 1; ; try++ {
 		err := fn()
-		if err == nil || !Transient(err) {
+		if err == nil || !retry(err) {
 			return err
 		}
 		if start.IsZero() {
 			start = time.Now()
 		}
-		if time.Since(start) >= b.For {
+		if time.Since(start) >= b.For || (b.Tries > 0 && try >= b.Tries) {
 			return err
 		}
 		if serr := sleep(ctx, delay); serr != nil {
