@@ -309,8 +309,10 @@ done`},
 }
 
 // genCertScript does what the scaffold's gen_cert.sh does, with the same
-// tools: sed, kubectl apply/wait/get in-cluster, base64, umask, mkdir, mv,
-// chmod.
+// tools: sed, kubectl apply/wait/get in-cluster, base64, umask, mkdir,
+// mktemp -d, chmod, ln -s, mv -T: one read of the Secret, the pair in a
+// version directory, ..data swapped to it with one rename, the agent's files
+// links through ..data.
 const genCertScript = `set -eu
 NAME="spire-agent-x509pop-${POD_NAME}"
 DIR=/run/spire/agent-certs
@@ -320,12 +322,18 @@ sed -e "s|\${POD_NAME}|${POD_NAME}|g" -e "s|\${POD_NAMESPACE}|${POD_NAMESPACE}|g
 kubectl -n "$POD_NAMESPACE" wait --for=condition=Ready "certificate/${NAME}" --timeout=120s
 mkdir -p "$DIR"
 umask 077
-kubectl -n "$POD_NAMESPACE" get secret "$NAME" -o jsonpath='{.data.tls\.crt}' | base64 -d > "$DIR/.agent.crt.pem.tmp"
-kubectl -n "$POD_NAMESPACE" get secret "$NAME" -o jsonpath='{.data.tls\.key}' | base64 -d > "$DIR/.agent.key.pem.tmp"
-[ -s "$DIR/.agent.crt.pem.tmp" ] && [ -s "$DIR/.agent.key.pem.tmp" ]
-mv "$DIR/.agent.crt.pem.tmp" "$DIR/agent.crt.pem"
-mv "$DIR/.agent.key.pem.tmp" "$DIR/agent.key.pem"
-chmod 0644 "$DIR/agent.crt.pem"
+V=$(mktemp -d "$DIR/..v.XXXXXX")
+kubectl -n "$POD_NAMESPACE" get secret "$NAME" -o jsonpath='{.data.tls\.crt}{"\n"}{.data.tls\.key}{"\n"}' > "$V/secret"
+{ read -r CRT; read -r KEY; } < "$V/secret"
+rm -f "$V/secret"
+printf '%s' "$CRT" | base64 -d > "$V/agent.crt.pem"
+printf '%s' "$KEY" | base64 -d > "$V/agent.key.pem"
+[ -s "$V/agent.crt.pem" ] && [ -s "$V/agent.key.pem" ]
+chmod 0755 "$V" && chmod 0644 "$V/agent.crt.pem"
+ln -s "${V##*/}" "$DIR/..data_tmp"
+mv -T "$DIR/..data_tmp" "$DIR/..data"
+ln -sf ..data/agent.crt.pem "$DIR/agent.crt.pem"
+ln -sf ..data/agent.key.pem "$DIR/agent.key.pem"
 echo "gen-cert: wrote $DIR/agent.crt.pem for ${NAME}"
 `
 
