@@ -111,8 +111,7 @@ func applyRun(ctx context.Context, o *applyOptions) error {
 			if t, err = o.f.Kube(o.kube); err != nil {
 				return nil, err
 			}
-			return &apply.Target{Context: t.Context, Cluster: t.Cluster, Server: t.Server,
-				Client: t.Client, Dynamic: t.Dynamic, Mapper: t.Mapper, Ping: t.ping}, nil
+			return &t.Target, nil
 		},
 		Event: func(ev apply.RunEvent) { o.render(ev, t, prog) },
 	})

@@ -18,7 +18,6 @@ import (
 
 	"github.com/spf13/pflag"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/discovery"
 	diskcached "k8s.io/client-go/discovery/cached/disk"
@@ -29,6 +28,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/spirepod/spirepod/internal/apply"
 	"github.com/spirepod/spirepod/internal/retry"
 )
 
@@ -59,15 +59,11 @@ func (k *kubeFlags) Namespace(def string) string {
 	return def
 }
 
-// kubeTarget is the resolved context and its clients.
+// kubeTarget is the resolved context and its clients: the libraries'
+// apply.Target (names, clients, Ping), and what only the CLI needs.
 type kubeTarget struct {
-	Context   string
-	Cluster   string
-	Server    string
+	apply.Target
 	Config    *rest.Config
-	Client    kubernetes.Interface
-	Dynamic   dynamic.Interface
-	Mapper    meta.RESTMapper
 	Discovery discovery.CachedDiscoveryInterface
 }
 
@@ -115,7 +111,8 @@ func (k *kubeFlags) Target(stop context.Context) (*kubeTarget, error) {
 		cfg.Wrap(traceTransport)
 	}
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &stopTransport{stop: stop, rt: rt} })
-	t := &kubeTarget{Context: ctxName, Cluster: kctx.Cluster, Config: cfg, Server: cfg.Host}
+	t := &kubeTarget{Target: apply.Target{Context: ctxName, Cluster: kctx.Cluster, Server: cfg.Host}, Config: cfg}
+	t.Ping = t.ping
 	if t.Client, err = kubernetes.NewForConfig(cfg); err != nil {
 		return nil, kubeConfigError(ctxName, kctx.Cluster, err)
 	}

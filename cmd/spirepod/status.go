@@ -33,8 +33,9 @@ func newCmdStatus(f *Factory, runF func(*statusOptions) error) *cobra.Command {
   3. the SPIRE server CA in the bundle ConfigMap
   4. trust-list PR and 5. SPIFFE ID PR: merged (open is a warning); without a GitHub token,
      the team's branches in the city checkout the last ` + "`pr … --local`" + ` used (recorded in .spirepod/)
-  6. cluster: namespace, objects match what the scaffold renders (missing or drifted fields),
-     the ` + defaultScaffoldFacts().IssuerKind + ` Ready, pods Running
+  6. cluster: namespace, objects match the scaffold (asked of the API server by a server-side
+     dry run, as ` + "`spirepod diff`" + ` does: missing or drifted objects; it needs get, list and
+     patch, and says so when they are not allowed), the ` + defaultScaffoldFacts().IssuerKind + ` Ready, pods Running and ready
   7. the last ` + "`spirepod verify`" + ` succeeded
 
 Local checks always run. Checks that need a GitHub token or a reachable cluster are skipped (-)
@@ -86,7 +87,7 @@ func statusRun(ctx context.Context, opts *statusOptions) error {
 				so.ClusterSkip = t.unreachable(err).Error()
 			}
 		} else {
-			so.Cluster = &status.Cluster{Context: t.Context, Client: t.Client, Dynamic: t.Dynamic, Mapper: t.Mapper}
+			so.Cluster = &t.Target
 		}
 	}
 

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -214,13 +214,18 @@ func Apply(ctx context.Context, opts Options) (*Result, error) {
 			}
 		}
 		errs := make([]error, len(idx))
-		parallel(len(idx), func(k int) {
-			it := items[idx[k]]
-			res.Objects[idx[k]], errs[k] = patchOne(ctx, opts, it.layer, it.o, it.rc, it.live)
-			if opts.Progress != nil {
-				opts.Progress(Event{Object: &res.Objects[idx[k]]})
-			}
-		})
+		var g errgroup.Group
+		for k := range idx {
+			g.Go(func() error {
+				it := items[idx[k]]
+				res.Objects[idx[k]], errs[k] = patchOne(ctx, opts, it.layer, it.o, it.rc, it.live)
+				if opts.Progress != nil {
+					opts.Progress(Event{Object: &res.Objects[idx[k]]})
+				}
+				return nil // errs keeps every object's outcome
+			})
+		}
+		_ = g.Wait()
 		for k, err := range errs {
 			if err == nil {
 				continue
@@ -307,42 +312,50 @@ func readAllLive(ctx context.Context, opts Options, objs []*unstructured.Unstruc
 		}
 		groups[key].index = append(groups[key].index, i)
 	}
-	parallel(len(keys), func(k int) {
-		g := groups[keys[k]]
-		var list *unstructured.UnstructuredList
-		err := retryOp(ctx, opts, func() error {
-			var err error
-			list, err = g.rc.List(ctx, metav1.ListOptions{})
-			return err
-		})
-		if err == nil {
-			byName := make(map[string]*unstructured.Unstructured, len(list.Items))
-			for j := range list.Items {
-				byName[list.Items[j].GetName()] = &list.Items[j]
-			}
-			for _, i := range g.index {
-				lives[i] = byName[objs[i].GetName()]
-			}
-			return
-		}
-		if ctx.Err() != nil {
-			for _, i := range g.index {
-				errs[i] = err
-			}
-			return
-		}
-		parallel(len(g.index), func(j int) {
-			i := g.index[j]
-			errs[i] = retryOp(ctx, opts, func() error {
+	var lists errgroup.Group
+	for _, key := range keys {
+		lists.Go(func() error {
+			g := groups[key]
+			var list *unstructured.UnstructuredList
+			err := retryOp(ctx, opts, func() error {
 				var err error
-				lives[i], err = g.rc.Get(ctx, objs[i].GetName(), metav1.GetOptions{})
-				if apierrors.IsNotFound(err) {
-					lives[i], err = nil, nil
-				}
+				list, err = g.rc.List(ctx, metav1.ListOptions{})
 				return err
 			})
+			if err == nil {
+				byName := make(map[string]*unstructured.Unstructured, len(list.Items))
+				for j := range list.Items {
+					byName[list.Items[j].GetName()] = &list.Items[j]
+				}
+				for _, i := range g.index {
+					lives[i] = byName[objs[i].GetName()]
+				}
+				return nil
+			}
+			if ctx.Err() != nil {
+				for _, i := range g.index {
+					errs[i] = err
+				}
+				return nil
+			}
+			var gets errgroup.Group
+			for _, i := range g.index {
+				gets.Go(func() error {
+					errs[i] = retryOp(ctx, opts, func() error {
+						var err error
+						lives[i], err = g.rc.Get(ctx, objs[i].GetName(), metav1.GetOptions{})
+						if apierrors.IsNotFound(err) {
+							lives[i], err = nil, nil
+						}
+						return err
+					})
+					return nil // errs keeps every object's outcome
+				})
+			}
+			return gets.Wait()
 		})
-	})
+	}
+	_ = lists.Wait()
 	return rcs, lives, errs
 }
 
@@ -429,18 +442,4 @@ func jsonEqual(a, b any) bool {
 	ja, _ := json.Marshal(a)
 	jb, _ := json.Marshal(b)
 	return string(ja) == string(jb)
-}
-
-// parallel runs fn(0..n-1) at once and waits: independent API requests cost
-// one round trip together.
-func parallel(n int, fn func(i int)) {
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			fn(i)
-		}()
-	}
-	wg.Wait()
 }

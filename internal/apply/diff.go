@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"golang.org/x/sync/errgroup"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
@@ -20,11 +21,22 @@ import (
 type ObjectDiff struct {
 	ObjectResult
 	Diff string `json:"diff,omitempty"`
+	// Err is why the object could not be compared (Outcome Failed): the
+	// live read or the dry run failed, or the server refused the dry run.
+	// ObjectResult.Error is its text; Err keeps the API status for callers
+	// to judge (apierrors.IsForbidden, meta.IsNoMatchError, …).
+	Err error `json:"-"`
 }
 
 // Diff asks the server what applying would produce (server-side apply with
 // dryRun=All) and diffs it against the live object. Secret values are
-// replaced by their SHA-256 so no key is ever printed.
+// replaced by their SHA-256 so no key is ever printed. An object the server
+// refuses to apply (a field another manager owns, a namespace that does not
+// exist) is Failed with Error and Err, not an error of Diff. Diff fails when
+// an object's live state cannot be read (the kind is not served, the read is
+// forbidden, the server does not answer): it returns the first such error,
+// and with it every object's diff, the unreadable ones Failed with Err.
+// The server-side dry run needs get, list and patch on every object.
 func Diff(ctx context.Context, opts Options) ([]ObjectDiff, error) {
 	type item struct {
 		layer string
@@ -44,17 +56,23 @@ func Diff(ctx context.Context, opts Options) ([]ObjectDiff, error) {
 	}
 	rcs, lives, errs := readAllLive(ctx, opts, objs)
 	out := make([]ObjectDiff, len(items))
-	parallel(len(items), func(i int) {
-		if errs[i] == nil {
-			out[i], errs[i] = diffOne(ctx, opts, items[i].layer, items[i].o, rcs[i], lives[i])
-		} else {
-			out[i] = ObjectDiff{ObjectResult: newResult(items[i].layer, items[i].o, Failed)}
-			errs[i] = fmt.Errorf("get %s: %w", out[i].Ref(), errs[i])
-		}
-	})
-	for i, err := range errs {
+	var g errgroup.Group
+	for i := range items {
+		g.Go(func() error {
+			if errs[i] == nil {
+				out[i], errs[i] = diffOne(ctx, opts, items[i].layer, items[i].o, rcs[i], lives[i])
+				return nil
+			}
+			d := ObjectDiff{ObjectResult: newResult(items[i].layer, items[i].o, Failed), Err: errs[i]}
+			d.Error = errs[i].Error()
+			out[i], errs[i] = d, fmt.Errorf("get %s: %w", d.Ref(), errs[i])
+			return nil
+		})
+	}
+	_ = g.Wait()
+	for _, err := range errs {
 		if err != nil {
-			return out[:i], err
+			return out, err
 		}
 	}
 	return out, nil
@@ -65,6 +83,7 @@ func diffOne(ctx context.Context, opts Options, layer string, o *unstructured.Un
 	d := ObjectDiff{ObjectResult: newResult(layer, o, Failed)}
 	data, err := json.Marshal(o.Object)
 	if err != nil {
+		d.Error, d.Err = err.Error(), err
 		return d, err
 	}
 	var want *unstructured.Unstructured
@@ -75,7 +94,7 @@ func diffOne(ctx context.Context, opts Options, layer string, o *unstructured.Un
 		return err
 	})
 	if patchErr != nil {
-		d.Error, d.Conflicts = patchErr.Error(), conflictsOf(patchErr)
+		d.Error, d.Err, d.Conflicts = patchErr.Error(), patchErr, conflictsOf(patchErr)
 		return d, nil
 	}
 	a, b := renderForDiff(live), renderForDiff(want)

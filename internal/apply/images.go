@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -68,16 +68,15 @@ func CheckImages(ctx context.Context, objs []*unstructured.Unstructured, o Image
 	}
 	imgs := podImages(objs)
 	out := make([]check.Result, len(imgs))
-	sem := make(chan struct{}, imageCheckJobs)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(imageCheckJobs)
 	for i, img := range imgs {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+		g.Go(func() error {
 			out[i] = checkImage(ctx, img, o)
+			return nil // a failure is a check result
 		})
 	}
-	wg.Wait()
+	_ = g.Wait()
 	return out
 }
 

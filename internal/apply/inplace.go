@@ -3,9 +3,9 @@ package apply
 import (
 	"context"
 	"fmt"
-	"sort"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -91,15 +91,16 @@ func Changed(diffs []ObjectDiff) []ObjectDiff {
 }
 
 // Ready reads once what Wait waits for: whether the issuer is Ready (an
-// issuer that does not exist is not) and which of the pods are Running and
-// ready.
+// issuer that does not exist is not: IssuerMissing) and which of the pods
+// are Running and ready (and why the others are not). A zero Issuer or no
+// Pods skips that read. `spirepod status` shows its answer as checks.
 func Ready(ctx context.Context, o WaitOptions) (*WaitStatus, error) {
 	st := &WaitStatus{}
 	if o.Issuer.Name != "" {
 		u, err := o.Issuer.Get(ctx, o.Dynamic)
 		switch {
 		case apierrors.IsNotFound(err) && !certmanager.NotInstalled(err):
-			st.IssuerMessage = "not found"
+			st.IssuerMissing, st.IssuerMessage = true, "not found"
 		case err != nil:
 			return st, fmt.Errorf("read %s: %w", o.Issuer, err)
 		default:
@@ -113,18 +114,10 @@ func Ready(ctx context.Context, o WaitOptions) (*WaitStatus, error) {
 	if err != nil {
 		return st, fmt.Errorf("list pods in namespace %s: %w", o.Namespace, err)
 	}
-	ready := map[string]bool{}
+	pods := make(map[string]*corev1.Pod, len(list.Items))
 	for i := range list.Items {
-		ready[list.Items[i].Name] = PodReady(&list.Items[i])
+		pods[list.Items[i].Name] = &list.Items[i]
 	}
-	for _, name := range o.Pods {
-		if ready[name] {
-			st.PodsReady = append(st.PodsReady, name)
-		} else {
-			st.PodsPending = append(st.PodsPending, name)
-		}
-	}
-	sort.Strings(st.PodsReady)
-	sort.Strings(st.PodsPending)
+	st.setPods(o.Pods, pods)
 	return st, nil
 }

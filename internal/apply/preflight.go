@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	appsv1 "k8s.io/api/apps/v1"
 
 	corev1 "k8s.io/api/core/v1"
@@ -121,22 +122,18 @@ func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	unreachable := func() bool { return check.Failed(nsRes) && nsRes[len(nsRes)-1].ID == "cluster-reachable" }
-	parallel(5, func(k int) {
-		switch k {
-		case 0:
-			if nsRes = checkNamespace(pctx, o); unreachable() {
-				cancel()
-			}
-		case 1:
-			caRes = checkCASecret(pctx, o)
-		case 2:
-			permRes = checkPermissions(pctx, o)
-		case 3:
-			admRes = CheckPodAdmission(pctx, o)
-		case 4:
-			verRes = checkServerVersion(o)
+	var g errgroup.Group
+	g.Go(func() error {
+		if nsRes = checkNamespace(pctx, o); unreachable() {
+			cancel()
 		}
+		return nil
 	})
+	g.Go(func() error { caRes = checkCASecret(pctx, o); return nil })
+	g.Go(func() error { permRes = checkPermissions(pctx, o); return nil })
+	g.Go(func() error { admRes = CheckPodAdmission(pctx, o); return nil })
+	g.Go(func() error { verRes = checkServerVersion(o); return nil })
+	_ = g.Wait()
 	if unreachable() {
 		return append(out, nsRes...)
 	}
@@ -312,15 +309,19 @@ func checkPermissions(ctx context.Context, o ClusterOptions) []check.Result {
 	// One review per (kind, verb), all at once: one round trip.
 	allowed := make([]bool, len(asks))
 	errs := make([]error, len(asks))
-	parallel(len(asks), func(i int) {
-		a := asks[i]
-		ssar := &authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{
-			ResourceAttributes: &authzv1.ResourceAttributes{Namespace: a.k.ns, Verb: a.verb, Group: a.k.group, Resource: a.k.resource},
-		}}
-		res, err := o.Client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
-		errs[i] = err
-		allowed[i] = err == nil && res.Status.Allowed
-	})
+	var g errgroup.Group
+	for i, a := range asks {
+		g.Go(func() error {
+			ssar := &authzv1.SelfSubjectAccessReview{Spec: authzv1.SelfSubjectAccessReviewSpec{
+				ResourceAttributes: &authzv1.ResourceAttributes{Namespace: a.k.ns, Verb: a.verb, Group: a.k.group, Resource: a.k.resource},
+			}}
+			res, err := o.Client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
+			errs[i] = err
+			allowed[i] = err == nil && res.Status.Allowed
+			return nil // every answer is read below
+		})
+	}
+	_ = g.Wait()
 	for i, a := range asks {
 		if errs[i] != nil {
 			return []check.Result{{Group: "cluster", ID: "permissions", Name: "permission to apply", Status: check.Warn,

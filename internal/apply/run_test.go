@@ -13,8 +13,10 @@ import (
 	"testing"
 	"time"
 
+	authnv1 "k8s.io/api/authentication/v1"
 	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -23,9 +25,15 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/version"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
 	fakediscovery "k8s.io/client-go/discovery/fake"
+	"k8s.io/client-go/dynamic"
 	dynfake "k8s.io/client-go/dynamic/fake"
+	"k8s.io/client-go/kubernetes"
 	kfake "k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/spirepod/spirepod/internal/apply"
@@ -33,6 +41,7 @@ import (
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/scaffold"
+	"github.com/spirepod/spirepod/internal/status"
 	"github.com/spirepod/spirepod/internal/testbed"
 )
 
@@ -700,6 +709,9 @@ func TestRunAndInPlaceOnTestbed(t *testing.T) {
 	if st.InPlace || len(st.Changed) != st.Objects || st.Ready.IssuerReady || len(st.Ready.PodsPending) != 1 {
 		t.Fatalf("before apply: %+v %+v", st, st.Ready)
 	}
+	// status's cluster step is the same answer (issue 22): nothing applied.
+	wantCluster(t, p, tg, map[string]check.Status{"namespace": check.Todo, "objects": check.Todo, "cluster-issuer": check.Todo, "pods": check.Todo},
+		map[string]string{"objects": fmt.Sprintf("none of the scaffold's %d objects applied yet", st.Objects)})
 
 	rep, err := apply.Run(ctx, apply.RunOptions{
 		Project: p, Now: time.Now(), SkipImageCheck: true, CreateNamespace: true, Wait: true, Timeout: 2 * time.Minute,
@@ -715,6 +727,13 @@ func TestRunAndInPlaceOnTestbed(t *testing.T) {
 	if st, err = apply.InPlace(ctx, apply.InPlaceOptions{Project: p, Target: tg}); err != nil || !st.InPlace {
 		t.Fatalf("after apply: %v %+v %+v", err, st, st.Ready)
 	}
+	wantCluster(t, p, tg, map[string]check.Status{"namespace": check.OK, "objects": check.OK, "cluster-issuer": check.OK, "pods": check.OK},
+		map[string]string{"objects": fmt.Sprintf("%d objects", st.Objects), "pods": "1/1"})
+
+	// A user who may read but not patch: the dry run is refused, and status
+	// says which permission it needs instead of judging by other reads.
+	wantCluster(t, p, readOnlyTarget(t, ctx, c, p.Namespace), map[string]check.Status{"namespace": check.OK, "objects": check.Warn, "cluster-issuer": check.OK, "pods": check.OK},
+		map[string]string{"objects": "needs get, list and patch on"})
 
 	patch := []byte(`{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"` + p.StatefulSet + `","namespace":"` + p.Namespace + `"},"spec":{"replicas":2}}`)
 	if _, err := c.Client.AppsV1().StatefulSets(p.Namespace).Patch(ctx, p.StatefulSet, types.ApplyPatchType, patch,
@@ -727,6 +746,102 @@ func TestRunAndInPlaceOnTestbed(t *testing.T) {
 	if st.InPlace || len(st.Changed) != 1 || st.Changed[0].Kind != "StatefulSet" || len(st.Changed[0].Conflicts) == 0 || st.Changed[0].Conflicts[0].Manager != "flux" {
 		t.Fatalf("after flux set .spec.replicas to 2: %+v", st.Changed)
 	}
+	wantCluster(t, p, tg, map[string]check.Status{"objects": check.Fail},
+		map[string]string{"objects": `drifted: StatefulSet ` + p.Namespace + `/` + p.StatefulSet + ` (spec.replicas changed by "flux")`})
+
+	// An object deleted by hand is missing, by name.
+	cm := firstOfKind(t, p, "ConfigMap")
+	if err := c.Client.CoreV1().ConfigMaps(p.Namespace).Delete(ctx, cm, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wantCluster(t, p, tg, map[string]check.Status{"objects": check.Fail},
+		map[string]string{"objects": "missing: ConfigMap " + p.Namespace + "/" + cm})
+}
+
+// firstOfKind is the name of the scaffold's first object of the kind.
+func firstOfKind(t *testing.T, p *project.Project, kind string) string {
+	t.Helper()
+	layers, err := apply.Build(p.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range layers {
+		for _, o := range l.Objects {
+			if o.GetKind() == kind {
+				return o.GetName()
+			}
+		}
+	}
+	t.Fatalf("the scaffold has no %s", kind)
+	return ""
+}
+
+// wantCluster runs status and checks its cluster step: each check id has
+// the status, and its message contains the text.
+func wantCluster(t *testing.T, p *project.Project, tg *apply.Target, want map[string]check.Status, msg map[string]string) {
+	t.Helper()
+	rep, err := status.Run(t.Context(), status.Options{Project: p, Cluster: tg, Context: tg.Context})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]check.Result{}
+	for _, r := range rep.Checks {
+		if r.Group == status.Step6 {
+			got[r.ID] = r
+		}
+	}
+	for id, st := range want {
+		r, ok := got[id]
+		switch {
+		case !ok:
+			t.Errorf("status has no cluster check %q: %+v", id, rep.Checks)
+		case r.Status != st:
+			t.Errorf("status %s: %s (%s), want %s", id, r.Status, r.Message, st)
+		case !strings.Contains(r.Message, msg[id]):
+			t.Errorf("status %s: %q, want it to say %q", id, r.Message, msg[id])
+		}
+	}
+}
+
+// readOnlyTarget is tg as a service account of ns that may get and list
+// everything in it, and nothing else.
+func readOnlyTarget(t *testing.T, ctx context.Context, c *testbed.Cluster, ns string) *apply.Target {
+	t.Helper()
+	const name = "status-reader"
+	if _, err := c.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: name},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"*"}, Resources: []string{"*"}, Verbs: []string{"get", "list"}}}}
+	if _, err := c.Client.RbacV1().Roles(ns).Create(ctx, role, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rb := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: name, Namespace: ns}}}
+	if _, err := c.Client.RbacV1().RoleBindings(ns).Create(ctx, rb, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := c.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := rest.AnonymousClientConfig(c.Config)
+	cfg.BearerToken = tok.Status.Token
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dc, err := discovery.NewDiscoveryClientForConfig(c.Config) // discovery as the admin: the mapper is not under test
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &apply.Target{Context: "reader", Cluster: "testbed", Server: c.Server, Client: client, Dynamic: dyn,
+		Mapper: restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))}
 }
 
 // TestRunRefusesOldKubernetes: the scaffold's gen-cert is a native sidecar

@@ -34,10 +34,44 @@ type WaitOptions struct {
 
 // WaitStatus is what was ready when the wait ended.
 type WaitStatus struct {
-	IssuerReady   bool     `json:"issuerReady"`
-	IssuerMessage string   `json:"issuerMessage,omitempty"`
-	PodsReady     []string `json:"podsReady"`
-	PodsPending   []string `json:"podsPending,omitempty"`
+	IssuerReady bool `json:"issuerReady"`
+	// IssuerMissing: the issuer does not exist (Ready says so; a wait that
+	// never saw it leaves it false).
+	IssuerMissing bool   `json:"issuerMissing,omitempty"`
+	IssuerMessage string `json:"issuerMessage,omitempty"`
+	// PodsReady and PodsPending are the pods, sorted by name, that are and
+	// are not Running and ready.
+	PodsReady   []string `json:"podsReady"`
+	PodsPending []string `json:"podsPending,omitempty"`
+	// PodsMissing are the pending pods that do not exist; PodsWhy says why
+	// each of the other pending pods is not ready (NotReadyReason).
+	PodsMissing []string          `json:"podsMissing,omitempty"`
+	PodsWhy     map[string]string `json:"podsWhy,omitempty"`
+}
+
+// setPods fills the pod fields of st from the state of each wanted pod
+// (nil: it does not exist).
+func (st *WaitStatus) setPods(want []string, pods map[string]*corev1.Pod) {
+	st.PodsReady, st.PodsPending, st.PodsMissing, st.PodsWhy = nil, nil, nil, nil
+	for _, name := range want {
+		p := pods[name]
+		switch {
+		case p == nil:
+			st.PodsPending = append(st.PodsPending, name)
+			st.PodsMissing = append(st.PodsMissing, name)
+		case PodReady(p):
+			st.PodsReady = append(st.PodsReady, name)
+		default:
+			st.PodsPending = append(st.PodsPending, name)
+			if st.PodsWhy == nil {
+				st.PodsWhy = map[string]string{}
+			}
+			st.PodsWhy[name] = NotReadyReason(p)
+		}
+	}
+	sort.Strings(st.PodsReady)
+	sort.Strings(st.PodsPending)
+	sort.Strings(st.PodsMissing)
 }
 
 // Wait watches until the issuer (Issuer or ClusterIssuer) is Ready and
@@ -104,6 +138,10 @@ func waitPods(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(
 	for _, p := range o.Pods {
 		want[p] = true
 	}
+	names := make([]string, 0, len(want))
+	for name := range want {
+		names = append(names, name)
+	}
 	pods := o.Client.CoreV1().Pods(o.Namespace)
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, opts metav1.ListOptions) (runtime.Object, error) {
@@ -113,19 +151,10 @@ func waitPods(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(
 			return pods.Watch(ctx, opts)
 		},
 	}
-	ready := map[string]bool{}
+	seen := map[string]*corev1.Pod{}
 	last := -1
 	report := func() {
-		st.PodsReady, st.PodsPending = nil, nil
-		for name := range want {
-			if ready[name] {
-				st.PodsReady = append(st.PodsReady, name)
-			} else {
-				st.PodsPending = append(st.PodsPending, name)
-			}
-		}
-		sort.Strings(st.PodsReady)
-		sort.Strings(st.PodsPending)
+		st.setPods(names, seen)
 		if len(st.PodsReady) != last {
 			last = len(st.PodsReady)
 			progress(fmt.Sprintf("pods ready: %d/%d", last, len(want)))
@@ -137,7 +166,11 @@ func waitPods(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(
 		if !ok || !want[p.Name] {
 			return false, nil
 		}
-		ready[p.Name] = ev.Type != watch.Deleted && PodReady(p)
+		if ev.Type == watch.Deleted {
+			delete(seen, p.Name)
+		} else {
+			seen[p.Name] = p
+		}
 		report()
 		return len(st.PodsReady) == len(want), nil
 	})
@@ -145,6 +178,25 @@ func waitPods(ctx context.Context, o WaitOptions, st *WaitStatus, progress func(
 		return fmt.Errorf("pods not ready: %s: %w", strings.Join(st.PodsPending, ", "), err)
 	}
 	return nil
+}
+
+// NotReadyReason says why a pod that is not ready is not: its phase, with
+// the scheduler's reason when it is not scheduled ("Pending (Unschedulable)"),
+// or "Running, not ready" (a readiness probe fails).
+func NotReadyReason(p *corev1.Pod) string {
+	why := string(p.Status.Phase)
+	if why == "" {
+		why = string(corev1.PodPending)
+	}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason != "" {
+			why += " (" + c.Reason + ")"
+		}
+	}
+	if p.Status.Phase == corev1.PodRunning {
+		why += ", not ready"
+	}
+	return why
 }
 
 // PodReady is Running with condition Ready=True.

@@ -18,10 +18,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
@@ -194,22 +193,28 @@ func load(ctx context.Context, t Tree, cfg Config, focus *Change) (*City, error)
 
 	// Judge the folders (in parallel); with a focus, an unchanged folder
 	// only when its files can hold a fact of the change.
-	parallel(len(order), func(i int) {
-		if known[i] {
-			return
-		}
-		j := jobs[order[i]]
-		if j.key == "" {
-			j.key = c.builds.outcomeKey(j, contentHash(j))
-			if outcomes[i], known[i] = c.builds.outcome(j.key); known[i] {
-				return
+	var g errgroup.Group
+	g.SetLimit(runtime.GOMAXPROCS(0)) // CPU-bound: one folder per CPU
+	for i := range order {
+		g.Go(func() error {
+			if known[i] {
+				return nil
 			}
-		}
-		if focus != nil && !focus.touches(j.f.Path) && !focus.concernsFolder(j) {
-			return
-		}
-		outcomes[i] = c.judgeCached(j)
-	})
+			j := jobs[order[i]]
+			if j.key == "" {
+				j.key = c.builds.outcomeKey(j, contentHash(j))
+				if outcomes[i], known[i] = c.builds.outcome(j.key); known[i] {
+					return nil
+				}
+			}
+			if focus != nil && !focus.touches(j.f.Path) && !focus.concernsFolder(j) {
+				return nil
+			}
+			outcomes[i] = c.judgeCached(j)
+			return nil
+		})
+	}
+	_ = g.Wait()
 	for i, k := range order {
 		o := outcomes[i]
 		for _, e := range o.entries {
@@ -281,33 +286,6 @@ func trustListDir(tl project.TrustList) string {
 		return tl.Path
 	}
 	return path.Dir(tl.Path)
-}
-
-// parallel runs f(0..n-1) on every CPU.
-func parallel(n int, f func(i int)) {
-	workers := min(runtime.GOMAXPROCS(0), n)
-	if workers <= 1 {
-		for i := 0; i < n; i++ {
-			f(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					return
-				}
-				f(i)
-			}
-		}()
-	}
-	wg.Wait()
 }
 
 // folderKey is the team folder's path, or for a file outside every team
