@@ -9,8 +9,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -20,12 +18,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/discovery"
-	diskcached "k8s.io/client-go/discovery/cached/disk"
-	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/spirepod/spirepod/internal/apply"
@@ -39,14 +34,14 @@ type kubeFlags struct {
 
 func newKubeFlags() *kubeFlags {
 	cf := genericclioptions.NewConfigFlags(false)
-	// Only the three flags a user of this tool needs; nil pointers are not registered.
-	keep := genericclioptions.ConfigFlags{
-		KubeConfig: cf.KubeConfig,
-		Context:    cf.Context,
-		Namespace:  cf.Namespace,
-	}
-	kf := &kubeFlags{cf: &keep}
-	return kf
+	// Only the three flags a user of this tool needs: cli-runtime neither
+	// registers nor reads a nil field. The rest (discovery's QPS and burst,
+	// the cache directory: $KUBECACHEDIR or ~/.kube/cache) stay kubectl's.
+	cf.CacheDir, cf.ClusterName, cf.AuthInfoName, cf.APIServer, cf.TLSServerName = nil, nil, nil, nil, nil
+	cf.Insecure, cf.CertFile, cf.KeyFile, cf.CAFile, cf.BearerToken = nil, nil, nil, nil, nil
+	cf.Impersonate, cf.ImpersonateUID, cf.ImpersonateGroup, cf.ImpersonateUserExtra = nil, nil, nil, nil
+	cf.Username, cf.Password, cf.Timeout, cf.DisableCompression, cf.ProxyURL = nil, nil, nil, nil, nil
+	return &kubeFlags{cf: cf}
 }
 
 func (k *kubeFlags) AddFlags(fs *pflag.FlagSet) { k.cf.AddFlags(fs) }
@@ -99,6 +94,15 @@ func (k *kubeFlags) Target(stop context.Context) (*kubeTarget, error) {
 		sort.Strings(names)
 		return nil, usageError(kubeHint, "--context %q not found in the kubeconfig (have: %s)", ctxName, strings.Join(names, ", "))
 	}
+	// Every client, discovery's too, is made from this config.
+	k.cf.WrapConfigFn = func(cfg *rest.Config) *rest.Config {
+		cfg.QPS, cfg.Burst = 100, 200
+		if os.Getenv("SPIREPOD_HTTP_TRACE") != "" {
+			cfg.Wrap(traceTransport)
+		}
+		cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &stopTransport{stop: stop, rt: rt} })
+		return cfg
+	}
 	cfg, err := k.cf.ToRESTConfig()
 	if err != nil {
 		if clientcmd.IsEmptyConfig(err) {
@@ -106,11 +110,6 @@ func (k *kubeFlags) Target(stop context.Context) (*kubeTarget, error) {
 		}
 		return nil, usageError(kubeHint, "kubeconfig: %v", err)
 	}
-	cfg.QPS, cfg.Burst = 100, 200
-	if os.Getenv("SPIREPOD_HTTP_TRACE") != "" {
-		cfg.Wrap(traceTransport)
-	}
-	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &stopTransport{stop: stop, rt: rt} })
 	t := &kubeTarget{Target: apply.Target{Context: ctxName, Cluster: kctx.Cluster, Server: cfg.Host}, Config: cfg}
 	t.Ping = t.ping
 	if t.Client, err = kubernetes.NewForConfig(cfg); err != nil {
@@ -119,38 +118,18 @@ func (k *kubeFlags) Target(stop context.Context) (*kubeTarget, error) {
 	if t.Dynamic, err = dynamic.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
-	if t.Discovery, err = cachedDiscovery(cfg); err != nil {
+	// Discovery cached on disk as kubectl caches it (per server, six
+	// hours), so a command against a remote cluster does not pay
+	// discovery's round trips each run; the mapper refreshes it when a kind
+	// is missing.
+	if t.Discovery, err = k.cf.ToDiscoveryClient(); err != nil {
 		return nil, err
 	}
-	t.Mapper = restmapper.NewDeferredDiscoveryRESTMapper(t.Discovery)
+	if t.Mapper, err = k.cf.ToRESTMapper(); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
-
-// cachedDiscovery is discovery cached on disk where kubectl caches it
-// ($KUBECACHEDIR or ~/.kube/cache, per server, six hours), so a command
-// against a remote cluster does not pay discovery's round trips each run;
-// the mapper refreshes it when a kind is missing. Without a usable cache
-// directory it falls back to memory.
-func cachedDiscovery(cfg *rest.Config) (discovery.CachedDiscoveryInterface, error) {
-	dir := os.Getenv("KUBECACHEDIR")
-	if dir == "" {
-		home, err := os.UserHomeDir()
-		if err != nil || home == "" {
-			dc, err := discovery.NewDiscoveryClientForConfig(cfg)
-			if err != nil {
-				return nil, err
-			}
-			return memory.NewMemCacheClient(dc), nil
-		}
-		dir = filepath.Join(home, ".kube", "cache")
-	}
-	host := strings.NewReplacer("https://", "", "http://", "").Replace(cfg.Host)
-	return diskcached.NewCachedDiscoveryClientForConfig(rest.CopyConfig(cfg),
-		filepath.Join(dir, "discovery", unsafeFileChars.ReplaceAllString(host, "_")), filepath.Join(dir, "http"), 6*time.Hour)
-}
-
-// unsafeFileChars is kubectl's rule for the per-server cache folder name.
-var unsafeFileChars = regexp.MustCompile(`[^(\w/.)]`)
 
 // pingBudget bounds ping: an unreachable cluster is reported within it.
 const pingBudget = 4 * time.Second
