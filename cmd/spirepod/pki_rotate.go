@@ -81,7 +81,8 @@ A finished rotation stays recorded (status: "rotation: done"); running again rep
 --again starts the next one. --plan prints every phase and what it changes, and writes nothing.
 -o json: {state, phase, phases, phaseName, next, waiting, hint, old, new, plan: [{n, name,
 platform, steps: [{id, title, changes, status, detail}]}], did, pullRequests, pods,
-loseIdentity, lossWindow, durations}.
+loseIdentity, lossWindow, durations, moveGap (--plan: {window, kept, failing, shorten: [{who,
+where, config, note}]})}.
 
 Exit codes: 0 done or stopped at a step that waits (see "waiting"), 1 a step failed, 2 bad input
 (nothing changed), 124 --timeout ran out, 130 interrupted (run again: it resumes).`,
@@ -477,6 +478,15 @@ func renderRotatePlan(f *Factory, p *project.Project, rep *rotate.Report, fresh 
 	}
 	if len(rep.LoseIdentity) > 0 {
 		fmt.Fprintf(w, "\nPods without SVID %s: %s\n", strings.TrimSuffix(rep.LossWindow, ":"), strings.Join(rep.LoseIdentity, ", "))
+	}
+	if g := rep.MoveGap; g != nil {
+		fmt.Fprintf(w, "\nSPIRE's gap when an agent moves: %s.\n", g.Window)
+		fmt.Fprintf(w, "  keeps working: %s\n", g.Kept)
+		fmt.Fprintf(w, "  fails in the gap: %s\n", g.Failing)
+		fmt.Fprintln(w, "  to shorten it:")
+		for _, st := range g.Shorten {
+			fmt.Fprintf(w, "    %s, %s: %s (%s)\n", st.Who, st.Where, st.Config, st.Note)
+		}
 	}
 	if !fresh {
 		fmt.Fprintf(w, "\nrotation: phase %d of %d (%s), next: %s\n", rep.Phase, rep.Phases, rep.PhaseName, rep.Next)

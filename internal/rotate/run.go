@@ -96,6 +96,9 @@ type Report struct {
 	LossWindow   string   `json:"lossWindow,omitempty"`
 	// Durations of finished phases (from the state's step times).
 	Durations map[string]string `json:"durations,omitempty"`
+	// MoveGap (the plan) is SPIRE's gap after each agent moves to its new
+	// leaf: how long, which traffic, what shortens it.
+	MoveGap *MoveGap `json:"moveGap,omitempty"`
 }
 
 // waitErr is a step that cannot finish yet: something outside (a merge, a
@@ -323,6 +326,7 @@ func durations(s *State) map[string]string {
 func Plan(p *project.Project, s *State, server string) *Report {
 	rep := &Report{Dir: p.Dir}
 	fillReport(rep, p, s, server)
+	rep.MoveGap = moveGap(s.Roll)
 	if s.New.SHA1 == "" {
 		if cur, err := readCA(CurrentFiles(p), false); err == nil && cur != nil {
 			if prof, err := ProfileOf(cur.Cert); err == nil {
