@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 runs=${1:-31}
 work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
 build_spirepod "$work/spirepod"
-tmpl="$here/../embed/templates/spire-envoy-integration"
+tmpl="$here/../scaffoldfs/templates/spire-envoy-integration"
 : > "$work/a"; : > "$work/b"
 for i in $(seq "$runs"); do
   t0=$(now_ns)

@@ -1,10 +1,10 @@
-// Package embed holds the scaffold templates behind one embedded filesystem.
+// Package scaffoldfs holds the scaffold templates behind one embedded filesystem.
 //
 // templates/spire-envoy-integration is a complete, working copy of the city
 // repository's ns/spire/docs-k8s/spire-envoy-integration folder, written for
 // the namespace spire-envoy-integration-ns and the dev environment. `spirepod
 // init` rewrites it structurally for a team; it is never a text template.
-package embed
+package scaffoldfs
 
 import (
 	"embed"

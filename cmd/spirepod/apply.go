@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spirepod/spirepod/internal/apply"
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/retry"
 )
@@ -145,7 +145,7 @@ func (o *applyOptions) render(ev apply.RunEvent, t *kubeTarget, prog *progress) 
 	case apply.EventImageCheck:
 		fmt.Fprintln(errOut, "Checking images in their registries…")
 	case apply.EventPreflight:
-		if ev.Stage == apply.StageImages && !check.Failed(ev.Results) {
+		if ev.Stage == apply.StageImages && !checklist.Failed(ev.Results) {
 			printWarnings(o.f, ev.Results)
 		}
 	case apply.EventObject:

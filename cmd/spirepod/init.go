@@ -9,9 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	spembed "github.com/spirepod/spirepod/embed"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/scaffold"
+	"github.com/spirepod/spirepod/scaffoldfs"
 )
 
 type initOptions struct {
@@ -264,7 +264,7 @@ func (o *initOptions) libOptions() (scaffold.InitOptions, error) {
 	lo := scaffold.InitOptions{
 		Team: o.Team, Namespace: o.Namespace, Env: o.Env, Name: o.Name, Replicas: o.Replicas,
 		ServiceAccount: o.ServiceAccount, Naming: o.Naming, Issuer: o.Issuer, Upstream: o.Upstream,
-		Profiles: o.f.Profiles(), Template: spembed.Scaffold(), Force: o.Force, DryRun: o.DryRun,
+		Profiles: o.f.Profiles(), Template: scaffoldfs.Scaffold(), Force: o.Force, DryRun: o.DryRun,
 		CheckRotation: func(p *project.Project) error { return checkNoRotationForCA(o.f, p, "`spirepod init`") },
 	}
 	for _, path := range []struct{ dst, src *string }{{&lo.Dir, &o.Dir}, {&lo.From, &o.From}, {&lo.ServerCAFile, &o.ServerCA}} {

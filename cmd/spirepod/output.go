@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 )
 
 // writeJSONLine writes v as one line of JSON (a stream of events).
@@ -19,7 +19,7 @@ func writeJSON(w io.Writer, v any) error {
 
 // printChecks renders a checklist like `linkerd check`: grouped, marked
 // √ ‼ × (or - for skipped), one hint under each failure or warning.
-func printChecks(s *IOStreams, w io.Writer, rs []check.Result) {
+func printChecks(s *IOStreams, w io.Writer, rs []checklist.Result) {
 	group := "\x00"
 	for _, r := range rs {
 		if r.Group != group {
@@ -33,13 +33,13 @@ func printChecks(s *IOStreams, w io.Writer, rs []check.Result) {
 			}
 		}
 		line := statusMark(s, r.Status) + " " + r.Name
-		if r.Message != "" && r.Status != check.OK {
+		if r.Message != "" && r.Status != checklist.OK {
 			line += "\n    " + r.Message
 		} else if r.Message != "" {
 			line += " (" + r.Message + ")"
 		}
 		fmt.Fprintln(w, line)
-		if r.Hint != "" && (r.Status == check.Fail || r.Status == check.Warn || r.Status == check.Todo) {
+		if r.Hint != "" && (r.Status == checklist.Fail || r.Status == checklist.Warn || r.Status == checklist.Todo) {
 			fmt.Fprintf(w, "    hint: %s\n", r.Hint)
 		}
 	}
@@ -47,13 +47,13 @@ func printChecks(s *IOStreams, w io.Writer, rs []check.Result) {
 
 // statusMark is a check's mark: √ ok, ‼ warning or to do, × failed, -
 // skipped.
-func statusMark(s *IOStreams, st check.Status) string {
+func statusMark(s *IOStreams, st checklist.Status) string {
 	switch st {
-	case check.OK:
+	case checklist.OK:
 		return s.green("√")
-	case check.Warn, check.Todo:
+	case checklist.Warn, checklist.Todo:
 		return s.yellow("‼")
-	case check.Fail:
+	case checklist.Fail:
 		return s.red("×")
 	}
 	return "-"
@@ -68,8 +68,8 @@ func dashes(n int) string {
 }
 
 // checkStatusLine is the closing line of a checklist.
-func checkStatusLine(s *IOStreams, rs []check.Result) string {
-	c := check.Count(rs)
+func checkStatusLine(s *IOStreams, rs []checklist.Result) string {
+	c := checklist.Count(rs)
 	status := s.green("Status check results are √")
 	if c.Fail > 0 {
 		status = s.red("Status check results are ×")
@@ -82,12 +82,12 @@ func checkStatusLine(s *IOStreams, rs []check.Result) string {
 }
 
 // printWarnings prints the warnings of a checklist on stderr (text output).
-func printWarnings(f *Factory, rs []check.Result) {
+func printWarnings(f *Factory, rs []checklist.Result) {
 	if f.JSON() {
 		return
 	}
 	for _, r := range rs {
-		if r.Status == check.Warn {
+		if r.Status == checklist.Warn {
 			fmt.Fprintf(f.IO.ErrOut, "warning: %s\n", r.Message)
 		}
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 )
 
@@ -55,7 +55,7 @@ when a check fails or a file exists (unless --force).`,
 // prints {results, error, dryRun}).
 type pkiImportOutput struct {
 	*pkiCAOutput
-	Results []check.Result `json:"results"`
+	Results []checklist.Result `json:"results"`
 }
 
 func pkiImportRun(ctx context.Context, o *pkiImportOptions) error {
@@ -106,9 +106,9 @@ func pkiImportRun(ctx context.Context, o *pkiImportOptions) error {
 		cerr := usageError(r.Hint, "%s fails %s: %s; nothing was written", o.Cert, r.ID, r.Message)
 		if o.f.JSON() {
 			_ = writeJSON(o.f.IO.Out, struct {
-				Results []check.Result `json:"results"`
-				Error   string         `json:"error"`
-				DryRun  bool           `json:"dryRun"`
+				Results []checklist.Result `json:"results"`
+				Error   string             `json:"error"`
+				DryRun  bool               `json:"dryRun"`
 			}{ce.Results, cerr.Error(), o.DryRun})
 			return &silentError{code: exitUsage}
 		}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 )
@@ -63,8 +63,8 @@ Exits 1 when any rule fails.`),
 
 // pkiInspectOutput is the -o json shape of `pki inspect`.
 type pkiInspectOutput struct {
-	OK      bool           `json:"ok"`
-	Results []check.Result `json:"results"`
+	OK      bool               `json:"ok"`
+	Results []checklist.Result `json:"results"`
 	// Certificates are the fingerprints of every certificate inspected.
 	Certificates []inspectedCert `json:"certificates"`
 }
@@ -148,7 +148,7 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 		ca      *x509.Certificate
 		err     error
 	)
-	var rs []check.Result
+	var rs []checklist.Result
 	var certs []inspectedCert
 	if len(o.Files) == 0 {
 		// The scaffold's team CA and key, judged by the one team-CA loader.
@@ -232,7 +232,7 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 			rs = append(rs, pki.InspectCA(group, c, k, now)...)
 		}
 	}
-	failed := check.Failed(rs)
+	failed := checklist.Failed(rs)
 	if o.f.JSON() {
 		if err := writeJSON(o.f.IO.Out, pkiInspectOutput{OK: !failed, Results: rs, Certificates: certs}); err != nil {
 			return err

@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 )
@@ -148,11 +148,11 @@ func pkiIssueRun(ctx context.Context, o *pkiIssueOptions) error {
 	return nil
 }
 
-func firstFailure(rs []check.Result) check.Result {
+func firstFailure(rs []checklist.Result) checklist.Result {
 	for _, r := range rs {
-		if r.Status == check.Fail {
+		if r.Status == checklist.Fail {
 			return r
 		}
 	}
-	return check.Result{}
+	return checklist.Result{}
 }

@@ -21,7 +21,7 @@ import (
 
 	"github.com/rogpeppe/go-internal/testscript"
 
-	spembed "github.com/spirepod/spirepod/embed"
+	"github.com/spirepod/spirepod/scaffoldfs"
 )
 
 // cmdMtimes: `mtimes save DIR FILE` records every file's mtime under DIR;
@@ -118,7 +118,7 @@ func cmdGitCity(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	dir := ts.MkAbs(args[0])
 	tdir := filepath.Join(dir, "ns/spire/docs-k8s/spire-envoy-integration")
-	src := spembed.Scaffold()
+	src := scaffoldfs.Scaffold()
 	ts.Check(fs.WalkDir(src, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err

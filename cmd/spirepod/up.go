@@ -13,9 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	spembed "github.com/spirepod/spirepod/embed"
 	"github.com/spirepod/spirepod/internal/apply"
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/onboard"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
@@ -25,6 +24,7 @@ import (
 	"github.com/spirepod/spirepod/internal/status"
 	"github.com/spirepod/spirepod/internal/up"
 	"github.com/spirepod/spirepod/internal/verify"
+	"github.com/spirepod/spirepod/scaffoldfs"
 )
 
 // exitWaiting is `up --no-wait` stopping at a step that waits on someone:
@@ -218,7 +218,7 @@ func (u *upRunner) checkInit(context.Context) (up.Check, error) {
 
 func (u *upRunner) runInit(ctx context.Context) error {
 	lo := scaffold.InitOptions{Dir: u.dir, Team: u.o.Team, Namespace: u.o.Namespace, Env: u.o.Env, Upstream: u.o.Upstream,
-		Profiles: u.o.f.Profiles(), Template: spembed.Scaffold(),
+		Profiles: u.o.f.Profiles(), Template: scaffoldfs.Scaffold(),
 		CheckRotation: func(p *project.Project) error { return checkNoRotationForCA(u.o.f, p, "`spirepod init`") }}
 	if u.o.ServerCA != "" {
 		abs, err := u.o.f.Abs(u.o.ServerCA)
@@ -246,7 +246,7 @@ func (u *upRunner) checkCA(context.Context) (up.Check, error) {
 		return up.Check{State: up.Todo, Message: "no team CA yet"}, nil
 	}
 	t := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: cert, KeyPath: key, Now: u.o.f.Now()})
-	if t.Cert == nil || check.Failed(t.Results) {
+	if t.Cert == nil || checklist.Failed(t.Results) {
 		r := firstFailed(t.Results)
 		return up.Check{State: up.Broken, Message: r.Message, Hint: r.Hint}, nil
 	}
@@ -258,13 +258,13 @@ func empty(path string) bool {
 	return err != nil || st.Size() == 0
 }
 
-func firstFailed(rs []check.Result) check.Result {
+func firstFailed(rs []checklist.Result) checklist.Result {
 	for _, r := range rs {
-		if r.Status == check.Fail {
+		if r.Status == checklist.Fail {
 			return r
 		}
 	}
-	return check.Result{Message: "the team CA does not load"}
+	return checklist.Result{Message: "the team CA does not load"}
 }
 
 func (u *upRunner) runCA(ctx context.Context) error {
@@ -337,7 +337,7 @@ func (u *upRunner) checkPull(spec status.PullSpec) func(context.Context) (up.Che
 		r, ps := status.PullCheck(p, res, spec)
 		c := up.Check{Message: r.Message, Hint: r.Hint}
 		switch {
-		case r.Status == check.OK:
+		case r.Status == checklist.OK:
 			c.State = up.Done
 		case ps != nil && (ps.State == "open" || ps.State == pr.StatePushed):
 			c.State, c.Who, c.What, c.URL = up.Waiting, "the city's reviewers", "review and merge the pull request", ps.URL

@@ -21,14 +21,14 @@ import (
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/restmapper"
 
-	spembed "github.com/spirepod/spirepod/embed"
 	"github.com/spirepod/spirepod/internal/apply"
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/retry"
 	"github.com/spirepod/spirepod/internal/scaffold"
 	"github.com/spirepod/spirepod/internal/testbed"
+	"github.com/spirepod/spirepod/scaffoldfs"
 )
 
 // newScaffold renders a scaffold for ns with a CA made now by pki.Generate.
@@ -47,7 +47,7 @@ func newScaffold(t *testing.T, ns string, replicas int) *project.Project {
 		Paths:        project.DefaultPaths, Dir: dir,
 	}
 	p.ApplyDefaults()
-	files, err := scaffold.Render(scaffold.Options{Source: spembed.Scaffold(), Project: p})
+	files, err := scaffold.Render(scaffold.Options{Source: scaffoldfs.Scaffold(), Project: p})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,18 +114,18 @@ func TestApplyOnTestbed(t *testing.T) {
 	e := newEnv(t, c, p)
 
 	t.Run("preflight", func(t *testing.T) {
-		if rs := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: p.Path(p.Paths.CACert), KeyPath: p.Path(p.Paths.CAKey), Now: time.Now()}).Results; check.Failed(rs) {
+		if rs := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: p.Path(p.Paths.CACert), KeyPath: p.Path(p.Paths.CAKey), Now: time.Now()}).Results; checklist.Failed(rs) {
 			t.Fatalf("CA preflight failed: %+v", rs)
 		}
 		rs := apply.CheckCluster(ctx, apply.ClusterOptions{Layers: e.opts.Layers, Client: c.Client, Mapper: e.opts.Mapper, Namespace: p.Namespace})
-		r, ok := check.Find(rs, "namespace")
-		if !ok || r.Status != check.Fail || !strings.Contains(r.Hint, "--create-namespace") {
+		r, ok := checklist.Find(rs, "namespace")
+		if !ok || r.Status != checklist.Fail || !strings.Contains(r.Hint, "--create-namespace") {
 			t.Fatalf("missing namespace: got %+v", r)
 		}
-		if r, _ := check.Find(rs, "cert-manager"); r.Status != check.OK {
+		if r, _ := checklist.Find(rs, "cert-manager"); r.Status != checklist.OK {
 			t.Fatalf("cert-manager check: %+v", r)
 		}
-		if r, _ := check.Find(rs, "permissions"); r.Status != check.OK {
+		if r, _ := checklist.Find(rs, "permissions"); r.Status != checklist.OK {
 			t.Fatalf("permissions check as admin: %+v", r)
 		}
 	})
@@ -424,7 +424,7 @@ func runGenCert(t *testing.T, c *testbed.Cluster, layers []apply.Layer, p *proje
 	caPEM, _ := os.ReadFile(p.Path(p.Paths.CACert))
 	cas, _ := pki.ParseCertificates(caPEM)
 	rs := pki.InspectLeaf(leaf, pki.LeafOptions{Group: "agent", CA: cas[0], Now: time.Now(), CNs: p.AgentCNs()})
-	if check.Failed(rs) {
+	if checklist.Failed(rs) {
 		t.Fatalf("agent certificate fails pki inspect: %+v", rs)
 	}
 	// openssl as an independent judge of the chain

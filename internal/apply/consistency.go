@@ -7,7 +7,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/project"
 )
 
@@ -70,10 +70,10 @@ func CheckProject(layers []Layer, p *project.Project) error {
 }
 
 // CheckProjectResult is CheckProject as a checklist line.
-func CheckProjectResult(layers []Layer, p *project.Project) check.Result {
-	r := check.Result{Group: "scaffold", ID: "project-matches-manifests", Name: "spirepod.yaml matches the manifests", Status: check.OK}
+func CheckProjectResult(layers []Layer, p *project.Project) checklist.Result {
+	r := checklist.Result{Group: "scaffold", ID: "project-matches-manifests", Name: "spirepod.yaml matches the manifests", Status: checklist.OK}
 	if err := CheckProject(layers, p); err != nil {
-		r.Status, r.Message, r.Hint = check.Fail, err.Error(), "re-render the scaffold from spirepod.yaml's values: `"+p.ReinitCommand()+"`"
+		r.Status, r.Message, r.Hint = checklist.Fail, err.Error(), "re-render the scaffold from spirepod.yaml's values: `"+p.ReinitCommand()+"`"
 	}
 	return r
 }

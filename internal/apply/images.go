@@ -20,7 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 )
 
 // ImageCheckOptions are the inputs of CheckImages.
@@ -56,7 +56,7 @@ var podSpecPaths = map[schema.GroupKind][]string{
 // the reference is invalid or the registry says the image does not exist,
 // Warn when the image could not be checked (registry unreachable, slow, or
 // refusing the credentials), OK with the digest the image resolves to.
-func CheckImages(ctx context.Context, objs []*unstructured.Unstructured, o ImageCheckOptions) []check.Result {
+func CheckImages(ctx context.Context, objs []*unstructured.Unstructured, o ImageCheckOptions) []checklist.Result {
 	if o.Keychain == nil {
 		o.Keychain = authn.DefaultKeychain
 	}
@@ -67,7 +67,7 @@ func CheckImages(ctx context.Context, objs []*unstructured.Unstructured, o Image
 		o.Timeout = 10 * time.Second
 	}
 	imgs := podImages(objs)
-	out := make([]check.Result, len(imgs))
+	out := make([]checklist.Result, len(imgs))
 	var g errgroup.Group
 	g.SetLimit(imageCheckJobs)
 	for i, img := range imgs {
@@ -137,11 +137,11 @@ func (img *podImage) usedBy() string {
 	return "used by " + strings.Join(parts, "; ")
 }
 
-func checkImage(ctx context.Context, img *podImage, o ImageCheckOptions) check.Result {
-	r := check.Result{Group: "images", ID: "image:" + img.ref, Name: fmt.Sprintf("image %s exists", img.ref)}
+func checkImage(ctx context.Context, img *podImage, o ImageCheckOptions) checklist.Result {
+	r := checklist.Result{Group: "images", ID: "image:" + img.ref, Name: fmt.Sprintf("image %s exists", img.ref)}
 	ref, err := name.ParseReference(img.ref)
 	if err != nil {
-		r.Status, r.Hint = check.Fail, imageHint
+		r.Status, r.Hint = checklist.Fail, imageHint
 		r.Message = fmt.Sprintf("%q is not a valid image reference (%s): %v", img.ref, img.usedBy(), err)
 		return r
 	}
@@ -152,7 +152,7 @@ func checkImage(ctx context.Context, img *podImage, o ImageCheckOptions) check.R
 	case err != nil:
 		var reason string
 		r.Status, reason = classify(err, ref, o.Timeout)
-		if r.Status == check.Fail {
+		if r.Status == checklist.Fail {
 			r.Message = fmt.Sprintf("%s does not exist: %s (%s)", img.ref, reason, img.usedBy())
 			r.Hint = imageHint
 			return r
@@ -164,10 +164,10 @@ func checkImage(ctx context.Context, img *podImage, o ImageCheckOptions) check.R
 				ref.Context().RegistryStr())
 		}
 	case pinned && got.String() != d.DigestStr():
-		r.Status, r.Hint = check.Fail, imageHint
+		r.Status, r.Hint = checklist.Fail, imageHint
 		r.Message = fmt.Sprintf("%s does not exist: the registry serves %s for digest %s (%s)", img.ref, got, d.DigestStr(), img.usedBy())
 	default:
-		r.Status = check.OK
+		r.Status = checklist.OK
 		r.Message = fmt.Sprintf("%s resolves to %s (%s)", img.ref, got, img.usedBy())
 	}
 	return r
@@ -198,7 +198,7 @@ func resolve(ctx context.Context, ref name.Reference, o ImageCheckOptions) (v1.H
 
 // classify says whether err means the image does not exist (Fail) or could
 // not be checked (Warn), and why.
-func classify(err error, ref name.Reference, timeout time.Duration) (check.Status, string) {
+func classify(err error, ref name.Reference, timeout time.Duration) (checklist.Status, string) {
 	registry := ref.Context().RegistryStr()
 	var (
 		terr   *transport.Error
@@ -209,18 +209,18 @@ func classify(err error, ref name.Reference, timeout time.Duration) (check.Statu
 	case errors.As(err, &terr):
 		return classifyResponse(terr, ref)
 	case errors.As(err, &dnsErr):
-		return check.Warn, fmt.Sprintf("cannot resolve the registry host %s (%s)", dnsErr.Name, dnsErr.Err)
+		return checklist.Warn, fmt.Sprintf("cannot resolve the registry host %s (%s)", dnsErr.Name, dnsErr.Err)
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return check.Warn, fmt.Sprintf("connection to %s refused", registry)
+		return checklist.Warn, fmt.Sprintf("connection to %s refused", registry)
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &netErr) && netErr.Timeout():
-		return check.Warn, fmt.Sprintf("no answer from %s within %s", registry, timeout)
+		return checklist.Warn, fmt.Sprintf("no answer from %s within %s", registry, timeout)
 	case errors.Is(err, context.Canceled):
-		return check.Warn, "interrupted"
+		return checklist.Warn, "interrupted"
 	}
-	return check.Warn, err.Error()
+	return checklist.Warn, err.Error()
 }
 
-func classifyResponse(e *transport.Error, ref name.Reference) (check.Status, string) {
+func classifyResponse(e *transport.Error, ref name.Reference) (checklist.Status, string) {
 	status := fmt.Sprintf("%d %s", e.StatusCode, http.StatusText(e.StatusCode))
 	identifier := "tag " + ref.Identifier()
 	if _, ok := ref.(name.Digest); ok {
@@ -228,17 +228,17 @@ func classifyResponse(e *transport.Error, ref name.Reference) (check.Status, str
 	}
 	switch {
 	case e.StatusCode == http.StatusUnauthorized || hasCode(e, transport.UnauthorizedErrorCode):
-		return check.Warn, fmt.Sprintf("%s answered %s: no credentials it accepts in your docker config", ref.Context().RegistryStr(), status)
+		return checklist.Warn, fmt.Sprintf("%s answered %s: no credentials it accepts in your docker config", ref.Context().RegistryStr(), status)
 	case e.StatusCode == http.StatusForbidden || hasCode(e, transport.DeniedErrorCode):
-		return check.Warn, fmt.Sprintf("%s answered %s: the credentials may not pull %s", ref.Context().RegistryStr(), status, ref.Context())
+		return checklist.Warn, fmt.Sprintf("%s answered %s: the credentials may not pull %s", ref.Context().RegistryStr(), status, ref.Context())
 	case hasCode(e, transport.NameUnknownErrorCode):
-		return check.Fail, fmt.Sprintf("repository %s not found (NAME_UNKNOWN)", ref.Context())
+		return checklist.Fail, fmt.Sprintf("repository %s not found (NAME_UNKNOWN)", ref.Context())
 	case hasCode(e, transport.ManifestUnknownErrorCode):
-		return check.Fail, fmt.Sprintf("%s not found in %s (MANIFEST_UNKNOWN)", identifier, ref.Context())
+		return checklist.Fail, fmt.Sprintf("%s not found in %s (MANIFEST_UNKNOWN)", identifier, ref.Context())
 	case e.StatusCode == http.StatusNotFound:
-		return check.Fail, fmt.Sprintf("%s not found in %s (%s)", identifier, ref.Context(), status)
+		return checklist.Fail, fmt.Sprintf("%s not found in %s (%s)", identifier, ref.Context(), status)
 	}
-	return check.Warn, e.Error()
+	return checklist.Warn, e.Error()
 }
 
 func hasCode(e *transport.Error, code transport.ErrorCode) bool {

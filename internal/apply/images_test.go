@@ -21,7 +21,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/spirepod/spirepod/internal/apply"
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 )
 
 // anonymous is a keychain with no credentials, so that no test reads the
@@ -90,7 +90,7 @@ func workload(kind, name string, cs ...container) *unstructured.Unstructured {
 
 // checkOne checks the single image of a StatefulSet's container "envoy" and
 // returns its result, which must name the image.
-func checkOne(t *testing.T, image string, o apply.ImageCheckOptions) check.Result {
+func checkOne(t *testing.T, image string, o apply.ImageCheckOptions) checklist.Result {
 	t.Helper()
 	if o.Keychain == nil {
 		o.Keychain = anonymous
@@ -109,7 +109,7 @@ func checkOne(t *testing.T, image string, o apply.ImageCheckOptions) check.Resul
 	return r
 }
 
-func wantStatus(t *testing.T, r check.Result, want check.Status, in ...string) {
+func wantStatus(t *testing.T, r checklist.Result, want checklist.Status, in ...string) {
 	t.Helper()
 	if r.Status != want {
 		t.Errorf("status %s, want %s: %+v", r.Status, want, r)
@@ -121,7 +121,7 @@ func wantStatus(t *testing.T, r check.Result, want check.Status, in ...string) {
 	}
 }
 
-func wantFixHint(t *testing.T, r check.Result) {
+func wantFixHint(t *testing.T, r checklist.Result) {
 	t.Helper()
 	if !strings.Contains(r.Hint, "images:") || !strings.Contains(r.Hint, "--skip-image-check") {
 		t.Errorf("hint %q does not point to images: and --skip-image-check", r.Hint)
@@ -132,14 +132,14 @@ func TestImageCheckExistingTag(t *testing.T) {
 	host := startRegistry(t, nil)
 	d := pushImage(t, host+"/spire/agent:1.13.3")
 	r := checkOne(t, host+"/spire/agent:1.13.3", apply.ImageCheckOptions{})
-	wantStatus(t, r, check.OK, d.String(), "container envoy of StatefulSet/web")
+	wantStatus(t, r, checklist.OK, d.String(), "container envoy of StatefulSet/web")
 }
 
 func TestImageCheckMissingTag(t *testing.T) {
 	host := startRegistry(t, nil)
 	pushImage(t, host+"/bitnami/kubectl:latest")
 	r := checkOne(t, host+"/bitnami/kubectl:1.31", apply.ImageCheckOptions{})
-	wantStatus(t, r, check.Fail, "tag 1.31 not found", "MANIFEST_UNKNOWN", "container envoy of StatefulSet/web")
+	wantStatus(t, r, checklist.Fail, "tag 1.31 not found", "MANIFEST_UNKNOWN", "container envoy of StatefulSet/web")
 	wantFixHint(t, r)
 }
 
@@ -147,7 +147,7 @@ func TestImageCheckMissingRepository(t *testing.T) {
 	host := startRegistry(t, nil)
 	pushImage(t, host+"/envoyproxy/envoy:v1.31.0")
 	r := checkOne(t, host+"/envoyproxy/nothing:v1.31.0", apply.ImageCheckOptions{})
-	wantStatus(t, r, check.Fail, "repository "+host+"/envoyproxy/nothing not found", "container envoy")
+	wantStatus(t, r, checklist.Fail, "repository "+host+"/envoyproxy/nothing not found", "container envoy")
 	wantFixHint(t, r)
 }
 
@@ -164,20 +164,20 @@ func TestImageCheckDigest(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name, image string
-		want        check.Status
+		want        checklist.Status
 	}{
-		{"pinned", host + "/curl@" + d.String(), check.OK},
-		{"tag and digest", host + "/curl:8@" + d.String(), check.OK},
-		{"missing digest", host + "/curl@" + missing.String(), check.Fail},
-		{"tag and missing digest", host + "/curl:8@" + missing.String(), check.Fail},
+		{"pinned", host + "/curl@" + d.String(), checklist.OK},
+		{"tag and digest", host + "/curl:8@" + d.String(), checklist.OK},
+		{"missing digest", host + "/curl@" + missing.String(), checklist.Fail},
+		{"tag and missing digest", host + "/curl:8@" + missing.String(), checklist.Fail},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := checkOne(t, tc.image, apply.ImageCheckOptions{})
-			if tc.want == check.OK {
-				wantStatus(t, r, check.OK, "resolves to "+d.String())
+			if tc.want == checklist.OK {
+				wantStatus(t, r, checklist.OK, "resolves to "+d.String())
 				return
 			}
-			wantStatus(t, r, check.Fail, "digest "+missing.String()+" not found")
+			wantStatus(t, r, checklist.Fail, "digest "+missing.String()+" not found")
 			wantFixHint(t, r)
 		})
 	}
@@ -196,13 +196,13 @@ func TestImageCheckDigestMismatch(t *testing.T) {
 	pinned := pushImage(t, host+"/app:pinned")
 	served := pushImage(t, host+"/app:other")
 	r := checkOne(t, host+"/app@"+pinned.String(), apply.ImageCheckOptions{})
-	wantStatus(t, r, check.Fail, "serves "+served.String())
+	wantStatus(t, r, checklist.Fail, "serves "+served.String())
 	wantFixHint(t, r)
 }
 
 func TestImageCheckInvalidReference(t *testing.T) {
 	r := checkOne(t, "Not/A Valid:ref", apply.ImageCheckOptions{})
-	wantStatus(t, r, check.Fail, "not a valid image reference", "container envoy")
+	wantStatus(t, r, checklist.Fail, "not a valid image reference", "container envoy")
 	wantFixHint(t, r)
 }
 
@@ -213,13 +213,13 @@ func TestImageCheckUnreachableRegistry(t *testing.T) {
 	}
 	host := l.Addr().String()
 	l.Close() // nothing listens on host any more
-	done := make(chan check.Result, 1)
+	done := make(chan checklist.Result, 1)
 	go func() {
 		done <- checkOne(t, host+"/spire/agent:1.13.3", apply.ImageCheckOptions{Timeout: 5 * time.Second})
 	}()
 	select {
 	case r := <-done:
-		wantStatus(t, r, check.Warn, "could not be checked", "connection to "+host+" refused")
+		wantStatus(t, r, checklist.Warn, "could not be checked", "connection to "+host+" refused")
 	case <-time.After(10 * time.Second):
 		t.Fatal("the check of an unreachable registry did not return within 10s")
 	}
@@ -238,13 +238,13 @@ func TestImageCheckRegistryTimeout(t *testing.T) {
 	})
 	pushImage(t, host+"/slow:1")
 	hang.Store(true)
-	done := make(chan check.Result, 1)
+	done := make(chan checklist.Result, 1)
 	go func() {
 		done <- checkOne(t, host+"/slow:1", apply.ImageCheckOptions{Timeout: 200 * time.Millisecond})
 	}()
 	select {
 	case r := <-done:
-		wantStatus(t, r, check.Warn, "could not be checked", "no answer from "+host+" within 200ms")
+		wantStatus(t, r, checklist.Warn, "could not be checked", "no answer from "+host+" within 200ms")
 	case <-time.After(10 * time.Second):
 		t.Fatal("the check of a registry that does not answer did not return within 10s")
 	}
@@ -264,8 +264,8 @@ func TestImageCheckHeadNotAllowed(t *testing.T) {
 	})
 	d := pushImage(t, host+"/envoy:v1")
 	refuseHead.Store(true)
-	wantStatus(t, checkOne(t, host+"/envoy:v1", apply.ImageCheckOptions{}), check.OK, d.String())
-	wantStatus(t, checkOne(t, host+"/envoy:v2", apply.ImageCheckOptions{}), check.Fail, "MANIFEST_UNKNOWN")
+	wantStatus(t, checkOne(t, host+"/envoy:v1", apply.ImageCheckOptions{}), checklist.OK, d.String())
+	wantStatus(t, checkOne(t, host+"/envoy:v2", apply.ImageCheckOptions{}), checklist.Fail, "MANIFEST_UNKNOWN")
 }
 
 // staticKeychain hands out credentials by registry host.
@@ -298,19 +298,19 @@ func TestImageCheckAuth(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		keychain authn.Keychain
-		want     check.Status
+		want     checklist.Status
 	}{
-		{"no credentials", anonymous, check.Warn},
-		{"wrong credentials", staticKeychain{host: {Username: user, Password: "wrong"}}, check.Warn},
-		{"keychain", authn.NewMultiKeychain(anonymous, staticKeychain{host: {Username: user, Password: pass}}), check.OK},
+		{"no credentials", anonymous, checklist.Warn},
+		{"wrong credentials", staticKeychain{host: {Username: user, Password: "wrong"}}, checklist.Warn},
+		{"keychain", authn.NewMultiKeychain(anonymous, staticKeychain{host: {Username: user, Password: pass}}), checklist.OK},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := checkOne(t, image, apply.ImageCheckOptions{Keychain: tc.keychain})
-			if tc.want == check.OK {
-				wantStatus(t, r, check.OK, d.String())
+			if tc.want == checklist.OK {
+				wantStatus(t, r, checklist.OK, d.String())
 				return
 			}
-			wantStatus(t, r, check.Warn, "could not be checked", "401 Unauthorized")
+			wantStatus(t, r, checklist.Warn, "could not be checked", "401 Unauthorized")
 			if !strings.Contains(r.Hint, "docker login "+host) {
 				t.Errorf("hint %q does not suggest docker login %s", r.Hint, host)
 			}
@@ -362,12 +362,12 @@ func TestImageCheckSharedImage(t *testing.T) {
 		if r.ID != "image:"+want[i] || !strings.Contains(r.Message, want[i]) {
 			t.Errorf("result %d is %s (%q), want image %s", i, r.ID, r.Message, want[i])
 		}
-		if r.Status != check.OK {
+		if r.Status != checklist.OK {
 			t.Errorf("%s: status %s: %s", want[i], r.Status, r.Message)
 		}
 	}
-	wantStatus(t, rs[0], check.OK, "container gen-cert of StatefulSet/web")
-	wantStatus(t, rs[1], check.OK, "containers spire-agent, agent-copy of StatefulSet/web; container agent of Pod/debug")
+	wantStatus(t, rs[0], checklist.OK, "container gen-cert of StatefulSet/web")
+	wantStatus(t, rs[1], checklist.OK, "containers spire-agent, agent-copy of StatefulSet/web; container agent of Pod/debug")
 	if n := agentRequests.Load(); n != 1 {
 		t.Errorf("the shared image was requested %d times, want once", n)
 	}

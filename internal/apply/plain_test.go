@@ -14,10 +14,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
-	spembed "github.com/spirepod/spirepod/embed"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/scaffold"
+	"github.com/spirepod/spirepod/scaffoldfs"
 )
 
 // plainScaffold writes spirepod's scaffold for p into a new directory, with
@@ -37,7 +37,7 @@ func plainScaffold(t *testing.T, p *project.Project, withCA, serverCA bool) stri
 		}
 		bundle, _ = os.ReadFile(b)
 	}
-	files, err := scaffold.Render(scaffold.Options{Source: spembed.Scaffold(), Project: p, ServerCA: bundle})
+	files, err := scaffold.Render(scaffold.Options{Source: scaffoldfs.Scaffold(), Project: p, ServerCA: bundle})
 	if err != nil {
 		t.Fatal(err)
 	}

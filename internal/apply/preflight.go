@@ -28,7 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/spirepod/spirepod/internal/certmanager"
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/retry"
@@ -84,9 +84,9 @@ func (o ClusterOptions) retryFor() time.Duration {
 }
 
 // CheckCluster checks cert-manager, the namespace and permissions.
-func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
+func CheckCluster(ctx context.Context, o ClusterOptions) []checklist.Result {
 	const group = "cluster"
-	var out []check.Result
+	var out []checklist.Result
 
 	// The cert-manager kinds the scaffold applies, and Certificate, which
 	// gen-cert creates in every pod.
@@ -100,28 +100,28 @@ func CheckCluster(ctx context.Context, o ClusterOptions) []check.Result {
 	for _, gvk := range kinds {
 		if _, err := o.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version); err != nil {
 			if !meta.IsNoMatchError(err) {
-				return append(out, check.Result{Group: group, ID: "cluster-reachable", Name: "cluster reachable", Status: check.Fail,
+				return append(out, checklist.Result{Group: group, ID: "cluster-reachable", Name: "cluster reachable", Status: checklist.Fail,
 					Message: err.Error(), Hint: "check --kubeconfig and --context"})
 			}
 			missing = append(missing, gvk.Kind+"."+gvk.Group)
 		}
 	}
 	if len(missing) > 0 {
-		out = append(out, check.Result{Group: group, ID: "cert-manager", Name: "cert-manager is installed", Status: check.Fail,
+		out = append(out, checklist.Result{Group: group, ID: "cert-manager", Name: "cert-manager is installed", Status: checklist.Fail,
 			Message: "the cluster does not serve " + strings.Join(missing, ", "),
 			Hint:    "install cert-manager in this cluster (its CRDs and controller), or pick the right --context"})
 	} else {
-		out = append(out, check.Result{Group: group, ID: "cert-manager", Name: "cert-manager is installed", Status: check.OK})
+		out = append(out, checklist.Result{Group: group, ID: "cert-manager", Name: "cert-manager is installed", Status: checklist.OK})
 	}
 
 	// The rest are independent requests: sent together, they cost one
 	// round trip to a remote API server, not four.
 	// A cluster that does not answer the namespace read stops the others
 	// (the CA-Secret read would otherwise retry for RetryFor).
-	var nsRes, caRes, permRes, admRes, verRes []check.Result
+	var nsRes, caRes, permRes, admRes, verRes []checklist.Result
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	unreachable := func() bool { return check.Failed(nsRes) && nsRes[len(nsRes)-1].ID == "cluster-reachable" }
+	unreachable := func() bool { return checklist.Failed(nsRes) && nsRes[len(nsRes)-1].ID == "cluster-reachable" }
 	var g errgroup.Group
 	g.Go(func() error {
 		if nsRes = checkNamespace(pctx, o); unreachable() {
@@ -154,7 +154,7 @@ var MinSidecarVersion = utilversion.MajorMinor(1, 29)
 
 // checkServerVersion refuses an API server older than MinSidecarVersion
 // when the manifests hold a native sidecar.
-func checkServerVersion(o ClusterOptions) []check.Result {
+func checkServerVersion(o ClusterOptions) []checklist.Result {
 	const group, id, name = "cluster", "kubernetes-version", "Kubernetes runs native sidecars"
 	sidecar := nativeSidecar(All(o.Layers))
 	if sidecar == "" {
@@ -162,27 +162,27 @@ func checkServerVersion(o ClusterOptions) []check.Result {
 	}
 	info, err := o.Client.Discovery().ServerVersion()
 	if err != nil {
-		return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail,
+		return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Fail,
 			Message: "cannot read the API server's version: " + apiMessage(err), Hint: "check --kubeconfig and --context"}}
 	}
 	v, err := utilversion.ParseGeneric(info.GitVersion)
 	if err != nil {
-		return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail,
+		return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Fail,
 			Message: fmt.Sprintf("the API server reports version %q, which is not a Kubernetes version", info.GitVersion),
 			Hint:    "native sidecars need Kubernetes v1.29 or later; check --context"}}
 	}
 	if v.Major() == 0 {
 		// A build without version stamping (v0.0.0-master): the pod dry run
 		// in CheckPodAdmission still sees whether the field survives.
-		return []check.Result{{Group: group, ID: id, Name: name, Status: check.Skipped,
+		return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Skipped,
 			Message: fmt.Sprintf("the API server reports no release version (%s)", info.GitVersion)}}
 	}
 	if v.LessThan(MinSidecarVersion) {
-		return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail,
+		return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Fail,
 			Message: fmt.Sprintf("the API server is Kubernetes %s; %s is a native sidecar (an init container with restartPolicy: Always), which needs v1.29 or later (older servers drop the field and the pod never starts)", info.GitVersion, sidecar),
 			Hint:    "upgrade the cluster to v1.29 or later, or pick another --context"}}
 	}
-	return []check.Result{{Group: group, ID: id, Name: name, Status: check.OK, Message: info.GitVersion}}
+	return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.OK, Message: info.GitVersion}}
 }
 
 // nativeSidecar names the first init container with restartPolicy: Always
@@ -203,9 +203,9 @@ func nativeSidecar(objs []*unstructured.Unstructured) string {
 
 // checkNamespace: the team namespace exists, is in the scaffold, or will be
 // created.
-func checkNamespace(ctx context.Context, o ClusterOptions) []check.Result {
+func checkNamespace(ctx context.Context, o ClusterOptions) []checklist.Result {
 	const group = "cluster"
-	var out []check.Result
+	var out []checklist.Result
 	inScaffold := false
 	for _, obj := range All(o.Layers) {
 		if obj.GetKind() == "Namespace" && obj.GetName() == o.Namespace {
@@ -215,17 +215,17 @@ func checkNamespace(ctx context.Context, o ClusterOptions) []check.Result {
 	_, err := o.Client.CoreV1().Namespaces().Get(ctx, o.Namespace, metav1.GetOptions{})
 	switch {
 	case err == nil || inScaffold:
-		out = append(out, check.Result{Group: group, ID: "namespace", Name: fmt.Sprintf("namespace %s exists", o.Namespace), Status: check.OK})
+		out = append(out, checklist.Result{Group: group, ID: "namespace", Name: fmt.Sprintf("namespace %s exists", o.Namespace), Status: checklist.OK})
 	case apierrors.IsNotFound(err) && o.CreateNamespace:
-		out = append(out, check.Result{Group: group, ID: "namespace", Name: fmt.Sprintf("namespace %s will be created", o.Namespace), Status: check.OK})
+		out = append(out, checklist.Result{Group: group, ID: "namespace", Name: fmt.Sprintf("namespace %s will be created", o.Namespace), Status: checklist.OK})
 	case apierrors.IsNotFound(err):
-		out = append(out, check.Result{Group: group, ID: "namespace", Name: fmt.Sprintf("namespace %s exists", o.Namespace), Status: check.Fail,
+		out = append(out, checklist.Result{Group: group, ID: "namespace", Name: fmt.Sprintf("namespace %s exists", o.Namespace), Status: checklist.Fail,
 			Message: "not found in the cluster and not in the scaffold", Hint: "pass --create-namespace, or ask the cluster admins to create it"})
 	case apierrors.IsForbidden(err):
-		out = append(out, check.Result{Group: group, ID: "namespace", Name: fmt.Sprintf("namespace %s exists", o.Namespace), Status: check.Warn,
+		out = append(out, checklist.Result{Group: group, ID: "namespace", Name: fmt.Sprintf("namespace %s exists", o.Namespace), Status: checklist.Warn,
 			Message: "cannot read namespaces: " + err.Error()})
 	default:
-		return append(out, check.Result{Group: group, ID: "cluster-reachable", Name: "cluster reachable", Status: check.Fail,
+		return append(out, checklist.Result{Group: group, ID: "cluster-reachable", Name: "cluster reachable", Status: checklist.Fail,
 			Message: err.Error(), Hint: "check --kubeconfig and --context"})
 	}
 	return out
@@ -236,7 +236,7 @@ func checkNamespace(ctx context.Context, o ClusterOptions) []check.Result {
 // own old CA, whose agents then stop attesting: their node aliases are pinned
 // to its fingerprint), unless ReplaceCA. It fails closed: a Secret that
 // cannot be read, after retries, refuses the apply.
-func checkCASecret(ctx context.Context, o ClusterOptions) []check.Result {
+func checkCASecret(ctx context.Context, o ClusterOptions) []checklist.Result {
 	const id, name = "ca-secret", "the team-CA Secret is ours or absent"
 	for _, obj := range All(o.Layers) {
 		if obj.GetKind() != "Secret" || obj.GetNamespace() != o.Issuer.SecretNamespace || obj.GetName() != o.Issuer.SecretName {
@@ -250,17 +250,17 @@ func checkCASecret(ctx context.Context, o ClusterOptions) []check.Result {
 			return err
 		})
 		if apierrors.IsNotFound(err) {
-			return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.OK}}
+			return []checklist.Result{{Group: "cluster", ID: id, Name: name, Status: checklist.OK}}
 		}
 		if err != nil {
-			return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.Fail,
+			return []checklist.Result{{Group: "cluster", ID: id, Name: name, Status: checklist.Fail,
 				Message: fmt.Sprintf("cannot read Secret %s/%s to check it holds this team's CA: %v", obj.GetNamespace(), obj.GetName(), err),
 				Hint:    "apply replaces it only once it is known to be this team's (or absent): retry when the API server answers, or ask for get on secrets there"}}
 		}
 		wantPEM, _ := base64.StdEncoding.DecodeString(strings.Join(strings.Fields(want), ""))
 		livePEM := live.Data["tls.crt"]
 		if len(livePEM) == 0 || bytes.Equal(bytes.TrimSpace(livePEM), bytes.TrimSpace(wantPEM)) {
-			return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.OK}}
+			return []checklist.Result{{Group: "cluster", ID: id, Name: name, Status: checklist.OK}}
 		}
 		desc := "another certificate"
 		if certs, err := pki.ParseCertificates(livePEM); err == nil {
@@ -268,9 +268,9 @@ func checkCASecret(ctx context.Context, o ClusterOptions) []check.Result {
 		}
 		msg := fmt.Sprintf("Secret %s/%s holds %s, not this scaffold's team CA", obj.GetNamespace(), obj.GetName(), desc)
 		if o.ReplaceCA {
-			return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.Warn, Message: msg + "; replacing it (--replace-ca)"}}
+			return []checklist.Result{{Group: "cluster", ID: id, Name: name, Status: checklist.Warn, Message: msg + "; replacing it (--replace-ca)"}}
 		}
-		return []check.Result{{Group: "cluster", ID: id, Name: name, Status: check.Fail, Message: msg,
+		return []checklist.Result{{Group: "cluster", ID: id, Name: name, Status: checklist.Fail, Message: msg,
 			Hint: "if it is another team's, applying would break its agents: check spirepod.yaml's namespace and issuer; if it is your own old CA, re-run with --replace-ca (see `spirepod pki rotate` for a rotation without downtime)"}}
 	}
 	return nil
@@ -278,7 +278,7 @@ func checkCASecret(ctx context.Context, o ClusterOptions) []check.Result {
 
 // checkPermissions asks the API server (SelfSubjectAccessReview) whether the
 // user may get, create and patch every kind of object that will be applied.
-func checkPermissions(ctx context.Context, o ClusterOptions) []check.Result {
+func checkPermissions(ctx context.Context, o ClusterOptions) []checklist.Result {
 	type key struct{ group, resource, ns string }
 	type ask struct {
 		k    key
@@ -324,7 +324,7 @@ func checkPermissions(ctx context.Context, o ClusterOptions) []check.Result {
 	_ = g.Wait()
 	for i, a := range asks {
 		if errs[i] != nil {
-			return []check.Result{{Group: "cluster", ID: "permissions", Name: "permission to apply", Status: check.Warn,
+			return []checklist.Result{{Group: "cluster", ID: "permissions", Name: "permission to apply", Status: checklist.Warn,
 				Message: "could not ask: " + errs[i].Error()}}
 		}
 		if !allowed[i] {
@@ -336,11 +336,11 @@ func checkPermissions(ctx context.Context, o ClusterOptions) []check.Result {
 		}
 	}
 	if len(denied) > 0 {
-		return []check.Result{{Group: "cluster", ID: "permissions", Name: "permission to apply", Status: check.Fail,
+		return []checklist.Result{{Group: "cluster", ID: "permissions", Name: "permission to apply", Status: checklist.Fail,
 			Message: "not allowed: " + strings.Join(denied, "; "),
 			Hint:    "ask the cluster admins for these permissions, or use a --context that has them"}}
 	}
-	return []check.Result{{Group: "cluster", ID: "permissions", Name: "permission to apply", Status: check.OK}}
+	return []checklist.Result{{Group: "cluster", ID: "permissions", Name: "permission to apply", Status: checklist.OK}}
 }
 
 func qualified(resource, group string) string {
@@ -353,7 +353,7 @@ func qualified(resource, group string) string {
 // CheckBundle judges the SPIRE server CA bundle the scaffold will apply (the
 // spire-bundle ConfigMap): empty, unparseable, expired or not yet valid
 // refuses the apply (the agent would crash-loop); near its end warns.
-func CheckBundle(layers []Layer, now time.Time) []check.Result {
+func CheckBundle(layers []Layer, now time.Time) []checklist.Result {
 	const group, id, name = "scaffold", "server-ca-bundle", "the SPIRE server CA bundle is usable"
 	hint := "put the server's CA in with `spirepod bundle set SERVER_CA.pem` (ask the SPIRE operators for it)"
 	for _, obj := range All(layers) {
@@ -365,19 +365,19 @@ func CheckBundle(layers []Layer, now time.Time) []check.Result {
 		if strings.TrimSpace(data) != "" {
 			var err error
 			if certs, err = scaffold.ParseServerCA([]byte(data)); err != nil {
-				return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail, Message: "ConfigMap " + scaffold.BundleConfigMap + ": " + err.Error(), Hint: hint}}
+				return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Fail, Message: "ConfigMap " + scaffold.BundleConfigMap + ": " + err.Error(), Hint: hint}}
 			}
 		}
 		switch pr := scaffold.JudgeBundle(certs, now); {
 		case pr == nil:
-			return []check.Result{{Group: group, ID: id, Name: name, Status: check.OK, Message: project.Count(len(certs), "CA")}}
+			return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.OK, Message: project.Count(len(certs), "CA")}}
 		case pr.Fatal:
-			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail, Message: pr.Message, Hint: hint}}
+			return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Fail, Message: pr.Message, Hint: hint}}
 		default:
-			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Warn, Message: pr.Message}}
+			return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Warn, Message: pr.Message}}
 		}
 	}
-	return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail, Message: "the scaffold has no ConfigMap " + scaffold.BundleConfigMap,
+	return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Fail, Message: "the scaffold has no ConfigMap " + scaffold.BundleConfigMap,
 		Hint: "re-render the scaffold (`spirepod status` prints the `spirepod init --force` command, run from the directory above it)"}}
 }
 
@@ -386,7 +386,7 @@ func CheckBundle(layers []Layer, now time.Time) []check.Result {
 // create of its first pod, so a refused pod is named, with the field at
 // fault, before anything changes. It is skipped when the namespace does not
 // exist yet or the user may not create pods.
-func CheckPodAdmission(ctx context.Context, o ClusterOptions) []check.Result {
+func CheckPodAdmission(ctx context.Context, o ClusterOptions) []checklist.Result {
 	const group, id, name = "cluster", "pod-admission", "the pods pass the namespace's admission (Pod Security)"
 	for _, obj := range All(o.Layers) {
 		if obj.GetKind() != "StatefulSet" {
@@ -394,7 +394,7 @@ func CheckPodAdmission(ctx context.Context, o ClusterOptions) []check.Result {
 		}
 		var sts appsv1.StatefulSet
 		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj.Object, &sts); err != nil {
-			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Warn, Message: err.Error()}}
+			return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Warn, Message: err.Error()}}
 		}
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Name: sts.Name + "-0", Namespace: o.Namespace, Labels: sts.Spec.Template.Labels},
@@ -409,24 +409,24 @@ func CheckPodAdmission(ctx context.Context, o ClusterOptions) []check.Result {
 			// A server that does not run native sidecars drops an init
 			// container's restartPolicy; the admitted pod shows it.
 			if c := droppedRestartPolicy(pod, got); c != "" {
-				return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail,
+				return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Fail,
 					Message: fmt.Sprintf("the API server dropped restartPolicy: Always from init container %s: it does not run native sidecars (Kubernetes older than v1.29, or the SidecarContainers feature gate off), and gen-cert would block the pod's start", c),
 					Hint:    "upgrade the cluster to v1.29 or later, or pick another --context"}}
 			}
-			return []check.Result{{Group: group, ID: id, Name: name, Status: check.OK}}
+			return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.OK}}
 		case apierrors.IsNotFound(err):
-			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Skipped, Message: "namespace " + o.Namespace + " does not exist yet"}}
+			return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Skipped, Message: "namespace " + o.Namespace + " does not exist yet"}}
 		case apierrors.IsForbidden(err) && strings.Contains(err.Error(), "PodSecurity"):
-			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail,
+			return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Fail,
 				Message: fmt.Sprintf("StatefulSet %s's pods would be refused: %v", sts.Name, apiMessage(err)),
 				Hint:    "fix the fields named above in spire-envoy-integration.yaml (`spirepod init --force` renders them restricted), or ask for a namespace whose Pod Security level allows them"}}
 		case apierrors.IsForbidden(err):
-			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Skipped, Message: "cannot ask (no permission to create pods): " + apiMessage(err)}}
+			return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Skipped, Message: "cannot ask (no permission to create pods): " + apiMessage(err)}}
 		case apierrors.IsInvalid(err) || apierrors.IsBadRequest(err):
-			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Fail,
+			return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Fail,
 				Message: fmt.Sprintf("StatefulSet %s's pods would be refused: %v", sts.Name, apiMessage(err)), Hint: "fix the pod template"}}
 		default:
-			return []check.Result{{Group: group, ID: id, Name: name, Status: check.Warn, Message: "could not ask: " + err.Error()}}
+			return []checklist.Result{{Group: group, ID: id, Name: name, Status: checklist.Warn, Message: "could not ask: " + err.Error()}}
 		}
 	}
 	return nil

@@ -11,7 +11,7 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 )
@@ -102,7 +102,7 @@ const (
 type RunEvent struct {
 	Kind    RunEventKind
 	Stage   Stage
-	Results []check.Result
+	Results []checklist.Result
 	Target  *Target
 	Object  *ObjectResult
 	Result  *Result
@@ -111,20 +111,20 @@ type RunEvent struct {
 
 // Report is what Run did: the JSON of `spirepod apply -o json`.
 type Report struct {
-	Context   string         `json:"context"`
-	Cluster   string         `json:"cluster"`
-	Server    string         `json:"server"`
-	DryRun    bool           `json:"dryRun"`
-	Preflight []check.Result `json:"preflight"`
-	Objects   []ObjectResult `json:"objects"`
-	Wait      *WaitStatus    `json:"wait,omitempty"`
+	Context   string             `json:"context"`
+	Cluster   string             `json:"cluster"`
+	Server    string             `json:"server"`
+	DryRun    bool               `json:"dryRun"`
+	Preflight []checklist.Result `json:"preflight"`
+	Objects   []ObjectResult     `json:"objects"`
+	Wait      *WaitStatus        `json:"wait,omitempty"`
 }
 
 // PreflightError is a preflight that failed: nothing was applied.
 type PreflightError struct {
 	// Stage is the stage that failed; Failed its failed checks.
 	Stage  Stage
-	Failed []check.Result
+	Failed []checklist.Result
 }
 
 func (e *PreflightError) Error() string {
@@ -195,15 +195,15 @@ func Run(ctx context.Context, o RunOptions) (*Report, error) {
 			o.Event(ev)
 		}
 	}
-	preflight := func(s Stage, rs []check.Result) error {
+	preflight := func(s Stage, rs []checklist.Result) error {
 		rep.Preflight = append(rep.Preflight, rs...)
 		emit(RunEvent{Kind: EventPreflight, Stage: s, Results: rs})
-		if !check.Failed(rep.Preflight) {
+		if !checklist.Failed(rep.Preflight) {
 			return nil
 		}
 		pe := &PreflightError{Stage: s}
 		for _, r := range rep.Preflight {
-			if r.Status == check.Fail {
+			if r.Status == checklist.Fail {
 				pe.Failed = append(pe.Failed, r)
 			}
 		}
@@ -218,7 +218,7 @@ func Run(ctx context.Context, o RunOptions) (*Report, error) {
 	if err != nil {
 		return rep, &BuildError{Dir: p.Dir, Err: err}
 	}
-	if err := preflight(StageScaffold, append([]check.Result{CheckProjectResult(layers, p)}, CheckBundle(layers, o.Now)...)); err != nil {
+	if err := preflight(StageScaffold, append([]checklist.Result{CheckProjectResult(layers, p)}, CheckBundle(layers, o.Now)...)); err != nil {
 		return rep, err
 	}
 

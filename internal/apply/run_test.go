@@ -37,7 +37,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 
 	"github.com/spirepod/spirepod/internal/apply"
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/scaffold"
@@ -327,7 +327,7 @@ func TestRunLocalPreflight(t *testing.T) {
 				wantKinds(t, f, "preflight:team-ca")
 			} else {
 				wantPreflightError(t, err, tc.stage, tc.id)
-				if r, ok := check.Find(rep.Preflight, tc.id); !ok || r.Status != check.Fail || r.Hint == "" {
+				if r, ok := checklist.Find(rep.Preflight, tc.id); !ok || r.Status != checklist.Fail || r.Hint == "" {
 					t.Errorf("report's %s: %+v, want a failure with a hint", tc.id, r)
 				}
 			}
@@ -508,7 +508,7 @@ func TestRunApplies(t *testing.T) {
 		if rep.Wait == nil || !rep.Wait.IssuerReady || strings.Join(rep.Wait.PodsReady, ",") != p.PodName(0)+","+p.PodName(1) {
 			t.Fatalf("wait %+v", rep.Wait)
 		}
-		if rep.Context != "dev" || rep.Cluster != "kind-dev" || len(rep.Preflight) == 0 || check.Failed(rep.Preflight) {
+		if rep.Context != "dev" || rep.Cluster != "kind-dev" || len(rep.Preflight) == 0 || checklist.Failed(rep.Preflight) {
 			t.Fatalf("report %+v", rep)
 		}
 		wantKinds(t, f, "preflight:team-ca", "preflight:scaffold", "target", "preflight:cluster", "object", "applied", "wait")
@@ -710,7 +710,7 @@ func TestRunAndInPlaceOnTestbed(t *testing.T) {
 		t.Fatalf("before apply: %+v %+v", st, st.Ready)
 	}
 	// status's cluster step is the same answer (issue 22): nothing applied.
-	wantCluster(t, p, tg, map[string]check.Status{"namespace": check.Todo, "objects": check.Todo, "cluster-issuer": check.Todo, "pods": check.Todo},
+	wantCluster(t, p, tg, map[string]checklist.Status{"namespace": checklist.Todo, "objects": checklist.Todo, "cluster-issuer": checklist.Todo, "pods": checklist.Todo},
 		map[string]string{"objects": fmt.Sprintf("none of the scaffold's %d objects applied yet", st.Objects)})
 
 	rep, err := apply.Run(ctx, apply.RunOptions{
@@ -727,12 +727,12 @@ func TestRunAndInPlaceOnTestbed(t *testing.T) {
 	if st, err = apply.InPlace(ctx, apply.InPlaceOptions{Project: p, Target: tg}); err != nil || !st.InPlace {
 		t.Fatalf("after apply: %v %+v %+v", err, st, st.Ready)
 	}
-	wantCluster(t, p, tg, map[string]check.Status{"namespace": check.OK, "objects": check.OK, "cluster-issuer": check.OK, "pods": check.OK},
+	wantCluster(t, p, tg, map[string]checklist.Status{"namespace": checklist.OK, "objects": checklist.OK, "cluster-issuer": checklist.OK, "pods": checklist.OK},
 		map[string]string{"objects": fmt.Sprintf("%d objects", st.Objects), "pods": "1/1"})
 
 	// A user who may read but not patch: the dry run is refused, and status
 	// says which permission it needs instead of judging by other reads.
-	wantCluster(t, p, readOnlyTarget(t, ctx, c, p.Namespace), map[string]check.Status{"namespace": check.OK, "objects": check.Warn, "cluster-issuer": check.OK, "pods": check.OK},
+	wantCluster(t, p, readOnlyTarget(t, ctx, c, p.Namespace), map[string]checklist.Status{"namespace": checklist.OK, "objects": checklist.Warn, "cluster-issuer": checklist.OK, "pods": checklist.OK},
 		map[string]string{"objects": "needs get, list and patch on"})
 
 	patch := []byte(`{"apiVersion":"apps/v1","kind":"StatefulSet","metadata":{"name":"` + p.StatefulSet + `","namespace":"` + p.Namespace + `"},"spec":{"replicas":2}}`)
@@ -746,7 +746,7 @@ func TestRunAndInPlaceOnTestbed(t *testing.T) {
 	if st.InPlace || len(st.Changed) != 1 || st.Changed[0].Kind != "StatefulSet" || len(st.Changed[0].Conflicts) == 0 || st.Changed[0].Conflicts[0].Manager != "flux" {
 		t.Fatalf("after flux set .spec.replicas to 2: %+v", st.Changed)
 	}
-	wantCluster(t, p, tg, map[string]check.Status{"objects": check.Fail},
+	wantCluster(t, p, tg, map[string]checklist.Status{"objects": checklist.Fail},
 		map[string]string{"objects": `drifted: StatefulSet ` + p.Namespace + `/` + p.StatefulSet + ` (spec.replicas changed by "flux")`})
 
 	// An object deleted by hand is missing, by name.
@@ -754,7 +754,7 @@ func TestRunAndInPlaceOnTestbed(t *testing.T) {
 	if err := c.Client.CoreV1().ConfigMaps(p.Namespace).Delete(ctx, cm, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	wantCluster(t, p, tg, map[string]check.Status{"objects": check.Fail},
+	wantCluster(t, p, tg, map[string]checklist.Status{"objects": checklist.Fail},
 		map[string]string{"objects": "missing: ConfigMap " + p.Namespace + "/" + cm})
 }
 
@@ -778,13 +778,13 @@ func firstOfKind(t *testing.T, p *project.Project, kind string) string {
 
 // wantCluster runs status and checks its cluster step: each check id has
 // the status, and its message contains the text.
-func wantCluster(t *testing.T, p *project.Project, tg *apply.Target, want map[string]check.Status, msg map[string]string) {
+func wantCluster(t *testing.T, p *project.Project, tg *apply.Target, want map[string]checklist.Status, msg map[string]string) {
 	t.Helper()
 	rep, err := status.Run(t.Context(), status.Options{Project: p, Cluster: tg, Context: tg.Context})
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]check.Result{}
+	got := map[string]checklist.Result{}
 	for _, r := range rep.Checks {
 		if r.Group == status.Step6 {
 			got[r.ID] = r

@@ -1,7 +1,7 @@
-// Package check holds the result of one check in a checklist, the shape
-// shared by `pki inspect`, `verify` diagnosis and `status`. The CLI renders
-// it in the style of `linkerd check`.
-package check
+// Package checklist holds a checklist's items: the result of one check (its
+// status, message and hint), the shape shared by `pki inspect`, `verify`
+// diagnosis, `status` and the preflights. The CLI renders it in the style of `linkerd check`.
+package checklist
 
 // Status of a check.
 type Status string

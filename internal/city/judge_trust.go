@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 )
@@ -210,7 +210,7 @@ func (c *City) judgeTrustList() {
 func (c *City) judgeCA(b *trustBlock, cert *x509.Certificate, name string, inv []string) {
 	now := c.cfg.Now
 	for _, r := range pki.InspectCA("", cert, nil, now) {
-		if r.Status != check.Fail {
+		if r.Status != checklist.Fail {
 			continue
 		}
 		switch r.ID {

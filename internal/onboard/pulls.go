@@ -13,7 +13,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/city"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
@@ -179,7 +179,7 @@ type TrustCAOptions struct {
 	Project *project.Project
 	// CA is the team CA (never its key); Inspect its pki inspect results.
 	CA      *x509.Certificate
-	Inspect []check.Result
+	Inspect []checklist.Result
 	Where   Where
 	City    city.Config
 }

@@ -18,7 +18,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 )
 
 var (
@@ -100,7 +100,7 @@ func TestGenerate(t *testing.T) {
 			}
 			rs := InspectCA("", c, key, testNow)
 			for _, r := range rs {
-				if r.Status == check.Fail || r.Status == check.Warn {
+				if r.Status == checklist.Fail || r.Status == checklist.Warn {
 					t.Errorf("inspect of a generated CA: %s %s: %s", r.ID, r.Status, r.Message)
 				}
 			}

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 )
 
 // ImportOptions carry an existing CA (already read from its files) and
@@ -36,11 +36,11 @@ func (e *InputError) Error() string { return e.Which + ": " + e.Err.Error() }
 func (e *InputError) Unwrap() error { return e.Err }
 
 // CheckError is a CA that failed inspection; Results say why.
-type CheckError struct{ Results []check.Result }
+type CheckError struct{ Results []checklist.Result }
 
 func (e *CheckError) Error() string {
 	for _, r := range e.Results {
-		if r.Status == check.Fail {
+		if r.Status == checklist.Fail {
 			return fmt.Sprintf("%s: %s", r.ID, r.Message)
 		}
 	}
@@ -50,7 +50,7 @@ func (e *CheckError) Error() string {
 // ImportResult is what Import put in place.
 type ImportResult struct {
 	Cert     *x509.Certificate
-	Results  []check.Result
+	Results  []checklist.Result
 	CertPath string
 	KeyPath  string
 	// BackedUp are the copies of the replaced CA in BackupDir.
@@ -75,7 +75,7 @@ func Import(ctx context.Context, opts ImportOptions) (*ImportResult, error) {
 	}
 	ca := certs[0]
 	rs := InspectCA("", ca, key, opts.Now())
-	if check.Failed(rs) {
+	if checklist.Failed(rs) {
 		return &ImportResult{Cert: ca, Results: rs}, &CheckError{Results: rs}
 	}
 	if err := checkTargets(opts.CertPath, opts.KeyPath, opts.Force); err != nil {

@@ -12,20 +12,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 )
 
 // want is one expected rule outcome.
 type want struct {
 	id     string
-	status check.Status
+	status checklist.Status
 	msg    string // substring of the message, if set
 }
 
-func assertRules(t *testing.T, rs []check.Result, wants []want) {
+func assertRules(t *testing.T, rs []checklist.Result, wants []want) {
 	t.Helper()
 	for _, w := range wants {
-		r, ok := check.Find(rs, w.id)
+		r, ok := checklist.Find(rs, w.id)
 		if !ok {
 			t.Errorf("rule %s missing", w.id)
 			continue
@@ -36,7 +36,7 @@ func assertRules(t *testing.T, rs []check.Result, wants []want) {
 		if w.msg != "" && !strings.Contains(r.Message, w.msg) {
 			t.Errorf("rule %s: message %q does not contain %q", w.id, r.Message, w.msg)
 		}
-		if (r.Status == check.Fail || r.Status == check.Warn) && r.Hint == "" {
+		if (r.Status == checklist.Fail || r.Status == checklist.Warn) && r.Hint == "" {
 			t.Errorf("rule %s: %s without a hint", w.id, r.Status)
 		}
 	}
@@ -70,35 +70,35 @@ func TestInspectCA(t *testing.T) {
 		fail  bool
 	}{
 		{name: "good CA", pub: signer.Public(), key: signer, wants: []want{
-			{RuleCABasicConstraints, check.OK, ""}, {RuleCAKeyCertSign, check.OK, ""}, {RuleCADigitalSignature, check.OK, ""},
-			{RuleKeyAlgorithm, check.OK, "ec-p256"}, {RuleRSASize, check.Skipped, ""}, {RuleKeyMatches, check.OK, ""},
-			{RuleValidity, check.OK, ""}, {RuleLifetime90d, check.OK, "days left"},
+			{RuleCABasicConstraints, checklist.OK, ""}, {RuleCAKeyCertSign, checklist.OK, ""}, {RuleCADigitalSignature, checklist.OK, ""},
+			{RuleKeyAlgorithm, checklist.OK, "ec-p256"}, {RuleRSASize, checklist.Skipped, ""}, {RuleKeyMatches, checklist.OK, ""},
+			{RuleValidity, checklist.OK, ""}, {RuleLifetime90d, checklist.OK, "days left"},
 		}},
 		{name: "not a CA", pub: signer.Public(), fail: true, mut: func(c *x509.Certificate) { c.IsCA = false; c.MaxPathLenZero = false },
-			wants: []want{{RuleCABasicConstraints, check.Fail, "parent certificate cannot sign this kind of certificate"}}},
+			wants: []want{{RuleCABasicConstraints, checklist.Fail, "parent certificate cannot sign this kind of certificate"}}},
 		{name: "no basic constraints", pub: signer.Public(), fail: true, mut: func(c *x509.Certificate) {
 			c.BasicConstraintsValid, c.IsCA, c.MaxPathLenZero = false, false, false
-		}, wants: []want{{RuleCABasicConstraints, check.Fail, "x509: certificate signed by unknown authority"}}},
+		}, wants: []want{{RuleCABasicConstraints, checklist.Fail, "x509: certificate signed by unknown authority"}}},
 		{name: "no keyCertSign", pub: signer.Public(), fail: true, mut: func(c *x509.Certificate) {
 			c.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageCRLSign
-		}, wants: []want{{RuleCAKeyCertSign, check.Fail, "parent certificate cannot sign this kind of certificate"}, {RuleCADigitalSignature, check.OK, ""}}},
+		}, wants: []want{{RuleCAKeyCertSign, checklist.Fail, "parent certificate cannot sign this kind of certificate"}, {RuleCADigitalSignature, checklist.OK, ""}}},
 		{name: "no digitalSignature warns", pub: signer.Public(), mut: func(c *x509.Certificate) {
 			c.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign
-		}, wants: []want{{RuleCAKeyCertSign, check.OK, ""}, {RuleCADigitalSignature, check.Warn, "SPIRE itself does not check"}}},
+		}, wants: []want{{RuleCAKeyCertSign, checklist.OK, ""}, {RuleCADigitalSignature, checklist.Warn, "SPIRE itself does not check"}}},
 		{name: "no keyUsage at all", pub: signer.Public(), mut: func(c *x509.Certificate) { c.KeyUsage = 0 },
-			wants: []want{{RuleCAKeyCertSign, check.OK, "no keyUsage"}, {RuleCADigitalSignature, check.Warn, ""}}},
+			wants: []want{{RuleCAKeyCertSign, checklist.OK, "no keyUsage"}, {RuleCADigitalSignature, checklist.Warn, ""}}},
 		{name: "ed25519", pub: edPub, fail: true,
-			wants: []want{{RuleKeyAlgorithm, check.Fail, "only supports RSA and ECDSA"}, {RuleRSASize, check.Skipped, ""}}},
-		{name: "rsa 1024", pub: rsa1024.Public(), fail: true, wants: []want{{RuleKeyAlgorithm, check.OK, "rsa-1024"}, {RuleRSASize, check.Fail, "below 2048"}}},
-		{name: "rsa 9000", pub: bigRSAPublicKey(), fail: true, wants: []want{{RuleRSASize, check.Fail, "over 8192"}}},
-		{name: "key mismatch", pub: signer.Public(), key: other, fail: true, wants: []want{{RuleKeyMatches, check.Fail, "not the certificate's"}}},
-		{name: "no key given", pub: signer.Public(), wants: []want{{RuleKeyMatches, check.Skipped, "no private key"}}},
+			wants: []want{{RuleKeyAlgorithm, checklist.Fail, "only supports RSA and ECDSA"}, {RuleRSASize, checklist.Skipped, ""}}},
+		{name: "rsa 1024", pub: rsa1024.Public(), fail: true, wants: []want{{RuleKeyAlgorithm, checklist.OK, "rsa-1024"}, {RuleRSASize, checklist.Fail, "below 2048"}}},
+		{name: "rsa 9000", pub: bigRSAPublicKey(), fail: true, wants: []want{{RuleRSASize, checklist.Fail, "over 8192"}}},
+		{name: "key mismatch", pub: signer.Public(), key: other, fail: true, wants: []want{{RuleKeyMatches, checklist.Fail, "not the certificate's"}}},
+		{name: "no key given", pub: signer.Public(), wants: []want{{RuleKeyMatches, checklist.Skipped, "no private key"}}},
 		{name: "expired", pub: signer.Public(), fail: true, now: testNow.Add(400 * 24 * time.Hour),
-			wants: []want{{RuleValidity, check.Fail, "has expired or is not yet valid"}, {RuleLifetime90d, check.Skipped, ""}}},
+			wants: []want{{RuleValidity, checklist.Fail, "has expired or is not yet valid"}, {RuleLifetime90d, checklist.Skipped, ""}}},
 		{name: "not yet valid", pub: signer.Public(), fail: true, now: testNow.Add(-2 * time.Hour),
-			wants: []want{{RuleValidity, check.Fail, "not valid before"}}},
+			wants: []want{{RuleValidity, checklist.Fail, "not valid before"}}},
 		{name: "under 90 days left", pub: signer.Public(), now: testNow.Add(300 * 24 * time.Hour),
-			wants: []want{{RuleValidity, check.OK, ""}, {RuleLifetime90d, check.Warn, "expires in 65 days"}}},
+			wants: []want{{RuleValidity, checklist.OK, ""}, {RuleLifetime90d, checklist.Warn, "expires in 65 days"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -112,11 +112,11 @@ func TestInspectCA(t *testing.T) {
 			}
 			rs := InspectCA("CA", c, tt.key, now)
 			assertRules(t, rs, tt.wants)
-			if got := check.Failed(rs); got != tt.fail {
+			if got := checklist.Failed(rs); got != tt.fail {
 				t.Errorf("Failed() = %v, want %v", got, tt.fail)
 			}
 			for _, id := range allIDs {
-				if _, ok := check.Find(rs, id); !ok {
+				if _, ok := checklist.Find(rs, id); !ok {
 					t.Errorf("rule %s missing from the result", id)
 				}
 			}
@@ -166,46 +166,46 @@ func TestInspectLeaf(t *testing.T) {
 		wantFail bool
 	}{
 		{name: "good leaf", pub: leafKey.Public(), parent: ca, parentK: caKey, mut: chain(nil, good), ca: ca, key: leafKey, wants: []want{
-			{RuleLeafDigitalSignature, check.OK, ""}, {RuleKeyAlgorithm, check.OK, ""}, {RuleCNLength, check.OK, ""},
-			{RuleCNForm, check.OK, "pod web-0 (guide naming)"}, {RuleChainsToCA, check.OK, ""}, {RuleValidity, check.OK, ""}, {RuleKeyMatches, check.OK, ""},
+			{RuleLeafDigitalSignature, checklist.OK, ""}, {RuleKeyAlgorithm, checklist.OK, ""}, {RuleCNLength, checklist.OK, ""},
+			{RuleCNForm, checklist.OK, "pod web-0 (guide naming)"}, {RuleChainsToCA, checklist.OK, ""}, {RuleValidity, checklist.OK, ""}, {RuleKeyMatches, checklist.OK, ""},
 		}},
 		{name: "client auth only", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true,
 			mut:   chain(func(c *x509.Certificate) { c.KeyUsage = 0 }, good),
-			wants: []want{{RuleLeafDigitalSignature, check.Fail, "certificate not intended for digital signature use"}}},
+			wants: []want{{RuleLeafDigitalSignature, checklist.Fail, "certificate not intended for digital signature use"}}},
 		{name: "key encipherment only", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true,
 			mut:   chain(func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageKeyEncipherment }, good),
-			wants: []want{{RuleLeafDigitalSignature, check.Fail, "unable to generate challenge"}}},
+			wants: []want{{RuleLeafDigitalSignature, checklist.Fail, "unable to generate challenge"}}},
 		{name: "ed25519 leaf", pub: edPub, parent: ca, parentK: caKey, mut: chain(nil, good), ca: ca, wantFail: true,
-			wants: []want{{RuleKeyAlgorithm, check.Fail, "RSA and ECDSA"}}},
+			wants: []want{{RuleKeyAlgorithm, checklist.Fail, "RSA and ECDSA"}}},
 		{name: "CN too long", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true,
 			mut:   chain(nil, "spire-agent-x509pop-"+strings.Repeat("a", 45)),
-			wants: []want{{RuleCNLength, check.Fail, "65 bytes"}}},
+			wants: []want{{RuleCNLength, checklist.Fail, "65 bytes"}}},
 		{name: "CN 64 bytes", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca,
 			mut:   chain(nil, "spire-agent-x509pop-"+strings.Repeat("a", 44)),
-			wants: []want{{RuleCNLength, check.OK, "64 bytes"}, {RuleCNForm, check.OK, ""}}},
+			wants: []want{{RuleCNLength, checklist.OK, "64 bytes"}, {RuleCNForm, checklist.OK, ""}}},
 		{name: "CN wrong form", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true,
-			mut: chain(nil, "web-0"), wants: []want{{RuleCNForm, check.Fail, "will not match"}}},
+			mut: chain(nil, "web-0"), wants: []want{{RuleCNForm, checklist.Fail, "will not match"}}},
 		{name: "CN namespaced form", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca,
-			mut: chain(nil, "web-0.team-a"), wants: []want{{RuleCNForm, check.OK, "pod web-0 in namespace team-a"}}},
+			mut: chain(nil, "web-0.team-a"), wants: []want{{RuleCNForm, checklist.OK, "pod web-0 in namespace team-a"}}},
 		{name: "CN with two dots", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true,
-			mut: chain(nil, "web-0.team-a.x"), wants: []want{{RuleCNForm, check.Fail, "not <pod>.<namespace>"}}},
+			mut: chain(nil, "web-0.team-a.x"), wants: []want{{RuleCNForm, checklist.Fail, "not <pod>.<namespace>"}}},
 		{name: "CN empty pod", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true,
-			mut: chain(nil, "spire-agent-x509pop-"), wants: []want{{RuleCNForm, check.Fail, ""}}},
+			mut: chain(nil, "spire-agent-x509pop-"), wants: []want{{RuleCNForm, checklist.Fail, ""}}},
 		{name: "CN bad pod name", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true,
-			mut: chain(nil, "spire-agent-x509pop-Web_0"), wants: []want{{RuleCNForm, check.Fail, "not a valid pod name"}}},
+			mut: chain(nil, "spire-agent-x509pop-Web_0"), wants: []want{{RuleCNForm, checklist.Fail, "not a valid pod name"}}},
 		{name: "other CA", pub: leafKey.Public(), parent: otherCA, parentK: otherKey, mut: chain(nil, good), ca: ca, wantFail: true,
-			wants: []want{{RuleChainsToCA, check.Fail, "x509: certificate signed by unknown authority"}}},
+			wants: []want{{RuleChainsToCA, checklist.Fail, "x509: certificate signed by unknown authority"}}},
 		{name: "issuer not a CA", pub: leafKey.Public(), parent: nonCA, parentK: nonCAKey, mut: chain(nil, good), ca: nonCA, wantFail: true,
-			wants: []want{{RuleChainsToCA, check.Fail, "parent certificate cannot sign this kind of certificate"}}},
+			wants: []want{{RuleChainsToCA, checklist.Fail, "parent certificate cannot sign this kind of certificate"}}},
 		{name: "issuer without keyCertSign", pub: leafKey.Public(), parent: noSignCA, parentK: noSignCAKey, mut: chain(nil, good), ca: noSignCA, wantFail: true,
-			wants: []want{{RuleChainsToCA, check.Fail, "parent certificate cannot sign this kind of certificate"}}},
+			wants: []want{{RuleChainsToCA, checklist.Fail, "parent certificate cannot sign this kind of certificate"}}},
 		{name: "no CA given", pub: leafKey.Public(), parent: ca, parentK: caKey, mut: chain(nil, good),
-			wants: []want{{RuleChainsToCA, check.Skipped, "no team CA"}}},
+			wants: []want{{RuleChainsToCA, checklist.Skipped, "no team CA"}}},
 		{name: "expired leaf", pub: leafKey.Public(), parent: ca, parentK: caKey, ca: ca, wantFail: true, now: testNow.Add(200 * 24 * time.Hour),
 			mut:   chain(func(c *x509.Certificate) { c.NotAfter = testNow.Add(24 * time.Hour) }, good),
-			wants: []want{{RuleValidity, check.Fail, "x509: certificate has expired or is not yet valid"}}},
+			wants: []want{{RuleValidity, checklist.Fail, "x509: certificate has expired or is not yet valid"}}},
 		{name: "key mismatch", pub: leafKey.Public(), parent: ca, parentK: caKey, mut: chain(nil, good), ca: ca, key: otherKey, wantFail: true,
-			wants: []want{{RuleKeyMatches, check.Fail, ""}}},
+			wants: []want{{RuleKeyMatches, checklist.Fail, ""}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -216,11 +216,11 @@ func TestInspectLeaf(t *testing.T) {
 			}
 			rs := InspectLeaf(leaf, LeafOptions{Group: "agent", CA: tt.ca, Key: tt.key, Now: now})
 			assertRules(t, rs, tt.wants)
-			if got := check.Failed(rs); got != tt.wantFail {
+			if got := checklist.Failed(rs); got != tt.wantFail {
 				t.Errorf("Failed() = %v, want %v: %+v", got, tt.wantFail, rs)
 			}
 			for _, id := range []string{RuleLeafDigitalSignature, RuleKeyAlgorithm, RuleCNLength, RuleCNForm, RuleChainsToCA, RuleValidity} {
-				if _, ok := check.Find(rs, id); !ok {
+				if _, ok := checklist.Find(rs, id); !ok {
 					t.Errorf("rule %s missing", id)
 				}
 			}

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/project"
 )
 
@@ -63,7 +63,7 @@ func TestIssue(t *testing.T) {
 	}
 	rs := InspectLeaf(c, LeafOptions{CA: ca.Cert, Key: key, Now: testNow})
 	for _, r := range rs {
-		if r.Status != check.OK && r.ID != RuleRSASize {
+		if r.Status != checklist.OK && r.ID != RuleRSASize {
 			t.Errorf("inspect of an issued leaf: %s %s %s", r.ID, r.Status, r.Message)
 		}
 	}
@@ -183,7 +183,7 @@ func TestImport(t *testing.T) {
 				if !errors.As(err, &ce) {
 					t.Fatalf("err %v, want a check error", err)
 				}
-				if r, _ := check.Find(ce.Results, tt.failedRule); r.Status != check.Fail {
+				if r, _ := checklist.Find(ce.Results, tt.failedRule); r.Status != checklist.Fail {
 					t.Errorf("rule %s is %s", tt.failedRule, r.Status)
 				}
 			default:

@@ -1,5 +1,5 @@
 // Package pki makes, imports, inspects and issues the x509pop certificates a
-// team needs: the team CA that cert-manager's ClusterIssuer signs with and the
+// team needs: the team CA that the team's cert-manager issuer signs with and the
 // SPIRE server trusts, and agent leaves like the ones cert-manager issues.
 package pki
 

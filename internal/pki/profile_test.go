@@ -9,14 +9,14 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	spembed "github.com/spirepod/spirepod/embed"
+	"github.com/spirepod/spirepod/scaffoldfs"
 )
 
 // TestLeafProfileMatchesScaffold reads the cert-manager Certificate that the
 // scaffold's gen-cert init container applies and fails when `pki issue`'s
 // leaf profile has drifted from it.
 func TestLeafProfileMatchesScaffold(t *testing.T) {
-	tpl, err := fs.ReadFile(spembed.Scaffold(), "agent-certificates.yaml")
+	tpl, err := fs.ReadFile(scaffoldfs.Scaffold(), "agent-certificates.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 )
 
 // Rule IDs of loading the team CA (before the inspect rules).
@@ -45,7 +45,7 @@ type TeamCAOptions struct {
 type TeamCA struct {
 	Cert    *x509.Certificate
 	Key     crypto.Signer
-	Results []check.Result
+	Results []checklist.Result
 	// Err is why the CA cannot be used (a *TeamCAError), nil when it can.
 	Err error
 }
@@ -58,7 +58,7 @@ type TeamCAError struct {
 	// a single certificate, a key in it), false when it loads but fails a rule.
 	Input bool
 	// Rule is the failing check.
-	Rule check.Result
+	Rule checklist.Result
 }
 
 func (e *TeamCAError) Error() string {
@@ -82,7 +82,7 @@ func LoadTeamCA(o TeamCAOptions) *TeamCA {
 	}
 	t := &TeamCA{}
 	fail := func(path, id, name string, reason error, msg, hint string, input bool) *TeamCA {
-		r := result(group, id, name, check.Fail, msg, hint)
+		r := result(group, id, name, checklist.Fail, msg, hint)
 		t.Results = append(t.Results, r)
 		t.Err = &TeamCAError{Path: path, Reason: reason, Input: input, Rule: r}
 		return t
@@ -106,7 +106,7 @@ func LoadTeamCA(o TeamCAOptions) *TeamCA {
 	if err != nil {
 		return fail(o.CertPath, RuleCAFiles, filesName, err, err.Error(), "check the file's permissions", true)
 	}
-	t.Results = append(t.Results, result(group, RuleCAFiles, filesName, check.OK, "", ""))
+	t.Results = append(t.Results, result(group, RuleCAFiles, filesName, checklist.OK, "", ""))
 	const parseName = "team CA certificate parses (one certificate, no key)"
 	if ContainsPrivateKey(certPEM) {
 		return fail(o.CertPath, RuleCAParses, parseName, ErrPrivateKeyInCert,
@@ -122,7 +122,7 @@ func LoadTeamCA(o TeamCAOptions) *TeamCA {
 			"keep only the team CA certificate in the file", true)
 	}
 	t.Cert = certs[0]
-	t.Results = append(t.Results, result(group, RuleCAParses, parseName, check.OK, "", ""))
+	t.Results = append(t.Results, result(group, RuleCAParses, parseName, checklist.OK, "", ""))
 	if o.KeyPath != "" {
 		keyPEM, err := os.ReadFile(o.KeyPath)
 		if err != nil {
@@ -131,11 +131,11 @@ func LoadTeamCA(o TeamCAOptions) *TeamCA {
 		if t.Key, err = ParsePrivateKey(keyPEM); err != nil {
 			return fail(o.KeyPath, RuleCAKeyParse, "team CA key parses", err, err.Error(), "re-create the CA with `spirepod pki gen --force`", true)
 		}
-		t.Results = append(t.Results, result(group, RuleCAKeyParse, "team CA key parses", check.OK, "", ""))
+		t.Results = append(t.Results, result(group, RuleCAKeyParse, "team CA key parses", checklist.OK, "", ""))
 	}
 	t.Results = append(t.Results, InspectCA(group, t.Cert, t.Key, o.Now)...)
 	for _, r := range t.Results {
-		if r.Status == check.Fail {
+		if r.Status == checklist.Fail {
 			t.Err = &TeamCAError{Path: o.CertPath, Reason: ErrInspectFailed, Rule: r}
 			break
 		}

@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 )
 
 func TestLoadTeamCA(t *testing.T) {
@@ -63,7 +63,7 @@ func TestLoadTeamCA(t *testing.T) {
 			}
 			got := LoadTeamCA(o)
 			if tt.failedID == "" {
-				if got.Err != nil || check.Failed(got.Results) || got.Cert == nil || (tt.withKey && got.Key == nil) {
+				if got.Err != nil || checklist.Failed(got.Results) || got.Cert == nil || (tt.withKey && got.Key == nil) {
 					t.Fatalf("want usable, got err %v, results %+v", got.Err, got.Results)
 				}
 				return
@@ -78,7 +78,7 @@ func TestLoadTeamCA(t *testing.T) {
 			if te.Input != tt.input || te.Rule.ID != tt.failedID {
 				t.Errorf("input=%v rule=%s, want input=%v rule=%s (%s)", te.Input, te.Rule.ID, tt.input, tt.failedID, te.Rule.Message)
 			}
-			if r, ok := check.Find(got.Results, tt.failedID); !ok || r.Status != check.Fail {
+			if r, ok := checklist.Find(got.Results, tt.failedID); !ok || r.Status != checklist.Fail {
 				t.Errorf("results lack a failed %s: %+v", tt.failedID, got.Results)
 			}
 		})

@@ -20,7 +20,7 @@ import (
 
 	"github.com/google/go-github/v60/github"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/fakes/githubfake"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
@@ -472,7 +472,7 @@ func TestPrivateKeyRefused(t *testing.T) {
 func TestInspectRefuses(t *testing.T) {
 	ca, _ := genCA(t, "payments CA")
 	_, _, err := pr.TrustCA(pr.TrustCAOptions{Project: testProject(project.TrustListBundle), CA: mustCert(t, ca),
-		Inspect: []check.Result{{ID: "ku", Name: "key usage", Status: check.Fail, Message: "no keyCertSign"}}})
+		Inspect: []checklist.Result{{ID: "ku", Name: "key usage", Status: checklist.Fail, Message: "no keyCertSign"}}})
 	if err == nil || !strings.Contains(err.Error(), "fails pki inspect") {
 		t.Fatalf("got %v", err)
 	}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 )
@@ -23,7 +23,7 @@ type TrustCAOptions struct {
 	CA *x509.Certificate
 	// Inspect are the CA's pki inspect results, for the PR body; nil says
 	// it was not inspected.
-	Inspect []check.Result
+	Inspect []checklist.Result
 	// OwnerComment, when set, is written on its own line directly above the
 	// CA's PEM block in a bundle-mode trust list (city.OwnerComment), so the
 	// platform knows which team put it there.
@@ -54,7 +54,7 @@ func TrustCA(o TrustCAOptions) (*Change, *CAInfo, error) {
 	}
 	info := &CAInfo{CAInfo: pki.Describe(ca), Verdict: "not inspected"}
 	if o.Inspect != nil {
-		if check.Failed(o.Inspect) {
+		if checklist.Failed(o.Inspect) {
 			return nil, nil, fmt.Errorf("trust-ca: the team CA fails pki inspect")
 		}
 		info.Verdict = verdict(o.Inspect)
@@ -240,11 +240,11 @@ func bundleHas(data []byte, sha1 string) bool {
 	}
 }
 
-func verdict(rs []check.Result) string {
-	c := check.Count(rs)
+func verdict(rs []checklist.Result) string {
+	c := checklist.Count(rs)
 	var warns []string
 	for _, r := range rs {
-		if r.Status == check.Warn {
+		if r.Status == checklist.Warn {
 			warns = append(warns, r.Name)
 		}
 	}

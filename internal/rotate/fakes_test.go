@@ -22,13 +22,13 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 
-	spembed "github.com/spirepod/spirepod/embed"
 	"github.com/spirepod/spirepod/internal/apply"
 	"github.com/spirepod/spirepod/internal/city"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/scaffold"
+	"github.com/spirepod/spirepod/scaffoldfs"
 )
 
 // The fakes of Run's ports keep real state, so a test reads the outcome
@@ -88,7 +88,7 @@ func newWorld(t *testing.T) *world {
 		Registration: project.Registration{Format: project.FormatEntryJSON, EnvoyUID: 101},
 		Paths:        project.DefaultPaths, Dir: dir}
 	p.ApplyDefaults()
-	files, err := scaffold.Render(scaffold.Options{Source: spembed.Scaffold(), Project: p})
+	files, err := scaffold.Render(scaffold.Options{Source: scaffoldfs.Scaffold(), Project: p})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,16 +10,16 @@ import (
 	"testing"
 	"time"
 
-	spembed "github.com/spirepod/spirepod/embed"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/scaffold"
+	"github.com/spirepod/spirepod/scaffoldfs"
 )
 
 // newScaffold runs Init into a new directory and returns its project.
 func newScaffold(t *testing.T) *project.Project {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "sc")
-	res, err := scaffold.Init(context.Background(), scaffold.InitOptions{Dir: dir, Team: "payments", Namespace: "team-a", Template: spembed.Scaffold()})
+	res, err := scaffold.Init(context.Background(), scaffold.InitOptions{Dir: dir, Team: "payments", Namespace: "team-a", Template: scaffoldfs.Scaffold()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,9 +18,9 @@ import (
 	"testing"
 	"time"
 
-	spembed "github.com/spirepod/spirepod/embed"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/scaffold"
+	"github.com/spirepod/spirepod/scaffoldfs"
 )
 
 // writeServerCA writes a self-signed certificate (a CA unless leaf) named
@@ -53,7 +53,7 @@ func validServerCA(t *testing.T, path, cn string) {
 // team-a DIR` passes, recording events and rotation-guard calls.
 func initOpts(dir string, events *[]scaffold.InitStage, guarded *int) scaffold.InitOptions {
 	return scaffold.InitOptions{
-		Dir: dir, Team: "payments", Namespace: "team-a", Template: spembed.Scaffold(),
+		Dir: dir, Team: "payments", Namespace: "team-a", Template: scaffoldfs.Scaffold(),
 		Event: func(e scaffold.InitEvent) { *events = append(*events, e.Stage) },
 		CheckRotation: func(p *project.Project) error {
 			*guarded++
@@ -194,7 +194,7 @@ func TestInitRotationGuardRefuses(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "sc")
 	errRotating := errors.New("a rotation is in phase 2")
 	var seen *project.Project
-	o := scaffold.InitOptions{Dir: dir, Team: "payments", Namespace: "team-a", Template: spembed.Scaffold(), Force: true,
+	o := scaffold.InitOptions{Dir: dir, Team: "payments", Namespace: "team-a", Template: scaffoldfs.Scaffold(), Force: true,
 		CheckRotation: func(p *project.Project) error { seen = p; return errRotating }}
 	_, err := scaffold.Init(context.Background(), o)
 	var re *scaffold.RefusedError
@@ -242,7 +242,7 @@ func TestInitInputErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "sc")
 			guarded := false
-			o := scaffold.InitOptions{Dir: dir, Team: "payments", Namespace: "team-a", Template: spembed.Scaffold(),
+			o := scaffold.InitOptions{Dir: dir, Team: "payments", Namespace: "team-a", Template: scaffoldfs.Scaffold(),
 				CheckRotation: func(*project.Project) error { guarded = true; return nil }}
 			tc.mut(&o)
 			_, err := scaffold.Init(context.Background(), o)
@@ -266,7 +266,7 @@ func TestInitInputErrors(t *testing.T) {
 		})
 	}
 	if _, err := scaffold.Init(context.Background(), scaffold.InitOptions{Dir: "rel/sc", Team: "payments", Namespace: "team-a",
-		Template: spembed.Scaffold()}); err == nil {
+		Template: scaffoldfs.Scaffold()}); err == nil {
 		t.Error("a relative Dir was taken (it would depend on the process's working directory)")
 	}
 }
@@ -287,7 +287,7 @@ func TestInitKeepsServerCA(t *testing.T) {
 		}
 		return b.Certs[0].Subject.CommonName
 	}
-	o := scaffold.InitOptions{Dir: dir, Team: "payments", Namespace: "team-a", Template: spembed.Scaffold(), ServerCAFile: first}
+	o := scaffold.InitOptions{Dir: dir, Team: "payments", Namespace: "team-a", Template: scaffoldfs.Scaffold(), ServerCAFile: first}
 	if _, err := scaffold.Init(context.Background(), o); err != nil {
 		t.Fatal(err)
 	}

@@ -29,10 +29,10 @@ import (
 	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 
-	spembed "github.com/spirepod/spirepod/embed"
 	"github.com/spirepod/spirepod/internal/certmanager"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/scaffold"
+	"github.com/spirepod/spirepod/scaffoldfs"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden scaffold under testdata/golden")
@@ -56,7 +56,7 @@ func testProject(dir string) *project.Project {
 
 func render(t *testing.T, p *project.Project) map[string][]byte {
 	t.Helper()
-	files, err := scaffold.Render(scaffold.Options{Source: spembed.Scaffold(), Project: p})
+	files, err := scaffold.Render(scaffold.Options{Source: scaffoldfs.Scaffold(), Project: p})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -461,11 +461,11 @@ func TestGuideEraTemplateHardened(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := fstest.MapFS{}
-	if err := fs.WalkDir(spembed.Scaffold(), ".", func(path string, d fs.DirEntry, err error) error {
+	if err := fs.WalkDir(scaffoldfs.Scaffold(), ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		b, err := fs.ReadFile(spembed.Scaffold(), path)
+		b, err := fs.ReadFile(scaffoldfs.Scaffold(), path)
 		src[path] = &fstest.MapFile{Data: b}
 		return err
 	}); err != nil {

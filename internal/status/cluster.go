@@ -13,7 +13,7 @@ import (
 
 	"github.com/spirepod/spirepod/internal/apply"
 	"github.com/spirepod/spirepod/internal/certmanager"
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/project"
 )
 
@@ -36,7 +36,7 @@ type clusterInput struct {
 type clusterCheck struct {
 	id    string
 	name  func(p *project.Project) string
-	judge func(ctx context.Context, in clusterInput) (st check.Status, msg, hint string)
+	judge func(ctx context.Context, in clusterInput) (st checklist.Status, msg, hint string)
 }
 
 // clusterTable is the cluster step's checks, in order.
@@ -47,11 +47,11 @@ var clusterTable = []clusterCheck{
 	{"pods", func(*project.Project) string { return "pods Running and ready" }, podsCheck},
 }
 
-func clusterChecks(ctx context.Context, p *project.Project, t *apply.Target, skip string, layers []apply.Layer, buildErr error) []check.Result {
-	out := make([]check.Result, len(clusterTable))
+func clusterChecks(ctx context.Context, p *project.Project, t *apply.Target, skip string, layers []apply.Layer, buildErr error) []checklist.Result {
+	out := make([]checklist.Result, len(clusterTable))
 	if t == nil {
 		for i, c := range clusterTable {
-			out[i] = res(Step6, c.id, c.name(p), check.Skipped, skip, "")
+			out[i] = res(Step6, c.id, c.name(p), checklist.Skipped, skip, "")
 		}
 		return out
 	}
@@ -70,15 +70,15 @@ func clusterChecks(ctx context.Context, p *project.Project, t *apply.Target, ski
 	return out
 }
 
-func namespaceCheck(ctx context.Context, in clusterInput) (check.Status, string, string) {
+func namespaceCheck(ctx context.Context, in clusterInput) (checklist.Status, string, string) {
 	_, err := in.t.Client.CoreV1().Namespaces().Get(ctx, in.p.Namespace, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(err):
-		return check.Todo, "not found in context " + in.t.Context, "ask the platform team for the namespace, or `spirepod apply --create-namespace`"
+		return checklist.Todo, "not found in context " + in.t.Context, "ask the platform team for the namespace, or `spirepod apply --create-namespace`"
 	case err != nil:
-		return check.Fail, err.Error(), ""
+		return checklist.Fail, err.Error(), ""
 	}
-	return check.OK, "", ""
+	return checklist.OK, "", ""
 }
 
 // objectsCheck is apply.Diff's answer: an object the dry run would create
@@ -86,15 +86,15 @@ func namespaceCheck(ctx context.Context, in clusterInput) (check.Status, string,
 // took over, which apply would meet as a conflict) has drifted. A user who
 // may not make the dry run (it needs get, list and patch) gets a warning
 // naming the permission, not a comparison of another kind.
-func objectsCheck(ctx context.Context, in clusterInput) (check.Status, string, string) {
+func objectsCheck(ctx context.Context, in clusterInput) (checklist.Status, string, string) {
 	p := in.p
 	if in.buildErr != nil {
-		return check.Fail, in.buildErr.Error(), "fix the scaffold (`" + p.ReinitCommand() + "` re-renders it)"
+		return checklist.Fail, in.buildErr.Error(), "fix the scaffold (`" + p.ReinitCommand() + "` re-renders it)"
 	}
 	// RetryFor zero: one try, status reports, it does not wait.
 	diffs, err := apply.Diff(ctx, apply.Options{Layers: in.layers, Dynamic: in.t.Dynamic, Mapper: in.t.Mapper, FieldManager: p.FieldManager()})
 	if err != nil && ctx.Err() != nil {
-		return check.Fail, err.Error(), ""
+		return checklist.Fail, err.Error(), ""
 	}
 	var missing, drifted, failed []string
 	var forbidden []apply.ObjectDiff
@@ -123,11 +123,11 @@ func objectsCheck(ctx context.Context, in clusterInput) (check.Status, string, s
 	total := len(diffs)
 	switch {
 	case len(missing)+len(drifted)+len(failed)+len(forbidden) == 0:
-		return check.OK, project.Count(total, "object"), ""
+		return checklist.OK, project.Count(total, "object"), ""
 	case len(missing) == total:
-		return check.Todo, fmt.Sprintf("none of the scaffold's %s applied yet", project.Count(total, "object")), "`spirepod apply`"
+		return checklist.Todo, fmt.Sprintf("none of the scaffold's %s applied yet", project.Count(total, "object")), "`spirepod apply`"
 	case len(missing)+len(drifted)+len(failed) == 0:
-		return check.Warn, forbiddenText(forbidden, total), forbiddenHint(p)
+		return checklist.Warn, forbiddenText(forbidden, total), forbiddenHint(p)
 	}
 	var parts []string
 	if len(missing) > 0 {
@@ -146,7 +146,7 @@ func objectsCheck(ctx context.Context, in clusterInput) (check.Status, string, s
 	if conflicts {
 		hint += " (--force-conflicts takes back the fields another field manager changed)"
 	}
-	return check.Fail, strings.Join(parts, "; "), hint
+	return checklist.Fail, strings.Join(parts, "; "), hint
 }
 
 // conflictText names the fields another field manager took over, and the
@@ -202,40 +202,40 @@ func firstOf(l []string, n int) []string {
 }
 
 // issuerCheck is apply.Ready's answer for the issuer.
-func issuerCheck(ctx context.Context, in clusterInput) (check.Status, string, string) {
+func issuerCheck(ctx context.Context, in clusterInput) (checklist.Status, string, string) {
 	ref := in.p.Issuer()
 	st, err := apply.Ready(ctx, apply.WaitOptions{Dynamic: in.t.Dynamic, Issuer: ref})
 	switch {
 	case certmanager.NotInstalled(err):
-		return check.Fail, "cert-manager is not installed (the " + ref.Kind + " kind is not served)", "install cert-manager, then `spirepod apply`"
+		return checklist.Fail, "cert-manager is not installed (the " + ref.Kind + " kind is not served)", "install cert-manager, then `spirepod apply`"
 	case err != nil:
-		return check.Fail, err.Error(), ""
+		return checklist.Fail, err.Error(), ""
 	case st.IssuerMissing:
-		return check.Todo, "not found", "`spirepod apply` (certs/ holds it)"
+		return checklist.Todo, "not found", "`spirepod apply` (certs/ holds it)"
 	case st.IssuerReady:
-		return check.OK, "", ""
+		return checklist.OK, "", ""
 	}
 	msg := st.IssuerMessage
 	if msg == "" {
 		msg = "no Ready condition yet"
 	}
-	return check.Fail, msg, "`spirepod pki gen` if the CA is missing, then `spirepod apply` (the CA Secret is " + ref.Secret() + ")"
+	return checklist.Fail, msg, "`spirepod pki gen` if the CA is missing, then `spirepod apply` (the CA Secret is " + ref.Secret() + ")"
 }
 
 // podsCheck is apply.Ready's answer for the pods: each is Running and
 // ready, or says why not.
-func podsCheck(ctx context.Context, in clusterInput) (check.Status, string, string) {
+func podsCheck(ctx context.Context, in clusterInput) (checklist.Status, string, string) {
 	p := in.p
 	names := p.PodNames()
 	st, err := apply.Ready(ctx, apply.WaitOptions{Client: in.t.Client, Namespace: p.Namespace, Pods: names})
 	if err != nil {
-		return check.Fail, err.Error(), ""
+		return checklist.Fail, err.Error(), ""
 	}
 	if len(st.PodsMissing) == len(names) {
-		return check.Todo, fmt.Sprintf("no pod yet (0/%d)", p.Replicas), "`spirepod apply`"
+		return checklist.Todo, fmt.Sprintf("no pod yet (0/%d)", p.Replicas), "`spirepod apply`"
 	}
 	if len(st.PodsPending) == 0 {
-		return check.OK, fmt.Sprintf("%d/%d", len(st.PodsReady), p.Replicas), ""
+		return checklist.OK, fmt.Sprintf("%d/%d", len(st.PodsReady), p.Replicas), ""
 	}
 	pending := map[string]bool{}
 	for _, n := range st.PodsPending {
@@ -251,6 +251,6 @@ func podsCheck(ctx context.Context, in clusterInput) (check.Status, string, stri
 			bad = append(bad, n+" missing")
 		}
 	}
-	return check.Fail, fmt.Sprintf("%d/%d ready; %s", len(st.PodsReady), p.Replicas, strings.Join(firstOf(bad, 5), ", ")),
+	return checklist.Fail, fmt.Sprintf("%d/%d ready; %s", len(st.PodsReady), p.Replicas, strings.Join(firstOf(bad, 5), ", ")),
 		"`spirepod verify` diagnoses the first broken stage of each pod"
 }

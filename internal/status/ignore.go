@@ -8,7 +8,7 @@ import (
 
 	"github.com/go-git/go-git/v5/plumbing/format/gitignore"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/project"
 )
 
@@ -16,12 +16,12 @@ import (
 // .gitignore from the repository root down to the scaffold) whether what
 // must never be committed is ignored: the CA key, the temp file of an
 // interrupted key write, and spirepod's local state.
-func ignoreCheck(p *project.Project) check.Result {
+func ignoreCheck(p *project.Project) checklist.Result {
 	const id, name = "git-ignored", "the CA key, interrupted writes and .spirepod/ are git-ignored"
 	root := gitRoot(p.Dir)
 	rel, err := filepath.Rel(root, p.Dir)
 	if err != nil {
-		return res(Step1, id, name, check.Warn, err.Error(), "")
+		return res(Step1, id, name, checklist.Warn, err.Error(), "")
 	}
 	var patterns []gitignore.Pattern
 	var domain []string
@@ -35,7 +35,7 @@ func ignoreCheck(p *project.Project) check.Result {
 	for _, d := range dirs {
 		ps, err := readIgnore(root, d)
 		if err != nil {
-			return res(Step1, id, name, check.Warn, err.Error(), "")
+			return res(Step1, id, name, checklist.Warn, err.Error(), "")
 		}
 		patterns = append(patterns, ps...)
 	}
@@ -57,10 +57,10 @@ func ignoreCheck(p *project.Project) check.Result {
 		}
 	}
 	if len(exposed) > 0 {
-		return res(Step1, id, name, check.Fail, "not ignored, so `git add -A` would stage: "+strings.Join(exposed, ", "),
+		return res(Step1, id, name, checklist.Fail, "not ignored, so `git add -A` would stage: "+strings.Join(exposed, ", "),
 			"re-render the scaffold (`"+p.ReinitCommand()+"`) to restore its .gitignore, or add the rules: "+strings.Join([]string{"*.key.pem", ".*.tmp-*", "/" + project.StateDir + "/"}, " "))
 	}
-	return res(Step1, id, name, check.OK, "", "")
+	return res(Step1, id, name, checklist.OK, "", "")
 }
 
 // readIgnore parses root/dir/.gitignore (dir a slash path, "" for the root)

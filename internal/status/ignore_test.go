@@ -6,7 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/project"
 )
 
@@ -50,7 +50,7 @@ func TestIgnoreCheck(t *testing.T) {
 			write(filepath.Join(dir, ".gitignore"), tc.scaffoldIgnore)
 			p := &project.Project{Dir: dir, Paths: project.DefaultPaths}
 			r := ignoreCheck(p)
-			if got := r.Status == check.OK; got != tc.wantOK {
+			if got := r.Status == checklist.OK; got != tc.wantOK {
 				t.Errorf("check %s (%s), want ok=%v", r.Status, r.Message, tc.wantOK)
 			}
 			// git itself must agree on every path the check asks about.

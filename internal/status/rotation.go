@@ -5,7 +5,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/rotate"
 )
@@ -14,17 +14,17 @@ import (
 // its state file, under step 2: none without the file; to do while it runs
 // ("rotation: phase N of M, next: …"); ok once done; a failure when the
 // file is damaged or the new CA's key is not git-ignored.
-func rotationChecks(p *project.Project) []check.Result {
+func rotationChecks(p *project.Project) []checklist.Result {
 	const id = "ca-rotation"
 	rep, err := rotate.Status(p)
 	switch {
 	case err != nil:
-		return []check.Result{res(Step2, id, "rotation: the state file is unusable", check.Fail, err.Error(),
+		return []checklist.Result{res(Step2, id, "rotation: the state file is unusable", checklist.Fail, err.Error(),
 			"fix "+rotate.FileName+" or move it away (`spirepod pki rotate --plan` reads it)")}
 	case rep == nil:
 		return nil
 	case rep.State == "done":
-		return []check.Result{res(Step2, id, "rotation: done", check.OK,
+		return []checklist.Result{res(Step2, id, "rotation: done", checklist.OK,
 			fmt.Sprintf("the team CA is %s; the old CA %s is retired", rotationShort(rep.New.SHA1), rotationShort(rep.Old.SHA1)), "")}
 	}
 	kind := ""
@@ -42,15 +42,15 @@ func rotationChecks(p *project.Project) []check.Result {
 	if len(urls) > 0 {
 		msg += "; pull requests: " + strings.Join(urls, ", ")
 	}
-	out := []check.Result{res(Step2, id, name, check.Todo, msg, "`spirepod pki rotate` resumes it (`--plan` shows every phase)")}
+	out := []checklist.Result{res(Step2, id, name, checklist.Todo, msg, "`spirepod pki rotate` resumes it (`--plan` shows every phase)")}
 	// The new CA's key waits next to the current one until phase 3: it
 	// must be as git-ignored as the current key.
 	if next := rotate.NextFiles(p); rotationFileExists(next.Key) {
 		pp := *p
 		rel := strings.TrimPrefix(strings.TrimPrefix(next.Key, p.Dir), string(os.PathSeparator))
 		pp.Paths.CAKey = rel
-		if r := ignoreCheck(&pp); r.Status == check.Fail {
-			out = append(out, res(Step2, "ca-rotation-ignored", "the new CA's key is git-ignored", check.Fail, r.Message, r.Hint))
+		if r := ignoreCheck(&pp); r.Status == checklist.Fail {
+			out = append(out, res(Step2, "ca-rotation-ignored", "the new CA's key is git-ignored", checklist.Fail, r.Message, r.Hint))
 		}
 	}
 	return out

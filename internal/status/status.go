@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/yaml"
 
 	"github.com/spirepod/spirepod/internal/apply"
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
@@ -58,19 +58,19 @@ type Options struct {
 
 // StepSummary is one line of --short: the worst status of a step's checks and its first message.
 type StepSummary struct {
-	Step    string       `json:"step"`
-	Status  check.Status `json:"status"`
-	Message string       `json:"message,omitempty"`
+	Step    string           `json:"step"`
+	Status  checklist.Status `json:"status"`
+	Message string           `json:"message,omitempty"`
 }
 
 // Report is the outcome of Run.
 type Report struct {
-	Dir       string         `json:"dir"`
-	Namespace string         `json:"namespace"`
-	Context   string         `json:"context,omitempty"`
-	Checks    []check.Result `json:"checks"`
-	Steps     []StepSummary  `json:"steps"`
-	Failed    bool           `json:"failed"`
+	Dir       string             `json:"dir"`
+	Namespace string             `json:"namespace"`
+	Context   string             `json:"context,omitempty"`
+	Checks    []checklist.Result `json:"checks"`
+	Steps     []StepSummary      `json:"steps"`
+	Failed    bool               `json:"failed"`
 }
 
 // Run builds the checklist. It returns an error only for a broken context;
@@ -84,7 +84,7 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if o.Cluster != nil {
 		r.Context = o.Cluster.Context
 	}
-	add := func(rs ...check.Result) { r.Checks = append(r.Checks, rs...) }
+	add := func(rs ...checklist.Result) { r.Checks = append(r.Checks, rs...) }
 
 	// One build of the scaffold for every check that reads its objects.
 	layers, buildErr := apply.Build(p.Dir)
@@ -103,19 +103,19 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	add(verifyCheck(p, o.Context))
 
 	r.Steps = summarize(r.Checks)
-	r.Failed = check.Failed(r.Checks)
+	r.Failed = checklist.Failed(r.Checks)
 	return r, nil
 }
 
-func res(group, id, name string, st check.Status, msg, hint string) check.Result {
-	return check.Result{Group: group, ID: id, Name: name, Status: st, Message: msg, Hint: hint}
+func res(group, id, name string, st checklist.Status, msg, hint string) checklist.Result {
+	return checklist.Result{Group: group, ID: id, Name: name, Status: st, Message: msg, Hint: hint}
 }
 
-func scaffoldChecks(p *project.Project, layers []apply.Layer, buildErr error) []check.Result {
-	out := []check.Result{res(Step1, "project-file", "spirepod.yaml is valid", check.OK, p.Dir, "")}
+func scaffoldChecks(p *project.Project, layers []apply.Layer, buildErr error) []checklist.Result {
+	out := []checklist.Result{res(Step1, "project-file", "spirepod.yaml is valid", checklist.OK, p.Dir, "")}
 	data, err := os.ReadFile(p.Path("kustomization.yaml"))
 	if err != nil {
-		return append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.Fail,
+		return append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, checklist.Fail,
 			err.Error(), "re-render the scaffold with `"+p.ReinitCommand()+"`"))
 	}
 	n, err := yaml.Parse(string(data))
@@ -125,14 +125,14 @@ func scaffoldChecks(p *project.Project, layers []apply.Layer, buildErr error) []
 	}
 	switch {
 	case err != nil:
-		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.Fail,
+		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, checklist.Fail,
 			"kustomization.yaml: "+err.Error(), "fix the file or re-create it with `spirepod init --force`"))
 	case ns != p.Namespace:
-		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.Fail,
+		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, checklist.Fail,
 			fmt.Sprintf("kustomization.yaml says namespace %q, spirepod.yaml says %q", ns, p.Namespace),
 			"re-render from spirepod.yaml's values: `"+p.ReinitCommand()+"` (it rewrites every namespace)"))
 	default:
-		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, check.OK, "", ""))
+		out = append(out, res(Step1, "kustomization-namespace", "the scaffold's kustomization targets namespace "+p.Namespace, checklist.OK, "", ""))
 	}
 	if buildErr == nil {
 		r := apply.CheckProjectResult(layers, p)
@@ -144,20 +144,20 @@ func scaffoldChecks(p *project.Project, layers []apply.Layer, buildErr error) []
 }
 
 // namesCheck says when a scaffold still uses names another team can share.
-func namesCheck(p *project.Project) check.Result {
+func namesCheck(p *project.Project) checklist.Result {
 	const id, name = "team-scoped-names", "names are scoped to the team"
 	switch {
 	case p.Legacy():
-		return res(Step1, id, name, check.Warn,
+		return res(Step1, id, name, checklist.Warn,
 			fmt.Sprintf("spirepod.yaml predates team-scoped names: its node aliases (%s…) and %s with Secret %s are the same for every team with the same pod names",
 				p.NodeAliasID(p.PodName(0)), p.Issuer(), p.Issuer().Secret()),
 			"`"+p.ReinitCommand()+"`, then `spirepod apply` and `spirepod pr spiffe-id`")
 	case p.Naming == project.NamingGuide:
-		return res(Step1, id, name, check.Warn,
+		return res(Step1, id, name, checklist.Warn,
 			fmt.Sprintf("naming: guide — the alias %s is unique only while no other team of the SPIRE server has a StatefulSet %s", p.NodeAliasID(p.PodName(0)), p.StatefulSet),
 			"`spirepod city check` in the city repository catches a shared alias")
 	}
-	return res(Step1, id, name, check.OK, fmt.Sprintf("aliases under %s, %s", p.Scope(), p.Issuer()), "")
+	return res(Step1, id, name, checklist.OK, fmt.Sprintf("aliases under %s, %s", p.Scope(), p.Issuer()), "")
 }
 
 // notYet: the file is absent or empty (init's placeholder), so the step
@@ -167,43 +167,43 @@ func notYet(path string) bool {
 	return errors.Is(err, fs.ErrNotExist) || err == nil && fi.Size() == 0
 }
 
-func caCheck(p *project.Project, now time.Time) check.Result {
+func caCheck(p *project.Project, now time.Time) checklist.Result {
 	const name = "team CA present and passing pki inspect"
 	if notYet(p.Path(p.Paths.CACert)) && notYet(p.Path(p.Paths.CAKey)) {
-		return res(Step2, "team-ca", name, check.Todo, "no team CA yet ("+p.Paths.CACert+" is missing or the empty placeholder `spirepod init` writes)",
+		return res(Step2, "team-ca", name, checklist.Todo, "no team CA yet ("+p.Paths.CACert+" is missing or the empty placeholder `spirepod init` writes)",
 			"`spirepod pki gen` (or `spirepod pki import CERT KEY`)")
 	}
 	rs := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: p.Path(p.Paths.CACert), KeyPath: p.Path(p.Paths.CAKey), Now: now}).Results
 	var warns []string
 	for _, c := range rs {
-		if c.Status == check.Fail {
-			return res(Step2, "team-ca", name, check.Fail, c.Name+": "+c.Message, c.Hint)
+		if c.Status == checklist.Fail {
+			return res(Step2, "team-ca", name, checklist.Fail, c.Name+": "+c.Message, c.Hint)
 		}
-		if c.Status == check.Warn {
+		if c.Status == checklist.Warn {
 			warns = append(warns, c.Message)
 		}
 	}
 	if len(warns) > 0 {
-		return res(Step2, "team-ca", name, check.Warn, strings.Join(warns, "; "), "`spirepod pki inspect` for details")
+		return res(Step2, "team-ca", name, checklist.Warn, strings.Join(warns, "; "), "`spirepod pki inspect` for details")
 	}
-	return res(Step2, "team-ca", name, check.OK, p.Paths.CACert, "")
+	return res(Step2, "team-ca", name, checklist.OK, p.Paths.CACert, "")
 }
 
-func bundleCheck(p *project.Project, now time.Time) check.Result {
+func bundleCheck(p *project.Project, now time.Time) checklist.Result {
 	const name = "SPIRE server CA in the bundle ConfigMap"
 	b := scaffold.ReadBundle(p.Dir, p.Environment, now)
 	switch {
 	case b.ReadErr != nil:
-		return res(Step3, "bundle", name, check.Fail, b.ReadErr.Error(), "re-create the scaffold with `spirepod init --force`")
+		return res(Step3, "bundle", name, checklist.Fail, b.ReadErr.Error(), "re-create the scaffold with `spirepod init --force`")
 	case b.ParseErr != nil:
-		return res(Step3, "bundle", name, check.Fail, b.File+": "+b.ParseErr.Error(), "`spirepod bundle set SERVER_CA.pem`")
+		return res(Step3, "bundle", name, checklist.Fail, b.File+": "+b.ParseErr.Error(), "`spirepod bundle set SERVER_CA.pem`")
 	case len(b.Certs) == 0:
-		return res(Step3, "bundle", name, check.Todo, b.File+" has no CA yet",
+		return res(Step3, "bundle", name, checklist.Todo, b.File+" has no CA yet",
 			"ask the SPIRE operators for the "+p.Environment+" server CA, then `spirepod bundle set SERVER_CA.pem`")
 	}
 	// b.Problem (a CA expired or near its end) is not judged here: apply's
 	// preflight does.
-	return res(Step3, "bundle", name, check.OK, fmt.Sprintf("%s: %s", project.Count(len(b.Certs), "CA"), b.Certs[0].Subject), "")
+	return res(Step3, "bundle", name, checklist.OK, fmt.Sprintf("%s: %s", project.Count(len(b.Certs), "CA"), b.Certs[0].Subject), "")
 }
 
 // mergedStale says why a merged pull request no longer counts: the base
@@ -252,11 +252,11 @@ var Pulls = []PullSpec{
 	{Step5, pr.KindSpiffeID, "SPIFFE ID PR merged", "spirepod pr spiffe-id"},
 }
 
-func pullChecks(p *project.Project, pulls *pr.StatusResult, skip string) []check.Result {
-	var out []check.Result
+func pullChecks(p *project.Project, pulls *pr.StatusResult, skip string) []checklist.Result {
+	var out []checklist.Result
 	for _, s := range Pulls {
 		if pulls == nil {
-			out = append(out, res(s.Step, "pr-"+s.Kind, s.Name, check.Skipped, skip, ""))
+			out = append(out, res(s.Step, "pr-"+s.Kind, s.Name, checklist.Skipped, skip, ""))
 			continue
 		}
 		r, _ := PullCheck(p, pulls, s)
@@ -270,7 +270,7 @@ func pullChecks(p *project.Project, pulls *pr.StatusResult, skip string) []check
 // open (or pushed) is to wait for; none (or a branch not pushed) is to do;
 // closed without merging is broken. It returns the request's state too
 // (nil when there is none): `spirepod up` decides by it.
-func PullCheck(p *project.Project, pulls *pr.StatusResult, s PullSpec) (check.Result, *pr.PullStatus) {
+func PullCheck(p *project.Project, pulls *pr.StatusResult, s PullSpec) (checklist.Result, *pr.PullStatus) {
 	id := "pr-" + s.Kind
 	var ps *pr.PullStatus
 	for i := range pulls.Pulls {
@@ -280,22 +280,22 @@ func PullCheck(p *project.Project, pulls *pr.StatusResult, s PullSpec) (check.Re
 	}
 	switch {
 	case ps == nil || ps.State == "none":
-		return res(s.Step, id, s.Name, check.Todo, "no pull request in "+pulls.Repo, "`"+s.Cmd+"`"), ps
+		return res(s.Step, id, s.Name, checklist.Todo, "no pull request in "+pulls.Repo, "`"+s.Cmd+"`"), ps
 	case ps.State == "merged":
 		if stale := mergedStale(p, pulls, s.Kind); stale != "" {
-			return res(s.Step, id, s.Name, check.Fail, stale, "`"+s.Cmd+"` opens a pull request with the current CA"), ps
+			return res(s.Step, id, s.Name, checklist.Fail, stale, "`"+s.Cmd+"` opens a pull request with the current CA"), ps
 		}
 		msg := ps.URL
 		if msg == "" { // a local checkout's branch
 			msg = fmt.Sprintf("branch %s merged into %s (city checkout %s)", ps.Branch, p.BaseBranch(), pulls.Repo)
 		}
-		return res(s.Step, id, s.Name, check.OK, msg, ""), ps
+		return res(s.Step, id, s.Name, checklist.OK, msg, ""), ps
 	case ps.State == pr.StateBranch:
-		return res(s.Step, id, s.Name, check.Todo,
+		return res(s.Step, id, s.Name, checklist.Todo,
 			fmt.Sprintf("branch %s made in the city checkout %s, not pushed", ps.Branch, pulls.Repo),
 			"push it (`git -C "+pulls.Repo+" push origin "+ps.Branch+"`, or `"+s.Cmd+" --local "+pulls.Repo+" --push`) and open a pull request from it"), ps
 	case ps.State == pr.StatePushed:
-		return res(s.Step, id, s.Name, check.Warn,
+		return res(s.Step, id, s.Name, checklist.Warn,
 			fmt.Sprintf("branch %s pushed from %s, not merged into %s yet", ps.Branch, pulls.Repo, p.BaseBranch()),
 			"open a pull request from it and ask for a review in the AMA channel (then `git pull` the checkout to see the merge)"), ps
 	case ps.State == "open":
@@ -304,24 +304,24 @@ func PullCheck(p *project.Project, pulls *pr.StatusResult, s PullSpec) (check.Re
 		if ps.Checks == "failure" {
 			hint = "fix the failing checks, then `" + s.Cmd + "` to update the PR"
 		}
-		return res(s.Step, id, s.Name, check.Warn, msg, hint), ps
+		return res(s.Step, id, s.Name, checklist.Warn, msg, hint), ps
 	}
-	return res(s.Step, id, s.Name, check.Fail, ps.State+" without merging: "+ps.URL, "`"+s.Cmd+"` opens a new one"), ps
+	return res(s.Step, id, s.Name, checklist.Fail, ps.State+" without merging: "+ps.URL, "`"+s.Cmd+"` opens a new one"), ps
 }
 
 // verifyCheck is verify.CheckLast's answer, the one `spirepod up` asks too.
-func verifyCheck(p *project.Project, kubeContext string) check.Result {
+func verifyCheck(p *project.Project, kubeContext string) checklist.Result {
 	l := verify.CheckLast(p, kubeContext)
 	return res(Step7, "last-verify", "last verification succeeded", l.Status, l.Message, l.Fix)
 }
 
 // summarize gives one line per step: the worst status and the first
 // non-ok message (skipped < ok < to do < warn < fail).
-func summarize(rs []check.Result) []StepSummary {
-	rank := map[check.Status]int{check.Skipped: 0, check.OK: 1, check.Todo: 2, check.Warn: 3, check.Fail: 4}
+func summarize(rs []checklist.Result) []StepSummary {
+	rank := map[checklist.Status]int{checklist.Skipped: 0, checklist.OK: 1, checklist.Todo: 2, checklist.Warn: 3, checklist.Fail: 4}
 	var out []StepSummary
 	for _, step := range Steps {
-		s := StepSummary{Step: step, Status: check.Skipped}
+		s := StepSummary{Step: step, Status: checklist.Skipped}
 		seen := false
 		for _, r := range rs {
 			if r.Group != step {
@@ -330,7 +330,7 @@ func summarize(rs []check.Result) []StepSummary {
 			if !seen || rank[r.Status] > rank[s.Status] {
 				s.Status = r.Status
 				s.Message = r.Message
-				if r.Status != check.OK && r.Status != check.Skipped {
+				if r.Status != checklist.OK && r.Status != checklist.Skipped {
 					s.Message = r.Name + ": " + r.Message
 				}
 			}
@@ -343,14 +343,14 @@ func summarize(rs []check.Result) []StepSummary {
 
 // versionCheck reports the agent image's version against the environment's
 // SPIRE server version, when both are known.
-func versionCheck(p *project.Project) check.Result {
+func versionCheck(p *project.Project) checklist.Result {
 	const id, name = "agent-version", "the agent is not newer than the SPIRE server"
 	ok, known, msg := p.AgentVersionSkew()
 	switch {
 	case !known:
-		return res(Step1, id, name, check.Skipped, "versions unknown: "+msg, "")
+		return res(Step1, id, name, checklist.Skipped, "versions unknown: "+msg, "")
 	case !ok:
-		return res(Step1, id, name, check.Fail, msg, "set images.spireAgent in spirepod.yaml (or the profile's spireVersion) to the server's version")
+		return res(Step1, id, name, checklist.Fail, msg, "set images.spireAgent in spirepod.yaml (or the profile's spireVersion) to the server's version")
 	}
-	return res(Step1, id, name, check.OK, msg, "")
+	return res(Step1, id, name, checklist.OK, msg, "")
 }

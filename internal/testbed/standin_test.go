@@ -22,7 +22,7 @@ import (
 	"github.com/spirepod/spirepod/internal/verify"
 )
 
-// standinBootstrap is the scaffold's Envoy bootstrap (embed/templates/
+// standinBootstrap is the scaffold's Envoy bootstrap (scaffoldfs/templates/
 // spire-envoy-integration/envoy-configmap.yaml) with this machine's
 // addresses: the same listener, clusters, SDS names and SAN matcher shape.
 var standinBootstrap = template.Must(template.New("envoy").Parse(`node:

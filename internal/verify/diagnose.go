@@ -19,7 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/spirepod/spirepod/internal/certmanager"
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 )
@@ -86,7 +86,7 @@ type Diagnosis struct {
 	// PatternID is the matched entry of Patterns, if a log line decided.
 	PatternID string `json:"patternID,omitempty"`
 	// Stages is the walk: ok up to the broken one, which fails, then skipped.
-	Stages []check.Result `json:"stages"`
+	Stages []checklist.Result `json:"stages"`
 }
 
 // Diagnose walks the stages for every pod that did not match and returns
@@ -126,7 +126,7 @@ func findPod(r *Result, pod string) *PodResult {
 // stageResult is the outcome of one stage: ok (with a note), broken, or
 // skipped (the evidence is unavailable, e.g. a container never started).
 type stageResult struct {
-	status   check.Status
+	status   checklist.Status
 	note     string
 	summary  string
 	evidence []string
@@ -134,8 +134,8 @@ type stageResult struct {
 	pattern  string
 }
 
-func ok(note string) stageResult      { return stageResult{status: check.OK, note: note} }
-func skipped(note string) stageResult { return stageResult{status: check.Skipped, note: note} }
+func ok(note string) stageResult      { return stageResult{status: checklist.OK, note: note} }
+func skipped(note string) stageResult { return stageResult{status: checklist.Skipped, note: note} }
 
 type podDiag struct {
 	opts DiagnoseOptions
@@ -152,9 +152,9 @@ func diagnosePod(ctx context.Context, opts DiagnoseOptions, pod string) (*Diagno
 	}
 	broken := false
 	for _, st := range stageOrder {
-		r := check.Result{Group: pod, ID: st, Name: StageNames[st]}
+		r := checklist.Result{Group: pod, ID: st, Name: StageNames[st]}
 		if broken {
-			r.Status, r.Message = check.Skipped, "not checked: an earlier stage is broken"
+			r.Status, r.Message = checklist.Skipped, "not checked: an earlier stage is broken"
 			d.Stages = append(d.Stages, r)
 			continue
 		}
@@ -164,7 +164,7 @@ func diagnosePod(ctx context.Context, opts DiagnoseOptions, pod string) (*Diagno
 		}
 		r.Status = sr.status
 		switch sr.status {
-		case check.Fail:
+		case checklist.Fail:
 			broken = true
 			r.Message, r.Hint = sr.summary, sr.fix
 			d.Stage, d.Summary, d.Evidence, d.Fix, d.PatternID = st, sr.summary, sr.evidence, sr.fix, sr.pattern
@@ -192,16 +192,16 @@ func (pd *podDiag) stagePod(ctx context.Context) (stageResult, error) {
 		if pd.opts.StatefulSet != "" {
 			_, serr := pd.opts.Client.AppsV1().StatefulSets(pd.ns()).Get(ctx, pd.opts.StatefulSet, metav1.GetOptions{})
 			if apierrors.IsNotFound(serr) {
-				return stageResult{status: check.Fail,
+				return stageResult{status: checklist.Fail,
 					summary: fmt.Sprintf("StatefulSet %s/%s does not exist, so pod %s is never created", pd.ns(), pd.opts.StatefulSet, pd.pod),
 					fix:     "`spirepod apply` (on the right --context)"}, nil
 			}
 			ev := pd.events(ctx, "StatefulSet", pd.opts.StatefulSet)
-			return stageResult{status: check.Fail,
+			return stageResult{status: checklist.Fail,
 				summary:  fmt.Sprintf("pod %s does not exist although StatefulSet %s does", pd.pod, pd.opts.StatefulSet),
 				evidence: ev, fix: pd.kubectl("describe statefulset " + pd.opts.StatefulSet)}, nil
 		}
-		return stageResult{status: check.Fail, summary: fmt.Sprintf("pod %s/%s does not exist", pd.ns(), pd.pod),
+		return stageResult{status: checklist.Fail, summary: fmt.Sprintf("pod %s/%s does not exist", pd.ns(), pd.pod),
 			fix: "`spirepod apply`, or pass the right --pod / -n"}, nil
 	}
 	if err != nil {
@@ -212,19 +212,19 @@ func (pd *podDiag) stagePod(ctx context.Context) (stageResult, error) {
 	case corev1.PodRunning:
 		return ok("Running on " + p.Spec.NodeName), nil
 	case corev1.PodFailed, corev1.PodSucceeded:
-		return stageResult{status: check.Fail, summary: fmt.Sprintf("pod %s is %s: %s", pd.pod, p.Status.Phase, p.Status.Message),
+		return stageResult{status: checklist.Fail, summary: fmt.Sprintf("pod %s is %s: %s", pd.pod, p.Status.Phase, p.Status.Message),
 			evidence: pd.events(ctx, "Pod", pd.pod), fix: pd.kubectl("delete pod "+pd.pod) + " (the StatefulSet re-creates it)"}, nil
 	}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status != corev1.ConditionTrue {
-			return stageResult{status: check.Fail,
+			return stageResult{status: checklist.Fail,
 				summary:  fmt.Sprintf("pod %s is not scheduled (%s): %s", pd.pod, c.Reason, c.Message),
 				evidence: pd.events(ctx, "Pod", pd.pod),
 				fix:      "fix what the scheduler names (nodeSelector, tolerations, resources) in the StatefulSet; " + pd.kubectl("describe pod "+pd.pod)}, nil
 		}
 	}
 	if p.Spec.NodeName == "" {
-		return stageResult{status: check.Fail, summary: fmt.Sprintf("pod %s is %s and not scheduled yet", pd.pod, p.Status.Phase),
+		return stageResult{status: checklist.Fail, summary: fmt.Sprintf("pod %s is %s and not scheduled yet", pd.pod, p.Status.Phase),
 			evidence: pd.events(ctx, "Pod", pd.pod), fix: pd.kubectl("describe pod " + pd.pod)}, nil
 	}
 	// Scheduled but not Running: an init container in progress is explained
@@ -233,7 +233,7 @@ func (pd *podDiag) stagePod(ctx context.Context) (stageResult, error) {
 		if w := cs.State.Waiting; w != nil {
 			switch w.Reason {
 			case "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError":
-				return stageResult{status: check.Fail,
+				return stageResult{status: checklist.Fail,
 					summary:  fmt.Sprintf("container %s of pod %s cannot start: %s: %s", cs.Name, pd.pod, w.Reason, w.Message),
 					evidence: pd.events(ctx, "Pod", pd.pod), fix: pd.kubectl("describe pod " + pd.pod)}, nil
 			}
@@ -305,13 +305,13 @@ func (pd *podDiag) stageCertificate(ctx context.Context) (stageResult, error) {
 	cert, err := pd.opts.Dynamic.Resource(certmanager.CertificateGVR).Namespace(pd.ns()).Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case certmanager.NotInstalled(err):
-		return stageResult{status: check.Fail, summary: "cert-manager is not installed in this cluster (the Certificate kind is not served)",
+		return stageResult{status: checklist.Fail, summary: "cert-manager is not installed in this cluster (the Certificate kind is not served)",
 			fix: "install cert-manager (v1.x), then `spirepod apply`"}, nil
 	case apierrors.IsNotFound(err):
 		if _, failed := pd.genCertFailed(); failed {
 			return skipped("Certificate " + name + " not created: see gen-cert"), nil
 		}
-		return stageResult{status: check.Fail, summary: fmt.Sprintf("Certificate %s/%s does not exist; `spirepod apply` creates one per pod (agent-certificates.yaml)", pd.ns(), name),
+		return stageResult{status: checklist.Fail, summary: fmt.Sprintf("Certificate %s/%s does not exist; `spirepod apply` creates one per pod (agent-certificates.yaml)", pd.ns(), name),
 			fix: "`spirepod apply` (if the StatefulSet was scaled by hand, set replicas in spirepod.yaml and re-render with `spirepod init --force`)"}, nil
 	case err != nil:
 		return stageResult{}, err
@@ -329,7 +329,7 @@ func (pd *podDiag) stageCertificate(ctx context.Context) (stageResult, error) {
 		iss, err := ref.Get(ctx, pd.opts.Dynamic)
 		switch {
 		case apierrors.IsNotFound(err):
-			return stageResult{status: check.Fail, summary: fmt.Sprintf("%s does not exist, so Certificate %s is never issued", ref, name),
+			return stageResult{status: checklist.Fail, summary: fmt.Sprintf("%s does not exist, so Certificate %s is never issued", ref, name),
 				fix: "`spirepod apply` (it applies certs/ first: the CA Secret and the issuer)"}, nil
 		case err != nil:
 			return stageResult{}, err
@@ -339,16 +339,16 @@ func (pd *podDiag) stageCertificate(ctx context.Context) (stageResult, error) {
 			if strings.Contains(imsg, "not found") || strings.Contains(strings.ToLower(imsg), "secret") {
 				fix = "the CA Secret is missing or unusable: `spirepod pki gen` if certs/secret has no CA, then `spirepod apply`"
 			}
-			return stageResult{status: check.Fail,
+			return stageResult{status: checklist.Fail,
 				summary:  fmt.Sprintf("%s is not Ready (%s): %s", ref, ireason, imsg),
 				evidence: []string{fmt.Sprintf("Certificate %s: Ready=False (%s): %s", name, reason, msg)}, fix: fix}, nil
 		}
 	}
 	if reason == "" && msg == "" {
-		return stageResult{status: check.Fail, summary: fmt.Sprintf("Certificate %s has no Ready condition yet", name),
+		return stageResult{status: checklist.Fail, summary: fmt.Sprintf("Certificate %s has no Ready condition yet", name),
 			fix: "check that the cert-manager controller runs: kubectl -n cert-manager get pods"}, nil
 	}
-	return stageResult{status: check.Fail, summary: fmt.Sprintf("Certificate %s is not Ready (%s): %s", name, reason, msg),
+	return stageResult{status: checklist.Fail, summary: fmt.Sprintf("Certificate %s is not Ready (%s): %s", name, reason, msg),
 		fix: pd.kubectl("describe certificate " + name)}, nil
 }
 
@@ -381,7 +381,7 @@ func (pd *podDiag) stageGenCert(ctx context.Context) (stageResult, error) {
 	if len(ev) == 0 {
 		ev = pd.previousLogTail(ctx, ContainerGenCert, 20)
 	}
-	return stageResult{status: check.Fail, summary: fmt.Sprintf("init container gen-cert of pod %s failed: %s", pd.pod, detail),
+	return stageResult{status: checklist.Fail, summary: fmt.Sprintf("init container gen-cert of pod %s failed: %s", pd.pod, detail),
 		evidence: ev,
 		fix:      "read its log (" + pd.kubectl("logs "+pd.pod+" -c gen-cert") + "); it needs the Role/RoleBinding of rbac.yaml and a Ready ClusterIssuer"}, nil
 }
@@ -390,7 +390,7 @@ func (pd *podDiag) stageAgentCert(ctx context.Context) (stageResult, error) {
 	name := pd.certName()
 	sec, err := pd.opts.Client.CoreV1().Secrets(pd.ns()).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return stageResult{status: check.Fail, summary: fmt.Sprintf("Secret %s/%s with the agent certificate does not exist", pd.ns(), name),
+		return stageResult{status: checklist.Fail, summary: fmt.Sprintf("Secret %s/%s with the agent certificate does not exist", pd.ns(), name),
 			fix: pd.kubectl("describe certificate " + name)}, nil
 	}
 	if err != nil {
@@ -398,13 +398,13 @@ func (pd *podDiag) stageAgentCert(ctx context.Context) (stageResult, error) {
 	}
 	certs, err := pki.ParseCertificates(sec.Data["tls.crt"])
 	if err != nil || len(certs) == 0 {
-		return stageResult{status: check.Fail, summary: fmt.Sprintf("Secret %s has no parseable tls.crt: %v", name, err),
+		return stageResult{status: checklist.Fail, summary: fmt.Sprintf("Secret %s has no parseable tls.crt: %v", name, err),
 			fix: pd.kubectl("delete certificate,secret "+name) + ", then restart the pod"}, nil
 	}
 	rs := pki.InspectLeaf(certs[0], pki.LeafOptions{Intermediates: certs[1:], CA: pd.opts.TeamCA, Now: pd.opts.Now(), CNs: pd.opts.AgentCNs})
 	for _, r := range rs {
-		if r.Status == check.Fail {
-			return stageResult{status: check.Fail,
+		if r.Status == checklist.Fail {
+			return stageResult{status: checklist.Fail,
 				summary:  fmt.Sprintf("agent certificate in Secret %s: %s: %s", name, r.Name, r.Message),
 				evidence: []string{fmt.Sprintf("subject %s, issuer %s, keyUsage %s", certs[0].Subject, certs[0].Issuer, keyUsageString(certs[0].KeyUsage))},
 				fix:      r.Hint + "; then " + pd.kubectl("delete certificate,secret "+name) + " and delete the pod so gen-cert issues a new one",
@@ -458,7 +458,7 @@ func (pd *podDiag) stageAgent(ctx context.Context) (stageResult, error) {
 	switch {
 	case attested != "" && !svid:
 		p, _ := patternByID("agent-no-identity")
-		return stageResult{status: check.Fail,
+		return stageResult{status: checklist.Fail,
 			summary:  fmt.Sprintf("the agent attested but no X509-SVID for %s was created: %s", pd.opts.Expected, p.Cause),
 			evidence: []string{attested}, fix: p.Fix, pattern: "agent-no-svid"}, nil
 	case svid:
@@ -492,7 +492,7 @@ func patternByID(id string) (Pattern, bool) {
 }
 
 func fromFinding(f Finding) stageResult {
-	return stageResult{status: check.Fail, summary: f.Pattern.Cause, evidence: []string{f.Line}, fix: f.Pattern.Fix, pattern: f.Pattern.ID}
+	return stageResult{status: checklist.Fail, summary: f.Pattern.Cause, evidence: []string{f.Line}, fix: f.Pattern.Fix, pattern: f.Pattern.ID}
 }
 
 func (pd *podDiag) stageEnvoy(ctx context.Context) (stageResult, error) {
@@ -536,7 +536,7 @@ func (pd *podDiag) stageCurl(ctx context.Context) (stageResult, error) {
 		}
 	}
 	if len(others) > 0 {
-		return stageResult{status: check.Fail,
+		return stageResult{status: checklist.Fail,
 			summary: fmt.Sprintf("the echoed X-Forwarded-Client-Cert has URI=%s, expected URI=%s",
 				strings.Join(others, ", URI="), pd.opts.Expected),
 			evidence: []string{line},

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 )
@@ -34,7 +34,7 @@ const (
 type Last struct {
 	State string
 	// Status is the mark `spirepod status` gives it: ok, to do, warn or fail.
-	Status check.Status
+	Status checklist.Status
 	// Record is the last verification (nil when never made or unreadable).
 	Record *Record
 	Err    error
@@ -56,29 +56,29 @@ func CheckLast(p *project.Project, kubeContext string) Last {
 	again := "`spirepod verify`"
 	switch {
 	case err != nil:
-		return Last{State: LastUnreadable, Status: check.Warn, Err: err, Message: err.Error(), Fix: "run `spirepod verify` again"}
+		return Last{State: LastUnreadable, Status: checklist.Warn, Err: err, Message: err.Error(), Fix: "run `spirepod verify` again"}
 	case rec == nil:
-		return Last{State: LastNever, Status: check.Todo, Message: "never verified", Fix: again}
+		return Last{State: LastNever, Status: checklist.Todo, Message: "never verified", Fix: again}
 	case rec.Namespace != p.Namespace:
-		return Last{State: LastOtherNamespace, Status: check.Todo, Record: rec, Fix: again,
+		return Last{State: LastOtherNamespace, Status: checklist.Todo, Record: rec, Fix: again,
 			Message: fmt.Sprintf("the last verification was of namespace %s, not %s", rec.Namespace, p.Namespace)}
 	case kubeContext != "" && rec.Context != kubeContext:
-		return Last{State: LastOtherContext, Status: check.Todo, Record: rec, Fix: again,
+		return Last{State: LastOtherContext, Status: checklist.Todo, Record: rec, Fix: again,
 			Message: fmt.Sprintf("the last verification was on context %q, not %q", rec.Context, kubeContext)}
 	case ca != nil && rec.CASHA1 != pki.SHA1Fingerprint(ca):
 		msg := "the last verification was made with another team CA (the CA was replaced since)"
 		if rec.CASHA1 == "" {
 			msg = "the last verification does not say which team CA it was made with"
 		}
-		return Last{State: LastOtherCA, Status: check.Todo, Record: rec, Message: msg, Fix: again}
+		return Last{State: LastOtherCA, Status: checklist.Todo, Record: rec, Message: msg, Fix: again}
 	case rec.Outcome == OutcomeSuccess && rec.Expected != p.WorkloadSpiffeID():
-		return Last{State: LastOtherID, Status: check.Warn, Record: rec, Fix: again,
+		return Last{State: LastOtherID, Status: checklist.Warn, Record: rec, Fix: again,
 			Message: fmt.Sprintf("verified %s, but spirepod.yaml now expects %s", rec.Expected, p.WorkloadSpiffeID())}
 	case rec.Outcome == OutcomeSuccess:
-		return Last{State: LastVerified, Status: check.OK, Record: rec,
+		return Last{State: LastVerified, Status: checklist.OK, Record: rec,
 			Message: fmt.Sprintf("%s at %s", rec.Expected, rec.Time.UTC().Format(time.RFC3339))}
 	}
-	l := Last{State: LastFailed, Status: check.Fail, Record: rec, Fix: again,
+	l := Last{State: LastFailed, Status: checklist.Fail, Record: rec, Fix: again,
 		Message: fmt.Sprintf("%s at %s", rec.Outcome, rec.Time.UTC().Format(time.RFC3339))}
 	if rec.Message != "" {
 		l.Message += ": " + rec.Message

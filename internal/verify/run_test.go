@@ -13,7 +13,7 @@ import (
 
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/spirepod/spirepod/internal/check"
+	"github.com/spirepod/spirepod/internal/checklist"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/verify"
@@ -407,30 +407,30 @@ func TestCheckLast(t *testing.T) {
 		context string
 		noCA    bool
 		state   string
-		status  check.Status
+		status  checklist.Status
 		msg     string
 		fix     string
 	}{
-		{name: "never", state: verify.LastNever, status: check.Todo, msg: "never verified", fix: "`spirepod verify`"},
-		{name: "unreadable", raw: "{not json", state: verify.LastUnreadable, status: check.Warn, msg: verify.RecordFile, fix: "run `spirepod verify` again"},
-		{name: "verified", rec: &ok, context: "dev", state: verify.LastVerified, status: check.OK, msg: expected + " at 2026-01-02T03:04:05Z"},
-		{name: "verified, no context to compare", rec: &ok, state: verify.LastVerified, status: check.OK},
-		{name: "other namespace", rec: with(func(r *verify.Record) { r.Namespace = "team-b" }), context: "dev", state: verify.LastOtherNamespace, status: check.Todo,
+		{name: "never", state: verify.LastNever, status: checklist.Todo, msg: "never verified", fix: "`spirepod verify`"},
+		{name: "unreadable", raw: "{not json", state: verify.LastUnreadable, status: checklist.Warn, msg: verify.RecordFile, fix: "run `spirepod verify` again"},
+		{name: "verified", rec: &ok, context: "dev", state: verify.LastVerified, status: checklist.OK, msg: expected + " at 2026-01-02T03:04:05Z"},
+		{name: "verified, no context to compare", rec: &ok, state: verify.LastVerified, status: checklist.OK},
+		{name: "other namespace", rec: with(func(r *verify.Record) { r.Namespace = "team-b" }), context: "dev", state: verify.LastOtherNamespace, status: checklist.Todo,
 			msg: "the last verification was of namespace team-b, not team-a", fix: "`spirepod verify`"},
-		{name: "other context", rec: &ok, context: "prod", state: verify.LastOtherContext, status: check.Todo,
+		{name: "other context", rec: &ok, context: "prod", state: verify.LastOtherContext, status: checklist.Todo,
 			msg: `the last verification was on context "dev", not "prod"`},
-		{name: "other CA", rec: with(func(r *verify.Record) { r.CASHA1 = strings.Repeat("0", 40) }), state: verify.LastOtherCA, status: check.Todo,
+		{name: "other CA", rec: with(func(r *verify.Record) { r.CASHA1 = strings.Repeat("0", 40) }), state: verify.LastOtherCA, status: checklist.Todo,
 			msg: "another team CA"},
-		{name: "CA not recorded", rec: with(func(r *verify.Record) { r.CASHA1 = "" }), state: verify.LastOtherCA, status: check.Todo,
+		{name: "CA not recorded", rec: with(func(r *verify.Record) { r.CASHA1 = "" }), state: verify.LastOtherCA, status: checklist.Todo,
 			msg: "does not say which team CA"},
-		{name: "no team CA to compare", rec: with(func(r *verify.Record) { r.CASHA1 = "" }), noCA: true, state: verify.LastVerified, status: check.OK},
-		{name: "other ID", rec: with(func(r *verify.Record) { r.Expected = expected + "-v2" }), state: verify.LastOtherID, status: check.Warn,
+		{name: "no team CA to compare", rec: with(func(r *verify.Record) { r.CASHA1 = "" }), noCA: true, state: verify.LastVerified, status: checklist.OK},
+		{name: "other ID", rec: with(func(r *verify.Record) { r.Expected = expected + "-v2" }), state: verify.LastOtherID, status: checklist.Warn,
 			msg: "verified " + expected + "-v2, but spirepod.yaml now expects " + expected},
 		{name: "failed, diagnosed", rec: with(func(r *verify.Record) {
 			r.Outcome, r.Message = verify.OutcomeTimeout, "timed out waiting"
 			r.Diagnoses = []verify.Diagnosis{{Stage: verify.StageAgent, Summary: "not attested", Fix: "merge the trust-list PR"}}
-		}), state: verify.LastFailed, status: check.Fail, msg: "timeout at 2026-01-02T03:04:05Z: timed out waiting (stage spire-agent: not attested)", fix: "merge the trust-list PR"},
-		{name: "failed, not diagnosed", rec: with(func(r *verify.Record) { r.Outcome = verify.OutcomeWrongID }), state: verify.LastFailed, status: check.Fail,
+		}), state: verify.LastFailed, status: checklist.Fail, msg: "timeout at 2026-01-02T03:04:05Z: timed out waiting (stage spire-agent: not attested)", fix: "merge the trust-list PR"},
+		{name: "failed, not diagnosed", rec: with(func(r *verify.Record) { r.Outcome = verify.OutcomeWrongID }), state: verify.LastFailed, status: checklist.Fail,
 			msg: "wrong-id at 2026-01-02T03:04:05Z", fix: "`spirepod verify`"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -464,7 +464,7 @@ func TestCheckLast(t *testing.T) {
 			if !strings.Contains(l.Message, tc.msg) {
 				t.Errorf("message %q, want %q in it", l.Message, tc.msg)
 			}
-			if tc.status == check.OK && l.Fix != "" || tc.fix != "" && l.Fix != tc.fix {
+			if tc.status == checklist.OK && l.Fix != "" || tc.fix != "" && l.Fix != tc.fix {
 				t.Errorf("fix %q, want %q", l.Fix, tc.fix)
 			}
 			if (tc.state == verify.LastUnreadable) != (l.Err != nil) || (tc.rec != nil) != (l.Record != nil) {

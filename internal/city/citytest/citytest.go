@@ -22,12 +22,12 @@ import (
 	"strings"
 	"time"
 
-	spembed "github.com/spirepod/spirepod/embed"
 	"github.com/spirepod/spirepod/internal/city"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/registration"
 	"github.com/spirepod/spirepod/internal/scaffold"
+	"github.com/spirepod/spirepod/scaffoldfs"
 )
 
 // Formats a team's folder can use. FormatMixed registers the node aliases
@@ -339,7 +339,7 @@ func (c *City) addScaffold(t *Team) {
 	p.SpireServer = "spire-server.example:8081"
 	p.Paths = project.DefaultPaths
 	p.ApplyDefaults()
-	files, err := scaffold.Render(scaffold.Options{Source: spembed.Scaffold(), Project: &p})
+	files, err := scaffold.Render(scaffold.Options{Source: scaffoldfs.Scaffold(), Project: &p})
 	if err != nil {
 		panic(err) // the generator's own input
 	}
