@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -30,5 +31,26 @@ func TestVersionOf(t *testing.T) {
 	code2, out2, _ := cliRun(t, dir, map[string]string{"HOME": dir}, "version")
 	if code != 0 || code2 != 0 || out != out2 || !strings.HasPrefix(out, "spirepod ") {
 		t.Fatalf("--version: %d %q %q; version: %d %q", code, out, errOut, code2, out2)
+	}
+}
+
+// TestTuneGC: 5x the live heap under a 1 GiB soft limit, unless the user
+// set GOGC or GOMEMLIMIT.
+func TestTuneGC(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
+	tuneGC(func(string) string { return "" })
+	if got := debug.SetGCPercent(100); got != 400 {
+		t.Errorf("GC percent %d, want 400", got)
+	}
+	if got := debug.SetMemoryLimit(math.MaxInt64); got != 1<<30 {
+		t.Errorf("memory limit %d, want 1 GiB", got)
+	}
+	tuneGC(func(k string) string { return map[string]string{"GOGC": "50", "GOMEMLIMIT": "2GiB"}[k] })
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC set, the GC percent became %d", got)
+	}
+	if got := debug.SetMemoryLimit(math.MaxInt64); got != math.MaxInt64 {
+		t.Errorf("with GOMEMLIMIT set, the memory limit became %d", got)
 	}
 }
