@@ -132,7 +132,7 @@ func (k *kubeFlags) Target(stop context.Context) (*kubeTarget, error) {
 }
 
 // pingBudget bounds ping: an unreachable cluster is reported within it.
-const pingBudget = 4 * time.Second
+var pingBudget = 4 * time.Second
 
 // ping asks the API server for its version. When nothing answers (refused,
 // no route, unknown host, dial timeout) it tries again for a few seconds (a
