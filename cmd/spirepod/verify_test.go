@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/restmapper"
@@ -27,8 +28,11 @@ import (
 
 // TestVerifyStatusCLI: `spirepod verify` and `status` against a real API
 // server (kwok serves the container logs from files the test writes).
-// Objects come from the scaffold's own kustomize build, created with the
-// dynamic client (not through `spirepod apply`).
+// Objects come from the scaffold's own kustomize build, server-side applied
+// with the dynamic client under the team's field manager, as `spirepod
+// apply` would leave them (not through it: status asks apply's dry run
+// whether they match, and a field another manager set by a plain create is
+// one apply would conflict on).
 //
 //	pod 0: the right XFCC line appears 3 s after verify starts   → exit 0
 //	pod 1: an XFCC line with a different URI                      → exit 1, both IDs
@@ -59,7 +63,7 @@ func TestVerifyStatusCLI(t *testing.T) {
 			t.Fatalf("exit %d, want 0 (never verified and no bundle are steps to do, not broken)\n%s", code, out)
 		}
 		for _, want := range []string{"√ team CA present and passing pki inspect", "‼ SPIRE server CA in the bundle ConfigMap",
-			"- trust-list PR merged\n    no GitHub token", "- pods Running\n    no cluster", "‼ last verification succeeded\n    never verified"} {
+			"- trust-list PR merged\n    no GitHub token", "- pods Running and ready\n    no cluster", "‼ last verification succeeded\n    never verified"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("status lacks %q:\n%s", want, out)
 			}
@@ -107,7 +111,7 @@ func TestVerifyStatusCLI(t *testing.T) {
 			continue
 		}
 		for _, o := range l.Objects {
-			createObj(t, c, o)
+			createObj(t, c, o, "spirepod-team-v")
 		}
 	}
 	for i := range 3 {
@@ -179,7 +183,7 @@ func TestVerifyStatusCLI(t *testing.T) {
 			t.Fatalf("exit %d\n%s", code, out)
 		}
 		wants := []string{"‼ trust-list PR merged\n    no pull request in wp-wcm/city", "√ namespace team-v exists",
-			"× last verification succeeded\n    timeout", "√ pods Running (3/3)"}
+			"× last verification succeeded\n    timeout", "√ pods Running and ready (3/3)"}
 		if withCM {
 			wants = append(wants, "√ objects in the cluster match the scaffold", "√ Issuer team-v/spire-agent-x509pop-issuer Ready")
 		}
@@ -223,7 +227,8 @@ func TestVerifyStatusCLI(t *testing.T) {
 	})
 }
 
-func createObj(t *testing.T, c *testbed.Cluster, o *unstructured.Unstructured) {
+// createObj server-side applies o as manager.
+func createObj(t *testing.T, c *testbed.Cluster, o *unstructured.Unstructured, manager string) {
 	t.Helper()
 	dc, err := discovery.NewDiscoveryClientForConfig(c.Config)
 	if err != nil {
@@ -235,14 +240,20 @@ func createObj(t *testing.T, c *testbed.Cluster, o *unstructured.Unstructured) {
 	if err != nil {
 		t.Fatalf("%s: %v", gvk, err)
 	}
+	data, err := o.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	force := true
+	opts := metav1.PatchOptions{FieldManager: manager, Force: &force}
 	var ri = c.Dynamic.Resource(m.Resource)
 	if o.GetNamespace() != "" {
-		_, err = ri.Namespace(o.GetNamespace()).Create(context.Background(), o, metav1.CreateOptions{})
+		_, err = ri.Namespace(o.GetNamespace()).Patch(context.Background(), o.GetName(), types.ApplyPatchType, data, opts)
 	} else {
-		_, err = ri.Create(context.Background(), o, metav1.CreateOptions{})
+		_, err = ri.Patch(context.Background(), o.GetName(), types.ApplyPatchType, data, opts)
 	}
 	if err != nil {
-		t.Fatalf("create %s %s: %v", gvk.Kind, o.GetName(), err)
+		t.Fatalf("apply %s %s: %v", gvk.Kind, o.GetName(), err)
 	}
 }
 
