@@ -172,23 +172,6 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 		if _, err := loadTeamCA(f, cert, key, ""); err != nil {
 			return err
 		}
-		if fileExists(rotate.NextFiles(p).Cert) {
-			return usageError("move it away (or delete it) first: `spirepod pki rotate` makes the new CA there",
-				"%s exists but no rotation is recorded in %s; nothing was changed", displayPath(f, rotate.NextFiles(p).Cert), rotate.FileName)
-		}
-	} else if !s.Done.IsZero() {
-		if o.Emergency {
-			return usageError("pass --again with --emergency to start a new rotation (the finished one's record is replaced)",
-				"--emergency: the last rotation finished on %s (%s); nothing was changed", s.Done.Format("2006-01-02"), displayPath(f, rotate.Path(p.Dir)))
-		}
-	} else {
-		if o.Emergency && !s.Emergency {
-			return usageError("finish it (`spirepod pki rotate`), or, if the old key leaked meanwhile, hurry it: its phase 4 removes the old CA",
-				"--emergency: a normal rotation is already running (%s); nothing was changed", displayPath(f, rotate.Path(p.Dir)))
-		}
-		if o.Format != "" && o.Format != s.Format && len(s.PRs) > 0 {
-			return usageError("drop --format: the rotation's pull requests use "+s.Format, "--format %s differs from the rotation's format %s", o.Format, s.Format)
-		}
 	}
 	server := o.Server
 	if server == "" {
@@ -198,6 +181,50 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 		return renderRotatePlan(f, p, rotate.Plan(p, s, server), fresh)
 	}
 
+	ro, err := o.runOptions(p, server)
+	if err != nil {
+		return err
+	}
+	if fresh && !f.JSON() {
+		kind := "normal rotation (both CAs trusted while agents move)"
+		if s.Emergency {
+			kind = "EMERGENCY rotation (no overlap)"
+		}
+		fmt.Fprintf(f.IO.ErrOut, "Starting a %s of team %s's CA %s; state in %s\n", kind, p.Team, s.Old.SHA1, displayPath(f, rotate.Path(p.Dir)))
+	}
+	if s.Emergency && !f.JSON() && !s.Finished(rotate.StepPRAliases) {
+		fmt.Fprintf(f.IO.ErrOut, "%s\n", f.IO.red(fmt.Sprintf("These pods will have no SVID %s: %s",
+			lossWindow(s), strings.Join(p.PodNames(), ", "))))
+	}
+
+	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
+	defer cancel()
+	rep, runErr := rotate.Run(rctx, ro, s)
+	if runErr != nil {
+		if rep != nil && f.JSON() {
+			_ = writeJSON(f.IO.Out, rep)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if rctx.Err() != nil {
+			return timeoutError(runErr, "run `spirepod pki rotate` again: it resumes where it stopped (or a longer --timeout)")
+		}
+		return rotateError(f, runErr)
+	}
+	if f.JSON() {
+		return writeJSON(f.IO.Out, rep)
+	}
+	renderRotateReport(f, rep)
+	return nil
+}
+
+// runOptions are rotate.Run's options and ports for this command: the pull
+// requests (local or GitHub), the server probe, --check-with, the cluster
+// (connected on first use), the pod check, the confirmation prompt (a
+// terminal only) and progress lines.
+func (o *pkiRotateOptions) runOptions(p *project.Project, server string) (rotate.Options, error) {
+	f := o.f
 	ro := rotate.Options{Project: p, Emergency: o.Emergency, Roll: o.Roll, Format: o.Format, Now: f.Now, Rand: f.Rand,
 		Wait: o.Wait, Poll: o.Poll, Yes: o.Yes, ServerReloaded: o.ServerReloaded, Server: server}
 	pc := &prCommon{f: f, Local: o.Local, Push: o.Push, Timeout: o.Timeout}
@@ -206,14 +233,14 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 	if o.CheckWith != "" {
 		certs, err := pkiReadCerts(f, "--check-with", o.CheckWith)
 		if err != nil {
-			return err
+			return rotate.Options{}, err
 		}
 		key, err := pkiReadKey(f, "--check-key", o.CheckKey)
 		if err != nil {
-			return err
+			return rotate.Options{}, err
 		}
 		if !pki.KeyMatches(certs[0], key) {
-			return usageError("pass the key of the --check-with certificate", "--check-key %s does not belong to --check-with %s", o.CheckKey, o.CheckWith)
+			return rotate.Options{}, usageError("pass the key of the --check-with certificate", "--check-key %s does not belong to --check-with %s", o.CheckKey, o.CheckWith)
 		}
 		ro.CheckWith, ro.CheckWithKey = certs, crypto.Signer(key)
 	}
@@ -256,38 +283,7 @@ func pkiRotateRun(ctx context.Context, o *pkiRotateOptions) error {
 			fmt.Fprintln(f.IO.ErrOut, msg)
 		}
 	}
-	if fresh && !f.JSON() {
-		kind := "normal rotation (both CAs trusted while agents move)"
-		if s.Emergency {
-			kind = "EMERGENCY rotation (no overlap)"
-		}
-		fmt.Fprintf(f.IO.ErrOut, "Starting a %s of team %s's CA %s; state in %s\n", kind, p.Team, s.Old.SHA1, displayPath(f, rotate.Path(p.Dir)))
-	}
-	if s.Emergency && !f.JSON() && !s.Finished(rotate.StepPRAliases) {
-		fmt.Fprintf(f.IO.ErrOut, "%s\n", f.IO.red(fmt.Sprintf("These pods will have no SVID %s: %s",
-			lossWindow(s), strings.Join(p.PodNames(), ", "))))
-	}
-
-	rctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	rep, runErr := rotate.Run(rctx, ro, s)
-	if runErr != nil {
-		if rep != nil && f.JSON() {
-			_ = writeJSON(f.IO.Out, rep)
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		if rctx.Err() != nil {
-			return timeoutError(runErr, "run `spirepod pki rotate` again: it resumes where it stopped (or a longer --timeout)")
-		}
-		return rotateError(f, runErr)
-	}
-	if f.JSON() {
-		return writeJSON(f.IO.Out, rep)
-	}
-	renderRotateReport(f, rep)
-	return nil
+	return ro, nil
 }
 
 // pkiRotateAbort ends a rotation that has changed nothing outside the
@@ -335,6 +331,7 @@ func rotateError(f *Factory, err error) error {
 		return err
 	}
 	var ie *rotate.InputError
+	var ste *rotate.StartError
 	var se *rotate.StateError
 	var sec *rotate.SecretError
 	var un *rotate.UnreachableError
@@ -342,6 +339,8 @@ func rotateError(f *Factory, err error) error {
 	switch {
 	case errors.As(err, &ie):
 		return usageError(ie.Hint, "%s: %v; nothing more was changed", displayPath(f, ie.Path), ie.Err)
+	case errors.As(err, &ste):
+		return usageError(ste.Hint, "%v; nothing was changed", ste.Err)
 	case errors.As(err, &se):
 		return usageError("fix the file, or move it away to start over (the new CA files stay where they are)", "%s: %v", displayPath(f, se.Path), se.Err)
 	case errors.As(err, &sec):

@@ -8,7 +8,6 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -558,9 +557,4 @@ func otherTeamCA(t *testing.T) *loaded {
 		t.Fatal(err)
 	}
 	return l
-}
-
-func exists(path string) bool {
-	_, err := os.Stat(path)
-	return err == nil
 }

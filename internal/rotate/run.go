@@ -135,7 +135,14 @@ func Start(p *project.Project, o StartOptions, now time.Time) (*State, bool, err
 		return nil, false, err
 	}
 	if s != nil && (s.Done.IsZero() || !o.Again) {
+		if err := refuseResume(s, o); err != nil {
+			return nil, false, err
+		}
 		return s, false, nil
+	}
+	if next := NextFiles(p).Cert; exists(next) {
+		return nil, false, &StartError{Err: fmt.Errorf("%s exists but no rotation is recorded in %s", rel(p, next), FileName),
+			Hint: "move it away (or delete it) first: `spirepod pki rotate` makes the new CA there"}
 	}
 	cur, err := readCA(CurrentFiles(p), true)
 	if err != nil {
@@ -158,6 +165,42 @@ func Start(p *project.Project, o StartOptions, now time.Time) (*State, bool, err
 	}
 	return &State{APIVersion: APIVersion, Kind: Kind, Emergency: emergency, Roll: roll, Format: format,
 		Started: now.UTC(), Old: describe(cur.Cert), Steps: map[string]time.Time{}, Pods: map[string]*Pod{}, dir: p.Dir}, true, nil
+}
+
+// StartError is a rotation that cannot start or resume as asked; nothing
+// was changed (exit 2).
+type StartError struct {
+	Err  error
+	Hint string
+}
+
+func (e *StartError) Error() string { return e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+// refuseResume: the options that cannot apply to the recorded rotation s.
+// --emergency neither restarts a finished rotation (that takes --again)
+// nor turns a normal one into an emergency (its phase 4 removes the old CA
+// anyway); --format cannot change once the rotation opened pull requests.
+func refuseResume(s *State, o StartOptions) error {
+	switch {
+	case !s.Done.IsZero() && o.Emergency:
+		return &StartError{Err: fmt.Errorf("--emergency: the last rotation finished on %s (%s)", s.Done.Format("2006-01-02"), FileName),
+			Hint: "pass --again with --emergency to start a new rotation (the finished one's record is replaced)"}
+	case !s.Done.IsZero():
+		return nil
+	case o.Emergency && !s.Emergency:
+		return &StartError{Err: fmt.Errorf("--emergency: a normal rotation is already running (%s)", FileName),
+			Hint: "finish it (`spirepod pki rotate`), or, if the old key leaked meanwhile, hurry it: its phase 4 removes the old CA"}
+	case o.Format != "" && o.Format != s.Format && len(s.PRs) > 0:
+		return &StartError{Err: fmt.Errorf("--format %s differs from the rotation's format %s", o.Format, s.Format),
+			Hint: "drop --format: the rotation's pull requests use " + s.Format}
+	}
+	return nil
+}
+
+func exists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
 }
 
 // Run runs every step that can run, in order, recording each in the state

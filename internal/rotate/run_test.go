@@ -1,6 +1,7 @@
 package rotate
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -14,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/project"
 )
 
 // run starts or resumes the rotation from the scaffold's state file, as
@@ -872,4 +874,70 @@ func TestRunWait(t *testing.T) {
 			t.Errorf("did %q", rep.Did)
 		}
 	})
+}
+
+// TestStartRefusals: the options Start refuses for the recorded rotation
+// (or its absence), each a StartError with a hint, the state file untouched;
+// and the same options where they apply.
+func TestStartRefusals(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		state   func(w *world) // the recorded rotation (nil: none)
+		opts    StartOptions
+		refused string // in the error; "" = allowed
+	}{
+		{name: "a new CA file left from elsewhere", state: func(w *world) {
+			if err := os.WriteFile(NextFiles(w.p).Cert, []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, refused: "agent-x509pop.next.crt.pem exists but no rotation is recorded in " + FileName},
+		// newWorld's project registers with entry-json.
+		{name: "--emergency over a finished rotation", state: func(w *world) { w.record(t, func(s *State) { s.Done = w.clock.Now() }) },
+			opts: StartOptions{Emergency: true}, refused: "--emergency: the last rotation finished on"},
+		{name: "--emergency --again over a finished rotation", state: func(w *world) { w.record(t, func(s *State) { s.Done = w.clock.Now() }) },
+			opts: StartOptions{Emergency: true, Again: true}},
+		{name: "--emergency while a normal rotation runs", state: func(w *world) { w.record(t, nil) },
+			opts: StartOptions{Emergency: true}, refused: "--emergency: a normal rotation is already running"},
+		{name: "--format after pull requests", state: func(w *world) {
+			w.record(t, func(s *State) {
+				s.PRs = []PR{{Step: StepPRTrust, Kind: "trust-ca", Branch: "spirepod/payments/rotate/trust-ca"}}
+			})
+		}, opts: StartOptions{Format: project.FormatClusterStaticEntry}, refused: "differs from the rotation's format"},
+		{name: "--format before any pull request", state: func(w *world) { w.record(t, nil) },
+			opts: StartOptions{Format: project.FormatClusterStaticEntry}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t)
+			c.state(w)
+			before, _ := os.ReadFile(Path(w.p.Dir))
+			_, _, err := Start(w.p, c.opts, w.clock.Now())
+			after, _ := os.ReadFile(Path(w.p.Dir))
+			if !bytes.Equal(before, after) {
+				t.Errorf("Start changed %s", FileName)
+			}
+			var se *StartError
+			switch {
+			case c.refused == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case c.refused == "":
+			case !errors.As(err, &se) || !strings.Contains(err.Error(), c.refused) || se.Hint == "":
+				t.Fatalf("%v, want a StartError with a hint saying %q", err, c.refused)
+			}
+		})
+	}
+}
+
+// record saves a started rotation, edited by edit.
+func (w *world) record(t *testing.T, edit func(s *State)) {
+	t.Helper()
+	s, fresh, err := Start(w.p, StartOptions{}, w.clock.Now())
+	if err != nil || !fresh {
+		t.Fatalf("start: fresh %v, %v", fresh, err)
+	}
+	if edit != nil {
+		edit(s)
+	}
+	if err := s.Save(); err != nil {
+		t.Fatal(err)
+	}
 }
