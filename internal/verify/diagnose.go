@@ -501,9 +501,87 @@ func (pd *podDiag) stageEnvoy(ctx context.Context) (stageResult, error) {
 		return skipped("log unavailable: " + shortErr(err)), nil
 	}
 	if f, found := MatchLog(ContainerEnvoy, lines); found {
+		if f.Pattern.ID == sdsRejected && pd.sdsRecovered(ctx) {
+			return ok(fmt.Sprintf("%d lines; an SDS stream to the agent closed, and Envoy has served mTLS since (a start before the agent's socket, not the fault)", len(lines))), nil
+		}
 		return fromFinding(f), nil
 	}
 	return ok(fmt.Sprintf("%d lines, no known error", len(lines))), nil
+}
+
+const sdsRejected = "envoy-sds-rejected"
+
+// sdsRecovered: Envoy's last SDS failure is followed, in curl's log, by an
+// answer only an Envoy holding its SVID and bundle can give (an XFCC line:
+// the upstream accepted Envoy's certificate; or an upstream TLS
+// verification failure: Envoy had the bundle to verify with). Envoy often
+// starts before the agent's socket exists and logs a closed SDS stream
+// once; that line is not the fault when a later stage fails. Both logs are
+// read with the kubelet's timestamps to order them.
+func (pd *podDiag) sdsRecovered(ctx context.Context) bool {
+	envoy, err := pd.readLogTimed(ctx, ContainerEnvoy)
+	if err != nil {
+		return false
+	}
+	var failed time.Time
+	for _, l := range envoy {
+		if p, ok := MatchPattern(ContainerEnvoy, l.text); ok && p.ID == sdsRejected {
+			failed = l.at
+		}
+	}
+	if failed.IsZero() {
+		return false
+	}
+	curl, err := pd.readLogTimed(ctx, ContainerCurl)
+	if err != nil {
+		return false
+	}
+	for _, l := range curl {
+		if !l.at.After(failed) {
+			continue
+		}
+		if _, found := MatchLine(l.text, pd.opts.Expected, pd.opts.Upstream); found {
+			return true
+		}
+		if p, ok := MatchPattern(ContainerCurl, l.text); ok && p.ID == "curl-upstream-tls" {
+			return true
+		}
+	}
+	return false
+}
+
+type timedLine struct {
+	at   time.Time
+	text string
+}
+
+// readLogTimed is the container's current log with the kubelet's
+// timestamps (RFC 3339, nanoseconds, before each line).
+func (pd *podDiag) readLogTimed(ctx context.Context, container string) ([]timedLine, error) {
+	if pd.p == nil {
+		return nil, fmt.Errorf("pod %s not found", pd.pod)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	n := pd.opts.TailLines
+	rc, err := pd.opts.Client.CoreV1().Pods(pd.ns()).GetLogs(pd.pod, &corev1.PodLogOptions{
+		Container: container, TailLines: &n, Timestamps: true}).Stream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	var out []timedLine
+	sc := bufio.NewScanner(io.LimitReader(rc, 4<<20))
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	for sc.Scan() {
+		ts, text, _ := strings.Cut(sc.Text(), " ")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil {
+			continue
+		}
+		out = append(out, timedLine{at: at, text: text})
+	}
+	return out, sc.Err()
 }
 
 func (pd *podDiag) stageCurl(ctx context.Context) (stageResult, error) {

@@ -584,6 +584,25 @@ func TestDiagnoseAgentLog(t *testing.T) {
 	if d.Stage != verify.StageEnvoy || d.PatternID != "envoy-sds-rejected" {
 		t.Fatalf("diagnosis %+v: want envoy, envoy-sds-rejected", d)
 	}
+	// Envoy started before the agent's socket (its SDS stream closed once),
+	// then verified the upstream with the bundle SDS gave it: curl's later
+	// TLS failure is the fault, not the start-up race.
+	appendLog(t, files["curl"], `upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED`)
+	d = diagnoseOne(t, c, ns, pod, ca.cert)
+	if d.Stage != verify.StageCurl || d.PatternID != "curl-upstream-tls" {
+		t.Fatalf("diagnosis %+v: want curl, curl-upstream-tls (the SDS closure came before Envoy served mTLS)", d)
+	}
+	// The SDS stream closing again after that is the fault again.
+	appendLog(t, files["envoy"],
+		`[2026-01-01 00:01:09.000][1][warning][config] [source/extensions/config_subscription/grpc/grpc_stream.h:190] StreamSecrets gRPC config stream to spire_agent closed: 14, connection error`)
+	d = diagnoseOne(t, c, ns, pod, ca.cert)
+	if d.Stage != verify.StageEnvoy || d.PatternID != "envoy-sds-rejected" {
+		t.Fatalf("diagnosis %+v: want envoy, envoy-sds-rejected (after the TLS answer)", d)
+	}
+	if err := os.WriteFile(files["curl"], nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	appendLog(t, files["curl"], "curl: request to envoy failed")
 	if err := os.WriteFile(files["envoy"], nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
