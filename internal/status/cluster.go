@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"golang.org/x/sync/errgroup"
@@ -102,7 +103,7 @@ func objectsCheck(ctx context.Context, in clusterInput) (checklist.Status, strin
 	for _, d := range diffs {
 		ref := d.Ref()
 		switch {
-		case d.Err != nil && apierrors.IsForbidden(d.Err):
+		case d.Err != nil && rbacDenied(d.Err):
 			forbidden = append(forbidden, d)
 		case d.Err != nil && meta.IsNoMatchError(d.Err):
 			missing = append(missing, ref+" (kind not served)")
@@ -147,6 +148,19 @@ func objectsCheck(ctx context.Context, in clusterInput) (checklist.Status, strin
 		hint += " (--force-conflicts takes back the fields another field manager changed)"
 	}
 	return checklist.Fail, strings.Join(parts, "; "), hint
+}
+
+// rbacDenial is the authorizer's refusal ("User "u" cannot patch resource
+// "configmaps" in API group "" in the namespace "ns"": k8s.io/apiserver's
+// endpoints/handlers/responsewriters forbiddenMessage).
+var rbacDenial = regexp.MustCompile(` cannot [a-z]+ resource "`)
+
+// rbacDenied: the request was refused for want of a permission. Other
+// Forbidden answers (an admission webhook's denial, an exceeded quota, a
+// namespace being deleted, a Role granting more than its author holds)
+// are faults apply would meet, not permissions status lacks.
+func rbacDenied(err error) bool {
+	return apierrors.IsForbidden(err) && rbacDenial.MatchString(err.Error())
 }
 
 // conflictText names the fields another field manager took over, and the
