@@ -18,9 +18,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/spirepod/spirepod/internal/apply"
@@ -35,8 +37,10 @@ type kubeFlags struct {
 func newKubeFlags() *kubeFlags {
 	cf := genericclioptions.NewConfigFlags(false)
 	// Only the three flags a user of this tool needs: cli-runtime neither
-	// registers nor reads a nil field. The rest (discovery's QPS and burst,
-	// the cache directory: $KUBECACHEDIR or ~/.kube/cache) stay kubectl's.
+	// registers nor reads a nil field. Discovery's rate (50 per second,
+	// bursts of 300) and cache directory ($KUBECACHEDIR or ~/.kube/cache)
+	// are kubectl's.
+	cf.WithDiscoveryQPS(50).WithDiscoveryBurst(300)
 	cf.CacheDir, cf.ClusterName, cf.AuthInfoName, cf.APIServer, cf.TLSServerName = nil, nil, nil, nil, nil
 	cf.Insecure, cf.CertFile, cf.KeyFile, cf.CAFile, cf.BearerToken = nil, nil, nil, nil, nil
 	cf.Impersonate, cf.ImpersonateUID, cf.ImpersonateGroup, cf.ImpersonateUserExtra = nil, nil, nil, nil
@@ -122,6 +126,17 @@ func (k *kubeFlags) Target(stop context.Context) (*kubeTarget, error) {
 	// hours), so a command against a remote cluster does not pay
 	// discovery's round trips each run; the mapper refreshes it when a kind
 	// is missing.
+	if os.Getenv("KUBECACHEDIR") == "" && os.Getenv("HOME") == "" {
+		// cli-runtime would cache in ./.kube/cache, in the working
+		// directory (the team's scaffold): keep discovery in memory.
+		dc, err := discovery.NewDiscoveryClientForConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		t.Discovery = memory.NewMemCacheClient(dc)
+		t.Mapper = restmapper.NewDeferredDiscoveryRESTMapper(t.Discovery)
+		return t, nil
+	}
 	if t.Discovery, err = k.cf.ToDiscoveryClient(); err != nil {
 		return nil, err
 	}

@@ -33,25 +33,7 @@ func TestKubeFlagsOnlyThree(t *testing.T) {
 // carries the client's own settings (its stop transport, by the wrap).
 func TestKubeDiscoveryCachedOnDisk(t *testing.T) {
 	var discoveries atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		var v any
-		switch r.URL.Path {
-		case "/api":
-			discoveries.Add(1)
-			v = metav1.APIVersions{TypeMeta: metav1.TypeMeta{Kind: "APIVersions"}, Versions: []string{"v1"}}
-		case "/apis":
-			v = metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}}
-		case "/api/v1":
-			v = metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList"}, GroupVersion: "v1",
-				APIResources: []metav1.APIResource{{Name: "configmaps", Namespaced: true, Kind: "ConfigMap", Verbs: []string{"get", "list", "patch"}}}}
-		default:
-			http.NotFound(w, r)
-			return
-		}
-		_ = json.NewEncoder(w).Encode(v)
-	}))
-	defer srv.Close()
+	srv := discoveryServer(t, &discoveries)
 	dir := t.TempDir()
 	kc := filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(kc, []byte(kubeconfigFor(srv.URL, "token: test")), 0o600); err != nil {
@@ -90,4 +72,62 @@ func TestKubeDiscoveryCachedOnDisk(t *testing.T) {
 	if err != nil || len(entries) != 1 || !strings.HasPrefix(entries[0].Name(), "127.0.0.1_") {
 		t.Errorf("discovery cache %s: %v %v, want one folder for the server", filepath.Join(cache, "discovery"), entries, err)
 	}
+}
+
+// TestKubeDiscoveryNoHome: with neither HOME nor KUBECACHEDIR, discovery is
+// cached in memory, not in ./.kube/cache of the working directory.
+func TestKubeDiscoveryNoHome(t *testing.T) {
+	srv := discoveryServer(t, nil)
+	dir := t.TempDir()
+	kc := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kc, []byte(kubeconfigFor(srv.URL, "token: test")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(dir)
+	t.Setenv("HOME", "")
+	t.Setenv("KUBECACHEDIR", "")
+	kf := newKubeFlags()
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	kf.AddFlags(fs)
+	if err := fs.Parse([]string{"--kubeconfig", kc}); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := kf.Target(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tg.Mapper.RESTMapping(schema.GroupKind{Kind: "ConfigMap"}, "v1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".kube")); !os.IsNotExist(err) {
+		t.Errorf("discovery was cached in the working directory (%v)", err)
+	}
+}
+
+// discoveryServer serves the discovery of one kind (ConfigMap, v1) and
+// counts the requests for /api.
+func discoveryServer(t *testing.T, discoveries *atomic.Int32) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		var v any
+		switch r.URL.Path {
+		case "/api":
+			if discoveries != nil {
+				discoveries.Add(1)
+			}
+			v = metav1.APIVersions{TypeMeta: metav1.TypeMeta{Kind: "APIVersions"}, Versions: []string{"v1"}}
+		case "/apis":
+			v = metav1.APIGroupList{TypeMeta: metav1.TypeMeta{Kind: "APIGroupList", APIVersion: "v1"}}
+		case "/api/v1":
+			v = metav1.APIResourceList{TypeMeta: metav1.TypeMeta{Kind: "APIResourceList"}, GroupVersion: "v1",
+				APIResources: []metav1.APIResource{{Name: "configmaps", Namespaced: true, Kind: "ConfigMap", Verbs: []string{"get", "list", "patch"}}}}
+		default:
+			http.NotFound(w, r)
+			return
+		}
+		_ = json.NewEncoder(w).Encode(v)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
 }
