@@ -9,6 +9,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -22,16 +24,41 @@ func main() {
 // manifests that stay live until it ends, so Go's default (a collection
 // each time the heap doubles) spends a fifth of a large project's time
 // collecting (pprof, `pr spiffe-id --dry-run` at 1,000 replicas). It
-// collects at 5x the live heap instead, under a soft limit of 1 GiB that
-// keeps a very large project's memory bounded. GOGC and GOMEMLIMIT, when
+// collects at 5x the live heap instead, under a soft limit of 1 GiB, or
+// half the container's memory (cgroup v2 memory.max) when that is less, so
+// a CI container that fit before still does. GOGC and GOMEMLIMIT, when
 // set, win (bench/scale.sh measures both ways).
 func tuneGC(getenv func(string) string) {
 	if getenv("GOGC") == "" {
 		debug.SetGCPercent(400)
 	}
 	if getenv("GOMEMLIMIT") == "" {
-		debug.SetMemoryLimit(1 << 30)
+		debug.SetMemoryLimit(gcLimit(cgroupMemoryMax()))
 	}
+}
+
+// gcLimit is the soft memory limit: 1 GiB, or half of a smaller
+// container limit (0: none known).
+func gcLimit(containerMax int64) int64 {
+	const limit = 1 << 30
+	if containerMax > 0 && containerMax/2 < limit {
+		return containerMax / 2
+	}
+	return limit
+}
+
+// cgroupMemoryMax is this process's cgroup v2 memory limit, 0 when there
+// is none ("max") or it cannot be read.
+func cgroupMemoryMax() int64 {
+	b, err := os.ReadFile("/sys/fs/cgroup/memory.max")
+	if err != nil {
+		return 0
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // interruptGrace is how long a command has, after SIGINT or SIGTERM, to

@@ -34,8 +34,8 @@ func TestVersionOf(t *testing.T) {
 	}
 }
 
-// TestTuneGC: 5x the live heap under a 1 GiB soft limit, unless the user
-// set GOGC or GOMEMLIMIT.
+// TestTuneGC: 5x the live heap under a 1 GiB soft limit (half a smaller
+// container limit), unless the user set GOGC or GOMEMLIMIT.
 func TestTuneGC(t *testing.T) {
 	defer debug.SetGCPercent(debug.SetGCPercent(100))
 	defer debug.SetMemoryLimit(debug.SetMemoryLimit(math.MaxInt64))
@@ -43,8 +43,13 @@ func TestTuneGC(t *testing.T) {
 	if got := debug.SetGCPercent(100); got != 400 {
 		t.Errorf("GC percent %d, want 400", got)
 	}
-	if got := debug.SetMemoryLimit(math.MaxInt64); got != 1<<30 {
-		t.Errorf("memory limit %d, want 1 GiB", got)
+	if got, want := debug.SetMemoryLimit(math.MaxInt64), gcLimit(cgroupMemoryMax()); got != want {
+		t.Errorf("memory limit %d, want %d", got, want)
+	}
+	for _, c := range []struct{ max, want int64 }{{0, 1 << 30}, {8 << 30, 1 << 30}, {512 << 20, 256 << 20}} {
+		if got := gcLimit(c.max); got != c.want {
+			t.Errorf("gcLimit(%d) = %d, want %d", c.max, got, c.want)
+		}
 	}
 	tuneGC(func(k string) string { return map[string]string{"GOGC": "50", "GOMEMLIMIT": "2GiB"}[k] })
 	if got := debug.SetGCPercent(100); got != 100 {
