@@ -129,6 +129,18 @@ func TestGenCertOnce(t *testing.T) {
 				}
 				g.checkEndState(t, 0)
 			})
+			t.Run("Secret whose key is not base64", func(t *testing.T) {
+				g := newGenCert(t, sh, script)
+				g.writePlain(t, 0)
+				s := g.secret(1)
+				s["data"].(map[string]any)["tls.key"] = base64.StdEncoding.EncodeToString(g.pair(1).key)[:40] + "!!!not base64"
+				g.api.setSecret(s)
+				g.start(t, "once")
+				if code := g.wait(t); code == 0 {
+					t.Fatalf("gen_cert.sh once exited 0 for a tls.key that is not base64")
+				}
+				g.checkEndState(t, 0)
+			})
 			t.Run("Secret without a key", func(t *testing.T) {
 				g := newGenCert(t, sh, script)
 				g.writePlain(t, 0)
@@ -144,6 +156,26 @@ func TestGenCertOnce(t *testing.T) {
 				}
 				g.checkEndState(t, 0)
 			})
+		})
+	}
+}
+
+// TestGenCertRenewalBeforeWatch: cert-manager renews the Secret after
+// gen_cert.sh's first read and before its watch starts. The watch begins
+// with the Secret as it is, so that renewal is written at once, not when
+// the API server next closes the watch (30-60 minutes later).
+func TestGenCertRenewalBeforeWatch(t *testing.T) {
+	script := genCertScript(t)
+	for _, sh := range genCertShells(t) {
+		t.Run(sh.name, func(t *testing.T) {
+			g := newGenCert(t, sh, script)
+			g.pair(1)
+			var once sync.Once
+			g.api.afterGet = func() { once.Do(func() { g.api.setSecret(g.secret(1)) }) }
+			g.start(t, "follow")
+			g.waitWrote(t, 0)
+			g.waitWrote(t, 1)
+			g.checkEndState(t, 1)
 		})
 	}
 }
@@ -635,8 +667,9 @@ func (a *attester) stop() attestResult {
 }
 
 // fakeAPI serves one Secret to the fake kubectl: get with -o jsonpath
-// (client-go's jsonpath, as kubectl), get --watch-only (each new version,
-// from the moment the watch starts), and wait for the Certificate.
+// (client-go's jsonpath, as kubectl), get --watch (the Secret as it is,
+// then each new version) or --watch-only (only the new versions from the
+// moment the watch starts), and wait for the Certificate.
 type fakeAPI struct {
 	sock, ns, name string
 	mu             sync.Mutex
@@ -715,7 +748,7 @@ func (f *fakeAPI) serve(c net.Conn, done <-chan struct{}) {
 		c.Write(append(b, '\n'))
 	}
 	var ns, output string
-	var watchOnly bool
+	var watch, withCurrent bool
 	var pos []string
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -728,7 +761,9 @@ func (f *fakeAPI) serve(c net.Conn, done <-chan struct{}) {
 			}
 			i++
 		case a == "--watch-only":
-			watchOnly = true
+			watch = true
+		case a == "--watch": // kubectl prints the object first, then each change
+			watch, withCurrent = true, true
 		case a == "--request-timeout=0", a == "--for=condition=Ready", strings.HasPrefix(a, "--timeout="):
 		case strings.HasPrefix(a, "-"):
 			reply(1, fmt.Sprintf("error: unknown flag: %s\n", a))
@@ -757,7 +792,7 @@ func (f *fakeAPI) serve(c net.Conn, done <-chan struct{}) {
 		reply(1, fmt.Sprintf("error: error parsing jsonpath %s: %v\n", output, err))
 		return
 	}
-	if !watchOnly {
+	if !watch {
 		f.mu.Lock()
 		s := f.secret
 		f.mu.Unlock()
@@ -776,6 +811,9 @@ func (f *fakeAPI) serve(c net.Conn, done <-chan struct{}) {
 	w := make(chan map[string]any, 1024)
 	f.mu.Lock()
 	f.watchers = append(f.watchers, w)
+	if withCurrent {
+		w <- f.secret
+	}
 	f.mu.Unlock()
 	defer func() {
 		f.mu.Lock()
