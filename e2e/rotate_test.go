@@ -551,9 +551,12 @@ func (r *rotBed) agentMoves() []*agentMove {
 }
 
 // moveOf is the move whose window holds rec: its pod's agent moved at most
-// bound before the fetch ended. A wrong SVID is never excused.
+// bound before the fetch ended, and the agent answered as SPIRE does in
+// that gap ("no identity issued": it holds no entry for the workload). A
+// wrong SVID, or any other failure (the agent down, the socket gone), is
+// never excused.
 func moveOf(moves []*agentMove, rec fetchRec, bound time.Duration) *agentMove {
-	if rec.WrongID {
+	if rec.WrongID || !strings.Contains(rec.Info, "no identity issued") {
 		return nil
 	}
 	for _, m := range moves {
