@@ -62,8 +62,8 @@ type realPod struct {
 	tm       *timings
 }
 
-// TestRealPodEndToEnd is issue 17's proof with the default scaffold (two
-// replicas, each with its own agent identity): init → pki gen → pr trust-ca
+// TestRealPodEndToEnd is issue 17's proof with the default scaffold at two
+// replicas (--replicas 2; each pod with its own agent identity): init → pki gen → pr trust-ca
 // and pr spiffe-id merged in the fake city repo → a real SPIRE server from
 // the merged trust list and spiffe-ids.json → bundle set → apply --wait on
 // the real node. gen-cert's real script gets each pod's certificate from

@@ -901,3 +901,23 @@ func TestRunRefusesOldKubernetes(t *testing.T) {
 		}
 	})
 }
+
+// TestStatusWithoutCertManager: on a cluster without cert-manager's CRDs,
+// status's objects check fails naming the unserved kinds and says to
+// install cert-manager, rather than "to do: spirepod apply", which would
+// fail the same way.
+func TestStatusWithoutCertManager(t *testing.T) {
+	b := testbed.Require(t, testbed.Bins.ControlPlaneSet)
+	c := testbed.StartCluster(t, b, testbed.Options{NoCertManager: true})
+	p := readyScaffold(t, "team-nocm", 1)
+	tg := &apply.Target{Context: c.Context, Cluster: "testbed", Server: c.Server, Client: c.Client, Dynamic: c.Dynamic, Mapper: newEnv(t, c, p).opts.Mapper}
+	rep, err := status.Run(t.Context(), status.Options{Project: p, Cluster: tg, Context: tg.Context})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, ok := checklist.Find(rep.Checks, "objects")
+	if !ok || r.Status != checklist.Fail || !strings.Contains(r.Message, "does not serve the kind of") || !strings.Contains(r.Message, "Issuer") ||
+		!strings.Contains(r.Hint, "install cert-manager") {
+		t.Fatalf("objects check %+v: want a failure naming the Issuer's kind and cert-manager", r)
+	}
+}

@@ -97,7 +97,7 @@ func objectsCheck(ctx context.Context, in clusterInput) (checklist.Status, strin
 	if err != nil && ctx.Err() != nil {
 		return checklist.Fail, err.Error(), ""
 	}
-	var missing, drifted, failed []string
+	var missing, drifted, failed, unserved []string
 	var forbidden []apply.ObjectDiff
 	conflicts := false
 	for _, d := range diffs {
@@ -106,7 +106,7 @@ func objectsCheck(ctx context.Context, in clusterInput) (checklist.Status, strin
 		case d.Err != nil && rbacDenied(d.Err):
 			forbidden = append(forbidden, d)
 		case d.Err != nil && meta.IsNoMatchError(d.Err):
-			missing = append(missing, ref+" (kind not served)")
+			unserved = append(unserved, ref)
 		case d.Err != nil && apierrors.IsNotFound(d.Err):
 			// Apply creates what is absent: a NotFound is its namespace.
 			missing = append(missing, ref)
@@ -122,6 +122,11 @@ func objectsCheck(ctx context.Context, in clusterInput) (checklist.Status, strin
 		}
 	}
 	total := len(diffs)
+	if len(unserved) > 0 {
+		// apply cannot make these either: the kind's CRDs are not installed.
+		return checklist.Fail, fmt.Sprintf("the cluster does not serve the kind of %s", strings.Join(firstOf(unserved, 3), ", ")),
+			"install cert-manager (its CRDs serve Issuer and Certificate), then `spirepod apply`"
+	}
 	switch {
 	case len(missing)+len(drifted)+len(failed)+len(forbidden) == 0:
 		return checklist.OK, project.Count(total, "object"), ""
