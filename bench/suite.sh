@@ -27,14 +27,14 @@ summary() { # FILE: per-package and per-test seconds from go test -json
   echo "tests (top-level, seconds, slowest 30):"
   jq -r 'select(.Action=="pass" or .Action=="fail" or .Action=="skip") | select(.Test!=null) |
     select(.Test | contains("/") | not) | "\(.Elapsed // 0)\t\(.Action)\t\(.Package | sub(".*/spirepod/";""))\t\(.Test)"' "$f" |
-    sort -rn | head -30 | awk -F'\t' '{printf "  %8.1f  %-4s %s %s\n", $1, $2, $3, $4}'
+    sort -rn | awk 'NR <= 30' | awk -F'\t' '{printf "  %8.1f  %-4s %s %s\n", $1, $2, $3, $4}'
   local fails skips
   fails=$(jq -r 'select(.Action=="fail" and .Test!=null) | "\(.Package) \(.Test)"' "$f" | sort -u)
   skips=$(jq -r 'select(.Action=="skip" and .Test!=null) | "\(.Package) \(.Test)"' "$f" | sort -u)
   echo "failed tests: $(printf '%s' "$fails" | grep -c . || true)"
   [ -z "$fails" ] || printf '%s\n' "$fails" | sed 's/^/  /'
   echo "skipped tests: $(printf '%s' "$skips" | grep -c . || true)"
-  [ -z "$skips" ] || printf '%s\n' "$skips" | sed 's/^/  /' | head -40
+  [ -z "$skips" ] || printf '%s\n' "$skips" | sed 's/^/  /' | awk 'NR <= 40'
 }
 
 mode=all
