@@ -211,43 +211,11 @@ func cityCheckRun(ctx context.Context, o *cityCheckOptions) error {
 	}
 	out := cityCheckOutput{City: abs, FailOn: o.FailOn, Counts: map[string]int{}}
 
-	var c *city.City
-	head, gerr := city.OpenGit(abs, "")
-	switch {
-	case gerr == nil:
-		defer head.Close()
-		if root := head.Root(); root != "" {
-			out.City = root
-		}
-		out.Commit = head.Commit.String()
-		if o.Base == "" {
-			c, err = city.Load(ctx, head, cfg)
-			break
-		}
-		base, berr := head.At(o.Base)
-		if berr != nil {
-			return usageError("fetch it first (git fetch origin main); in GitHub Actions check out with fetch-depth: 0",
-				"--base %s: not a revision of %s", o.Base, out.City)
-		}
-		out.Base, out.BaseCommit = o.Base, base.Commit.String()
-		var ch *city.Change
-		c, ch, err = city.LoadChange(ctx, base, head, cfg)
-		if ch != nil {
-			out.Changed = ch.Paths
-			if out.Changed == nil {
-				out.Changed = []string{}
-			}
-		}
-	case !errors.Is(gerr, city.ErrNoRepository) && !errors.Is(gerr, city.ErrRevision):
-		return failure(gerr, "check the repository with `git fsck`")
-	case o.Base != "":
-		return usageError("run it in a git checkout of the city repository (with at least one commit)", "--base needs a git repository with commits: %v", gerr)
-	default: // not in git, or no commit yet: the files on disk
-		c, err = city.Load(ctx, city.DirTree(abs), cfg)
-	}
+	c, done, err := o.load(ctx, abs, cfg, &out)
 	if err != nil {
-		return failure(fmt.Errorf("city check: %w", err), "")
+		return err
 	}
+	defer done()
 	out.Summary = c.Summary()
 	if out.Summary.Folders == 0 && !c.TrustListPresent() {
 		return usageError(fmt.Sprintf("run it in the city checkout, or point --env (profile %q: team folders %s, trust list %s) or --team-path/--trust-list-path at the city's layout", o.Env, cfg.TeamPath, cfg.TrustList.Path),
@@ -262,6 +230,66 @@ func cityCheckRun(ctx context.Context, o *cityCheckOptions) error {
 		}
 	}
 
+	if err := renderCityCheck(f, &out); err != nil {
+		return err
+	}
+	if out.Failed {
+		return &silentError{code: exitFailure}
+	}
+	return nil
+}
+
+// load reads the city at abs: its git HEAD (or, with --base, the change
+// from the base to HEAD), or the files on disk when abs is not in a git
+// repository with commits; out gets the commits and the changed paths.
+// done closes the repository once the city has been judged.
+func (o *cityCheckOptions) load(ctx context.Context, abs string, cfg city.Config, out *cityCheckOutput) (c *city.City, done func(), err error) {
+	done = func() {}
+	head, gerr := city.OpenGit(abs, "")
+	switch {
+	case gerr == nil:
+		done = func() { head.Close() }
+		if root := head.Root(); root != "" {
+			out.City = root
+		}
+		out.Commit = head.Commit.String()
+		if o.Base == "" {
+			c, err = city.Load(ctx, head, cfg)
+			break
+		}
+		base, berr := head.At(o.Base)
+		if berr != nil {
+			done()
+			return nil, nil, usageError("fetch it first (git fetch origin main); in GitHub Actions check out with fetch-depth: 0",
+				"--base %s: not a revision of %s", o.Base, out.City)
+		}
+		out.Base, out.BaseCommit = o.Base, base.Commit.String()
+		var ch *city.Change
+		c, ch, err = city.LoadChange(ctx, base, head, cfg)
+		if ch != nil {
+			out.Changed = ch.Paths
+			if out.Changed == nil {
+				out.Changed = []string{}
+			}
+		}
+	case !errors.Is(gerr, city.ErrNoRepository) && !errors.Is(gerr, city.ErrRevision):
+		return nil, nil, failure(gerr, "check the repository with `git fsck`")
+	case o.Base != "":
+		return nil, nil, usageError("run it in a git checkout of the city repository (with at least one commit)", "--base needs a git repository with commits: %v", gerr)
+	default: // not in git, or no commit yet: the files on disk
+		c, err = city.Load(ctx, city.DirTree(abs), cfg)
+	}
+	if err != nil {
+		done()
+		return nil, nil, failure(fmt.Errorf("city check: %w", err), "")
+	}
+	return c, done, nil
+}
+
+// renderCityCheck prints out as text, JSON or SARIF, and in GitHub Actions
+// the findings as annotations too (on stderr when stdout is a document).
+func renderCityCheck(f *Factory, out *cityCheckOutput) error {
+	var err error
 	var annotations io.Writer
 	if f.Getenv("GITHUB_ACTIONS") == "true" {
 		annotations = f.IO.Out
@@ -275,16 +303,13 @@ func cityCheckRun(ctx context.Context, o *cityCheckOptions) error {
 	case "sarif":
 		err = writeSARIF(f.IO.Out, out.Findings)
 	default:
-		printCityCheck(f.IO, f.IO.Out, &out)
+		printCityCheck(f.IO, f.IO.Out, out)
 	}
 	if err != nil {
 		return err
 	}
 	if annotations != nil {
 		writeAnnotations(annotations, out.Findings)
-	}
-	if out.Failed {
-		return &silentError{code: exitFailure}
 	}
 	return nil
 }

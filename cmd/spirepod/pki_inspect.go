@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -142,19 +143,48 @@ func (o *pkiInspectOptions) agentCNs() []string {
 }
 
 func pkiInspectRun(o *pkiInspectOptions) error {
-	var (
-		targets []inspectTarget
-		key     crypto.Signer
-		ca      *x509.Certificate
-		err     error
-	)
-	var rs []checklist.Result
-	var certs []inspectedCert
+	in, err := o.inputs()
+	if err != nil {
+		return err
+	}
+	rs := append(in.results, inspectTargets(in.targets, in.key, in.ca, o.f.Now(), o.agentCNs())...)
+	failed := checklist.Failed(rs)
+	if o.f.JSON() {
+		if err := writeJSON(o.f.IO.Out, pkiInspectOutput{OK: !failed, Results: rs, Certificates: in.certs}); err != nil {
+			return err
+		}
+	} else {
+		printChecks(o.f.IO, o.f.IO.Out, rs)
+		fmt.Fprintln(o.f.IO.Out)
+		printFingerprints(o.f.IO, o.f.IO.Out, in.certs)
+		fmt.Fprintln(o.f.IO.Out, checkStatusLine(o.f.IO, rs))
+	}
+	if failed {
+		return &silentError{code: exitFailure}
+	}
+	return nil
+}
+
+// inspectInputs are what pki inspect judges: the files given (or the
+// scaffold's team CA, already judged in results), --key, the CA leaves are
+// chained to, and every certificate's fingerprints.
+type inspectInputs struct {
+	targets []inspectTarget
+	key     crypto.Signer
+	ca      *x509.Certificate
+	results []checklist.Result
+	certs   []inspectedCert
+}
+
+// inputs reads the files. Without FILES the scaffold's team CA and key
+// are judged by the one team-CA loader. The CA leaves are chained to is
+// --ca, else the first CA among the files, else the scaffold's.
+func (o *pkiInspectOptions) inputs() (*inspectInputs, error) {
+	in := &inspectInputs{}
 	if len(o.Files) == 0 {
-		// The scaffold's team CA and key, judged by the one team-CA loader.
 		p, err := pkiProject(o.f, o.Dir)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cert, key := scaffoldCAPaths(p, o.Key == "")
 		if o.Key != "" {
@@ -162,63 +192,70 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 		}
 		t := pki.LoadTeamCA(pki.TeamCAOptions{CertPath: cert, KeyPath: key, Now: o.f.Now(), Group: "team CA " + displayPath(o.f, cert)})
 		if err := teamCAInputError(o.f, t, ""); err != nil {
-			return err
+			return nil, err
 		}
-		rs = t.Results
-		ca = t.Cert
+		in.results, in.ca = t.Results, t.Cert
 		if t.Cert != nil {
-			certs = append(certs, describeCert(displayPath(o.f, cert), 0, t.Cert))
+			in.certs = append(in.certs, describeCert(displayPath(o.f, cert), 0, t.Cert))
 		}
 	}
 	for _, path := range o.Files {
 		cs, err := pkiReadCerts(o.f, "certificate", path)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		targets = append(targets, inspectTarget{path: path, certs: cs, leaf: isAgentLeaf(cs[0])})
+		in.targets = append(in.targets, inspectTarget{path: path, certs: cs, leaf: isAgentLeaf(cs[0])})
 	}
-	for _, t := range targets {
+	for _, t := range in.targets {
 		for j, c := range t.certs {
 			idx := 0
 			if len(t.certs) > 1 {
 				idx = j + 1
 			}
-			certs = append(certs, describeCert(t.path, idx, c))
+			in.certs = append(in.certs, describeCert(t.path, idx, c))
 		}
 	}
 	if o.Key != "" {
-		if key, err = pkiReadKey(o.f, "--key", o.Key); err != nil {
-			return err
+		key, err := pkiReadKey(o.f, "--key", o.Key)
+		if err != nil {
+			return nil, err
 		}
+		in.key = key
 	}
 	switch {
 	case len(o.Files) == 0:
 	case o.CA != "":
 		cs, err := pkiReadCerts(o.f, "--ca", o.CA)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		ca = cs[0]
+		in.ca = cs[0]
 	default:
-		for _, t := range targets {
+		for _, t := range in.targets {
 			if !t.leaf {
-				ca = t.certs[0]
+				in.ca = t.certs[0]
 				break
 			}
 		}
-		if ca == nil {
-			ca = scaffoldCA(o)
+		if in.ca == nil {
+			in.ca = scaffoldCA(o)
 		}
 	}
+	return in, nil
+}
 
-	now := o.f.Now()
+// inspectTargets judges each file: an agent leaf against ca (with its
+// intermediates), every certificate of another file as a team CA; key
+// (--key) goes with the first file's first certificate only.
+func inspectTargets(targets []inspectTarget, key crypto.Signer, ca *x509.Certificate, now time.Time, cns []string) []checklist.Result {
+	var rs []checklist.Result
 	for i, t := range targets {
 		k := key
 		if i > 0 {
 			k = nil
 		}
 		if t.leaf {
-			rs = append(rs, pki.InspectLeaf(t.certs[0], pki.LeafOptions{Group: "agent certificate " + t.path, Intermediates: t.certs[1:], CA: ca, Key: k, Now: now, CNs: o.agentCNs()})...)
+			rs = append(rs, pki.InspectLeaf(t.certs[0], pki.LeafOptions{Group: "agent certificate " + t.path, Intermediates: t.certs[1:], CA: ca, Key: k, Now: now, CNs: cns})...)
 			continue
 		}
 		for j, c := range t.certs {
@@ -232,21 +269,7 @@ func pkiInspectRun(o *pkiInspectOptions) error {
 			rs = append(rs, pki.InspectCA(group, c, k, now)...)
 		}
 	}
-	failed := checklist.Failed(rs)
-	if o.f.JSON() {
-		if err := writeJSON(o.f.IO.Out, pkiInspectOutput{OK: !failed, Results: rs, Certificates: certs}); err != nil {
-			return err
-		}
-	} else {
-		printChecks(o.f.IO, o.f.IO.Out, rs)
-		fmt.Fprintln(o.f.IO.Out)
-		printFingerprints(o.f.IO, o.f.IO.Out, certs)
-		fmt.Fprintln(o.f.IO.Out, checkStatusLine(o.f.IO, rs))
-	}
-	if failed {
-		return &silentError{code: exitFailure}
-	}
-	return nil
+	return rs
 }
 
 // scaffoldCA is the scaffold's team CA when there is one, for chaining agent

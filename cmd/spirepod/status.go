@@ -7,8 +7,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/spirepod/spirepod/internal/apply"
 	"github.com/spirepod/spirepod/internal/onboard"
 	"github.com/spirepod/spirepod/internal/pr"
+	"github.com/spirepod/spirepod/internal/project"
 	"github.com/spirepod/spirepod/internal/retry"
 	"github.com/spirepod/spirepod/internal/status"
 )
@@ -70,59 +72,73 @@ func statusRun(ctx context.Context, opts *statusOptions) error {
 	ctx, cancel := context.WithTimeout(ctx, opts.Timeout)
 	defer cancel()
 	so := status.Options{Project: p, Now: f.Now}
-
-	// The cluster: skipped, with the reason, when none is configured or it does not answer.
-	if t, err := f.Kube(opts.kube); err != nil {
-		so.ClusterSkip = "no cluster: " + err.Error()
-	} else {
-		so.Context = t.Context
-		pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := t.Client.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Raw()
-		pcancel()
-		if err != nil {
-			// one try: status reports, it does not wait
-			if e := t.explain(err); e != nil && !retry.Unreachable(err) {
-				so.ClusterSkip = e.Error()
-			} else {
-				so.ClusterSkip = t.unreachable(err).Error()
-			}
-		} else {
-			so.Cluster = &t.Target
-		}
-	}
-
-	// The pull requests: from GitHub with a token; without one, the
-	// branches in the city checkout the last `--local` run used; else
-	// skipped with the reason.
-	pc := &prCommon{f: f}
-	w, note, err := pc.pullsWhere(ctx, p)
-	switch {
-	case err != nil && note != "":
-		so.PullsSkip = note
-	case err != nil:
-		so.PullsSkip = err.Error()
-	default:
-		from := "GitHub: "
-		if w.Local != "" {
-			from = "city checkout " + displayPath(f, w.Local) + ": "
-		}
-		if res, err := onboard.PullRequests(ctx, p, w, pr.TrustListFile(p), pr.RegistrationFile(p)); err != nil {
-			so.PullsSkip = from + err.Error()
-		} else {
-			so.Pulls = res
-		}
-	}
-
+	so.Cluster, so.Context, so.ClusterSkip = statusCluster(ctx, f, opts.kube)
+	so.Pulls, so.PullsSkip = statusPulls(ctx, f, p)
 	rep, err := status.Run(ctx, so)
 	if err != nil {
 		return err
 	}
+	if err := renderStatus(f, rep, opts.Short); err != nil {
+		return err
+	}
+	if rep.Failed {
+		return &silentError{code: exitFailure}
+	}
+	return nil
+}
+
+// statusCluster is the cluster status checks, its context, or why they
+// are skipped: none is configured, or it does not answer one request
+// (status reports, it does not wait).
+func statusCluster(ctx context.Context, f *Factory, kube *kubeFlags) (*apply.Target, string, string) {
+	t, err := f.Kube(kube)
+	if err != nil {
+		return nil, "", "no cluster: " + err.Error()
+	}
+	pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+	_, err = t.Client.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Raw()
+	pcancel()
+	switch {
+	case err == nil:
+		return &t.Target, t.Context, ""
+	case !retry.Unreachable(err):
+		if e := t.explain(err); e != nil {
+			return nil, t.Context, e.Error()
+		}
+	}
+	return nil, t.Context, t.unreachable(err).Error()
+}
+
+// statusPulls is both pull requests: from GitHub with a token; without
+// one, the branches in the city checkout the last `--local` run used;
+// else nil and why.
+func statusPulls(ctx context.Context, f *Factory, p *project.Project) (*pr.StatusResult, string) {
+	pc := &prCommon{f: f}
+	w, note, err := pc.pullsWhere(ctx, p)
+	switch {
+	case err != nil && note != "":
+		return nil, note
+	case err != nil:
+		return nil, err.Error()
+	}
+	from := "GitHub: "
+	if w.Local != "" {
+		from = "city checkout " + displayPath(f, w.Local) + ": "
+	}
+	res, err := onboard.PullRequests(ctx, p, w, pr.TrustListFile(p), pr.RegistrationFile(p))
+	if err != nil {
+		return nil, from + err.Error()
+	}
+	return res, ""
+}
+
+// renderStatus prints the checklist: -o json, --short (one line a step),
+// or every check.
+func renderStatus(f *Factory, rep *status.Report, short bool) error {
 	switch {
 	case f.JSON():
-		if err := writeJSON(f.IO.Out, rep); err != nil {
-			return err
-		}
-	case opts.Short:
+		return writeJSON(f.IO.Out, rep)
+	case short:
 		for _, s := range rep.Steps {
 			line := fmt.Sprintf("%s %s", statusMark(f.IO, s.Status), s.Step)
 			if s.Message != "" {
@@ -134,9 +150,6 @@ func statusRun(ctx context.Context, opts *statusOptions) error {
 		printChecks(f.IO, f.IO.Out, rep.Checks)
 		fmt.Fprintln(f.IO.Out)
 		fmt.Fprintln(f.IO.Out, checkStatusLine(f.IO, rep.Checks))
-	}
-	if rep.Failed {
-		return &silentError{code: exitFailure}
 	}
 	return nil
 }
