@@ -384,7 +384,27 @@ func (c *Cluster) RestartKwok() error {
 		return err
 	}
 	c.Kwok = p
-	return nil
+	// Back once it holds the node again: it renews the node's lease.
+	lctx, lcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer lcancel()
+	return waitFor(lctx, "kwok to renew the node lease", p, func(ctx context.Context) bool {
+		_, err := c.Client.CoordinationV1().Leases(corev1.NamespaceNodeLease).Get(ctx, NodeName, metav1.GetOptions{})
+		return err == nil
+	})
+}
+
+// WaitPodLogs waits until the node serves the container's log (kwok
+// serves it once it has loaded the pod's Logs after a restart).
+func (c *Cluster) WaitPodLogs(ctx context.Context, ns, pod, container string) error {
+	var last error
+	err := waitFor(ctx, "the log of "+ns+"/"+pod+"/"+container, c.Kwok, func(ctx context.Context) bool {
+		_, last = c.Client.CoreV1().Pods(ns).GetLogs(pod, &corev1.PodLogOptions{Container: container}).Do(ctx).Raw()
+		return last == nil
+	})
+	if err != nil && last != nil {
+		return fmt.Errorf("%w (last: %v)", err, last)
+	}
+	return err
 }
 
 // Stop stops every process, last started first; a view of a shared or
