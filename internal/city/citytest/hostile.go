@@ -1,9 +1,13 @@
 package citytest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"path"
 	"strings"
@@ -169,7 +173,19 @@ func (h *HostileCity) addCA(owner *Team, edit func(*x509.Certificate)) string {
 	return fp
 }
 
-const privateKeyPEM = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIEz8Lq5l9cQ4kR3Y0mR1mO3gW2hJ4N1t1Xn4V1mZcQ7UoAoGCCqGSM49\nAwEHoUQDQgAE1u6rjE0r5zB2gYwq0zHn7w8Jc9m2f3YH8m4y9f8JxqKcKc7gkI5c\n-----END EC PRIVATE KEY-----\n"
+// freshKeyPEM is a new EC private key in PEM (SEC1), made at run time: no
+// key is ever committed.
+func freshKeyPEM() string {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		panic(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+}
 
 // Hostiles lists the corpus: at least one change per class of issue 20 and
 // per example it names.
@@ -319,7 +335,7 @@ spec:
 			return Want{Codes: []string{city.CodeUnjudged}, Files: []string{p}, TeamSide: true}
 		}},
 		{Name: "a private key", Class: 3, Apply: func(h *HostileCity) Want {
-			p := h.put(h.Plain, "agent-x509pop.key.pem", privateKeyPEM)
+			p := h.put(h.Plain, "agent-x509pop.key.pem", freshKeyPEM())
 			return Want{Codes: []string{city.CodeSecretInCity}, Files: []string{p}, TeamSide: true}
 		}},
 		{Name: "a symbolic link into another team's folder", Class: 3, Apply: func(h *HostileCity) Want {
