@@ -183,34 +183,9 @@ func onboardRealPod(t *testing.T, b testbed.Bins, cl *testbed.Cluster, replicas 
 		}
 	})
 
-	// The SPIRE server will listen on 127.0.0.1:<port> once the PRs are
-	// merged; pods reach it by name through a relay on the bridge.
-	serverPort, err := testbed.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fwd := testbed.ExposeToPods(t, fmt.Sprintf("127.0.0.1:%d", serverPort))
-	echoPort, err := testbed.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	// The project's own settings point the scaffold at this test bed: the
-	// user config's profile for the default environment overrides only the
-	// SPIRE server address and the images (the local images imported into
-	// the node); init's flags name the upstream.
-	im := cl.Node.Images
-	writeFile(t, filepath.Join(c.home, ".config", "spirepod", "config.yaml"), fmt.Sprintf(`profiles:
-  %s:
-    spireServer: %s:%d
-    images:
-      genCert: %s
-      spireAgent: %s
-      envoy: %s
-      curl: %s
-`, project.DefaultEnvironment, realSpireServerHost, fwd.Port(), im.GenCert, im.SpireAgent, im.Envoy, im.Curl), 0o644)
-	td := project.MergeProfiles(nil)[project.DefaultEnvironment].TrustDomain
-	r.echoID = fmt.Sprintf("spiffe://%s/ns/realnode-echo/sa/xfccecho", td)
+	a := c.realNodeProfile(t, cl)
+	serverPort, echoPort, im := a.serverPort, a.echoPort, cl.Node.Images
+	r.echoID = a.echoID
 
 	team, ns := "t"+randHex(t, 3), "rp-"+randHex(t, 3)
 	r.dir = filepath.Join(c.root, team)
@@ -234,7 +209,7 @@ func onboardRealPod(t *testing.T, b testbed.Bins, cl *testbed.Cluster, replicas 
 	if p.Naming != project.NamingNamespaced || p.IssuerScope != project.IssuerNamespaced || p.Registration.Format != project.FormatEntryJSON {
 		t.Fatalf("init's defaults changed: naming %q issuer %q format %q", p.Naming, p.IssuerScope, p.Registration.Format)
 	}
-	if p.Images.SpireAgent != im.SpireAgent || p.SpireServer != fmt.Sprintf("%s:%d", realSpireServerHost, fwd.Port()) {
+	if p.Images.SpireAgent != im.SpireAgent || p.SpireServer != fmt.Sprintf("%s:%d", realSpireServerHost, a.relayPort) {
 		t.Fatalf("the profile did not reach spirepod.yaml: images %+v, spireServer %s", p.Images, p.SpireServer)
 	}
 
@@ -686,4 +661,45 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// realNodeAddrs are where a project on the real node finds the bed.
+type realNodeAddrs struct {
+	// serverPort is the SPIRE server's port on 127.0.0.1 (it listens once
+	// the PRs are merged); pods reach it by name through a relay on the
+	// bridge, at relayPort.
+	serverPort, relayPort int
+	// echoPort is the upstream echo's port; echoID its SPIFFE ID.
+	echoPort int
+	echoID   string
+}
+
+// realNodeProfile picks the ports and points the project's own settings at
+// this bed: the user config's profile for the default environment
+// overrides only the SPIRE server address and the images (the local images
+// imported into the node); init's flags name the upstream.
+func (c *chain) realNodeProfile(t *testing.T, cl *testbed.Cluster) realNodeAddrs {
+	t.Helper()
+	var a realNodeAddrs
+	var err error
+	if a.serverPort, err = testbed.FreePort(); err != nil {
+		t.Fatal(err)
+	}
+	a.relayPort = testbed.ExposeToPods(t, fmt.Sprintf("127.0.0.1:%d", a.serverPort)).Port()
+	if a.echoPort, err = testbed.FreePort(); err != nil {
+		t.Fatal(err)
+	}
+	im := cl.Node.Images
+	writeFile(t, filepath.Join(c.home, ".config", "spirepod", "config.yaml"), fmt.Sprintf(`profiles:
+  %s:
+    spireServer: %s:%d
+    images:
+      genCert: %s
+      spireAgent: %s
+      envoy: %s
+      curl: %s
+`, project.DefaultEnvironment, realSpireServerHost, a.relayPort, im.GenCert, im.SpireAgent, im.Envoy, im.Curl), 0o644)
+	td := project.MergeProfiles(nil)[project.DefaultEnvironment].TrustDomain
+	a.echoID = fmt.Sprintf("spiffe://%s/ns/realnode-echo/sa/xfccecho", td)
+	return a
 }

@@ -65,26 +65,10 @@ func newUpBed(t *testing.T, b testbed.Bins, cl *testbed.Cluster) *upBed {
 	u := &upBed{realPod: &realPod{chain: c, tm: &timings{}}}
 	u.team, u.ns = "t"+randHex(t, 3), "up-"+randHex(t, 3)
 	u.dir = filepath.Join(root, u.team)
-	if u.serverPort, err = testbed.FreePort(); err != nil {
-		t.Fatal(err)
-	}
-	fwd := testbed.ExposeToPods(t, fmt.Sprintf("127.0.0.1:%d", u.serverPort))
-	echoPort, err := testbed.FreePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	im := cl.Node.Images
-	writeFile(t, filepath.Join(c.home, ".config", "spirepod", "config.yaml"), fmt.Sprintf(`profiles:
-  %s:
-    spireServer: %s:%d
-    images:
-      genCert: %s
-      spireAgent: %s
-      envoy: %s
-      curl: %s
-`, project.DefaultEnvironment, realSpireServerHost, fwd.Port(), im.GenCert, im.SpireAgent, im.Envoy, im.Curl), 0o644)
+	a := c.realNodeProfile(t, cl)
+	u.serverPort, u.echoID = a.serverPort, a.echoID
+	echoPort := a.echoPort
 	td := project.MergeProfiles(nil)[project.DefaultEnvironment].TrustDomain
-	u.echoID = fmt.Sprintf("spiffe://%s/ns/realnode-echo/sa/xfccecho", td)
 	var upKey string
 	u.upCert, upKey = c.upstreamCA()
 	u.upKey = upKey

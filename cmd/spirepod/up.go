@@ -351,15 +351,7 @@ func (u *upRunner) checkPull(spec status.PullSpec) func(context.Context) (up.Che
 }
 
 func (u *upRunner) runTrustCA(ctx context.Context) error {
-	p, err := u.project()
-	if err != nil {
-		return err
-	}
-	tca, err := prTeamCA(u.o.f, p, "")
-	if err != nil {
-		return err
-	}
-	w, err := u.where(ctx, p)
+	p, tca, w, err := u.prInputs(ctx, false)
 	if err != nil {
 		return err
 	}
@@ -369,23 +361,33 @@ func (u *upRunner) runTrustCA(ctx context.Context) error {
 }
 
 func (u *upRunner) runSpiffeID(ctx context.Context) error {
-	p, err := u.project()
-	if err != nil {
-		return err
-	}
-	if err := checkDrift(p); err != nil {
-		return err
-	}
-	tca, err := prTeamCA(u.o.f, p, "")
-	if err != nil {
-		return err
-	}
-	w, err := u.where(ctx, p)
+	p, tca, w, err := u.prInputs(ctx, true)
 	if err != nil {
 		return err
 	}
 	_, err = onboard.SpiffeID(ctx, onboard.SpiffeIDOptions{Project: p, CA: tca.Cert, Where: w, City: cityConfig(u.o.f, p, u.o.Local == "")})
 	return err
+}
+
+// prInputs is what both pull requests are made from: the project (with
+// drift, refused when spirepod.yaml and the manifests disagree: the
+// entries are for spirepod.yaml's pods), the team CA, and where they go.
+func (u *upRunner) prInputs(ctx context.Context, drift bool) (*project.Project, *pki.TeamCA, onboard.Where, error) {
+	p, err := u.project()
+	if err != nil {
+		return nil, nil, onboard.Where{}, err
+	}
+	if drift {
+		if err := checkDrift(p); err != nil {
+			return nil, nil, onboard.Where{}, err
+		}
+	}
+	tca, err := prTeamCA(u.o.f, p, "")
+	if err != nil {
+		return nil, nil, onboard.Where{}, err
+	}
+	w, err := u.where(ctx, p)
+	return p, tca, w, err
 }
 
 // --- 4. the SPIRE server trusts the team CA ----------------------------------
