@@ -558,30 +558,16 @@ type timedLine struct {
 // readLogTimed is the container's current log with the kubelet's
 // timestamps (RFC 3339, nanoseconds, before each line).
 func (pd *podDiag) readLogTimed(ctx context.Context, container string) ([]timedLine, error) {
-	if pd.p == nil {
-		return nil, fmt.Errorf("pod %s not found", pd.pod)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
 	n := pd.opts.TailLines
-	rc, err := pd.opts.Client.CoreV1().Pods(pd.ns()).GetLogs(pd.pod, &corev1.PodLogOptions{
-		Container: container, TailLines: &n, Timestamps: true}).Stream(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
+	lines, err := pd.logLines(ctx, &corev1.PodLogOptions{Container: container, TailLines: &n, Timestamps: true})
 	var out []timedLine
-	sc := bufio.NewScanner(io.LimitReader(rc, 4<<20))
-	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	for sc.Scan() {
-		ts, text, _ := strings.Cut(sc.Text(), " ")
-		at, err := time.Parse(time.RFC3339Nano, ts)
-		if err != nil {
-			continue
+	for _, l := range lines {
+		ts, text, _ := strings.Cut(l, " ")
+		if at, perr := time.Parse(time.RFC3339Nano, ts); perr == nil {
+			out = append(out, timedLine{at: at, text: text})
 		}
-		out = append(out, timedLine{at: at, text: text})
 	}
-	return out, sc.Err()
+	return out, err
 }
 
 func (pd *podDiag) stageCurl(ctx context.Context) (stageResult, error) {
@@ -648,13 +634,17 @@ func (pd *podDiag) previousLogTail(ctx context.Context, container string, n int6
 
 // readLog reads the last n lines of a container's log (no follow).
 func (pd *podDiag) readLog(ctx context.Context, container string, n int64, previous bool) ([]string, error) {
+	return pd.logLines(ctx, &corev1.PodLogOptions{Container: container, TailLines: &n, Previous: previous})
+}
+
+// logLines is the container log o asks for, a line each (at most 4 MiB).
+func (pd *podDiag) logLines(ctx context.Context, o *corev1.PodLogOptions) ([]string, error) {
 	if pd.p == nil {
 		return nil, fmt.Errorf("pod %s not found", pd.pod)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	rc, err := pd.opts.Client.CoreV1().Pods(pd.ns()).GetLogs(pd.pod, &corev1.PodLogOptions{
-		Container: container, TailLines: &n, Previous: previous}).Stream(ctx)
+	rc, err := pd.opts.Client.CoreV1().Pods(pd.ns()).GetLogs(pd.pod, o).Stream(ctx)
 	if err != nil {
 		return nil, err
 	}
