@@ -76,6 +76,11 @@ func TestClusterSmoke(t *testing.T) {
 	}
 	t.Logf("StatefulSet → 2 Running pods in %v", time.Since(t0).Round(time.Millisecond))
 
+	// kwok serves a pod's log once its informer has the Logs object; the
+	// pods can be Running before that (they were in 205ms in one CI run).
+	if err := c.WaitPodLogs(ctx, ns, "web-0", "curl"); err != nil {
+		t.Fatal(err)
+	}
 	rc, err := c.Client.CoreV1().Pods(ns).GetLogs("web-0", &corev1.PodLogOptions{Container: "curl"}).Stream(ctx)
 	if err != nil {
 		t.Fatalf("logs through apiserver → kwok: %v", err)
