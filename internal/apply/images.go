@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -181,12 +182,16 @@ type unpinned struct{ name.Reference }
 // registries that do not answer HEAD, and for the error code a HEAD
 // response cannot carry.
 func resolve(ctx context.Context, ref name.Reference, o ImageCheckOptions) (v1.Hash, error) {
-	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(o.Keychain), remote.WithTransport(o.Transport)}
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(o.Keychain), remote.WithTransport(o.Transport),
+		remote.WithRetryPredicate(retryable)}
 	desc, err := remote.Head(unpinned{ref}, opts...)
 	if err == nil {
 		return desc.Digest, nil
 	}
-	if ctx.Err() != nil {
+	// GET only when the registry answered HEAD: a host that does not
+	// resolve or answer fails GET the same way.
+	var terr *transport.Error
+	if ctx.Err() != nil || !errors.As(err, &terr) {
 		return v1.Hash{}, err
 	}
 	got, err := remote.Get(unpinned{ref}, opts...)
@@ -194,6 +199,26 @@ func resolve(ctx context.Context, ref name.Reference, o ImageCheckOptions) (v1.H
 		return v1.Hash{}, err
 	}
 	return got.Digest, nil
+}
+
+// retryable is go-containerregistry's default retry predicate (v0.20,
+// remote/options.go: temporary errors, EOFs, EPIPE, ECONNRESET, a closed
+// connection) without the errors another try cannot fix within one check: a
+// registry host that does not resolve, refuses the connection or has no
+// route. Retried, those cost about 4 s per request (its backoff is 1 s then
+// 3 s) and end as the same warning; `apply` on a machine that cannot reach
+// the registry (air-gapped, offline) waited about 9 s for it.
+func retryable(err error) bool {
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH) {
+		return false
+	}
+	var tmp interface{ Temporary() bool }
+	if errors.As(err, &tmp) && tmp.Temporary() && !errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed)
 }
 
 // classify says whether err means the image does not exist (Fail) or could
