@@ -20,14 +20,80 @@ import (
 	"github.com/spirepod/spirepod/internal/verify"
 )
 
-// TestRealPodBreaks onboards, per break, one team with every default (one
-// replica) onto one real node, checks it verifies, then breaks one layer the
-// way a user could, and checks that `spirepod verify` (reading the real
-// pod's logs and status through the apiserver) fails and its diagnosis
+// realPodBreak is one way a user can break a layer of the pod: brk breaks
+// it, symptom waits until the break shows (the real component's own words),
+// and verify's diagnosis must name stage and pattern and mention what to fix.
+type realPodBreak struct {
+	brk, symptom   func(r *realPod, pod string)
+	stage, pattern string
+	mention        string
+}
+
+// The real-pod break tests each onboard one team with every default (one
+// replica) onto a real node of their own, check it verifies, then break one
+// layer the way a user could, and check that `spirepod verify` (reading the
+// real pod's logs and status through the apiserver) fails and its diagnosis
 // names that layer. Then the scaffold is restored and the pod verifies
-// again. Each break has a team and pod of its own, so each diagnosis is
-// about its own break only, and the breaks run in parallel.
-func TestRealPodBreaks(t *testing.T) {
+// again. One test per break (issue 24: each alone within a minute, its node
+// included), so each diagnosis is about its own break only and the breaks
+// run in parallel.
+
+// The agent cannot read its key: gen-cert writes it 0600 as its own user,
+// and someone gave gen-cert another user than the agent's.
+func TestRealPodBreakKeyUnreadable(t *testing.T) {
+	testRealPodBreak(t, realPodBreak{
+		brk: func(r *realPod, pod string) {
+			r.editStatefulSet(func(sts *unstructured.Unstructured) {
+				r.setContainerUser(sts, "initContainers", "gen-cert", r.p.Agent.UID+1)
+			})
+			r.rollout(pod)
+		},
+		symptom: func(r *realPod, pod string) {
+			// The real agent's own words, then its restart.
+			r.waitLogLine(pod, "spire-agent", "permission denied")
+			r.waitPod(pod, "spire-agent restarted", func(p *corev1.Pod) bool { return restarts(p, "spire-agent") > 0 })
+		},
+		stage: verify.StageAgent, pattern: "agent-key-unreadable", mention: "gen-cert"})
+}
+
+// The unix workload attestor finds Envoy's process by PID: without
+// shareProcessNamespace the agent cannot see it, and Envoy gets no SVID.
+func TestRealPodBreakNoSharedProcessNamespace(t *testing.T) {
+	testRealPodBreak(t, realPodBreak{
+		brk: func(r *realPod, pod string) {
+			r.editStatefulSet(func(sts *unstructured.Unstructured) {
+				unstructured.RemoveNestedField(sts.Object, "spec", "template", "spec", "shareProcessNamespace")
+			})
+			r.rollout(pod)
+		},
+		symptom: func(r *realPod, pod string) {
+			// The real agent refuses the caller it cannot see; Envoy's SDS
+			// stream closes.
+			r.waitLogLine(pod, "spire-agent", "could not resolve caller information")
+			r.waitLogLine(pod, "envoy", "StreamSecrets gRPC config stream to spire_agent closed")
+		},
+		stage: verify.StageAgent, pattern: "agent-no-shared-pid", mention: "shareProcessNamespace"})
+}
+
+// Envoy accepts exactly the upstream's SPIFFE ID (spirepod.yaml
+// upstream.spiffeID): a wrong one fails the mTLS handshake.
+func TestRealPodBreakWrongUpstreamID(t *testing.T) {
+	testRealPodBreak(t, realPodBreak{
+		brk: func(r *realPod, pod string) {
+			wrong := strings.TrimSuffix(r.echoID, "/xfccecho") + "/not-the-echo"
+			r.reinit("--upstream-id", wrong)
+			r.apply()
+			// A changed ConfigMap does not restart the pod (Envoy reads its
+			// bootstrap at start): restart it, as a user would.
+			r.rolloutOrRestart(pod)
+		},
+		symptom: func(r *realPod, pod string) {
+			r.waitLogLine(pod, "curl", "CERTIFICATE_VERIFY_FAILED")
+		},
+		stage: verify.StageCurl, pattern: "curl-upstream-tls", mention: "upstream.spiffeID"})
+}
+
+func testRealPodBreak(t *testing.T, br realPodBreak) {
 	t.Parallel()
 	b, _ := testbed.RequireRealNode(t)
 	// Built once here, in the parent: the child InNetns starts reuses it.
@@ -37,80 +103,16 @@ func TestRealPodBreaks(t *testing.T) {
 	if !testbed.InNetns(t) {
 		return
 	}
-	// One real node; each break is a team of its own on it (its own
-	// namespace, city, SPIRE server and upstream), so the breaks run at the
-	// same time and no break sees another's pods or logs.
-	cl := startRealNode(t, b)
-	breaks := []struct {
-		name           string
-		brk, symptom   func(r *realPod, pod string)
-		stage, pattern string
-		mention        string
-	}{
-		// The agent cannot read its key: gen-cert writes it 0600 as its own
-		// user, and someone gave gen-cert another user than the agent's.
-		{name: "key-unreadable",
-			brk: func(r *realPod, pod string) {
-				r.editStatefulSet(func(sts *unstructured.Unstructured) {
-					r.setContainerUser(sts, "initContainers", "gen-cert", r.p.Agent.UID+1)
-				})
-				r.rollout(pod)
-			},
-			symptom: func(r *realPod, pod string) {
-				// The real agent's own words, then its restart.
-				r.waitLogLine(pod, "spire-agent", "permission denied")
-				r.waitPod(pod, "spire-agent restarted", func(p *corev1.Pod) bool { return restarts(p, "spire-agent") > 0 })
-			},
-			stage: verify.StageAgent, pattern: "agent-key-unreadable", mention: "gen-cert"},
-
-		// The unix workload attestor finds Envoy's process by PID: without
-		// shareProcessNamespace the agent cannot see it, and Envoy gets no SVID.
-		{name: "no-shared-process-namespace",
-			brk: func(r *realPod, pod string) {
-				r.editStatefulSet(func(sts *unstructured.Unstructured) {
-					unstructured.RemoveNestedField(sts.Object, "spec", "template", "spec", "shareProcessNamespace")
-				})
-				r.rollout(pod)
-			},
-			symptom: func(r *realPod, pod string) {
-				// The real agent refuses the caller it cannot see; Envoy's
-				// SDS stream closes.
-				r.waitLogLine(pod, "spire-agent", "could not resolve caller information")
-				r.waitLogLine(pod, "envoy", "StreamSecrets gRPC config stream to spire_agent closed")
-			},
-			stage: verify.StageAgent, pattern: "agent-no-shared-pid", mention: "shareProcessNamespace"},
-
-		// Envoy accepts exactly the upstream's SPIFFE ID (spirepod.yaml
-		// upstream.spiffeID): a wrong one fails the mTLS handshake.
-		{name: "wrong-upstream-id",
-			brk: func(r *realPod, pod string) {
-				wrong := strings.TrimSuffix(r.echoID, "/xfccecho") + "/not-the-echo"
-				r.reinit("--upstream-id", wrong)
-				r.apply()
-				// A changed ConfigMap does not restart the pod (Envoy reads
-				// its bootstrap at start): restart it, as a user would.
-				r.rolloutOrRestart(pod)
-			},
-			symptom: func(r *realPod, pod string) {
-				r.waitLogLine(pod, "curl", "CERTIFICATE_VERIFY_FAILED")
-			},
-			stage: verify.StageCurl, pattern: "curl-upstream-tls", mention: "upstream.spiffeID"},
-	}
-	for _, br := range breaks {
-		t.Run(br.name, func(t *testing.T) {
-			t.Parallel()
-			r := onboardRealPod(t, b, cl, 1)
-			pod := r.p.PodName(0)
-			r.step("baseline-verify", func() {
-				r.checkVerified(r.verify(0, "--timeout", "2m"), []string{pod}, r.p.WorkloadSpiffeID())
-			})
-			r.breakAndRestore(
-				func() { br.brk(r, pod) },
-				func() { br.symptom(r, pod) },
-				func(d verify.Diagnosis) { r.wantDiagnosis(d, br.stage, br.pattern, br.mention) })
-			t.Logf("REALPOD BREAKS TIMINGS: %s", r.tm)
-		})
-	}
+	r := onboardRealPod(t, b, nil, 1)
+	pod := r.p.PodName(0)
+	r.step("baseline-verify", func() {
+		r.checkVerified(r.verify(0, "--timeout", "2m"), []string{pod}, r.p.WorkloadSpiffeID())
+	})
+	r.breakAndRestore(
+		func() { br.brk(r, pod) },
+		func() { br.symptom(r, pod) },
+		func(d verify.Diagnosis) { r.wantDiagnosis(d, br.stage, br.pattern, br.mention) })
+	t.Logf("REALPOD BREAKS TIMINGS: %s", r.tm)
 }
 
 // breakAndRestore saves the scaffold, breaks it, waits for the symptom,

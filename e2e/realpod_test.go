@@ -60,6 +60,8 @@ type realPod struct {
 	// initArgs are the first `spirepod init`'s arguments (without the directory).
 	initArgs []string
 	tm       *timings
+	// applied: when the first `apply --wait` started and returned.
+	applied [2]time.Time
 }
 
 // TestRealPodEndToEnd is issue 17's proof with the default scaffold at two
@@ -276,7 +278,9 @@ func onboardRealPod(t *testing.T, b testbed.Bins, cl *testbed.Cluster, replicas 
 
 	r.kube = []string{"--kubeconfig", cl.Kubeconfig, "--context", cl.Context}
 	r.step("apply --wait", func() {
+		r.applied[0] = time.Now()
 		out, errOut, code := c.exec(r.dir, append([]string{"apply", "--wait", "--timeout", "4m"}, r.kube...)...)
+		r.applied[1] = time.Now()
 		if code != 0 {
 			r.dumpPods()
 			t.Fatalf("spirepod apply --wait: exit %d\n%s\n%s", code, out, errOut)
@@ -286,6 +290,7 @@ func onboardRealPod(t *testing.T, b testbed.Bins, cl *testbed.Cluster, replicas 
 	for _, pod := range p.PodNames() {
 		r.checkPodRuns(pod)
 	}
+	t.Logf("POD TIMELINE %s", r.podTimeline(p.PodName(0)))
 	return r
 }
 
@@ -702,4 +707,64 @@ func (c *chain) realNodeProfile(t *testing.T, cl *testbed.Cluster) realNodeAddrs
 	td := project.MergeProfiles(nil)[project.DefaultEnvironment].TrustDomain
 	a.echoID = fmt.Sprintf("spiffe://%s/ns/realnode-echo/sa/xfccecho", td)
 	return a
+}
+
+// podTimeline says when each thing happened to a pod, in seconds after
+// its StatefulSet was created: the pod's creation, its containers' starts
+// and conditions, from the pod's status, and every event in the namespace
+// (cert-manager's, the StatefulSet controller's, the kubelet's probe
+// failures). Logged with the timings, it shows where a slow start went.
+func (r *realPod) podTimeline(name string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	ns := r.p.Namespace
+	sts, err := r.cluster.Client.AppsV1().StatefulSets(ns).Get(ctx, r.p.StatefulSet, metav1.GetOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	pod, err := r.cluster.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return err.Error()
+	}
+	t0 := sts.CreationTimestamp.Time
+	type mark struct {
+		at   time.Time
+		what string
+	}
+	marks := []mark{{pod.CreationTimestamp.Time, name + " created"}}
+	if !r.applied[0].IsZero() {
+		marks = append(marks, mark{r.applied[0], "apply --wait started"}, mark{r.applied[1], "apply --wait returned"})
+	}
+	for _, cs := range append(append([]corev1.ContainerStatus{}, pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
+		if cs.State.Running != nil {
+			marks = append(marks, mark{cs.State.Running.StartedAt.Time, cs.Name + " running"})
+		}
+	}
+	for _, c := range pod.Status.Conditions {
+		if c.Status == corev1.ConditionTrue {
+			marks = append(marks, mark{c.LastTransitionTime.Time, string(c.Type)})
+		}
+	}
+	if evs, err := r.cluster.Client.CoreV1().Events(ns).List(ctx, metav1.ListOptions{}); err == nil {
+		for _, e := range evs.Items {
+			if e.Reason == "Pulled" || e.Reason == "Created" || e.Reason == "Scheduled" || e.Reason == "Started" {
+				continue
+			}
+			at := e.FirstTimestamp.Time
+			if at.IsZero() {
+				at = e.EventTime.Time
+			}
+			msg := e.Message
+			if len(msg) > 70 {
+				msg = msg[:70] + "…"
+			}
+			marks = append(marks, mark{at, fmt.Sprintf("%s/%s %s %s ×%d (%s)", e.InvolvedObject.Kind, e.InvolvedObject.Name, e.InvolvedObject.FieldPath, e.Reason, max(e.Count, 1), msg)})
+		}
+	}
+	sort.SliceStable(marks, func(i, j int) bool { return marks[i].at.Before(marks[j].at) })
+	var b strings.Builder
+	for _, m := range marks {
+		fmt.Fprintf(&b, "\n  +%ds %s", int(m.at.Sub(t0).Seconds()), m.what)
+	}
+	return name + ":" + b.String()
 }

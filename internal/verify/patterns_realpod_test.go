@@ -6,7 +6,7 @@ import (
 )
 
 // TestPatternsRealPod: the lines the real node's pods wrote for each
-// deliberate break (e2e TestRealPodBreaks, copied from its log) land on the
+// deliberate break (e2e TestRealPodBreak…, copied from its log) land on the
 // pattern that names the layer, not on a generic one.
 func TestPatternsRealPod(t *testing.T) {
 	tests := []struct {
