@@ -44,16 +44,7 @@ func TestKubeDiscoveryCachedOnDisk(t *testing.T) {
 
 	gvk := schema.GroupVersionKind{Version: "v1", Kind: "ConfigMap"}
 	for run := 1; run <= 2; run++ {
-		kf := newKubeFlags()
-		fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
-		kf.AddFlags(fs)
-		if err := fs.Parse([]string{"--kubeconfig", kc}); err != nil {
-			t.Fatal(err)
-		}
-		tg, err := kf.Target(t.Context())
-		if err != nil {
-			t.Fatal(err)
-		}
+		tg := kubeTargetFor(t, kc)
 		m, err := tg.Mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
 			t.Fatalf("run %d: %v", run, err)
@@ -86,16 +77,7 @@ func TestKubeDiscoveryNoHome(t *testing.T) {
 	t.Chdir(dir)
 	t.Setenv("HOME", "")
 	t.Setenv("KUBECACHEDIR", "")
-	kf := newKubeFlags()
-	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
-	kf.AddFlags(fs)
-	if err := fs.Parse([]string{"--kubeconfig", kc}); err != nil {
-		t.Fatal(err)
-	}
-	tg, err := kf.Target(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tg := kubeTargetFor(t, kc)
 	if _, err := tg.Mapper.RESTMapping(schema.GroupKind{Kind: "ConfigMap"}, "v1"); err != nil {
 		t.Fatal(err)
 	}
@@ -130,4 +112,20 @@ func discoveryServer(t *testing.T, discoveries *atomic.Int32) *httptest.Server {
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// kubeTargetFor parses --kubeconfig kc as a command would and connects.
+func kubeTargetFor(t *testing.T, kc string) *kubeTarget {
+	t.Helper()
+	kf := newKubeFlags()
+	fs := pflag.NewFlagSet("x", pflag.ContinueOnError)
+	kf.AddFlags(fs)
+	if err := fs.Parse([]string{"--kubeconfig", kc}); err != nil {
+		t.Fatal(err)
+	}
+	tg, err := kf.Target(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tg
 }
