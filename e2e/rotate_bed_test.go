@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -711,7 +712,7 @@ func (r *rotBed) rotate(want int, args ...string) (*rotReport, time.Duration) {
 	out, errOut, code := r.exec(r.dir, full...)
 	took := time.Since(start)
 	if code != want {
-		r.t.Fatalf("spirepod %s: exit %d, want %d\nstdout:\n%s\nstderr:\n%s", strings.Join(full, " "), code, want, out, errOut)
+		r.t.Fatalf("spirepod %s: exit %d, want %d\nstderr:\n%s\n%s\nstdout:\n%s", strings.Join(full, " "), code, want, errOut, r.evidence(), out)
 	}
 	var rep rotReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
@@ -719,6 +720,59 @@ func (r *rotBed) rotate(want int, args ...string) (*rotReport, time.Duration) {
 	}
 	r.t.Logf("pki rotate %s: exit %d in %v: phase %d/%d %s, next %q, waiting %q", strings.Join(args, " "), code, took.Round(time.Millisecond), rep.Phase, rep.Phases, rep.State, rep.Next, rep.Waiting)
 	return &rep, took
+}
+
+// evidence is what a failed rotate run is judged by: per pod, the leaf its
+// Secret holds, the certificate gen-cert last wrote, gen-cert's log and
+// the agent's attestation and error lines (the tails).
+func (r *rotBed) evidence() string {
+	var b strings.Builder
+	for _, name := range r.p.PodNames() {
+		pd := r.pods[name]
+		fmt.Fprintf(&b, "--- pod %s\n", name)
+		if sec, err := r.cluster.Client.CoreV1().Secrets(r.p.Namespace).Get(r.ctx, r.p.CertificateName(name), metav1.GetOptions{}); err != nil {
+			fmt.Fprintf(&b, "Secret: %v\n", err)
+		} else if certs, err := pki.ParseCertificates(sec.Data["tls.crt"]); err != nil || len(certs) == 0 {
+			fmt.Fprintf(&b, "Secret tls.crt: %v\n", err)
+		} else {
+			fmt.Fprintf(&b, "Secret leaf sha1 %s notBefore %s (resourceVersion %s)\n", pki.SHA1Fingerprint(certs[0]), certs[0].NotBefore.Format(time.RFC3339), sec.ResourceVersion)
+		}
+		if pd == nil {
+			continue
+		}
+		if c, err := os.ReadFile(filepath.Join(pd.certDir, "agent.crt.pem")); err != nil {
+			fmt.Fprintf(&b, "written leaf: %v\n", err)
+		} else if certs, err := pki.ParseCertificates(c); err == nil && len(certs) > 0 {
+			fmt.Fprintf(&b, "written leaf sha1 %s\n", pki.SHA1Fingerprint(certs[0]))
+		}
+		if g, err := os.ReadFile(filepath.Join(pd.root, "gen-cert.log")); err == nil {
+			fmt.Fprintf(&b, "gen-cert.log (tail):\n%s\n", tailLines(string(g), 15))
+		}
+		for _, path := range r.agentLogs[name] {
+			a, err := os.ReadFile(path)
+			if err != nil {
+				continue
+			}
+			var keep []string
+			for _, l := range strings.Split(string(a), "\n") {
+				if strings.Contains(l, "level=error") || strings.Contains(l, "level=warn") || attestedRE.MatchString(l) {
+					keep = append(keep, l)
+				}
+			}
+			fmt.Fprintf(&b, "%s (attestations, warnings, errors; tail):\n%s\n", filepath.Base(path), tailLines(strings.Join(keep, "\n"), 20))
+		}
+	}
+	return b.String()
+}
+
+var attestedRE = regexp.MustCompile(`Node attestation was successful|Successfully reattested node|reattest`)
+
+func tailLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
 
 // mergeRotationPRs merges the report's pull requests of the given steps.

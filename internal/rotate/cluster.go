@@ -309,35 +309,58 @@ var fingerprintID = regexp.MustCompile(`/x509pop/[0-9a-f]{40}$`)
 const AgentContainer = "spire-agent"
 
 // WaitAttested follows the spire-agent container's log of pod until the
-// agent (re-)attests with leaf: a line whose agent ID is
-// spiffe://<td>/spire/agent/x509pop/<SHA-1 of leaf> (SPIRE's default
-// agent_path_template), or, when the server names agents otherwise, any
-// attestation line stamped after the leaf was issued. It returns the line.
+// agent (re-)attests with leaf, or with a later leaf its Secret holds (a
+// renewal meanwhile: the agent attests with whatever the Secret held last):
+// a line whose agent ID is spiffe://<td>/spire/agent/x509pop/<SHA-1 of the
+// leaf> (SPIRE's default agent_path_template), or, when the server names
+// agents otherwise, any attestation line stamped after the leaf was issued.
+// It returns the line.
+//
+// A followed log stream can stay open without delivering what the agent
+// writes (a stalled kubelet stream, a proxy's idle connection); the wait
+// therefore reads the log again from the leaf's issue every
+// logReopenEvery, as well as whenever a stream ends, and reads the Secret
+// again each time.
 func (c *KubeCluster) WaitAttested(ctx context.Context, p *project.Project, pod string, leaf *x509.Certificate) (string, error) {
-	want := "/x509pop/" + pki.SHA1Fingerprint(leaf)
+	want := map[string]bool{"/x509pop/" + pki.SHA1Fingerprint(leaf): true}
+	first := "/x509pop/" + pki.SHA1Fingerprint(leaf)
 	since := metav1.NewTime(leaf.NotBefore.Add(-time.Minute))
 	var lastErr error
 	for {
-		line, err := scanAgentLog(ctx, p, c, pod, since, want, leaf.NotBefore)
+		sctx, cancel := context.WithTimeout(ctx, logReopenEvery)
+		line, err := scanAgentLog(sctx, p, c, pod, since, want, leaf.NotBefore)
+		cancel()
 		if line != "" {
 			return line, nil
 		}
-		if err != nil {
+		if err != nil && ctx.Err() == nil && !errors.Is(err, context.DeadlineExceeded) {
 			lastErr = err
+		}
+		if ctx.Err() != nil {
+			if lastErr != nil {
+				return "", fmt.Errorf("the spire-agent of %s never logged an attestation with the new certificate (%s…): %w (last log error: %v)", pod, first[9:21], ctx.Err(), lastErr)
+			}
+			return "", fmt.Errorf("the spire-agent of %s never logged an attestation with the new certificate (%s…): %w", pod, first[9:21], ctx.Err())
+		}
+		// The Secret's leaf now (a renewal since the last read).
+		if sec, err := c.Secret(ctx, p.Namespace, p.CertificateName(pod)); err == nil {
+			if certs, err := pki.ParseCertificates(sec.Data["tls.crt"]); err == nil && len(certs) > 0 && !certs[0].NotBefore.Before(leaf.NotBefore) {
+				want["/x509pop/"+pki.SHA1Fingerprint(certs[0])] = true
+			}
 		}
 		select {
 		case <-ctx.Done():
-			if lastErr != nil {
-				return "", fmt.Errorf("the spire-agent of %s never logged an attestation with the new certificate (%s…): %w (last log error: %v)", pod, want[9:21], ctx.Err(), lastErr)
-			}
-			return "", fmt.Errorf("the spire-agent of %s never logged an attestation with the new certificate (%s…): %w", pod, want[9:21], ctx.Err())
 		case <-time.After(time.Second): // the log stream ended: open it again
 		}
 	}
 }
 
+// logReopenEvery bounds how long one followed log stream is trusted to
+// deliver the agent's lines before the log is read again.
+var logReopenEvery = 20 * time.Second
+
 // scanAgentLog reads one log stream (follow) until a matching line or its end.
-func scanAgentLog(ctx context.Context, p *project.Project, c *KubeCluster, pod string, since metav1.Time, want string, issued time.Time) (string, error) {
+func scanAgentLog(ctx context.Context, p *project.Project, c *KubeCluster, pod string, since metav1.Time, want map[string]bool, issued time.Time) (string, error) {
 	rc, err := c.Client.CoreV1().Pods(p.Namespace).GetLogs(pod, &corev1.PodLogOptions{Container: AgentContainer, Follow: true, Timestamps: true, SinceTime: &since}).Stream(ctx)
 	if err != nil {
 		return "", err
@@ -352,7 +375,7 @@ func scanAgentLog(ctx context.Context, p *project.Project, c *KubeCluster, pod s
 			continue
 		}
 		id := m[2]
-		if strings.HasSuffix(id, want) {
+		if i := strings.LastIndex(id, "/x509pop/"); i >= 0 && want[id[i:]] {
 			return line, nil
 		}
 		if fingerprintID.MatchString(id) {

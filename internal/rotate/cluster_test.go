@@ -1,0 +1,185 @@
+package rotate
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/project"
+)
+
+// logAPI is the two reads WaitAttested makes of an API server: the pod's
+// spire-agent log (each open answered by stream, in order; the last one
+// again for later opens) and the pod's certificate Secret.
+type logAPI struct {
+	mu      sync.Mutex
+	streams []func(w http.ResponseWriter, r *http.Request)
+	opens   int
+	secret  *corev1.Secret
+}
+
+func (a *logAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.mu.Lock()
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/log"):
+		i := min(a.opens, len(a.streams)-1)
+		a.opens++
+		stream := a.streams[i]
+		a.mu.Unlock()
+		w.Header().Set("Content-Type", "text/plain")
+		stream(w, r)
+	case strings.Contains(r.URL.Path, "/secrets/"):
+		b, _ := json.Marshal(a.secret)
+		a.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(b)
+	default:
+		a.mu.Unlock()
+		http.NotFound(w, r)
+	}
+}
+
+// lines writes log lines and ends the stream, or, with stall, keeps it
+// open without writing more until the client goes.
+func lines(stall bool, ls ...string) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		for _, l := range ls {
+			fmt.Fprintln(w, l)
+		}
+		w.(http.Flusher).Flush()
+		if stall {
+			<-r.Context().Done()
+		}
+	}
+}
+
+func testLeaves(t *testing.T, ns string, at ...time.Time) []*x509.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "team CA"}, NotBefore: at[0].Add(-time.Hour),
+		NotAfter: at[0].Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []*x509.Certificate
+	for _, now := range at {
+		chain, _, err := ProbeLeaf(ca, key, ns, now, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, chain[0])
+	}
+	return out
+}
+
+func attestedLine(at time.Time, td string, leaf *x509.Certificate) string {
+	return fmt.Sprintf(`%s stderr F time="%s" level=info msg="Successfully reattested node" spiffe_id="spiffe://%s/spire/agent/x509pop/%s" subsystem_name=manager`,
+		at.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano), td, pki.SHA1Fingerprint(leaf))
+}
+
+func waitAttestedWith(t *testing.T, api *logAPI, leaf *x509.Certificate) (string, error) {
+	t.Helper()
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(d time.Duration) { logReopenEvery = d }(logReopenEvery)
+	logReopenEvery = 200 * time.Millisecond
+	p := &project.Project{Namespace: "payments", StatefulSet: "spire-envoy-integration", TrustDomain: "example.org"}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return (&KubeCluster{Client: cs}).WaitAttested(ctx, p, "spire-envoy-integration-0", leaf)
+}
+
+// TestWaitAttestedStalledStream: the first log stream delivers the old
+// leaf's attestation and then stays open without delivering the agent's
+// next line (a stalled kubelet stream). The wait reads the log again and
+// finds the attestation with the new leaf, instead of waiting on the
+// stalled stream until its timeout.
+func TestWaitAttestedStalledStream(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Second)
+	ls := testLeaves(t, "payments", now.Add(-time.Hour), now)
+	old, leaf := ls[0], ls[1]
+	api := &logAPI{secret: secretOf(leaf), streams: []func(http.ResponseWriter, *http.Request){
+		lines(true, attestedLine(now.Add(-time.Minute), "example.org", old)),
+		lines(true, attestedLine(now.Add(-time.Minute), "example.org", old), attestedLine(now.Add(time.Second), "example.org", leaf)),
+	}}
+	line, err := waitAttestedWith(t, api, leaf)
+	if err != nil {
+		t.Fatalf("WaitAttested: %v (log opened %d times)", err, api.opens)
+	}
+	if !strings.Contains(line, pki.SHA1Fingerprint(leaf)) {
+		t.Fatalf("WaitAttested returned %q, want the new leaf's attestation", line)
+	}
+}
+
+// TestWaitAttestedRenewedLeaf: cert-manager renewed the leaf after the wait
+// read it, and the agent attests with the renewal (gen-cert writes what the
+// Secret holds last). An attestation with the Secret's later leaf ends the
+// wait; one with a leaf older than the awaited one never does.
+func TestWaitAttestedRenewedLeaf(t *testing.T) {
+	now := time.Now().UTC().Truncate(time.Second)
+	ls := testLeaves(t, "payments", now.Add(-time.Hour), now, now.Add(time.Minute))
+	older, leaf, renewed := ls[0], ls[1], ls[2]
+	api := &logAPI{secret: secretOf(renewed), streams: []func(http.ResponseWriter, *http.Request){
+		lines(false, attestedLine(now.Add(2*time.Minute), "example.org", renewed)),
+	}}
+	line, err := waitAttestedWith(t, api, leaf)
+	if err != nil {
+		t.Fatalf("WaitAttested: %v (log opened %d times)", err, api.opens)
+	}
+	if !strings.Contains(line, pki.SHA1Fingerprint(renewed)) {
+		t.Fatalf("WaitAttested returned %q, want the renewed leaf's attestation", line)
+	}
+
+	// A Secret holding an older leaf (not a renewal) is not awaited.
+	api = &logAPI{secret: secretOf(older), streams: []func(http.ResponseWriter, *http.Request){
+		lines(false, attestedLine(now.Add(2*time.Minute), "example.org", older)),
+	}}
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	p := &project.Project{Namespace: "payments", StatefulSet: "spire-envoy-integration", TrustDomain: "example.org"}
+	if line, err := (&KubeCluster{Client: cs}).WaitAttested(ctx, p, "spire-envoy-integration-0", leaf); err == nil {
+		t.Fatalf("WaitAttested accepted an attestation with an older leaf: %q", line)
+	}
+}
+
+func secretOf(leaf *x509.Certificate) *corev1.Secret {
+	return &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "payments", Name: "x"},
+		Data:       map[string][]byte{"tls.crt": pki.EncodeCertificate(leaf)}}
+}
