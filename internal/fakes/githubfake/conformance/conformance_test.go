@@ -26,7 +26,7 @@ func TestRoutes(t *testing.T) {
 	} {
 		for _, a := range d.REST {
 			rt, _ := a.match(tc.method, strings.Split(strings.Trim(tc.path, "/"), "/"))
-			if rt == nil || rt.op.OperationID != tc.op {
+			if rt == nil || rt.resolve() != nil || rt.op.OperationID != tc.op {
 				got := "none"
 				if rt != nil {
 					got = rt.op.OperationID
