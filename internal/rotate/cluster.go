@@ -350,14 +350,15 @@ func (c *KubeCluster) WaitAttested(ctx context.Context, p *project.Project, pod 
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second): // the log stream ended: open it again
+		case <-time.After(logReopenPause): // the log stream ended: open it again
 		}
 	}
 }
 
 // logReopenEvery bounds how long one followed log stream is trusted to
-// deliver the agent's lines before the log is read again.
-var logReopenEvery = 20 * time.Second
+// deliver the agent's lines before the log is read again; logReopenPause
+// is the pause before it is opened again.
+var logReopenEvery, logReopenPause = 20 * time.Second, time.Second
 
 // scanAgentLog reads one log stream (follow) until a matching line or its end.
 func scanAgentLog(ctx context.Context, p *project.Project, c *KubeCluster, pod string, since metav1.Time, want map[string]bool, issued time.Time) (string, error) {

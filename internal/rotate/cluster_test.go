@@ -111,8 +111,7 @@ func waitAttestedWith(t *testing.T, api *logAPI, leaf *x509.Certificate) (string
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func(d time.Duration) { logReopenEvery = d }(logReopenEvery)
-	logReopenEvery = 200 * time.Millisecond
+	fastReopen(t)
 	p := &project.Project{Namespace: "payments", StatefulSet: "spire-envoy-integration", TrustDomain: "example.org"}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -170,12 +169,19 @@ func TestWaitAttestedRenewedLeaf(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
 	defer cancel()
 	p := &project.Project{Namespace: "payments", StatefulSet: "spire-envoy-integration", TrustDomain: "example.org"}
 	if line, err := (&KubeCluster{Client: cs}).WaitAttested(ctx, p, "spire-envoy-integration-0", leaf); err == nil {
 		t.Fatalf("WaitAttested accepted an attestation with an older leaf: %q", line)
 	}
+}
+
+// fastReopen reads the log again every 200 ms, after a 20 ms pause.
+func fastReopen(t *testing.T) {
+	every, pause := logReopenEvery, logReopenPause
+	logReopenEvery, logReopenPause = 200*time.Millisecond, 20*time.Millisecond
+	t.Cleanup(func() { logReopenEvery, logReopenPause = every, pause })
 }
 
 func secretOf(leaf *x509.Certificate) *corev1.Secret {
