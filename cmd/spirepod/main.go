@@ -15,9 +15,13 @@ import (
 	"time"
 )
 
-func main() {
+func main() { os.Exit(processMain()) }
+
+// processMain is the whole program: GC tuning, then the command line.
+// The CLI scripts exec it as `spirepod` too.
+func processMain() int {
 	tuneGC(os.Getenv)
-	os.Exit(mainRun(newFactory(systemStreams(), os.Getenv), os.Args[1:]))
+	return mainRun(newFactory(systemStreams(), os.Getenv), os.Args[1:])
 }
 
 // tuneGC: a command lives well under a second and its heap is parsed

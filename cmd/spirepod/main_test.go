@@ -24,8 +24,9 @@ func TestMain(m *testing.M) {
 // their functions in their own _test.go files.
 func scriptCommands() map[string]func() {
 	return map[string]func(){
-		// The same path as main, signals included: scripts interrupt it.
-		"spirepod": func() { os.Exit(mainRun(newFactory(systemStreams(), os.Getenv), os.Args[1:])) },
+		// The same path as main, GC tuning and signals included: scripts
+		// interrupt it.
+		"spirepod": func() { os.Exit(processMain()) },
 	}
 }
 

@@ -39,7 +39,8 @@ func TestPRSpiffeIDFlags(t *testing.T) {
 			f, _, _ := testFactoryPKI(t, t.TempDir())
 			var got *prSpiffeIDOptions
 			cmd := newCmdPRSpiffeID(f, func(o *prSpiffeIDOptions) error { got = o; return nil })
-			cmd.SetArgs(tc.args)
+			// Never nil: cobra then parses os.Args (the test binary's own flags).
+			cmd.SetArgs(append([]string{}, tc.args...))
 			cmd.SetOut(&bytes.Buffer{})
 			cmd.SetErr(&bytes.Buffer{})
 			err := cmd.Execute()
