@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -203,17 +204,19 @@ func judgeStatefulSet(_ *City, o *folderOutcome, _ Folder, file string, line int
 	judgePodSpec(o, file, line, obj, &s.Spec.Template)
 }
 
-var podEvaluator = func() policy.Evaluator {
+// podEvaluator is Pod Security's evaluator, made on first use (not at
+// every spirepod process's start).
+var podEvaluator = sync.OnceValue(func() policy.Evaluator {
 	e, err := policy.NewEvaluator(policy.DefaultChecks(), nil)
 	if err != nil {
 		panic(err)
 	}
 	return e
-}()
+})
 
 func judgePodSpec(o *folderOutcome, file string, line int, obj registration.Object, t *corev1.PodTemplateSpec) {
 	lv := api.LevelVersion{Level: api.LevelRestricted, Version: api.LatestVersion()}
-	for _, r := range podEvaluator.EvaluatePod(lv, &t.ObjectMeta, &t.Spec) {
+	for _, r := range podEvaluator().EvaluatePod(lv, &t.ObjectMeta, &t.Spec) {
 		if !r.Allowed {
 			o.add(CodePodSecurity, sevE, file, line, []string{fileKey(file)},
 				"%s %s: its pods violate Pod Security \"restricted\": %s (%s)", obj.Kind, obj.Name, r.ForbiddenReason, r.ForbiddenDetail)

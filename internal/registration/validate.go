@@ -67,7 +67,10 @@ var (
 	selectorType = regexp.MustCompile(`^[a-z0-9_]+$`)
 	sha1Hex      = regexp.MustCompile(`^[0-9a-f]{40}$`)
 	number       = regexp.MustCompile(`^[0-9]+$`)
-	entryIDChars = regexp.MustCompile(`^[A-Za-z0-9._-]{1,255}$`)
+	// An entry ID's characters; its length (1 to 255 bytes) is checked
+	// apart: a counted repetition compiles to 255 copies of the class, which
+	// cost every spirepod process 2 ms at start.
+	entryIDChars = regexp.MustCompile(`^[A-Za-z0-9._-]+$`)
 )
 
 // ValidateOptions tune the validator.
@@ -136,7 +139,7 @@ func Validate(es []Entry, o ValidateOptions) []Finding {
 			}
 		}
 		if e.EntryID != "" {
-			if !entryIDChars.MatchString(e.EntryID) {
+			if len(e.EntryID) > 255 || !entryIDChars.MatchString(e.EntryID) {
 				add(e, CodeBadEntryID, SeverityError, "%s: entry_id %q is refused by spire-server: letters, digits, '.', '_' and '-' only, at most 255 bytes", name, e.EntryID)
 			} else if first, dup := seenID[e.EntryID]; dup {
 				add(e, CodeDuplicateEntryID, SeverityError, "%s: entry_id %q is also the entry at %s:%d: spire-server keeps one and refuses (or, with entry update, overwrites with) the other", name, e.EntryID, first.File, first.Line)
