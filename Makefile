@@ -45,9 +45,21 @@ test: testbin vet
 # largest test binaries for nothing (about 12 s of CPU on 2 cores).
 BEDONLY := ./e2e ./bench
 
+# test-short links its test binaries and runs its tests in /dev/shm when
+# that tmpfs has 2 GiB free (20 test binaries of up to 100 MB each are
+# written and executed per run: on disk that cost 4 s more system CPU and
+# 4 s of wall time, bench/suite.sh --short); elsewhere in $TMPDIR as usual.
+SHORTTMP = $(shell d=/dev/shm; [ -d $$d ] && [ -w $$d ] && \
+	[ "$$(df -Pk $$d 2>/dev/null | awk 'NR==2 {print $$4}')" -ge 2097152 ] 2>/dev/null && echo $$d)
+
+# The packages whose short tests run longest go first (go test starts the
+# packages in the order given): the short ones then fill the gaps instead
+# of the long ones making a tail (25 s instead of 28 s for the go test).
+SHORTFIRST := ./cmd/spirepod ./internal/scaffold ./internal/rotate ./internal/city ./internal/pki ./internal/apply ./internal/pr
+
 test-short:
 	$(NOCGO) $(GO) vet $(BEDONLY)
-	$(NOCGO) $(GO) test -short $(GOTESTFLAGS) $(TESTFLAGS) $$($(GO) list ./... | grep -v -x -e '.*/e2e' -e '.*/bench')
+	$(if $(SHORTTMP),GOTMPDIR=$(SHORTTMP) TMPDIR=$(SHORTTMP)) $(NOCGO) $(GO) test -short $(GOTESTFLAGS) $(TESTFLAGS) $$($(GO) list $(SHORTFIRST) ./... | grep -v -x -e '.*/e2e' -e '.*/bench')
 
 bed: testbin
 	hack/bed.sh start
