@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -749,23 +748,26 @@ func (r *rotBed) evidence() string {
 			fmt.Fprintf(&b, "gen-cert.log (tail):\n%s\n", tailLines(string(g), 15))
 		}
 		for _, path := range r.agentLogs[name] {
-			a, err := os.ReadFile(path)
-			if err != nil {
-				continue
+			if a, err := os.ReadFile(path); err == nil {
+				fmt.Fprintf(&b, "%s (events; tail):\n%s\n", filepath.Base(path), tailLines(strings.Join(agentEvents(string(a)), "\n"), 20))
 			}
-			var keep []string
-			for _, l := range strings.Split(string(a), "\n") {
-				if strings.Contains(l, "level=error") || strings.Contains(l, "level=warn") || attestedRE.MatchString(l) {
-					keep = append(keep, l)
-				}
-			}
-			fmt.Fprintf(&b, "%s (attestations, warnings, errors; tail):\n%s\n", filepath.Base(path), tailLines(strings.Join(keep, "\n"), 20))
 		}
 	}
 	return b.String()
 }
 
-var attestedRE = regexp.MustCompile(`Node attestation was successful|Successfully reattested node|reattest`)
+// agentEvents are the lines of an agent log that tell what it did:
+// attestations, SVID rotations, entry changes, warnings and errors.
+func agentEvents(log string) []string {
+	var ev []string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "reattest") || strings.Contains(line, "Entry ") || strings.Contains(line, "attestation") ||
+			strings.Contains(line, "rotat") || strings.Contains(line, "level=error") || strings.Contains(line, "level=warn") {
+			ev = append(ev, line)
+		}
+	}
+	return ev
+}
 
 func tailLines(s string, n int) string {
 	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")

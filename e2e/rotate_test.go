@@ -494,14 +494,7 @@ func (r *rotBed) checkNoFailures(recs []fetchRec, since time.Time) {
 	if len(failed) > 0 {
 		for _, pod := range r.p.PodNames() {
 			for _, path := range r.agentLogs[pod] {
-				var ev []string
-				for _, line := range strings.Split(mustRead(t, path), "\n") {
-					if strings.Contains(line, "reattest") || strings.Contains(line, "Entry ") || strings.Contains(line, "attestation") ||
-						strings.Contains(line, "rotat") || strings.Contains(line, "level=error") || strings.Contains(line, "level=warn") {
-						ev = append(ev, line)
-					}
-				}
-				t.Logf("%s agent log (%s), events:\n  %s", pod, path, strings.Join(ev, "\n  "))
+				t.Logf("%s agent log (%s), events:\n  %s", pod, path, strings.Join(agentEvents(mustRead(t, path)), "\n  "))
 			}
 		}
 		t.Logf("loop started %s", since.Format(time.RFC3339Nano))

@@ -2,14 +2,10 @@ package rotate
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/json"
 	"fmt"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -71,25 +67,13 @@ func lines(stall bool, ls ...string) func(http.ResponseWriter, *http.Request) {
 	}
 }
 
+// testLeaves are agent leaves of one CA, issued at the given times.
 func testLeaves(t *testing.T, ns string, at ...time.Time) []*x509.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "team CA"}, NotBefore: at[0].Add(-time.Hour),
-		NotAfter: at[0].Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ca := otherTeamCA(t)
 	var out []*x509.Certificate
 	for _, now := range at {
-		chain, _, err := ProbeLeaf(ca, key, ns, now, rand.Reader)
+		chain, _, err := ProbeLeaf(ca.Cert, ca.Key, ns, now, rand.Reader)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -103,7 +87,9 @@ func attestedLine(at time.Time, td string, leaf *x509.Certificate) string {
 		at.Format(time.RFC3339Nano), at.Format(time.RFC3339Nano), td, pki.SHA1Fingerprint(leaf))
 }
 
-func waitAttestedWith(t *testing.T, api *logAPI, leaf *x509.Certificate) (string, error) {
+// waitAttestedWith runs KubeCluster.WaitAttested for leaf against api,
+// reading the log again every 200 ms, for at most within.
+func waitAttestedWith(t *testing.T, api *logAPI, leaf *x509.Certificate, within time.Duration) (string, error) {
 	t.Helper()
 	srv := httptest.NewServer(api)
 	t.Cleanup(srv.Close)
@@ -113,7 +99,7 @@ func waitAttestedWith(t *testing.T, api *logAPI, leaf *x509.Certificate) (string
 	}
 	fastReopen(t)
 	p := &project.Project{Namespace: "payments", StatefulSet: "spire-envoy-integration", TrustDomain: "example.org"}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), within)
 	defer cancel()
 	return (&KubeCluster{Client: cs}).WaitAttested(ctx, p, "spire-envoy-integration-0", leaf)
 }
@@ -131,7 +117,7 @@ func TestWaitAttestedStalledStream(t *testing.T) {
 		lines(true, attestedLine(now.Add(-time.Minute), "example.org", old)),
 		lines(true, attestedLine(now.Add(-time.Minute), "example.org", old), attestedLine(now.Add(time.Second), "example.org", leaf)),
 	}}
-	line, err := waitAttestedWith(t, api, leaf)
+	line, err := waitAttestedWith(t, api, leaf, 20*time.Second)
 	if err != nil {
 		t.Fatalf("WaitAttested: %v (log opened %d times)", err, api.opens)
 	}
@@ -151,7 +137,7 @@ func TestWaitAttestedRenewedLeaf(t *testing.T) {
 	api := &logAPI{secret: secretOf(renewed), streams: []func(http.ResponseWriter, *http.Request){
 		lines(false, attestedLine(now.Add(2*time.Minute), "example.org", renewed)),
 	}}
-	line, err := waitAttestedWith(t, api, leaf)
+	line, err := waitAttestedWith(t, api, leaf, 20*time.Second)
 	if err != nil {
 		t.Fatalf("WaitAttested: %v (log opened %d times)", err, api.opens)
 	}
@@ -163,16 +149,7 @@ func TestWaitAttestedRenewedLeaf(t *testing.T) {
 	api = &logAPI{secret: secretOf(older), streams: []func(http.ResponseWriter, *http.Request){
 		lines(false, attestedLine(now.Add(2*time.Minute), "example.org", older)),
 	}}
-	srv := httptest.NewServer(api)
-	defer srv.Close()
-	cs, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 600*time.Millisecond)
-	defer cancel()
-	p := &project.Project{Namespace: "payments", StatefulSet: "spire-envoy-integration", TrustDomain: "example.org"}
-	if line, err := (&KubeCluster{Client: cs}).WaitAttested(ctx, p, "spire-envoy-integration-0", leaf); err == nil {
+	if line, err := waitAttestedWith(t, api, leaf, 600*time.Millisecond); err == nil {
 		t.Fatalf("WaitAttested accepted an attestation with an older leaf: %q", line)
 	}
 }
