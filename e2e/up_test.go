@@ -148,7 +148,11 @@ func (u *upBed) mergeOpen(kind string) bool {
 
 // reload restarts the SPIRE server with the merged trust list (a restart
 // always reloads x509pop's trust list: README "Rotating the team CA").
-func (u *upBed) reload(td, upKey string) {
+func (u *upBed) reload(td, upKey string) { u.reloadAfter(td, upKey, nil) }
+
+// reloadAfter stops the server, waits for gap (if not nil) to close,
+// loads the merged trust list and starts the server again.
+func (u *upBed) reloadAfter(td, upKey string, gap <-chan struct{}) {
 	files, err := u.gh.Files(cityRepo, "main")
 	if err != nil {
 		u.t.Fatal(err)
@@ -158,8 +162,17 @@ func (u *upBed) reload(td, upKey string) {
 	if !ok {
 		u.t.Fatalf("merged main has no %s", p.TrustList.Path)
 	}
-	writeFile(u.t, u.trustFile, list, 0o644)
 	u.srv.Stop()
+	if gap != nil {
+		select {
+		case <-gap:
+		case <-u.ctx.Done():
+			return
+		case <-time.After(3 * time.Minute):
+			u.t.Errorf("spirepod up never probed the stopped server")
+		}
+	}
+	writeFile(u.t, u.trustFile, list, 0o644)
 	u.startServer(td, upKey)
 }
 
@@ -232,7 +245,9 @@ func (u *upBed) upRun(extra []string, onEvent func(up.Event) bool) ([]up.Event, 
 
 // TestUpRealPod: `spirepod up` from nothing to verified in one run while
 // the platform merges each pull request 2 s after it opens, and reloads the
-// server 3 s after the trust-list merge; every step runs once. Then a
+// server 3 s after the trust-list merge by restarting it, leaving it down
+// until up has probed it once in the gap (a wait on the restart, not a
+// failure: CI once failed on exactly that gap); every step runs once. Then a
 // second `up` skips every step. The time to verified is reported as machine
 // time (the waits on the platform left out).
 func TestUpRealPod(t *testing.T) {
@@ -248,7 +263,7 @@ func TestUpRealPod(t *testing.T) {
 	upKey := u.upKey
 	// The platform: merge after 2 s, reload 3 s after the trust-list merge,
 	// load the entries once the registration is merged.
-	stop := make(chan struct{})
+	stop, gap := make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -280,7 +295,7 @@ func TestUpRealPod(t *testing.T) {
 			}
 			u.mu.Lock()
 			if !caMerged.IsZero() && !u.reloaded && time.Since(caMerged) > 3*time.Second {
-				u.reload(td, upKey)
+				u.reloadAfter(td, upKey, gap)
 				u.reloaded = true
 			}
 			if !idMerged.IsZero() && u.reloaded && !u.entriesDone {
@@ -293,11 +308,21 @@ func TestUpRealPod(t *testing.T) {
 	t.Cleanup(func() { close(stop); wg.Wait() })
 
 	start := time.Now()
-	events, code := u.upRun(nil, nil)
+	gapSeen := false
+	events, code := u.upRun(nil, func(ev up.Event) bool {
+		if !gapSeen && ev.Step == "server-trust" && ev.Kind == up.EventWaiting && strings.Contains(ev.Message, "answered before and does not answer now") {
+			gapSeen = true
+			close(gap)
+		}
+		return false
+	})
 	total := time.Since(start)
 	if code != 0 {
 		u.dumpPods()
 		t.Fatalf("spirepod up: exit %d", code)
+	}
+	if !gapSeen {
+		t.Errorf("up never waited on the restarting server (no server-trust event saying it answered before)")
 	}
 	ran, waited := map[string]int{}, time.Duration(0)
 	var waitStart time.Time

@@ -63,7 +63,8 @@ cluster, the last verification):
      server trusts CA    waits until the SPIRE server accepts a throwaway leaf of the team CA
                          (the platform reloaded the trust list), or --server-reloaded; each
                          probe leaves one attested-agent record (a 15-minute leaf, no entries)
-                         on the server, so once verified it is not probed again
+                         on the server, so once verified it is not probed again; a
+                         server that answered and then goes quiet is restarting: up waits
   5. SPIFFE ID PR        spirepod pr spiffe-id; waits for the merge
   6. cluster             spirepod apply (skipped when the cluster already holds it all, ready)
   7. verification        spirepod verify (waits for the entries to reach the agent)
@@ -160,6 +161,9 @@ type upRunner struct {
 
 	mu     sync.Mutex
 	target *kubeTarget
+	// watch probes the SPIRE server across server-trust's polls: once it
+	// answered, not answering is a restart (the platform's reload).
+	watch *rotate.ReloadWatch
 }
 
 func (o *upOptions) newUp() (*upRunner, error) {
@@ -416,7 +420,7 @@ func (u *upRunner) checkServerTrust(ctx context.Context) (up.Check, error) {
 	if server == "" {
 		server = p.SpireServer
 	}
-	probe, err := serverProbe(u.o.f, p, server)
+	watch, err := u.reloadWatch(p, server)
 	if err != nil {
 		return up.Check{State: up.Broken, Message: "cannot probe the SPIRE server: " + err.Error(),
 			Hint: "pass --server HOST:PORT, or --server-reloaded once the platform team confirms the reload"}, nil
@@ -429,17 +433,36 @@ func (u *upRunner) checkServerTrust(ctx context.Context) (up.Check, error) {
 	if err != nil {
 		return up.Check{}, err
 	}
-	id, err := probe(ctx, chain, key)
+	id, err := watch.Attest(ctx, chain, key)
 	var refused *rotate.RefusedError
+	var restarting *rotate.RestartingError
 	switch {
 	case err == nil:
 		return up.Check{State: up.Done, Message: "a leaf of the team CA attests at " + server + " (" + id + ")"}, nil
 	case errors.As(err, &refused):
 		return up.Check{State: up.Waiting, Who: "the platform team", What: "reload the SPIRE server's x509pop trust list (restart it, or SIGUSR1 with plugin_data_file)",
 			Message: err.Error(), Hint: "or `spirepod up --server-reloaded` once they confirm it"}, nil
+	case errors.As(err, &restarting):
+		return up.Check{State: up.Waiting, Who: "the platform team", What: "bring the SPIRE server back (it stopped answering: restarting to reload its trust list?)",
+			Message: err.Error(), Hint: "or `spirepod up --server-reloaded` once they confirm the reload"}, nil
 	}
 	return up.Check{State: up.Broken, Message: err.Error(),
 		Hint: "run where the SPIRE server is reachable, pass --server HOST:PORT, or --server-reloaded once the platform team confirms the reload"}, nil
+}
+
+// reloadWatch is the run's one watch on the SPIRE server.
+func (u *upRunner) reloadWatch(p *project.Project, server string) (*rotate.ReloadWatch, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.watch != nil {
+		return u.watch, nil
+	}
+	probe, err := serverProbe(u.o.f, p, server)
+	if err != nil {
+		return nil, err
+	}
+	u.watch = &rotate.ReloadWatch{Probe: probe}
+	return u.watch, nil
 }
 
 // --- 6. cluster --------------------------------------------------------------

@@ -336,6 +336,10 @@ type fakeServer struct {
 	lastChain []*x509.Certificate
 	// down makes every probe unreachable.
 	down bool
+	// before runs ahead of probe n (1-based), outside the lock: a platform
+	// that restarts the server between probes.
+	before func(n int)
+	calls  int
 }
 
 // reload loads the city's trust list (the platform reloading the server).
@@ -364,6 +368,10 @@ func (s *fakeServer) trusts(leaf *x509.Certificate) bool {
 // probe is x509pop's check: the chain's leaf signed by a trusted CA, and
 // the key its own.
 func (s *fakeServer) probe(_ context.Context, chain []*x509.Certificate, key crypto.Signer) (string, error) {
+	if s.before != nil {
+		s.calls++
+		s.before(s.calls)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.probes++

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -74,6 +75,46 @@ func (e *UnreachableError) Error() string {
 	return fmt.Sprintf("cannot reach the SPIRE server at %s: %v", e.Server, e.Err)
 }
 func (e *UnreachableError) Unwrap() error { return e.Err }
+
+// RestartingError is a probe that could not reach a server which answered
+// an earlier probe of the same watch: the platform's reload of the x509pop
+// trust list is often a restart, so the wait goes on (the caller's timeout
+// still bounds it). It unwraps to the cause, not to *UnreachableError:
+// callers that treat unreachable as a failure do not match it.
+type RestartingError struct{ Unreachable *UnreachableError }
+
+func (e *RestartingError) Error() string {
+	return fmt.Sprintf("the SPIRE server at %s answered before and does not answer now (restarting to reload its trust list?): %v",
+		e.Unreachable.Server, e.Unreachable.Err)
+}
+func (e *RestartingError) Unwrap() error { return e.Unreachable.Err }
+
+// ReloadWatch probes one server again and again while waiting for the
+// platform to reload it. Before the server has answered once, an
+// unreachable server is an *UnreachableError (a wrong address fails fast);
+// after, it is a *RestartingError.
+type ReloadWatch struct {
+	Probe    ProbeFunc
+	mu       sync.Mutex
+	answered bool
+}
+
+// Attest probes through w.Probe; see ReloadWatch.
+func (w *ReloadWatch) Attest(ctx context.Context, chain []*x509.Certificate, key crypto.Signer) (string, error) {
+	id, err := w.Probe(ctx, chain, key)
+	var un *UnreachableError
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch {
+	case !errors.As(err, &un):
+		if err == nil || errors.As(err, new(*RefusedError)) {
+			w.answered = true
+		}
+	case w.answered:
+		return "", &RestartingError{Unreachable: un}
+	}
+	return id, err
+}
 
 // ProbeLeaf mints a short-lived agent certificate of ca for a probe: CN
 // spirepod-rotation-probe.<namespace> (no node alias selects it, so the

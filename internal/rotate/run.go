@@ -222,6 +222,11 @@ func Run(ctx context.Context, o Options, s *State) (*Report, error) {
 			return nil, fmt.Errorf("record --roll %s in %s: %w", o.Roll, Path(s.dir), err)
 		}
 	}
+	if o.Probe != nil {
+		// A server that answered once in this run and then does not is
+		// restarting to reload its trust list: a wait, not a failure.
+		o.Probe = (&ReloadWatch{Probe: o.Probe}).Attest
+	}
 	r := &runner{o: o, p: o.Project, s: s, now: o.Now, rep: &Report{Dir: o.Project.Dir}}
 	defer r.fill()
 	for _, ph := range phasesFor(s.Emergency) {
@@ -616,10 +621,24 @@ func (r *runner) serverTrustsNew(ctx context.Context) (string, error) {
 		return "", &waitErr{what: "the SPIRE server to trust the new CA (a probe leaf of it is refused: " + refused.Err.Error() + ")",
 			hint: "ask the platform team to reload the server's x509pop trust list (restart, or SIGUSR1 with plugin_data_file), then run again"}
 	}
+	if w := restarting(err); w != nil {
+		return "", w
+	}
 	if err != nil {
 		return "", err
 	}
 	return "a leaf of the new CA attested as " + id, nil
+}
+
+// restarting is the wait for a server that stopped answering in this run
+// (a *RestartingError), or nil.
+func restarting(err error) *waitErr {
+	var re *RestartingError
+	if !errors.As(err, &re) {
+		return nil
+	}
+	return &waitErr{what: "the SPIRE server at " + re.Unreachable.Server + " to answer again (it answered earlier in this run: restarting to reload its trust list?)",
+		hint: "run again once the SPIRE server is back (or with --wait)"}
 }
 
 func (r *runner) serverDropsOld(ctx context.Context) (string, error) {
@@ -633,6 +652,9 @@ func (r *runner) serverDropsOld(ctx context.Context) (string, error) {
 	var refused *RefusedError
 	if errors.As(err, &refused) {
 		return "a leaf of the old CA is refused: " + refused.Err.Error(), nil
+	}
+	if w := restarting(err); w != nil {
+		return "", w
 	}
 	if err != nil {
 		return "", err

@@ -3,7 +3,9 @@ package rotate
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/project"
@@ -939,5 +942,105 @@ func (w *world) record(t *testing.T, edit func(s *State)) {
 	}
 	if err := s.Save(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRunServerRestartsDuringWait: the platform reloads the trust list by
+// restarting the SPIRE server, and a probe lands in the gap. The server
+// answered (refused) before, so with --wait that is a wait, and the run
+// goes on once the restarted server trusts the new CA. Before, the gap
+// failed the run with an UnreachableError.
+func TestRunServerRestartsDuringWait(t *testing.T) {
+	w := newWorld(t)
+	w.city.autoMerge = true
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w.server.before = func(n int) {
+		w.server.mu.Lock()
+		defer w.server.mu.Unlock()
+		switch n {
+		case 2: // after one refusal: the server goes down for two probes
+			w.server.down = true
+		case 4: // back, with the merged trust list loaded
+			w.server.down = false
+			w.city.mu.Lock()
+			w.server.trusted, _ = pki.ParseCertificates(w.city.base[w.p.City.TrustList.Path])
+			w.city.mu.Unlock()
+		case 5: // the next step probes the old CA: enough
+			cancel()
+		}
+	}
+	var progress []string
+	_, s, err := w.run(ctx, StartOptions{}, func(o *Options) {
+		o.Yes, o.Wait, o.Poll = true, true, time.Millisecond
+		o.Progress = func(m string) { progress = append(progress, m) }
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("%v, want the run to wait on until canceled", err)
+	}
+	if !s.done(StepServerTrustsNew) {
+		t.Errorf("recorded %v, want %s done once the server is back", stepsByTime(s), StepServerTrustsNew)
+	}
+	restarts := 0
+	for _, m := range progress {
+		if strings.Contains(m, "to answer again (it answered earlier in this run") {
+			restarts++
+		}
+	}
+	if restarts != 2 || w.server.calls != 5 {
+		t.Errorf("%d waits on the restart in %d probes, want 2 in 5; progress:\n%s", restarts, w.server.calls, strings.Join(progress, "\n"))
+	}
+}
+
+// TestReloadWatch: unreachable before any answer is a failure; after a
+// refusal or an attestation it is a restart; other errors pass through.
+func TestReloadWatch(t *testing.T) {
+	down := &UnreachableError{Server: "spire:8081", Err: errors.New("connection refused")}
+	refused := &RefusedError{Err: errors.New("unknown authority")}
+	other := errors.New("the server's answer holds no SVID")
+	for _, c := range []struct {
+		name    string
+		answers []error
+		want    []string // the error type of each answer
+	}{
+		{"never answered", []error{down, down}, []string{"unreachable", "unreachable"}},
+		{"refused, then down", []error{refused, down, nil, down}, []string{"refused", "restarting", "", "restarting"}},
+		{"attested, then down", []error{nil, down}, []string{"", "restarting"}},
+		{"a bad answer is not an answer", []error{other, down}, []string{"other", "unreachable"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			i := 0
+			rw := &ReloadWatch{Probe: func(context.Context, []*x509.Certificate, crypto.Signer) (string, error) {
+				err := c.answers[i]
+				i++
+				if err != nil {
+					return "", err
+				}
+				return "spiffe://td/spire/agent/x509pop/x", nil
+			}}
+			for n, want := range c.want {
+				id, err := rw.Attest(t.Context(), nil, nil)
+				var un *UnreachableError
+				var re *RestartingError
+				var rf *RefusedError
+				got := "other"
+				switch {
+				case err == nil && id != "":
+					got = ""
+				case errors.As(err, &re):
+					got = "restarting"
+					if errors.As(err, &un) || re.Unreachable != down || !strings.Contains(err.Error(), "spire:8081 answered before") {
+						t.Errorf("answer %d: %v does not name the server, or matches *UnreachableError", n, err)
+					}
+				case errors.As(err, &un):
+					got = "unreachable"
+				case errors.As(err, &rf):
+					got = "refused"
+				}
+				if got != want {
+					t.Errorf("answer %d: %v (%s), want %s", n, err, got, want)
+				}
+			}
+		})
 	}
 }
