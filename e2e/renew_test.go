@@ -1,6 +1,8 @@
 package e2e_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,12 +13,14 @@ import (
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 
 	"github.com/spirepod/spirepod/internal/certmanager"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
+	"github.com/spirepod/spirepod/internal/rotate"
 	"github.com/spirepod/spirepod/internal/testbed"
 )
 
@@ -186,4 +190,94 @@ func waitFor(t *testing.T, bound time.Duration, cond func() bool) bool {
 		}
 	}
 	return cond()
+}
+
+// TestReissueFailsFast: `pki rotate` asks cert-manager to re-issue a pod's
+// agent certificate and real cert-manager cannot: the issuer's CA Secret
+// holds a CA certificate and a key that is not its own (the issuer stays
+// Ready: it only checks that the certificate is a CA), so signing fails
+// ("x509: provided PrivateKey doesn't match parent's PublicKey") and
+// cert-manager marks the issuance failed, to be retried after an hour.
+// Reissue ends with cert-manager's reason at once instead of waiting out
+// its timeout.
+func TestReissueFailsFast(t *testing.T) {
+	t.Parallel()
+	c := newChain(t, "spreissue-", 4*time.Minute, testbed.Bins.KubeSet)
+	root, ctx := c.root, c.ctx
+	kube := []string{"--kubeconfig", c.cluster.Kubeconfig, "--context", c.cluster.Context}
+	team := "reissue-" + randHex(t, 3)
+	dir := filepath.Join(root, team)
+	upCert, _ := c.upstreamCA()
+	c.run(root, "init", "--team", team, "--namespace", team, dir)
+	c.run(dir, "pki", "gen")
+	c.run(dir, "bundle", "set", upCert)
+	c.run(dir, append([]string{"apply", "--create-namespace", "--wait", "--timeout", "2m"}, kube...)...)
+	p := loadProject(t, dir)
+	pod := p.PodName(0)
+	crts := c.cluster.Dynamic.Resource(certmanager.CertificateGVR).Namespace(p.Namespace)
+	if !waitFor(t, time.Minute, func() bool {
+		crt, err := crts.Get(ctx, p.CertificateName(pod), metav1.GetOptions{})
+		return err == nil && certReady(crt.Object)
+	}) {
+		t.Fatal("the agent Certificate was never issued")
+	}
+
+	// The CA Secret now: another CA's certificate, a third CA's key.
+	caPEM := writeCAFile(t, filepath.Join(root, "b"))
+	writeCAFile(t, filepath.Join(root, "c"))
+	wrongKey, err := os.ReadFile(filepath.Join(root, "c", "ca.key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := p.Issuer()
+	secrets := c.cluster.Client.CoreV1().Secrets(ref.SecretNamespace)
+	sec, err := secrets.Get(ctx, ref.SecretName, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec.Data["tls.crt"], sec.Data["tls.key"] = []byte(caPEM), wrongKey
+	if _, err := secrets.Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	kc := &rotate.KubeCluster{Context: c.cluster.Context, Client: c.cluster.Client, Dynamic: c.cluster.Dynamic}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	_, err = kc.Reissue(rctx, p, pod, readCert(t, filepath.Join(root, "b", "ca.crt.pem")).Cert)
+	var fe *rotate.IssuanceFailedError
+	if !errors.As(err, &fe) || !strings.Contains(fe.Message, "doesn't match parent's PublicKey") || fe.Certificate != p.Namespace+"/"+p.CertificateName(pod) {
+		t.Fatalf("Reissue: %v, want cert-manager's failed issuance naming the Certificate and the signing error", err)
+	}
+	if !strings.Contains(err.Error(), "kubectl -n "+p.Namespace+" describe certificate "+p.CertificateName(pod)) {
+		t.Errorf("the error gives no way to look further: %v", err)
+	}
+	t.Logf("REISSUE: failed issuance reported in %v: %v", time.Since(start).Round(time.Millisecond), err)
+
+	// Run again (a resumed rotation): the failed issuance left Issuing
+	// False; the trigger replaces that condition (a second Issuing
+	// condition is refused by the API server) and the new attempt's
+	// failure is reported again.
+	_, err = kc.Reissue(rctx, p, pod, readCert(t, filepath.Join(root, "b", "ca.crt.pem")).Cert)
+	if !errors.As(err, &fe) || !strings.Contains(fe.Message, "doesn't match parent's PublicKey") {
+		t.Fatalf("Reissue again: %v, want cert-manager's failed issuance", err)
+	}
+	crt, err := crts.Get(ctx, p.CertificateName(pod), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _, _ := unstructured.NestedInt64(crt.Object, "status", "failedIssuanceAttempts"); n != 2 {
+		t.Errorf("failedIssuanceAttempts %d, want 2: the second Reissue did not make cert-manager try again", n)
+	}
+}
+
+// certReady: a Certificate's Ready condition is True.
+func certReady(obj map[string]any) bool {
+	conds, _, _ := unstructured.NestedSlice(obj, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == "Ready" && m["status"] == "True" {
+			return true
+		}
+	}
+	return false
 }

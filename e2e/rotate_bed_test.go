@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 
+	"github.com/spirepod/spirepod/internal/certmanager"
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
@@ -735,6 +736,12 @@ func (r *rotBed) evidence() string {
 			fmt.Fprintf(&b, "Secret tls.crt: %v\n", err)
 		} else {
 			fmt.Fprintf(&b, "Secret leaf sha1 %s notBefore %s (resourceVersion %s)\n", pki.SHA1Fingerprint(certs[0]), certs[0].NotBefore.Format(time.RFC3339), sec.ResourceVersion)
+		}
+		if crt, err := r.cluster.Dynamic.Resource(certmanager.CertificateGVR).Namespace(r.p.Namespace).Get(r.ctx, r.p.CertificateName(name), metav1.GetOptions{}); err != nil {
+			fmt.Fprintf(&b, "Certificate: %v\n", err)
+		} else {
+			st, _ := json.Marshal(crt.Object["status"])
+			fmt.Fprintf(&b, "Certificate status: %s\n", st)
 		}
 		if pd == nil {
 			continue

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -203,8 +204,14 @@ func (c *KubeCluster) Reissue(ctx context.Context, p *project.Project, pod strin
 	if l := leafOf(sec, newCA); l != nil {
 		return l, nil
 	}
+	// cert-manager's lastFailureTime has whole seconds.
+	since := time.Now().Truncate(time.Second)
 	if !issuing(crt) {
+		// One Issuing condition (conditions are a map keyed by type): a
+		// failed issuance left one at False; it becomes True, as cmctl
+		// renew sets it.
 		conds, _, _ := unstructured.NestedSlice(crt.Object, "status", "conditions")
+		conds = slices.DeleteFunc(conds, func(c any) bool { m, ok := c.(map[string]any); return ok && m["type"] == "Issuing" })
 		conds = append(conds, map[string]any{
 			"type": "Issuing", "status": "True", "reason": "ManuallyTriggered",
 			"message":            "Certificate re-issuance triggered by spirepod pki rotate (the team CA changed)",
@@ -223,10 +230,20 @@ func (c *KubeCluster) Reissue(ctx context.Context, p *project.Project, pod strin
 			return nil, fmt.Errorf("re-issue Certificate %s/%s: %w", p.Namespace, name, err)
 		}
 	}
+	// While the Secret is watched, so is the Certificate: an issuance
+	// cert-manager marks failed ends the wait at once (it retries only
+	// after a backoff of an hour or more).
+	wctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		if err := issuanceFailed(wctx, certs, p.Namespace, name, since); err != nil {
+			cancel(err)
+		}
+	}()
 	secrets := c.Client.CoreV1().Secrets(p.Namespace)
 	lw := byName(secretName, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return secrets.List(ctx, o) }, secrets.Watch)
 	var leaf *x509.Certificate
-	_, err = watchtools.UntilWithSync(ctx, lw, &corev1.Secret{}, nil, func(ev watch.Event) (bool, error) {
+	_, err = watchtools.UntilWithSync(wctx, lw, &corev1.Secret{}, nil, func(ev watch.Event) (bool, error) {
 		s, ok := ev.Object.(*corev1.Secret)
 		if !ok || ev.Type == watch.Deleted {
 			return false, nil
@@ -235,9 +252,68 @@ func (c *KubeCluster) Reissue(ctx context.Context, p *project.Project, pod strin
 		return leaf != nil, nil
 	})
 	if err != nil {
+		var fe *IssuanceFailedError
+		if errors.As(context.Cause(wctx), &fe) {
+			return nil, fe
+		}
 		return nil, fmt.Errorf("Secret %s/%s never held a certificate of the new CA: %w (see `kubectl -n %s describe certificate %s`)", p.Namespace, secretName, err, p.Namespace, name)
 	}
 	return leaf, nil
+}
+
+// IssuanceFailedError is cert-manager's word that it could not issue a
+// Certificate: its Issuing condition False with a lastFailureTime since the
+// re-issue began (what cert-manager's issuing controller writes when the
+// CertificateRequest is denied, invalid or failed).
+type IssuanceFailedError struct {
+	Certificate     string // namespace/name
+	Reason, Message string
+	At              time.Time
+}
+
+func (e *IssuanceFailedError) Error() string {
+	ns, name, _ := strings.Cut(e.Certificate, "/")
+	return fmt.Sprintf("cert-manager could not issue Certificate %s (%s at %s): %s (see `kubectl -n %s describe certificate %s`; cert-manager retries only after a backoff of an hour or more, `spirepod pki rotate` triggers it again when run again)",
+		e.Certificate, e.Reason, e.At.UTC().Format(time.RFC3339), e.Message, ns, name)
+}
+
+// issuanceFailed watches a Certificate until cert-manager marks an issuance
+// failed at or after since (an *IssuanceFailedError), or ctx ends (nil).
+func issuanceFailed(ctx context.Context, certs dynamic.ResourceInterface, namespace, name string, since time.Time) error {
+	var failed *IssuanceFailedError
+	_, _ = watchtools.UntilWithSync(ctx, byName(name, func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) { return certs.List(ctx, o) }, certs.Watch),
+		&unstructured.Unstructured{}, nil, func(ev watch.Event) (bool, error) {
+			crt, ok := ev.Object.(*unstructured.Unstructured)
+			if !ok || ev.Type == watch.Deleted {
+				return false, nil
+			}
+			failed = failedSince(crt, since)
+			return failed != nil, nil
+		})
+	if failed == nil {
+		return nil
+	}
+	failed.Certificate = namespace + "/" + name
+	return failed
+}
+
+// failedSince reads a failed issuance off a Certificate's status: Issuing
+// False and status.lastFailureTime not before since; else nil.
+func failedSince(crt *unstructured.Unstructured, since time.Time) *IssuanceFailedError {
+	at, _, _ := unstructured.NestedString(crt.Object, "status", "lastFailureTime")
+	t, err := time.Parse(time.RFC3339, at)
+	if err != nil || t.Before(since) {
+		return nil
+	}
+	conds, _, _ := unstructured.NestedSlice(crt.Object, "status", "conditions")
+	for _, c := range conds {
+		if m, ok := c.(map[string]any); ok && m["type"] == "Issuing" && m["status"] == "False" {
+			reason, _ := m["reason"].(string)
+			msg, _ := m["message"].(string)
+			return &IssuanceFailedError{Reason: reason, Message: msg, At: t}
+		}
+	}
+	return nil
 }
 
 // byName lists and watches the one object called name.

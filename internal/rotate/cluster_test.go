@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -165,4 +166,41 @@ func secretOf(leaf *x509.Certificate) *corev1.Secret {
 	return &corev1.Secret{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Secret"},
 		ObjectMeta: metav1.ObjectMeta{Namespace: "payments", Name: "x"},
 		Data:       map[string][]byte{"tls.crt": pki.EncodeCertificate(leaf)}}
+}
+
+// TestFailedSince reads cert-manager's failed issuance off a Certificate's
+// status as its issuing controller writes it (failIssueCertificate:
+// lastFailureTime, then Issuing False with the request's reason), and only
+// when it is not older than the re-issue.
+func TestFailedSince(t *testing.T) {
+	since := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	crt := func(issuing, lastFailure string) *unstructured.Unstructured {
+		status := map[string]any{"conditions": []any{
+			map[string]any{"type": "Ready", "status": "False", "reason": "DoesNotExist"},
+			map[string]any{"type": "Issuing", "status": issuing, "reason": "Failed", "message": "The certificate request has failed to complete and will be retried: denied"},
+		}}
+		if lastFailure != "" {
+			status["lastFailureTime"] = lastFailure
+		}
+		return &unstructured.Unstructured{Object: map[string]any{"status": status}}
+	}
+	for _, c := range []struct {
+		name string
+		crt  *unstructured.Unstructured
+		want bool
+	}{
+		{"failed in the same second", crt("False", "2026-12-06T12:00:00Z"), true},
+		{"failed later", crt("False", "2026-12-06T12:03:00Z"), true},
+		{"an earlier failure", crt("False", "2026-12-06T11:59:59Z"), false},
+		{"issuing again after a failure", crt("True", "2026-12-06T12:03:00Z"), false},
+		{"never failed", crt("False", ""), false},
+	} {
+		got := failedSince(c.crt, since)
+		if (got != nil) != c.want {
+			t.Errorf("%s: %+v, want failed=%v", c.name, got, c.want)
+		}
+		if got != nil && (got.Reason != "Failed" || !strings.Contains(got.Message, "denied")) {
+			t.Errorf("%s: %+v does not carry the condition's reason and message", c.name, got)
+		}
+	}
 }
