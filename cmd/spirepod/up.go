@@ -19,6 +19,7 @@ import (
 	"github.com/spirepod/spirepod/internal/pki"
 	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
+	"github.com/spirepod/spirepod/internal/retry"
 	"github.com/spirepod/spirepod/internal/rotate"
 	"github.com/spirepod/spirepod/internal/scaffold"
 	"github.com/spirepod/spirepod/internal/status"
@@ -127,7 +128,7 @@ func upRun(ctx context.Context, o *upOptions) error {
 		return err
 	}
 	render := o.renderer()
-	res, err := up.Run(ctx, up.Options{Steps: u.steps(), NoWait: o.NoWait, Poll: o.Poll, Now: o.f.Now, Event: render})
+	res, err := up.Run(ctx, up.Options{Steps: u.steps(), NoWait: o.NoWait, Poll: o.Poll, Now: o.f.Now, Event: render, Transient: waitThrough})
 	var we *up.WaitingError
 	var se *up.StepError
 	switch {
@@ -393,6 +394,11 @@ func (u *upRunner) prInputs(ctx context.Context, drift bool) (*project.Project, 
 	w, err := u.where(ctx, p)
 	return p, tca, w, err
 }
+
+// waitThrough: a failed check that a wait on people outlasts: GitHub
+// answering 5xx or rate-limiting after the client's own retries, or the
+// network or the cluster failing for a moment (retry.Transient).
+func waitThrough(err error) bool { return pr.Retryable(err) || retry.Transient(err) }
 
 // --- 4. the SPIRE server trusts the team CA ----------------------------------
 

@@ -25,6 +25,22 @@ type APIError struct {
 	Message    string `json:"message"`
 	Permission string `json:"permission,omitempty"`
 	Hint       string `json:"hint"`
+	// RateLimited: GitHub's primary or secondary rate limit, longer than
+	// the client waits by itself.
+	RateLimited bool `json:"rateLimited,omitempty"`
+}
+
+// Retryable reports whether a GitHub failure means "later", not "no": a
+// 5xx answer (after the client's own retries) or a rate limit longer than
+// the client waits. A poll that meets one can poll again; anything else
+// (a bad token, no access, a 404, a validation error) will not change.
+func Retryable(err error) bool {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.Status >= 500 || ae.RateLimited
+	}
+	var tb *graphQLTooBigError
+	return errors.As(err, &tb) && tb.Status >= 500
 }
 
 func (e *APIError) Error() string {
@@ -52,12 +68,12 @@ func translate(err error, op, repo, perm string) error {
 	}
 	var rl *github.RateLimitError
 	if errors.As(err, &rl) {
-		return &APIError{Status: http.StatusForbidden, Op: op, Message: rl.Message,
+		return &APIError{Status: http.StatusForbidden, Op: op, Message: rl.Message, RateLimited: true,
 			Hint: fmt.Sprintf("the GitHub rate limit resets at %s; retry then", rl.Rate.Reset.Time.UTC().Format(time.RFC3339))}
 	}
 	var ab *github.AbuseRateLimitError
 	if errors.As(err, &ab) {
-		return &APIError{Status: http.StatusForbidden, Op: op, Message: ab.Message, Hint: "GitHub's secondary rate limit: wait a minute and retry"}
+		return &APIError{Status: http.StatusForbidden, Op: op, Message: ab.Message, RateLimited: true, Hint: "GitHub's secondary rate limit: wait a minute and retry"}
 	}
 	var er *github.ErrorResponse
 	if !errors.As(err, &er) || er.Response == nil {
@@ -81,6 +97,7 @@ func translate(err error, op, repo, perm string) error {
 			ae.Hint = fmt.Sprintf("give the token %s on %s (fine-grained token) or the repo scope (classic token)", perm, repo)
 		}
 	case http.StatusTooManyRequests: // GitHub's rate limits answer 403 or 429
+		ae.RateLimited = true
 		ae.Hint = "GitHub's rate limit: wait a few minutes and retry"
 		if er.Response.Header.Get("X-RateLimit-Remaining") == "0" {
 			if reset, err := strconv.ParseInt(er.Response.Header.Get("X-RateLimit-Reset"), 10, 64); err == nil {

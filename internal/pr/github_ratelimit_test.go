@@ -122,6 +122,33 @@ func TestNoRetryOfOther4xx(t *testing.T) {
 		if n := e.fake.Requests(); n != 1 || len(e.sleeps) != 0 {
 			t.Errorf("%d: %d requests and sleeps %v, want 1 and none", st, n, e.sleeps)
 		}
+		if Retryable(err) {
+			t.Errorf("%d: %v is Retryable: a poll would wait on an answer that will not change", st, err)
+		}
+	}
+}
+
+// TestRetryableAfterTheClientGivesUp: what the client's own retries and
+// waits could not get past is Retryable for a caller that polls (`up`
+// waiting on a review): a 5xx on every try, a rate limit longer than the
+// client waits, or past its deadline.
+func TestRetryableAfterTheClientGivesUp(t *testing.T) {
+	for name, f := range map[string]githubfake.Fault{
+		"502 on every try":         {Path: "/branches/", Status: 502, Times: 20},
+		"secondary, past deadline": {Path: "/branches/", Secondary: true, RetryAfter: 90 * time.Second},
+		"primary, past deadline":   {Path: "/branches/", RateLimitReset: time.Hour},
+		"429, past deadline":       {Path: "/branches/", Status: 429, Secondary: true, RetryAfter: 90 * time.Second},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := newRateEnv(t, GitHubOptions{MaxRateLimitWait: time.Hour})
+			e.fake.Inject(&f)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			_, _, err := e.c.base(ctx)
+			if err == nil || !Retryable(err) {
+				t.Errorf("%v: want a Retryable error", err)
+			}
+		})
 	}
 }
 

@@ -101,6 +101,12 @@ type Options struct {
 	Now   func() time.Time
 	// Event receives every event (nil: none).
 	Event func(Event)
+	// Transient says a check's error is worth waiting through (a network
+	// failure, a 5xx): a waiting step whose check fails so is reported as
+	// still waiting ("could not check: …") and checked again at the next
+	// poll. Any other error, or any error outside a wait, fails the step.
+	// nil: every error fails.
+	Transient func(error) bool
 }
 
 // Result is what a run did, step by step.
@@ -254,13 +260,27 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 // broken, or to do: what it waited for went away).
 func wait(ctx context.Context, o Options, s Step, c Check) (Check, error) {
 	d := o.Poll
+	reported := "" // the last check error reported as a wait
 	for {
 		if err := o.Sleep(ctx, d); err != nil {
 			return c, err
 		}
 		next, err := s.Check(ctx)
 		if err != nil {
-			return c, err
+			if ctx.Err() != nil || o.Transient == nil || !o.Transient(err) {
+				return c, err
+			}
+			// Still waiting on the same people; say why this poll told
+			// nothing, once per cause.
+			if msg := "could not check (checking again): " + err.Error(); msg != reported {
+				reported = msg
+				if o.Event != nil {
+					o.Event(Event{Time: o.Now(), Step: s.ID, Title: s.Title, Kind: EventWaiting,
+						Check: Check{State: Waiting, Who: c.Who, What: c.What, URL: c.URL, Message: msg, Hint: c.Hint}})
+				}
+			}
+			d = min(2*d, o.MaxPoll)
+			continue
 		}
 		switch next.State {
 		case Done:
@@ -270,8 +290,8 @@ func wait(ctx context.Context, o Options, s Step, c Check) (Check, error) {
 		case Todo:
 			return next, fmt.Errorf("what this step waited for went away: %s", next.Message)
 		}
-		if next.What != c.What || next.URL != c.URL {
-			c = next
+		if next.What != c.What || next.URL != c.URL || reported != "" {
+			c, reported = next, ""
 			if o.Event != nil {
 				o.Event(Event{Time: o.Now(), Step: s.ID, Title: s.Title, Kind: EventWaiting, Check: c})
 			}

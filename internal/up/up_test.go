@@ -206,3 +206,68 @@ func TestUpFailures(t *testing.T) {
 		})
 	}
 }
+
+// TestUpWaitsThroughTransientErrors: while a step waits (hours, for a
+// review), a check that fails for a transient cause (GitHub's 502, a
+// dropped connection) is one more wait, reported once per cause, and the
+// wait goes on; the next good check is reported again. Any other error
+// still fails the step, and so does a transient one outside a wait.
+func TestUpWaitsThroughTransientErrors(t *testing.T) {
+	errBadGateway := errors.New("GET /repos/wp-wcm/city/pulls: 502 Bad Gateway")
+	errDenied := errors.New("GET /repos/wp-wcm/city/pulls: 401 Bad credentials")
+	transient := func(err error) bool { return errors.Is(err, errBadGateway) }
+	run := func(answers []error, first error) ([]Event, *Result, error, int) {
+		checks := 0
+		steps := []Step{{ID: "pr", Title: "4. trust-list PR", Check: func(context.Context) (Check, error) {
+			checks++
+			if checks == 1 {
+				if first != nil {
+					return Check{}, first
+				}
+				return Check{State: Waiting, Who: "the city's reviewers", What: "merge the pull request", URL: "https://github.com/wp-wcm/city/pull/7"}, nil
+			}
+			if i := checks - 2; i < len(answers) {
+				if answers[i] != nil {
+					return Check{}, answers[i]
+				}
+				return Check{State: Waiting, Who: "the city's reviewers", What: "merge the pull request", URL: "https://github.com/wp-wcm/city/pull/7"}, nil
+			}
+			return Check{State: Done, Message: "merged"}, nil
+		}}}
+		var evs []Event
+		res, err := Run(context.Background(), Options{Steps: steps, Sleep: noSleep, Transient: transient, Event: func(e Event) { evs = append(evs, e) }})
+		return evs, res, err, checks
+	}
+
+	evs, res, err, checks := run([]error{errBadGateway, errBadGateway, nil, errBadGateway}, nil)
+	if err != nil || !res.Verified || checks != 6 {
+		t.Fatalf("%v %+v after %d checks, want verified after 6", err, res, checks)
+	}
+	var kinds []string
+	for _, e := range evs {
+		kinds = append(kinds, string(e.Kind)+":"+e.Message)
+		if e.Kind == EventWaiting && (e.Who != "the city's reviewers" || e.URL == "") {
+			t.Errorf("a wait event lost who and where: %+v", e)
+		}
+	}
+	want := []string{"waiting:", "waiting:could not check (checking again): " + errBadGateway.Error(), "waiting:",
+		"waiting:could not check (checking again): " + errBadGateway.Error(), "done:merged"}
+	if len(kinds) != len(want) {
+		t.Fatalf("events %q, want %q", kinds, want)
+	}
+	for i := range want {
+		if kinds[i] != want[i] {
+			t.Errorf("event %d: %q, want %q", i, kinds[i], want[i])
+		}
+	}
+
+	_, _, err, _ = run([]error{errBadGateway, errDenied}, nil)
+	var se *StepError
+	if !errors.As(err, &se) || !errors.Is(err, errDenied) {
+		t.Errorf("a refusal during the wait: %v, want a StepError with it", err)
+	}
+	_, _, err, _ = run(nil, errBadGateway)
+	if !errors.As(err, &se) || !errors.Is(err, errBadGateway) {
+		t.Errorf("a transient error at the first check: %v, want a StepError (nothing to wait on yet)", err)
+	}
+}
