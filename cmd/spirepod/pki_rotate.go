@@ -230,6 +230,7 @@ func (o *pkiRotateOptions) runOptions(p *project.Project, server string) (rotate
 	pc := &prCommon{f: f, Local: o.Local, Push: o.Push, Timeout: o.Timeout}
 	ro.PRs = &rotatePRs{c: pc, p: p}
 	ro.Probe, ro.NoProbe = serverProbe(f, p, server)
+	ro.Transient = waitThrough
 	if o.CheckWith != "" {
 		certs, err := pkiReadCerts(f, "--check-with", o.CheckWith)
 		if err != nil {

@@ -200,8 +200,9 @@ type fakeCity struct {
 	// autoMerge merges every pull request as it opens (and autoReload on
 	// the server reloads at each merge): a platform that answers at once.
 	autoMerge bool
-	// onInBase runs before each InBase answer (a merge while Run polls).
-	onInBase func(n int)
+	// onInBase runs before each InBase answer (a merge while Run polls);
+	// an error it returns is InBase's answer (GitHub failing).
+	onInBase func(n int) error
 }
 
 func (c *fakeCity) read(_ context.Context, path string) ([]byte, bool, error) {
@@ -261,7 +262,9 @@ func (c *fakeCity) InBase(ctx context.Context, ch *Change) (bool, error) {
 	n, hook := c.inBase, c.onInBase
 	c.mu.Unlock()
 	if hook != nil {
-		hook(n)
+		if err := hook(n); err != nil {
+			return false, err
+		}
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

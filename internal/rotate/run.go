@@ -57,6 +57,11 @@ type Options struct {
 	Wait bool
 	// Poll is the interval of those polls (default 15 s).
 	Poll time.Duration
+	// Transient says an error is worth waiting through while Wait polls a
+	// step that already waits (GitHub's 5xx on a merge check, the network
+	// for a moment): reported, then the step is tried again at the next
+	// poll. nil: every error ends the run.
+	Transient func(error) bool
 	// VerifyPod, when set with Wait, follows a restarted pod until its
 	// agent serves the workload's SVID (spirepod verify).
 	VerifyPod func(ctx context.Context, pod string) error
@@ -237,25 +242,31 @@ func Run(ctx context.Context, o Options, s *State) (*Report, error) {
 			if err := ctx.Err(); err != nil {
 				return r.rep, err // interrupted between steps: every finished one is recorded
 			}
+			var waiting *waitErr // the step's last wait in this run
 			for {
 				detail, err := r.step(ctx, id)
 				var w *waitErr
-				if errors.As(err, &w) {
+				switch {
+				case errors.As(err, &w):
 					if !o.Wait {
 						r.rep.Waiting, r.rep.Hint = w.what, w.hint
 						return r.rep, nil
 					}
 					r.progress("waiting: " + w.what)
+					waiting = w
+				case err != nil && waiting != nil && r.waitThrough(ctx, err):
+					r.progress("waiting: could not check (checking again): " + err.Error())
+				case err != nil:
+					return r.rep, err
+				}
+				if err != nil {
 					select {
 					case <-ctx.Done():
-						r.rep.Waiting, r.rep.Hint = w.what, w.hint
-						return r.rep, fmt.Errorf("%s: %w", w.what, ctx.Err())
+						r.rep.Waiting, r.rep.Hint = waiting.what, waiting.hint
+						return r.rep, fmt.Errorf("%s: %w", waiting.what, ctx.Err())
 					case <-time.After(o.Poll):
 					}
 					continue
-				}
-				if err != nil {
-					return r.rep, err
 				}
 				s.Steps[id] = r.now().UTC()
 				if id == StepOldKeyDeleted {
@@ -276,6 +287,12 @@ func Run(ctx context.Context, o Options, s *State) (*Report, error) {
 		}
 	}
 	return r.rep, nil
+}
+
+// waitThrough: err, met while a step waits, is one Options.Transient
+// says to wait through.
+func (r *runner) waitThrough(ctx context.Context, err error) bool {
+	return ctx.Err() == nil && r.o.Transient != nil && r.o.Transient(err)
 }
 
 func (r *runner) progress(msg string) {

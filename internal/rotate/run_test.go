@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/spirepod/spirepod/internal/pki"
+	"github.com/spirepod/spirepod/internal/pr"
 	"github.com/spirepod/spirepod/internal/project"
 )
 
@@ -809,13 +810,14 @@ func TestRunWait(t *testing.T) {
 		w := newWorld(t)
 		w.server.autoReload = true
 		// The platform merges what is open at every third look.
-		w.city.onInBase = func(n int) {
+		w.city.onInBase = func(n int) error {
 			if n%3 != 0 {
-				return
+				return nil
 			}
 			for _, b := range w.city.openBranches() {
 				w.city.merge(b)
 			}
+			return nil
 		}
 		var waits int
 		_, s, err := w.run(context.Background(), StartOptions{}, func(o *Options) {
@@ -831,6 +833,52 @@ func TestRunWait(t *testing.T) {
 		}
 		if waits == 0 {
 			t.Errorf("never waited for a merge")
+		}
+	})
+	t.Run("GitHub failing while it waits", func(t *testing.T) {
+		// Once Run waits for the merge, its next two looks meet a 502
+		// (after the client's own retries), the third a merge: the wait
+		// goes on through the outage. A refusal instead (401) ends the run.
+		for _, c := range []struct {
+			status int
+			done   bool
+		}{{502, true}, {401, false}} {
+			w := newWorld(t)
+			w.server.autoReload = true
+			looks := -1 // counting starts at the first wait
+			w.city.onInBase = func(n int) error {
+				if looks < 0 {
+					return nil
+				}
+				looks++
+				switch {
+				case looks <= 2:
+					return &pr.APIError{Status: c.status, Op: "read the base branch"}
+				default:
+					for _, b := range w.city.openBranches() {
+						w.city.merge(b)
+					}
+				}
+				return nil
+			}
+			var outage int
+			_, s, err := w.run(context.Background(), StartOptions{}, func(o *Options) {
+				o.Wait, o.Poll, o.Yes, o.Transient = true, 1, true, pr.Retryable
+				o.Progress = func(msg string) {
+					if looks < 0 && strings.HasPrefix(msg, "waiting: the pull request(s) to be merged") {
+						looks = 0
+					}
+					if strings.HasPrefix(msg, "waiting: could not check (checking again): read the base branch: GitHub answered 502") {
+						outage++
+					}
+				}
+			})
+			switch {
+			case c.done && (err != nil || s.Done.IsZero() || outage != 2):
+				t.Errorf("%d: %v (done %v), %d outage waits, want done after 2", c.status, err, s.Done, outage)
+			case !c.done && (err == nil || !strings.Contains(err.Error(), "401") || outage != 0):
+				t.Errorf("%d: %v after %d outage waits, want the refusal at once", c.status, err, outage)
+			}
 		}
 	})
 	t.Run("interrupted while waiting", func(t *testing.T) {
