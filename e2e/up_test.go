@@ -150,6 +150,16 @@ func (u *upBed) mergeOpen(kind string) bool {
 // always reloads x509pop's trust list: README "Rotating the team CA").
 func (u *upBed) reload(td, upKey string) { u.reloadAfter(td, upKey, nil) }
 
+// closed: ch is closed (without waiting).
+func closed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
 // reloadAfter stops the server, waits for gap (if not nil) to close,
 // loads the merged trust list and starts the server again.
 func (u *upBed) reloadAfter(td, upKey string, gap <-chan struct{}) {
@@ -245,7 +255,8 @@ func (u *upBed) upRun(extra []string, onEvent func(up.Event) bool) ([]up.Event, 
 
 // TestUpRealPod: `spirepod up` from nothing to verified in one run while
 // the platform merges each pull request 2 s after it opens, and reloads the
-// server 3 s after the trust-list merge by restarting it, leaving it down
+// server 3 s after the trust-list merge (and after up's probe was refused:
+// up must have met the server before) by restarting it, leaving it down
 // until up has probed it once in the gap (a wait on the restart, not a
 // failure: CI once failed on exactly that gap); every step runs once. Then a
 // second `up` skips every step. The time to verified is reported as machine
@@ -263,7 +274,7 @@ func TestUpRealPod(t *testing.T) {
 	upKey := u.upKey
 	// The platform: merge after 2 s, reload 3 s after the trust-list merge,
 	// load the entries once the registration is merged.
-	stop, gap := make(chan struct{}), make(chan struct{})
+	stop, gap, refused := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -294,7 +305,7 @@ func TestUpRealPod(t *testing.T) {
 				}
 			}
 			u.mu.Lock()
-			if !caMerged.IsZero() && !u.reloaded && time.Since(caMerged) > 3*time.Second {
+			if !caMerged.IsZero() && !u.reloaded && time.Since(caMerged) > 3*time.Second && closed(refused) {
 				u.reloadAfter(td, upKey, gap)
 				u.reloaded = true
 			}
@@ -308,8 +319,12 @@ func TestUpRealPod(t *testing.T) {
 	t.Cleanup(func() { close(stop); wg.Wait() })
 
 	start := time.Now()
-	gapSeen := false
+	gapSeen, refusedSeen := false, false
 	events, code := u.upRun(nil, func(ev up.Event) bool {
+		if !refusedSeen && ev.Step == "server-trust" && ev.Kind == up.EventWaiting && strings.Contains(ev.Message, "refused the attestation") {
+			refusedSeen = true
+			close(refused)
+		}
 		if !gapSeen && ev.Step == "server-trust" && ev.Kind == up.EventWaiting && strings.Contains(ev.Message, "answered before and does not answer now") {
 			gapSeen = true
 			close(gap)
