@@ -65,7 +65,8 @@ cluster, the last verification):
                          (the platform reloaded the trust list), or --server-reloaded; each
                          probe leaves one attested-agent record (a 15-minute leaf, no entries)
                          on the server, so once verified it is not probed again; a
-                         server that answered and then goes quiet is restarting: up waits
+                         server that does not answer is restarting to reload: up waits
+                         (2 minutes if it never answered in this run)
   5. SPIFFE ID PR        spirepod pr spiffe-id; waits for the merge
   6. cluster             spirepod apply (skipped when the cluster already holds it all, ready)
   7. verification        spirepod verify (waits for the entries to reach the agent)
@@ -449,7 +450,11 @@ func (u *upRunner) checkServerTrust(ctx context.Context) (up.Check, error) {
 		return up.Check{State: up.Waiting, Who: "the platform team", What: "reload the SPIRE server's x509pop trust list (restart it, or SIGUSR1 with plugin_data_file)",
 			Message: err.Error(), Hint: "or `spirepod up --server-reloaded` once they confirm it"}, nil
 	case errors.As(err, &restarting):
-		return up.Check{State: up.Waiting, Who: "the platform team", What: "bring the SPIRE server back (it stopped answering: restarting to reload its trust list?)",
+		what := "bring the SPIRE server back (it stopped answering: restarting to reload its trust list?)"
+		if !restarting.Answered {
+			what = "bring the SPIRE server up (it does not answer yet: restarting to reload its trust list?)"
+		}
+		return up.Check{State: up.Waiting, Who: "the platform team", What: what,
 			Message: err.Error(), Hint: "or `spirepod up --server-reloaded` once they confirm the reload"}, nil
 	}
 	return up.Check{State: up.Broken, Message: err.Error(),
@@ -467,7 +472,11 @@ func (u *upRunner) reloadWatch(p *project.Project, server string) (*rotate.Reloa
 	if err != nil {
 		return nil, err
 	}
-	u.watch = &rotate.ReloadWatch{Probe: probe}
+	grace := rotate.ReloadGrace
+	if u.o.NoWait {
+		grace = 0 // nothing to wait with: say so at once
+	}
+	u.watch = &rotate.ReloadWatch{Probe: probe, Grace: grace}
 	return u.watch, nil
 }
 

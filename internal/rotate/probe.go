@@ -76,42 +76,76 @@ func (e *UnreachableError) Error() string {
 }
 func (e *UnreachableError) Unwrap() error { return e.Err }
 
-// RestartingError is a probe that could not reach a server which answered
-// an earlier probe of the same watch: the platform's reload of the x509pop
-// trust list is often a restart, so the wait goes on (the caller's timeout
-// still bounds it). It unwraps to the cause, not to *UnreachableError:
-// callers that treat unreachable as a failure do not match it.
-type RestartingError struct{ Unreachable *UnreachableError }
+// RestartingError is a probe that could not reach the server while a
+// ReloadWatch still waits for it: the server answered an earlier probe of
+// the watch (Answered), or it has not answered for less than the watch's
+// Grace. The platform's reload of the x509pop trust list is often a
+// restart, right after the merge a waiting run polls for, so the wait goes
+// on (the caller's timeout still bounds it). It unwraps to the cause, not
+// to *UnreachableError: callers that treat unreachable as a failure do not
+// match it.
+type RestartingError struct {
+	Unreachable *UnreachableError
+	Answered    bool
+	// For is how long the server has not answered; Grace, the watch's.
+	For, Grace time.Duration
+}
 
 func (e *RestartingError) Error() string {
-	return fmt.Sprintf("the SPIRE server at %s answered before and does not answer now (restarting to reload its trust list?): %v",
-		e.Unreachable.Server, e.Unreachable.Err)
+	if e.Answered {
+		return fmt.Sprintf("the SPIRE server at %s answered before and does not answer now (restarting to reload its trust list?): %v",
+			e.Unreachable.Server, e.Unreachable.Err)
+	}
+	return fmt.Sprintf("the SPIRE server at %s does not answer yet (for %s; restarting to reload its trust list? giving up after %s): %v",
+		e.Unreachable.Server, e.For.Round(time.Second), e.Grace, e.Unreachable.Err)
 }
 func (e *RestartingError) Unwrap() error { return e.Unreachable.Err }
 
+// ReloadGrace is how long a waiting run keeps probing a SPIRE server that
+// has not answered at all before it gives up: the platform restarts the
+// server to reload the trust list, often right after the merge the run
+// waited for (spire-server starts in seconds).
+const ReloadGrace = 2 * time.Minute
+
 // ReloadWatch probes one server again and again while waiting for the
-// platform to reload it. Before the server has answered once, an
-// unreachable server is an *UnreachableError (a wrong address fails fast);
-// after, it is a *RestartingError.
+// platform to reload it. Once the server has answered (refused or
+// attested), a probe that cannot reach it is a *RestartingError. Before
+// any answer, it is one for Grace from the first such probe, and an
+// *UnreachableError after (Grace 0: at once, so a wrong address fails
+// fast).
 type ReloadWatch struct {
-	Probe    ProbeFunc
+	Probe ProbeFunc
+	Grace time.Duration
+	// Now is the clock (nil: time.Now).
+	Now func() time.Time
+
 	mu       sync.Mutex
 	answered bool
+	downAt   time.Time // the first unanswered probe since the last answer
 }
 
 // Attest probes through w.Probe; see ReloadWatch.
 func (w *ReloadWatch) Attest(ctx context.Context, chain []*x509.Certificate, key crypto.Signer) (string, error) {
 	id, err := w.Probe(ctx, chain, key)
+	now := time.Now
+	if w.Now != nil {
+		now = w.Now
+	}
 	var un *UnreachableError
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	switch {
-	case !errors.As(err, &un):
+	if !errors.As(err, &un) {
 		if err == nil || errors.As(err, new(*RefusedError)) {
-			w.answered = true
+			w.answered, w.downAt = true, time.Time{}
 		}
-	case w.answered:
-		return "", &RestartingError{Unreachable: un}
+		return id, err
+	}
+	if w.downAt.IsZero() {
+		w.downAt = now()
+	}
+	down := now().Sub(w.downAt)
+	if w.answered || down < w.Grace {
+		return "", &RestartingError{Unreachable: un, Answered: w.answered, For: down, Grace: w.Grace}
 	}
 	return id, err
 }

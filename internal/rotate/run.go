@@ -230,7 +230,11 @@ func Run(ctx context.Context, o Options, s *State) (*Report, error) {
 	if o.Probe != nil {
 		// A server that answered once in this run and then does not is
 		// restarting to reload its trust list: a wait, not a failure.
-		o.Probe = (&ReloadWatch{Probe: o.Probe}).Attest
+		grace := time.Duration(0)
+		if o.Wait {
+			grace = ReloadGrace
+		}
+		o.Probe = (&ReloadWatch{Probe: o.Probe, Grace: grace}).Attest
 	}
 	r := &runner{o: o, p: o.Project, s: s, now: o.Now, rep: &Report{Dir: o.Project.Dir}}
 	defer r.fill()
@@ -653,6 +657,11 @@ func restarting(err error) *waitErr {
 	var re *RestartingError
 	if !errors.As(err, &re) {
 		return nil
+	}
+	if !re.Answered {
+		return &waitErr{what: fmt.Sprintf("the SPIRE server at %s to answer (not yet, for %s: restarting to reload its trust list? giving up after %s)",
+			re.Unreachable.Server, re.For.Round(time.Second), re.Grace),
+			hint: "run again once the SPIRE server is back"}
 	}
 	return &waitErr{what: "the SPIRE server at " + re.Unreachable.Server + " to answer again (it answered earlier in this run: restarting to reload its trust list?)",
 		hint: "run again once the SPIRE server is back (or with --wait)"}

@@ -1040,25 +1040,37 @@ func TestRunServerRestartsDuringWait(t *testing.T) {
 	}
 }
 
-// TestReloadWatch: unreachable before any answer is a failure; after a
-// refusal or an attestation it is a restart; other errors pass through.
+// TestReloadWatch: without a grace, unreachable before any answer is a
+// failure; after a refusal or an attestation it is a restart; a grace
+// extends the restart to a server not met yet, for that long from its
+// first silence; other errors pass through.
 func TestReloadWatch(t *testing.T) {
 	down := &UnreachableError{Server: "spire:8081", Err: errors.New("connection refused")}
 	refused := &RefusedError{Err: errors.New("unknown authority")}
 	other := errors.New("the server's answer holds no SVID")
 	for _, c := range []struct {
 		name    string
+		grace   time.Duration
 		answers []error
-		want    []string // the error type of each answer
+		at      []time.Duration // when each answer comes (default: all at 0)
+		want    []string        // the error type of each answer
 	}{
-		{"never answered", []error{down, down}, []string{"unreachable", "unreachable"}},
-		{"refused, then down", []error{refused, down, nil, down}, []string{"refused", "restarting", "", "restarting"}},
-		{"attested, then down", []error{nil, down}, []string{"", "restarting"}},
-		{"a bad answer is not an answer", []error{other, down}, []string{"other", "unreachable"}},
+		{"never answered", 0, []error{down, down}, nil, []string{"unreachable", "unreachable"}},
+		{"refused, then down", 0, []error{refused, down, nil, down}, nil, []string{"refused", "restarting", "", "restarting"}},
+		{"attested, then down", 0, []error{nil, down}, nil, []string{"", "restarting"}},
+		{"a bad answer is not an answer", 0, []error{other, down}, nil, []string{"other", "unreachable"}},
+		{"not met yet, within the grace", 2 * time.Minute, []error{down, down, down},
+			[]time.Duration{0, time.Minute, 2*time.Minute - time.Second}, []string{"not yet", "not yet", "not yet"}},
+		{"not met yet, past the grace", 2 * time.Minute, []error{down, down},
+			[]time.Duration{0, 2 * time.Minute}, []string{"not yet", "unreachable"}},
+		{"met after a silence, then down for good", 2 * time.Minute, []error{down, refused, down},
+			[]time.Duration{0, time.Minute, time.Hour}, []string{"not yet", "refused", "restarting"}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			i := 0
-			rw := &ReloadWatch{Probe: func(context.Context, []*x509.Certificate, crypto.Signer) (string, error) {
+			t0 := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+			now := t0
+			rw := &ReloadWatch{Grace: c.grace, Now: func() time.Time { return now }, Probe: func(context.Context, []*x509.Certificate, crypto.Signer) (string, error) {
 				err := c.answers[i]
 				i++
 				if err != nil {
@@ -1067,6 +1079,9 @@ func TestReloadWatch(t *testing.T) {
 				return "spiffe://td/spire/agent/x509pop/x", nil
 			}}
 			for n, want := range c.want {
+				if c.at != nil {
+					now = t0.Add(c.at[n])
+				}
 				id, err := rw.Attest(t.Context(), nil, nil)
 				var un *UnreachableError
 				var re *RestartingError
@@ -1077,7 +1092,10 @@ func TestReloadWatch(t *testing.T) {
 					got = ""
 				case errors.As(err, &re):
 					got = "restarting"
-					if errors.As(err, &un) || re.Unreachable != down || !strings.Contains(err.Error(), "spire:8081 answered before") {
+					if !re.Answered {
+						got = "not yet"
+					}
+					if errors.As(err, &un) || re.Unreachable != down || !strings.Contains(err.Error(), "spire:8081") {
 						t.Errorf("answer %d: %v does not name the server, or matches *UnreachableError", n, err)
 					}
 				case errors.As(err, &un):
@@ -1090,5 +1108,49 @@ func TestReloadWatch(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRunServerNotUpYetDuringWait: with --wait, the first probe after the
+// merges lands in the platform's restart, so the server has not answered
+// this run at all: within ReloadGrace that is a wait too. Without --wait
+// it is the UnreachableError at once ("the server unreachable is a
+// failure, not a wait").
+func TestRunServerNotUpYetDuringWait(t *testing.T) {
+	w := newWorld(t)
+	w.city.autoMerge = true
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w.server.before = func(n int) {
+		w.server.mu.Lock()
+		defer w.server.mu.Unlock()
+		switch n {
+		case 1: // the restart began with the merge
+			w.server.down = true
+		case 3: // back, with the merged trust list loaded
+			w.server.down = false
+			w.city.mu.Lock()
+			w.server.trusted, _ = pki.ParseCertificates(w.city.base[w.p.City.TrustList.Path])
+			w.city.mu.Unlock()
+		case 4:
+			cancel()
+		}
+	}
+	var progress []string
+	_, s, err := w.run(ctx, StartOptions{}, func(o *Options) {
+		o.Yes, o.Wait, o.Poll = true, true, time.Millisecond
+		o.Progress = func(m string) { progress = append(progress, m) }
+	})
+	if !errors.Is(err, context.Canceled) || !s.done(StepServerTrustsNew) {
+		t.Fatalf("%v, recorded %v: want %s done, then a wait until canceled", err, stepsByTime(s), StepServerTrustsNew)
+	}
+	notYet := 0
+	for _, m := range progress {
+		if strings.Contains(m, "to answer (not yet, for ") && strings.Contains(m, "giving up after 2m0s") {
+			notYet++
+		}
+	}
+	if notYet != 2 {
+		t.Errorf("%d waits on a server not up yet, want 2; progress:\n%s", notYet, strings.Join(progress, "\n"))
 	}
 }
