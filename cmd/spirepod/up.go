@@ -472,11 +472,7 @@ func (u *upRunner) reloadWatch(p *project.Project, server string) (*rotate.Reloa
 	if err != nil {
 		return nil, err
 	}
-	grace := rotate.ReloadGrace
-	if u.o.NoWait {
-		grace = 0 // nothing to wait with: say so at once
-	}
-	u.watch = &rotate.ReloadWatch{Probe: probe, Grace: grace}
+	u.watch = rotate.NewReloadWatch(probe, !u.o.NoWait)
 	return u.watch, nil
 }
 

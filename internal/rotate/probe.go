@@ -124,6 +124,16 @@ type ReloadWatch struct {
 	downAt   time.Time // the first unanswered probe since the last answer
 }
 
+// NewReloadWatch is the watch of a run: with wait, a server not met yet
+// gets ReloadGrace; without (nothing waits), none.
+func NewReloadWatch(probe ProbeFunc, wait bool) *ReloadWatch {
+	w := &ReloadWatch{Probe: probe}
+	if wait {
+		w.Grace = ReloadGrace
+	}
+	return w
+}
+
 // Attest probes through w.Probe; see ReloadWatch.
 func (w *ReloadWatch) Attest(ctx context.Context, chain []*x509.Certificate, key crypto.Signer) (string, error) {
 	id, err := w.Probe(ctx, chain, key)

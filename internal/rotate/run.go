@@ -230,11 +230,7 @@ func Run(ctx context.Context, o Options, s *State) (*Report, error) {
 	if o.Probe != nil {
 		// A server that answered once in this run and then does not is
 		// restarting to reload its trust list: a wait, not a failure.
-		grace := time.Duration(0)
-		if o.Wait {
-			grace = ReloadGrace
-		}
-		o.Probe = (&ReloadWatch{Probe: o.Probe, Grace: grace}).Attest
+		o.Probe = NewReloadWatch(o.Probe, o.Wait).Attest
 	}
 	r := &runner{o: o, p: o.Project, s: s, now: o.Now, rep: &Report{Dir: o.Project.Dir}}
 	defer r.fill()

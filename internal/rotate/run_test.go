@@ -994,50 +994,73 @@ func (w *world) record(t *testing.T, edit func(s *State)) {
 }
 
 // TestRunServerRestartsDuringWait: the platform reloads the trust list by
-// restarting the SPIRE server, and a probe lands in the gap. The server
-// answered (refused) before, so with --wait that is a wait, and the run
-// goes on once the restarted server trusts the new CA. Before, the gap
-// failed the run with an UnreachableError.
+// restarting the SPIRE server, and probes land in the gap. With --wait
+// that is a wait, and the run goes on once the restarted server trusts the
+// new CA: after an answer (refused) for as long as it takes, and before
+// any answer (the first probe after the merges lands in the restart)
+// within ReloadGrace. Before, the gap failed the run with an
+// UnreachableError; without --wait a server never met still does ("the
+// server unreachable is a failure, not a wait").
 func TestRunServerRestartsDuringWait(t *testing.T) {
-	w := newWorld(t)
-	w.city.autoMerge = true
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w.server.before = func(n int) {
-		w.server.mu.Lock()
-		defer w.server.mu.Unlock()
-		switch n {
-		case 2: // after one refusal: the server goes down for two probes
-			w.server.down = true
-		case 4: // back, with the merged trust list loaded
-			w.server.down = false
-			w.city.mu.Lock()
-			w.server.trusted, _ = pki.ParseCertificates(w.city.base[w.p.City.TrustList.Path])
-			w.city.mu.Unlock()
-		case 5: // the next step probes the old CA: enough
-			cancel()
+	for _, c := range []struct {
+		name string
+		// down, back: the probes at which the server goes down and comes
+		// back with the merged trust list; the probe after back is the
+		// next step's, which ends the run.
+		down, back int
+		wait       []string // what each wait on the gap says
+	}{
+		{"after a refusal", 2, 4, []string{"to answer again (it answered earlier in this run"}},
+		{"before any answer", 1, 3, []string{"to answer (not yet, for ", "giving up after 2m0s"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t)
+			w.city.autoMerge = true
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			w.server.before = func(n int) {
+				w.server.mu.Lock()
+				defer w.server.mu.Unlock()
+				switch n {
+				case c.down:
+					w.server.down = true
+				case c.back:
+					w.server.down = false
+					w.city.mu.Lock()
+					w.server.trusted, _ = pki.ParseCertificates(w.city.base[w.p.City.TrustList.Path])
+					w.city.mu.Unlock()
+				case c.back + 1: // the next step probes the old CA: enough
+					cancel()
+				}
+			}
+			var progress []string
+			_, s, err := w.run(ctx, StartOptions{}, func(o *Options) {
+				o.Yes, o.Wait, o.Poll = true, true, time.Millisecond
+				o.Progress = func(m string) { progress = append(progress, m) }
+			})
+			if !errors.Is(err, context.Canceled) || !s.done(StepServerTrustsNew) {
+				t.Fatalf("%v, recorded %v: want %s done once the server is back, then a wait until canceled", err, stepsByTime(s), StepServerTrustsNew)
+			}
+			gaps := 0
+			for _, m := range progress {
+				if containsAll(m, c.wait...) {
+					gaps++
+				}
+			}
+			if gaps != 2 || w.server.calls != c.back+1 {
+				t.Errorf("%d waits on the gap in %d probes, want 2 in %d; progress:\n%s", gaps, w.server.calls, c.back+1, strings.Join(progress, "\n"))
+			}
+		})
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
 		}
 	}
-	var progress []string
-	_, s, err := w.run(ctx, StartOptions{}, func(o *Options) {
-		o.Yes, o.Wait, o.Poll = true, true, time.Millisecond
-		o.Progress = func(m string) { progress = append(progress, m) }
-	})
-	if !errors.Is(err, context.Canceled) {
-		t.Fatalf("%v, want the run to wait on until canceled", err)
-	}
-	if !s.done(StepServerTrustsNew) {
-		t.Errorf("recorded %v, want %s done once the server is back", stepsByTime(s), StepServerTrustsNew)
-	}
-	restarts := 0
-	for _, m := range progress {
-		if strings.Contains(m, "to answer again (it answered earlier in this run") {
-			restarts++
-		}
-	}
-	if restarts != 2 || w.server.calls != 5 {
-		t.Errorf("%d waits on the restart in %d probes, want 2 in 5; progress:\n%s", restarts, w.server.calls, strings.Join(progress, "\n"))
-	}
+	return true
 }
 
 // TestReloadWatch: without a grace, unreachable before any answer is a
@@ -1108,49 +1131,5 @@ func TestReloadWatch(t *testing.T) {
 				}
 			}
 		})
-	}
-}
-
-// TestRunServerNotUpYetDuringWait: with --wait, the first probe after the
-// merges lands in the platform's restart, so the server has not answered
-// this run at all: within ReloadGrace that is a wait too. Without --wait
-// it is the UnreachableError at once ("the server unreachable is a
-// failure, not a wait").
-func TestRunServerNotUpYetDuringWait(t *testing.T) {
-	w := newWorld(t)
-	w.city.autoMerge = true
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	w.server.before = func(n int) {
-		w.server.mu.Lock()
-		defer w.server.mu.Unlock()
-		switch n {
-		case 1: // the restart began with the merge
-			w.server.down = true
-		case 3: // back, with the merged trust list loaded
-			w.server.down = false
-			w.city.mu.Lock()
-			w.server.trusted, _ = pki.ParseCertificates(w.city.base[w.p.City.TrustList.Path])
-			w.city.mu.Unlock()
-		case 4:
-			cancel()
-		}
-	}
-	var progress []string
-	_, s, err := w.run(ctx, StartOptions{}, func(o *Options) {
-		o.Yes, o.Wait, o.Poll = true, true, time.Millisecond
-		o.Progress = func(m string) { progress = append(progress, m) }
-	})
-	if !errors.Is(err, context.Canceled) || !s.done(StepServerTrustsNew) {
-		t.Fatalf("%v, recorded %v: want %s done, then a wait until canceled", err, stepsByTime(s), StepServerTrustsNew)
-	}
-	notYet := 0
-	for _, m := range progress {
-		if strings.Contains(m, "to answer (not yet, for ") && strings.Contains(m, "giving up after 2m0s") {
-			notYet++
-		}
-	}
-	if notYet != 2 {
-		t.Errorf("%d waits on a server not up yet, want 2; progress:\n%s", notYet, strings.Join(progress, "\n"))
 	}
 }
